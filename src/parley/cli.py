@@ -1,0 +1,74 @@
+"""The ``parley`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from parley.apps.echo import echo
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Parley: real-time voice agents that answer phone calls."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit()):
+        raise click.BadParameter("expected FIRST-LAST, e.g. 20000-40000")
+    return int(first), int(last)
+
+
+@main.command()
+@click.argument("agent", default="echo")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address for SIP and RTP.")
+@click.option("--port", default=5060, show_default=True, help="SIP port.")
+@click.option("--transport", type=click.Choice(["udp", "tcp", "both"]), default="both", show_default=True)
+@click.option("--max-calls", type=int, default=None, help="Answer 503 above this many concurrent calls.")
+@click.option("--rtp-ports", default="20000-40000", show_default=True, help="RTP port range FIRST-LAST.")
+@click.option("--media-timeout", default=30.0, show_default=True, help="Hang up after this long without RTP.")
+@click.option("--drain", default=0.0, show_default=True, help="On SIGTERM, seconds to let calls finish.")
+@click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON stats at exit.")
+def serve(
+    agent: str,
+    host: str,
+    port: int,
+    transport: str,
+    max_calls: int | None,
+    rtp_ports: str,
+    media_timeout: float,
+    drain: float,
+    stats_file: Path | None,
+) -> None:
+    """Answer calls with AGENT (an agent YAML file, or `echo`)."""
+    if agent != "echo":
+        raise click.BadParameter(f"unknown agent {agent!r}: only 'echo' exists so far", param_hint="AGENT")
+    transports = ("UDP", "TCP") if transport == "both" else (transport.upper(),)
+    from parley.telephony.server import run_server
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        uvloop = None
+    coro = run_server(
+        echo,
+        host=host,
+        port=port,
+        transports=transports,
+        max_calls=max_calls,
+        rtp_ports=_port_range(rtp_ports),
+        media_timeout=media_timeout,
+        drain=drain,
+    )
+    stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
+    if stats_file is not None:
+        stats_file.write_text(json.dumps(stats, indent=2))
+

@@ -1,0 +1,385 @@
+"""Calls over real sockets: the SIP user agent, RTP endpoints, SDP and the media clock joined.
+
+:class:`CallManager` answers incoming calls by running an application coroutine per call
+(``app(call)``; the call is hung up when it returns) and places outgoing ones (:meth:`dial`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from parley.media.clock import MediaClock
+from parley.media.endpoint import PortAllocator, RtpEndpoint
+from parley.media.stream import RtpStream
+from parley.sip.auth import DigestCredentials
+from parley.sip.sdp import LocalSdp, NegotiatedMedia, NoCommonCodec, SdpError, parse_sdp
+from parley.sip.transport import SipTransport
+from parley.sip.useragent import (
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallEvent,
+    CallFailed,
+    IncomingCall,
+    InviteSession,
+    ReferProgress,
+    ReferReceived,
+    ReInviteReceived,
+    ReInviteResult,
+    SessionState,
+    UserAgent,
+)
+from parley.telephony.call import Call
+
+log = logging.getLogger(__name__)
+App = Callable[[Call], Awaitable[None]]
+
+
+class DialError(Exception):
+    """An outgoing call was not answered; ``status`` is the final SIP status (408 on timeout)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Leg:
+    """Media state kept beside a session until the call ends."""
+
+    endpoint: RtpEndpoint
+    sdp: LocalSdp
+    call: Call | None = None
+    answered: asyncio.Future | None = None
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class ManagerStats:
+    answered: int = 0
+    rejected: int = 0
+    failed: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+    media: dict[str, int] = field(default_factory=dict)  # RTP counters summed over ended calls
+
+
+class CallManager:
+    """Owns the SIP transport, the RTP port pool and the media clock of one process."""
+
+    def __init__(
+        self,
+        app: App | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 5060,
+        transports: tuple[str, ...] = ("UDP",),
+        max_calls: int | None = None,
+        rtp_ports: tuple[int, int] = (20000, 40000),
+        codecs: tuple[str, ...] = ("PCMU", "PCMA"),
+        media_timeout: float = 30.0,
+        credentials: DigestCredentials | None = None,
+        on_refer: Callable[[Call, str], Awaitable[int]] | None = None,
+    ) -> None:
+        self.app = app
+        self.ua = UserAgent(
+            host, port, transport=transports[0], max_sessions=max_calls, credentials=credentials
+        )
+        self.transports = transports
+        self.ports = PortAllocator(host, *rtp_ports)
+        self.codecs = codecs
+        self.media_timeout = media_timeout
+        self.on_refer = on_refer
+        self.clock = MediaClock()
+        self.calls: dict[str, Call] = {}
+        self.stats = ManagerStats()
+        self._transport: SipTransport | None = None
+        self._legs: dict[int, _Leg] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def host(self) -> str:
+        return self.ua.host
+
+    @property
+    def port(self) -> int:
+        return self.ua.port
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport = SipTransport(self.ua, self._on_events)
+        await self._transport.start(self.transports)
+
+    async def stop(self, drain: float = 0.0) -> None:
+        """Stop taking calls; wait up to ``drain`` seconds for calls to end, then hang up the rest."""
+        if self.ua.max_sessions is None or self.ua.max_sessions > 0:
+            self.ua.max_sessions = 0  # new INVITEs now get 503
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_ended(), drain)
+        for call in list(self.calls.values()):
+            call.hangup()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_ended(), 2.0)
+        for task in list(self._tasks):
+            task.cancel()
+        self.clock.stop()
+        if self._transport is not None:
+            await self._transport.close()
+        for leg in self._legs.values():
+            leg.endpoint.close()
+
+    async def _all_ended(self) -> None:
+        while self.calls:
+            await asyncio.sleep(0.05)
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _flush(self) -> None:
+        if self._transport is not None:
+            self._transport.flush()
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call task failed", exc_info=task.exception())
+
+    # -- SIP events ---------------------------------------------------------------------------
+    def _on_events(self, events: list[CallEvent]) -> None:
+        for event in events:
+            session = event.session
+            leg = self._legs.get(id(session))
+            if isinstance(event, IncomingCall):
+                self._spawn(self._accept(session))
+            elif isinstance(event, CallAnswered) and leg is not None:
+                self._on_answered(session, leg, event.answer)
+            elif isinstance(event, CallFailed) and leg is not None:
+                self.stats.failed += 1
+                if leg.answered is not None and not leg.answered.done():
+                    leg.answered.set_exception(DialError(event.status, event.reason))
+            elif isinstance(event, CallConfirmed):
+                pass
+            elif isinstance(event, CallEnded):
+                self._on_ended(session, event.reason)
+            elif isinstance(event, ReInviteReceived) and leg is not None:
+                self._on_reinvite(session, leg, event.offer)
+            elif isinstance(event, ReInviteResult) and leg is not None and leg.call is not None:
+                if 200 <= event.status < 300 and event.answer:
+                    with contextlib.suppress(SdpError):
+                        self._apply(leg, leg.sdp.accept_answer(parse_sdp(event.answer)))
+                future = leg.call._reinvite
+                if future is not None and not future.done() and event.status >= 200 and event.status != 491:
+                    future.set_result(event.status)
+            elif isinstance(event, ReferReceived) and leg is not None and leg.call is not None:
+                self._spawn(self._on_refer(session, leg.call, event.refer_to))
+            elif isinstance(event, ReferProgress) and leg is not None and leg.call is not None:
+                future = leg.call._transfer
+                if event.final and future is not None and not future.done():
+                    future.set_result(event.status)
+
+    async def _accept(self, session: InviteSession) -> None:
+        """Answer an incoming INVITE: open RTP, negotiate SDP, send 200, run the app."""
+        try:
+            endpoint = await self.ports.open()
+        except OSError:
+            self.ua.reject(session, 503, self._now())
+            self.stats.rejected += 1
+            self._flush()
+            return
+        if session.state != SessionState.INCOMING:  # cancelled while we opened the sockets
+            endpoint.close()
+            return
+        sdp = LocalSdp(endpoint.host, endpoint.port, self.codecs)
+        try:
+            answer, media = sdp.answer(parse_sdp(session.remote_sdp))
+        except NoCommonCodec:
+            endpoint.close()
+            self.stats.rejected += 1
+            self.ua.reject(session, 488, self._now())
+            self._flush()
+            return
+        except SdpError as exc:
+            endpoint.close()
+            self.stats.rejected += 1
+            self.ua.reject(session, 488, self._now(), reason=f"Bad SDP: {exc}"[:60])
+            self._flush()
+            return
+        leg = _Leg(endpoint, sdp)
+        self._legs[id(session)] = leg
+        call = self._make_call(session, leg, media, "inbound")
+        self.ua.answer(session, answer, self._now())
+        self._flush()
+        self.stats.answered += 1
+        if self.app is not None:
+            leg.tasks.add(self._spawn(self._run_app(call)))
+
+    async def _run_app(self, call: Call) -> None:
+        try:
+            await self.app(call)  # type: ignore[misc]
+        finally:
+            if not call.ended.is_set():
+                call.hangup()
+
+    def _make_call(self, session: InviteSession, leg: _Leg, media: NegotiatedMedia, direction: str) -> Call:
+        stream = RtpStream(
+            media.codec,
+            media.payload_type,
+            (media.remote_address, media.remote_port),
+            leg.endpoint.send,
+            dtmf_payload_type=media.telephone_event_pt,
+            time=self._now,
+            inactivity_timeout=self.media_timeout,
+        )
+        stream.update_remote((media.remote_address, media.remote_port), media.send, media.receive)
+        leg.endpoint.on_rtp(stream.receive)
+        call = Call(self, session, stream, direction)
+        stream.on_inactive = lambda: self._on_media_timeout(call)
+        leg.call = call
+        session.app = call
+        self.calls[session.call_id + session.local_tag] = call
+        self.clock.add(stream)
+        return call
+
+    def _on_media_timeout(self, call: Call) -> None:
+        log.info("call %s: no RTP for %.0f s, hanging up", call.call_id, self.media_timeout)
+        call.hangup()
+
+    def _apply(self, leg: _Leg, media: NegotiatedMedia) -> None:
+        if leg.call is not None:
+            leg.call.stream.update_remote((media.remote_address, media.remote_port), media.send, media.receive)
+
+    def _on_reinvite(self, session: InviteSession, leg: _Leg, offer: bytes) -> None:
+        now = self._now()
+        if not offer:
+            self.ua.respond_reinvite(session, 200, leg.sdp.offer(leg.sdp.direction), now)
+            return
+        try:
+            answer, media = leg.sdp.answer(parse_sdp(offer))
+        except SdpError:
+            self.ua.respond_reinvite(session, 488, b"", now)
+            return
+        self._apply(leg, media)
+        self.ua.respond_reinvite(session, 200, answer, now)
+
+    async def _on_refer(self, session: InviteSession, call: Call, target: str) -> None:
+        if self.on_refer is None:
+            txn = session.refer_txn
+            if txn is not None:
+                txn.respond_with(603, now=self._now())
+                session.refer_txn = None
+            self._flush()
+            return
+        self.ua.accept_refer(session, self._now())
+        self._flush()
+        status = await self.on_refer(call, target)
+        self.ua.notify_refer(session, status, self._now())
+        self._flush()
+
+    def _on_ended(self, session: InviteSession, reason: str) -> None:
+        self.stats.ended[reason] = self.stats.ended.get(reason, 0) + 1
+        leg = self._legs.pop(id(session), None)
+        if leg is None:
+            return
+        if leg.call is not None:
+            self._add_media_totals(leg.call.stream)
+            self.clock.remove(leg.call.stream)
+            self.calls.pop(session.call_id + session.local_tag, None)
+            leg.call._ended(reason)
+        if leg.answered is not None and not leg.answered.done():
+            leg.answered.set_exception(DialError(487 if reason == "cancelled" else 480, reason))
+        leg.endpoint.close()
+
+    def _add_media_totals(self, stream: RtpStream) -> None:
+        totals = self.stats.media
+        jitter = stream.jitter.stats
+        for name, value in (
+            ("packets_in", stream.stats.packets_in),
+            ("packets_out", stream.stats.packets_out),
+            ("strangers", stream.stats.strangers),
+            ("malformed", stream.stats.malformed),
+            ("dtmf_in", stream.stats.dtmf_in),
+            ("expected", stream.reception.expected),
+            ("lost", max(stream.reception.lost, 0)),
+            ("late", jitter.late),
+            ("concealed", jitter.lost),
+        ):
+            totals[name] = totals.get(name, 0) + int(value)
+
+    def report(self) -> dict[str, object]:
+        """Counters and media-clock timing for benchmarks and operators."""
+        return {
+            "answered": self.stats.answered,
+            "rejected": self.stats.rejected,
+            "rejected_busy": self.ua.stats["rejected_busy"],
+            "parse_errors": self.ua.stats["parse_errors"],
+            "failed": self.stats.failed,
+            "ended": dict(self.stats.ended),
+            "media": dict(self.stats.media),
+            "clock": {
+                "ticks": self.clock.ticks,
+                "skipped": self.clock.skipped,
+                "lateness_p50_ms": 1000 * self.clock.lateness_percentile(50),
+                "lateness_p99_ms": 1000 * self.clock.lateness_percentile(99),
+                "tick_p99_ms": 1000 * self.clock.duration_percentile(99),
+            },
+        }
+
+    # -- actions from calls -------------------------------------------------------------------
+    def hangup(self, call: Call) -> None:
+        session = call.session
+        if session.state == SessionState.TERMINATED:
+            return
+        self.ua.bye(session, self._now())
+        self._flush()
+
+    def refer(self, call: Call, target: str) -> None:
+        self.ua.refer(call.session, target, self._now())
+        self._flush()
+
+    def reinvite(self, call: Call, direction: str) -> bool:
+        leg = self._legs.get(id(call.session))
+        if leg is None:
+            return False
+        sent = self.ua.reinvite(call.session, leg.sdp.offer(direction), self._now())
+        self._flush()
+        return sent
+
+    # -- outgoing calls -----------------------------------------------------------------------
+    async def dial(self, target: str, timeout: float = 32.0, transport: str | None = None) -> Call:
+        """Call ``target`` (``sip:user@ip:port``); returns once answered, raises :class:`DialError`."""
+        endpoint = await self.ports.open()
+        sdp = LocalSdp(endpoint.host, endpoint.port, self.codecs)
+        session = self.ua.invite(target, sdp.offer(), self._now(), transport=transport)
+        leg = _Leg(endpoint, sdp, answered=asyncio.get_running_loop().create_future())
+        self._legs[id(session)] = leg
+        self._flush()
+        try:
+            return await asyncio.wait_for(asyncio.shield(leg.answered), timeout)  # type: ignore[arg-type]
+        except TimeoutError:
+            self.ua.cancel(session, self._now())
+            self._flush()
+            raise DialError(408, "no answer") from None
+
+    def _on_answered(self, session: InviteSession, leg: _Leg, answer: bytes) -> None:
+        try:
+            media = leg.sdp.accept_answer(parse_sdp(answer))
+        except SdpError as exc:
+            self.ua.bye(session, self._now())
+            if leg.answered is not None and not leg.answered.done():
+                leg.answered.set_exception(DialError(488, f"bad SDP answer: {exc}"))
+            return
+        call = self._make_call(session, leg, media, "outbound")
+        if leg.answered is not None and not leg.answered.done():
+            leg.answered.set_result(call)
