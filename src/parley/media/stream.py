@@ -16,10 +16,12 @@ import numpy as np
 from parley.media import g711
 from parley.media.dtmf import DtmfReceiver, dtmf_payloads
 from parley.media.jitter import JitterBuffer, conceal
+from parley.media.rtcp import RtcpError, SenderReport, build_compound, parse_compound, report_block
 from parley.media.rtp import ReceptionStats, RtpError, RtpPacket, RtpSender
 
 FRAME_SAMPLES = 160
 CLOCK_RATE = 8000
+RTCP_INTERVAL_TICKS = 250  # 5 s (RFC 3550 §6.2 minimum for a two-party session)
 Address = tuple[str, int]
 
 
@@ -68,6 +70,8 @@ class RtpStream:
         dtmf_payload_type: int | None = 101,
         time: Callable[[], float],
         inactivity_timeout: float = 30.0,
+        send_rtcp: Callable[[bytes, Address], None] | None = None,
+        cname: str = "parley",
     ) -> None:
         self.codec = codec
         self.payload_type = payload_type
@@ -95,6 +99,13 @@ class RtpStream:
         self._last_pcm: np.ndarray | None = None
         self._losses = 0
         self._inactive_reported = False
+        self._event_ts = 0
+        self._send_rtcp = send_rtcp
+        self.cname = cname
+        self._ticks = 0
+        self._last_sr = 0
+        self._last_sr_at: float | None = None
+        self.rtcp_in = 0
 
     # -- receive ------------------------------------------------------------------------------
     def receive(self, data: bytes, source: Address) -> None:
@@ -163,8 +174,32 @@ class RtpStream:
                 return chunk
         return self._silence
 
+    def receive_rtcp(self, data: bytes, source: Address) -> None:
+        """Note the peer's sender reports (for LSR/DLSR in our receiver reports)."""
+        try:
+            packets = parse_compound(data)
+        except RtcpError:
+            self.stats.malformed += 1
+            return
+        self.rtcp_in += 1
+        for packet in packets:
+            if isinstance(packet, SenderReport):
+                self._last_sr = packet.ntp_middle
+                self._last_sr_at = self._time()
+
+    def _report(self) -> None:
+        if self._send_rtcp is None:
+            return
+        now = self._time()
+        blocks = [report_block(self.reception, now, self._last_sr, self._last_sr_at)] if self.reception.received else []
+        remote = self.latched or self.remote
+        self._send_rtcp(build_compound(self.sender.ssrc, self.cname, blocks, sender=self.sender), (remote[0], remote[1] + 1))
+
     def tick(self) -> None:
         """One 20 ms period: play out one received frame, send one frame."""
+        self._ticks += 1
+        if self._ticks % RTCP_INTERVAL_TICKS == 0 and self.sending:
+            self._report()
         payload = self.jitter.pop()
         if payload is not None:
             pcm = g711.decode(self.codec, payload)
@@ -179,16 +214,21 @@ class RtpStream:
             target = self.latched or self.remote
             if self._dtmf_out:
                 payload, marker = self._dtmf_out.popleft()
+                if marker:
+                    self._event_ts = self.sender.timestamp
                 if payload:
-                    self._send(self.sender.event_packet(payload, marker, self.dtmf_payload_type or 101), target)
+                    packet = self.sender.packet_at(payload, self._event_ts, marker, self.dtmf_payload_type or 101)
+                    self._send(packet, target)
                     self.stats.packets_out += 1
-                    return
+                self.sender.advance(FRAME_SAMPLES)
+                return
             self._send(self.sender.packet(self._next_frame()), target)
             self.stats.packets_out += 1
         if (
             self.on_inactive is not None
             and not self._inactive_reported
             and self.receiving
+            and self.sending
             and self._time() - self.last_rx > self.inactivity_timeout
         ):
             self._inactive_reported = True

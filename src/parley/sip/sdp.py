@@ -237,9 +237,10 @@ def parse_sdp(body: bytes) -> MediaOffer:
     )
 
     address = _connection(media, session)
-    if address is None and line.port != 0:
-        raise SdpError("no c= line for the audio stream")
-    address = address or "0.0.0.0"
+    if address is None:
+        if line.port != 0:
+            raise SdpError("no c= line for the audio stream")
+        address = "0.0.0.0"  # a disabled stream needs no address
     if not _valid_address(address):
         raise SdpError(f"bad connection address {address!r}")
 
@@ -419,7 +420,9 @@ class LocalSdp:
                 media.append(audio)
             else:
                 formats = [f for f in line.formats if _TOKEN.match(f)] or ["0"]
-                media.append({"type": line.media, "port": 0, "protocol": line.protocol, "payloads": " ".join(formats)})
+                media.append(
+                    {"type": line.media, "port": 0, "protocol": line.protocol, "payloads": " ".join(formats)}
+                )
         self._layout = [
             MediaLine(m["type"], m["port"], m["protocol"], tuple(str(m["payloads"]).split())) for m in media
         ]

@@ -241,9 +241,11 @@ class CallManager:
             dtmf_payload_type=media.telephone_event_pt,
             time=self._now,
             inactivity_timeout=self.media_timeout,
+            send_rtcp=leg.endpoint.send_rtcp,
         )
         stream.update_remote((media.remote_address, media.remote_port), media.send, media.receive)
         leg.endpoint.on_rtp(stream.receive)
+        leg.endpoint.on_rtcp(stream.receive_rtcp)
         call = Call(self, session, stream, direction)
         stream.on_inactive = lambda: self._on_media_timeout(call)
         leg.call = call
