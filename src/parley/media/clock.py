@@ -8,6 +8,7 @@ walks every registered stream. Lateness of each tick is recorded for the benchma
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -57,13 +58,14 @@ class MediaClock:
             self._handle = None
 
     def _now(self) -> float:
-        assert self._loop is not None
-        return self._time() if self._time else self._loop.time()
+        # Lateness is measured on the monotonic clock: uvloop's loop.time() has 1 ms steps.
+        return self._time() if self._time else time.monotonic()
 
     def _schedule(self) -> None:
         assert self._loop is not None
         self._n += 1
-        self._handle = self._loop.call_at(self._start + self._n * self.period, self._tick)
+        delay = self._start + self._n * self.period - self._now()
+        self._handle = self._loop.call_later(max(delay, 0.0), self._tick)
 
     def _tick(self) -> None:
         due = self._start + self._n * self.period
@@ -77,7 +79,8 @@ class MediaClock:
             self._n += missed
         for stream in list(self.streams.values()):
             stream.tick()
-        self._durations[(self.ticks - 1) % len(self._durations)] = self._now() - due - late        if self.streams:
+        self._durations[(self.ticks - 1) % len(self._durations)] = self._now() - due - late
+        if self.streams:
             self._schedule()
         else:
             self._handle = None

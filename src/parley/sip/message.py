@@ -1,8 +1,15 @@
-"""Sans-I/O SIP message model, parser and serializer (RFC 3261 §7, §20, §25).
+"""Sans-I/O SIP message model, parser and serializer (RFC 3261 §7, §18.3, §20, §25).
 
 Hand-written: the maintained Python SIP stacks either wrap C libraries with their own I/O
 (pjsua2) or are threaded and stale (pyVoIP); none offers a plain bytes-in/messages-out parser.
-Only :class:`SipParseError` escapes :func:`parse_message` and :class:`StreamFramer`.
+Only :class:`SipParseError` escapes :func:`parse_message`, :class:`StreamFramer` and the
+header accessors of a parsed message, whatever the input bytes; every step is linear-time.
+
+Leniency (RFC 4475 decisions, see tests/sip/test_rfc4475.py): extra SP/HTAB in the
+Request-Line and spaces just inside ``<>`` are tolerated; header text that is not UTF-8 is
+kept byte-exact (surrogateescape) so Call-ID/tags echo back unchanged. Structural errors
+(bad framing, missing/duplicate mandatory headers, unquoted non-token display names, URI
+headers in the Request-URI or outside ``<>``, a bare ``z9hG4bK`` branch) are rejected.
 """
 
 from __future__ import annotations
@@ -12,7 +19,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from parley.sip.errors import SipParseError
-from parley.sip.uri import NameAddr, SipUri, format_host, format_params, parse_hostport, split_params, split_quoted
+from parley.sip.uri import (
+    TOKEN,
+    NameAddr,
+    SipUri,
+    format_host,
+    format_params,
+    parse_hostport,
+    parse_port,
+    show,
+    split_params,
+    split_quoted,
+)
 
 MAX_MESSAGE_SIZE = 65_535
 MAX_HEADER_COUNT = 256
@@ -61,60 +79,91 @@ REASON_PHRASES = {
     504: "Server Time-out", 505: "Version Not Supported", 603: "Decline",
 }  # fmt: skip
 
-_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
-_HEADER_NAME = _TOKEN
+_TOKEN = TOKEN
+_HEADER_NAME = TOKEN
+_LWS = re.compile(r"[ \t]+")
+_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
+_STATUS_LINE = re.compile(
+    r"(SIP/[0-9]+\.[0-9]+)[ \t]+([1-6][0-9][0-9])(?:[ \t](.*))?", re.IGNORECASE | re.DOTALL
+)
+_TOK = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_VIA_SENT = re.compile(rf"({_TOK})[ \t]*/[ \t]*({_TOK})[ \t]*/[ \t]*({_TOK})[ \t]+(.+)", re.DOTALL)
+MAGIC_COOKIE = "z9hG4bK"
+# Methods of RFC 3261 and its common extensions: a CSeq mismatch on any other method is 501.
+KNOWN_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+     "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
+)  # fmt: skip
+
+# lower-case header name (full or compact) -> (canonical name, lookup key)
+_NAMES: dict[str, tuple[str, str]] = {name.lower(): (name, name.lower()) for name in _KNOWN}
+_NAMES.update({short: (full, full.lower()) for short, full in COMPACT_FORMS.items()})
 
 
 def canonical_name(name: str) -> str:
     """Expand compact forms and normalise the case of well-known header names."""
+    known = _NAMES.get(name.lower())
+    return known[0] if known is not None else name
+
+
+def _key(name: str) -> str:
+    """Case-insensitive lookup key of a header name (compact forms expanded)."""
     low = name.lower()
-    if low in COMPACT_FORMS:
-        return COMPACT_FORMS[low]
-    return CANONICAL_NAMES.get(low, name)
+    known = _NAMES.get(low)
+    return known[1] if known is not None else low
 
 
 class Headers:
     """Ordered, case-insensitive multi-map of header values (one entry per list element)."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_keys")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
+        self._keys: list[str] = []
         for name, value in items:
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((canonical_name(name), value))
+        low = name.lower()
+        canonical, key = _NAMES.get(low) or (name, low)
+        self._items.append((canonical, value))
+        self._keys.append(key)
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        low = canonical_name(name).lower()
-        for key, value in self._items:
-            if key.lower() == low:
-                return value
-        return default
+        try:
+            return self._items[self._keys.index(_key(name))][1]
+        except ValueError:
+            return default
 
     def get_all(self, name: str) -> list[str]:
-        low = canonical_name(name).lower()
-        return [value for key, value in self._items if key.lower() == low]
+        key = _key(name)
+        return [item[1] for item, k in zip(self._items, self._keys, strict=True) if k == key]
+
+    def count(self, name: str) -> int:
+        """How many values ``name`` has (after splitting comma-separated lists)."""
+        return self._keys.count(_key(name))
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of ``name`` with one value, keeping the first position."""
         self.replace(name, [value])
 
     def replace(self, name: str, values: list[str]) -> None:
+        key = _key(name)
         canonical = canonical_name(name)
-        low = canonical.lower()
-        positions = [i for i, (key, _) in enumerate(self._items) if key.lower() == low]
-        at = positions[0] if positions else len(self._items)
-        self._items = [item for item in self._items if item[0].lower() != low]
+        at = self._keys.index(key) if key in self._keys else len(self._items)
+        kept = [(item, k) for item, k in zip(self._items, self._keys, strict=True) if k != key]
+        self._items = [item for item, _ in kept]
+        self._keys = [k for _, k in kept]
         for offset, value in enumerate(values):
             self._items.insert(at + offset, (canonical, value))
+            self._keys.insert(at + offset, key)
 
     def remove(self, name: str) -> None:
         self.replace(name, [])
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and _key(name) in self._keys
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -122,42 +171,106 @@ class Headers:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self._keys == other._keys and [v for _, v in self._items] == [v for _, v in other._items]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
     def copy(self) -> Headers:
         new = Headers()
         new._items = list(self._items)
+        new._keys = list(self._keys)
         return new
+
+
+def _small_int(text: str, limit: int) -> int | None:
+    """``text`` as an int in 0..limit (ASCII digits, leading zeros allowed), else None."""
+    digits = text.strip(" \t")
+    if not digits or not (digits.isascii() and digits.isdigit()):
+        return None
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(limit)):
+        return None
+    value = int(digits)
+    return value if value <= limit else None
 
 
 @dataclass(slots=True)
 class Via:
-    """One Via header value: ``SIP/2.0/UDP host:port;branch=z9hG4bK...;rport``."""
+    """One Via header value: ``SIP/2.0/UDP host:port;branch=z9hG4bK...;rport``.
+
+    ``protocol`` is the sent-protocol name/version (``SIP/2.0``); other versions parse so a
+    505 can still be routed back (RFC 4475 §3.1.2.16).
+    """
 
     transport: str
     host: str
     port: int | None = None
     params: dict[str, str | None] = field(default_factory=dict)
+    protocol: str = "SIP/2.0"
 
     @classmethod
     def parse(cls, text: str) -> Via:
         sent, params = split_params(text)
-        m = re.match(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9]+)\s+(\S.*)$", sent, re.IGNORECASE)
+        m = _VIA_SENT.fullmatch(sent)
         if not m:
-            raise SipParseError(f"bad Via {text!r}")
-        host, port = parse_hostport(m.group(2).replace(" ", ""))
-        return cls(m.group(1).upper(), host, port, params)
+            raise SipParseError(f"bad Via {show(text)}")
+        host, port = parse_hostport(m.group(4).replace(" ", "").replace("\t", ""))
+        if "branch" in params and not params["branch"]:
+            raise SipParseError(f"empty Via branch in {show(text)}")
+        if "received" in params and not params["received"]:
+            raise SipParseError(f"empty Via received in {show(text)}")
+        rport = params.get("rport")
+        if rport is not None:
+            parse_port(rport)
+        ttl = params.get("ttl", "0")
+        if ttl is None or _small_int(ttl, 255) is None:
+            raise SipParseError(f"bad Via ttl in {show(text)}")
+        protocol = f"{m.group(1).upper()}/{m.group(2)}"
+        return cls(m.group(3).upper(), host, port, params, protocol)
 
     @property
     def branch(self) -> str | None:
         return self.params.get("branch")
 
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> int | None:
+        """The rport value (RFC 3581); None when absent or present without a value."""
+        value = self.params.get("rport")
+        return int(value) if value is not None and value.isascii() and value.isdigit() else None
+
+    def stamp_received(self, source_host: str, source_port: int) -> None:
+        """Record where a request came from (RFC 3261 §18.2.1, RFC 3581 §4).
+
+        ``received`` is added when the sent-by host differs from the source address or
+        when ``rport`` was requested; a requested ``rport`` gets the source port.
+        """
+        if "rport" in self.params:
+            self.params["rport"] = str(source_port)
+            self.params["received"] = source_host
+        elif self.host != source_host.lower():
+            self.params["received"] = source_host
+
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
-        return f"SIP/2.0/{self.transport} {format_host(self.host)}{port}{format_params(self.params)}"
+        return f"{self.protocol}/{self.transport} {format_host(self.host)}{port}{format_params(self.params)}"
 
 
 @dataclass(slots=True)
 class SipMessage:
-    """Fields shared by requests and responses."""
+    """Fields shared by requests and responses.
+
+    The header accessors parse on every call and raise only :class:`SipParseError`.
+    """
 
     headers: Headers
     body: bytes
@@ -230,194 +343,342 @@ class SipResponse(SipMessage):
 
 
 def parse_cseq(text: str) -> tuple[int, str]:
+    """``"314159 INVITE"`` -> ``(314159, "INVITE")``; the number must be below 2**31 (§8.1.1.5)."""
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN.match(parts[1]):
-        raise SipParseError(f"bad CSeq {text!r}")
-    number = int(parts[0])
-    if number >= 2**31:
-        raise SipParseError(f"CSeq number out of range {text!r}")
+    if len(parts) != 2 or not _TOKEN.fullmatch(parts[1]):
+        raise SipParseError(f"bad CSeq {show(text)}")
+    number = _small_int(parts[0], 2**31 - 1)
+    if number is None:
+        raise SipParseError(f"bad or out-of-range CSeq number {show(text)}")
     return number, parts[1]
 
 
+def _find_blank_line(data: bytes | bytearray, start: int = 0) -> tuple[int, int]:
+    """(end of the header section, length of the separator) or (-1, 0): CRLFCRLF or bare LFs."""
+    crlf = data.find(b"\r\n\r\n", start)
+    lf = data.find(b"\n\n", start, crlf + 2 if crlf >= 0 else len(data))
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return lf, 2
+    return crlf, (4 if crlf >= 0 else 0)
+
+
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        idx = data.find(sep)
-        if idx >= 0:
-            return data[:idx], data[idx + len(sep) :]
-    raise SipParseError("no blank line after headers")
+    end, sep = _find_blank_line(data)
+    if end < 0:
+        raise SipParseError("no blank line after headers")
+    return data[:end], data[end + sep :]
 
 
-def _unfold(head: str) -> list[str]:
-    lines: list[str] = []
-    for line in re.split(r"\r?\n", head):
-        if line[:1] in (" ", "\t") and lines:
-            lines[-1] = lines[-1].rstrip() + " " + line.strip()
+def _lines(text: str) -> list[str]:
+    """Split the header section into logical lines, unfolding continuation lines (§7.3.1)."""
+    text = text.lstrip("\r\n")
+    if "\r" in text:
+        if text.count("\r") != text.count("\r\n") + text.endswith("\r"):
+            raise SipParseError("bare CR in header section")
+        text = text.replace("\r\n", "\n").rstrip("\r")
+    lines = text.split("\n")
+    if "\n " not in text and "\n\t" not in text:
+        return lines
+    out: list[list[str]] = []
+    for index, line in enumerate(lines):
+        if line[:1] in (" ", "\t"):
+            if index <= 1:
+                raise SipParseError("continuation line before the first header")
+            current = out[-1]
+            current[-1] = current[-1].rstrip(" \t")
+            current.append(line.strip(" \t"))
         else:
-            lines.append(line)
-    return lines
+            out.append([line])
+    return [parts[0] if len(parts) == 1 else " ".join(parts) for parts in out]
 
 
-def _parse_start_line(line: str) -> tuple[str, str, str]:
-    """Return ('request', method, uri) or ('response', status, reason)."""
-    if line.startswith("SIP/"):
-        m = re.match(r"^SIP/(\d+\.\d+) (\d{3}) ?(.*)$", line)
+def _parse_start_line(line: str) -> tuple[str, str, str, SipParseError | None]:
+    """Return ('request', method, uri, error) or ('response', status, reason, error).
+
+    ``error`` is a problem found after the method and URI could be located (bad version,
+    bad Request-URI): it is raised once the headers are read, so the request can still be
+    answered (RFC 4475 §3.1.2.7, §3.1.2.8, §3.1.2.16).
+    """
+    if line[:4].upper() == "SIP/":
+        m = _STATUS_LINE.fullmatch(line)
         if not m:
-            raise SipParseError(f"bad status line {line!r}")
-        if m.group(1) != "2.0":
-            raise SipParseError(f"unsupported SIP version in {line!r}", status=505)
-        return "response", m.group(2), m.group(3)
+            raise SipParseError(f"bad status line {show(line)}")
+        if m.group(1).upper() != "SIP/2.0":
+            raise SipParseError(f"unsupported SIP version in {show(line)}", status=505)
+        return "response", m.group(2), m.group(3) or "", None
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
-        raise SipParseError(f"bad request line {line!r}")
-    method, uri, version = parts
-    if not _TOKEN.match(method):
-        raise SipParseError(f"bad method in {line!r}")
-    if not re.match(r"^SIP/\d+\.\d+$", version, re.IGNORECASE):
-        raise SipParseError(f"bad SIP version in {line!r}")
+        # Extra SP/HTAB between or after the elements is tolerated (RFC 4475 §3.1.2.9, §3.1.2.10).
+        parts = _LWS.split(line.strip(" \t"))
+    if len(parts) < 3 or not _TOKEN.fullmatch(parts[0]) or not _VERSION.fullmatch(parts[-1]):
+        raise SipParseError(f"bad request line {show(line)}")
+    method, version, uri = parts[0], parts[-1], " ".join(parts[1:-1])
+    error = None
     if version.upper() != "SIP/2.0":
-        raise SipParseError(f"unsupported SIP version {version!r}", status=505)
-    SipUri.parse(uri)
-    return "request", method, uri
+        error = SipParseError(f"unsupported SIP version {show(version)}", status=505)
+    elif len(parts) != 3:
+        error = SipParseError(f"whitespace inside Request-URI {show(uri)}")
+    else:
+        try:
+            if SipUri.parse(uri).headers is not None:
+                # Table 1 of §19.1.1: no headers in a Request-URI (RFC 4475 §3.1.2.11).
+                error = SipParseError(f"headers are not allowed in the Request-URI {show(uri)}")
+        except SipParseError as exc:
+            error = SipParseError(f"bad Request-URI: {exc.reason}")
+    return "request", method, uri, error
 
 
 def _parse_headers(lines: list[str]) -> Headers:
-    if len(lines) > MAX_HEADER_COUNT:
-        raise SipParseError("too many headers", status=413)
     headers = Headers()
+    items = headers._items
+    keys = headers._keys
     for line in lines:
         if not line:
             continue
         name, sep, value = line.partition(":")
         name = name.rstrip(" \t")
-        if not sep or not _HEADER_NAME.match(name):
-            raise SipParseError(f"bad header line {line[:80]!r}")
+        if not sep or not _HEADER_NAME.fullmatch(name):
+            raise SipParseError(f"bad header line {show(line)}")
+        low = name.lower()
+        canonical, key = _NAMES.get(low) or (name, low)
         value = value.strip(" \t")
-        if name.lower() in LIST_HEADERS or name.lower() in ("v", "m", "k", "u", "e"):
+        if key in LIST_HEADERS and "," in value:
             for item in split_quoted(value, ","):
-                if item.strip():
-                    headers.add(name, item.strip())
+                item = item.strip(" \t")
+                if item:
+                    items.append((canonical, item))
+                    keys.append(key)
         else:
-            headers.add(name, value)
+            items.append((canonical, value))
+            keys.append(key)
+        if len(items) > MAX_HEADER_COUNT:
+            raise SipParseError("too many header values", status=413)
     return headers
 
 
 REQUIRED_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+SINGLE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Content-Length", "Max-Forwards", "Content-Type")
 
 
 def _validate(message: SipMessage) -> None:
-    missing = [h for h in REQUIRED_REQUEST_HEADERS if h not in message.headers]
+    headers = message.headers
+    keys = headers._keys
+    missing = [h for h in REQUIRED_REQUEST_HEADERS if h.lower() not in keys]
     if missing:
         raise SipParseError(f"missing mandatory header(s): {', '.join(missing)}")
-    for name in ("Call-ID", "CSeq", "From", "To", "Content-Length", "Max-Forwards", "Content-Type"):
-        if len(message.headers.get_all(name)) > 1:
+    for name in SINGLE_HEADERS:
+        if keys.count(name.lower()) > 1:
             raise SipParseError(f"more than one {name} header")
-    number, method = message.cseq
+    _number, method = message.cseq
     if isinstance(message, SipRequest) and method != message.method:
-        raise SipParseError(f"CSeq method {method!r} does not match request method {message.method!r}")
-    message.top_via  # noqa: B018 - parses and validates the topmost Via
-    message.from_  # noqa: B018
-    message.to  # noqa: B018
-    max_forwards = message.headers.get("Max-Forwards")
-    if max_forwards is not None and not (max_forwards.isdigit() and int(max_forwards) < 256):
-        raise SipParseError(f"bad Max-Forwards {max_forwards!r}")
+        # RFC 4475 §3.1.2.17/§3.1.2.18: 400, or 501 when the request method is unknown.
+        status = 400 if message.method in KNOWN_METHODS else 501
+        raise SipParseError(f"CSeq method {show(method)} does not match {show(message.method)}", status)
+    try:
+        via = message.top_via
+    except SipParseError as exc:
+        raise SipParseError(f"bad Via: {exc.reason}") from None
+    if isinstance(message, SipRequest) and via.branch == MAGIC_COOKIE:
+        # RFC 4475 §3.2.1: the magic cookie without a transaction id; reject statelessly.
+        raise SipParseError("Via branch has the magic cookie but no transaction id")
+    for name in ("From", "To"):
+        try:
+            NameAddr.parse(headers.get(name) or "")
+        except SipParseError as exc:
+            raise SipParseError(f"bad {name}: {exc.reason}") from None
+    for value in headers.get_all("Contact"):
+        if value != "*":
+            try:
+                NameAddr.parse(value)
+            except SipParseError as exc:
+                raise SipParseError(f"bad Contact: {exc.reason}") from None
+    max_forwards = headers.get("Max-Forwards")
+    if max_forwards is not None and _small_int(max_forwards, 255) is None:
+        raise SipParseError(f"bad Max-Forwards {show(max_forwards)}")
+    _content_length(headers)
+
+
+def _length_value(text: str) -> int:
+    value = text.strip(" \t")
+    if not value or not (value.isascii() and value.isdigit()):
+        raise SipParseError(f"bad Content-Length {show(value)}")
+    value = value.lstrip("0") or "0"
+    if len(value) > 9:
+        raise SipParseError("Content-Length too large", status=413)
+    return int(value)
 
 
 def _content_length(headers: Headers) -> int | None:
     value = headers.get("Content-Length")
-    if value is None:
+    return None if value is None else _length_value(value)
+
+
+def _respondable(message: SipRequest | SipResponse) -> SipRequest | None:
+    """The request if a response to it can be routed and matched (top Via and CSeq readable)."""
+    if not isinstance(message, SipRequest):
         return None
-    value = value.strip()
-    if not value.isdigit() or len(value) > 9:
-        raise SipParseError(f"bad Content-Length {value!r}")
-    return int(value)
+    try:
+        message.top_via  # noqa: B018 - parses
+        message.cseq  # noqa: B018
+    except SipParseError:
+        return None
+    return message
 
 
-def _build(head: bytes, body: bytes) -> SipRequest | SipResponse:
+def _build(head: bytes) -> SipRequest | SipResponse:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         text = head.decode("utf-8", "surrogateescape")
-    lines = _unfold(text.lstrip("\r\n"))
-    kind, first, second = _parse_start_line(lines[0])
+    lines = _lines(text)
+    kind, first, second, error = _parse_start_line(lines[0])
+    if len(lines) > MAX_HEADER_COUNT + 1:
+        raise SipParseError("too many header lines", status=413)
     headers = _parse_headers(lines[1:])
     message: SipRequest | SipResponse
     if kind == "request":
-        message = SipRequest(headers, body, method=first, uri=second)
+        message = SipRequest(headers, b"", method=first, uri=second)
     else:
-        message = SipResponse(headers, body, status=int(first), reason=second)
-    _validate(message)
+        message = SipResponse(headers, b"", status=int(first), reason=second)
+    try:
+        if error is not None:
+            raise error
+        _validate(message)
+    except SipParseError as exc:
+        exc.request = _respondable(message)
+        raise
     return message
 
 
 def parse_message(data: bytes) -> SipRequest | SipResponse:
     """Parse one whole datagram into a request or response.
 
-    The body is cut to Content-Length; a datagram shorter than its Content-Length is
-    rejected (RFC 3261 §18.3). Without Content-Length (allowed on UDP) the rest is the body.
+    The body is cut to Content-Length and any octets after it are ignored (RFC 3261 §18.3,
+    RFC 4475 §3.1.1.8); a datagram shorter than its Content-Length is rejected. Without
+    Content-Length (allowed on UDP) the rest of the datagram is the body.
     """
     if len(data) > MAX_MESSAGE_SIZE:
         raise SipParseError("message too large", status=413)
     head, rest = _split_head(data)
-    headers_probe = _build(head, b"")
-    length = _content_length(headers_probe.headers)
+    if len(head) > MAX_HEADER_SECTION:
+        raise SipParseError("header section too large", status=413)
+    message = _build(head)
+    length = _content_length(message.headers)
     if length is None:
-        body = rest
+        message.body = rest
     elif length > len(rest):
-        raise SipParseError(f"Content-Length {length} exceeds the {len(rest)} body bytes received")
+        raise SipParseError(
+            f"Content-Length {length} exceeds the {len(rest)} body bytes received",
+            request=_respondable(message),
+        )
     else:
-        body = rest[:length]
-    headers_probe.body = body
-    return headers_probe
+        message.body = rest[:length]
+    return message
 
 
 class StreamFramer:
     """Split a TCP byte stream into SIP messages using Content-Length (RFC 3261 §18.3).
 
-    ``feed`` returns the messages completed by the new bytes. A framing error (a header
-    section over the size limit, a missing or bad Content-Length) is fatal for the
-    connection: it is raised and the framer must not be fed again.
+    ``feed`` returns the messages completed by the new bytes, in order; a message that is
+    framed correctly but broken inside comes out as a :class:`SipParseError` (answer it
+    with :func:`error_response` and carry on). A framing error (a header section over the
+    size limit, a missing, bad or conflicting Content-Length) is fatal for the connection:
+    it is raised, and raised again by any later ``feed``. CRLFs between messages
+    (keep-alives, RFC 5626 §3.5.1) are skipped.
     """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._scan = 0
+        self._pending: tuple[int, int, SipRequest | SipResponse | SipParseError] | None = None
+        self._error: SipParseError | None = None
 
     def feed(self, data: bytes) -> list[SipRequest | SipResponse | SipParseError]:
+        if self._error is not None:
+            raise self._error
         self._buffer += data
+        try:
+            return self._drain()
+        except SipParseError as exc:
+            self._error = exc
+            self._buffer.clear()
+            raise
+
+    def _drain(self) -> list[SipRequest | SipResponse | SipParseError]:
+        buf = self._buffer
         out: list[SipRequest | SipResponse | SipParseError] = []
         while True:
-            # Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped.
-            while self._buffer[:2] == b"\r\n":
-                del self._buffer[:2]
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > MAX_HEADER_SECTION:
+            if self._pending is None:
+                skip = 0
+                size = len(buf)
+                while skip < size and buf[skip] in (10, 13):
+                    skip += 1
+                if skip:
+                    del buf[:skip]
+                    self._scan = 0
+                end, sep = _find_blank_line(buf, self._scan)
+                if end < 0:
+                    if len(buf) > MAX_HEADER_SECTION:
+                        raise SipParseError("header section too large", status=413)
+                    self._scan = max(0, len(buf) - 3)
+                    return out
+                if end > MAX_HEADER_SECTION:
                     raise SipParseError("header section too large", status=413)
+                self._pending = self._frame(bytes(buf[:end]), end + sep)
+            body_start, total, item = self._pending
+            if len(buf) < total:
                 return out
-            head = bytes(self._buffer[:end])
-            length = self._framing_length(head)
-            total = end + 4 + length
-            if total > MAX_MESSAGE_SIZE:
-                raise SipParseError("message too large", status=413)
-            if len(self._buffer) < total:
-                return out
-            body = bytes(self._buffer[end + 4 : total])
-            del self._buffer[:total]
-            try:
-                message = _build(head, b"")
-                message.body = body
-                out.append(message)
-            except SipParseError as exc:
-                out.append(exc)
+            if not isinstance(item, SipParseError):
+                item.body = bytes(buf[body_start:total])
+            del buf[:total]
+            self._pending = None
+            self._scan = 0
+            out.append(item)
 
     @staticmethod
-    def _framing_length(head: bytes) -> int:
-        match = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\S*)[ \t]*$", head)
-        if match is None:
-            raise SipParseError("Content-Length is mandatory on stream transports")
-        value = match.group(1)
-        if not value.isdigit() or len(value) > 9:
-            raise SipParseError(f"bad Content-Length {value!r}")
-        return int(value)
+    def _frame(head: bytes, body_start: int) -> tuple[int, int, SipRequest | SipResponse | SipParseError]:
+        """(body start, total length, message or its parse error); the body comes once complete."""
+        item: SipRequest | SipResponse | SipParseError
+        try:
+            item = _build(head)
+        except SipParseError as exc:
+            item = exc
+            length = _framing_length(head, exc.request)
+        else:
+            found = _content_length(item.headers)
+            if found is None:
+                raise SipParseError(
+                    "Content-Length is mandatory on stream transports", request=_respondable(item)
+                )
+            length = found
+        if body_start + length > MAX_MESSAGE_SIZE:
+            raise SipParseError("message too large", status=413)
+        return body_start, body_start + length, item
+
+
+def _framing_length(head: bytes, request: SipRequest | None) -> int:
+    """Content-Length of a header section that failed to parse, for framing only."""
+    values: list[bytes] = []
+    in_length = False
+    for line in head.split(b"\n")[1:]:
+        if line[:1] in (b" ", b"\t"):
+            if in_length:
+                values[-1] += b" " + line
+            continue
+        name, sep, value = line.partition(b":")
+        in_length = bool(sep) and name.strip(b" \t").lower() in (b"content-length", b"l")
+        if in_length:
+            values.append(value)
+    found = {v.strip(b" \t\r") for v in values}
+    if not found:
+        raise SipParseError("Content-Length is mandatory on stream transports", request=request)
+    if len(found) > 1:
+        raise SipParseError("conflicting Content-Length values", request=request)
+    try:
+        return _length_value(found.pop().decode("latin-1"))
+    except SipParseError as exc:
+        exc.request = request
+        raise
 
 
 def make_response(
@@ -437,9 +698,8 @@ def make_response(
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         for value in request.headers.get_all(name):
             headers.add(name, value)
-    if to_tag is not None and status != 100:
-        if request.to.tag is None:
-            headers.set("To", f"{request.headers.get('To')};tag={to_tag}")
+    if to_tag is not None and status != 100 and request.to.tag is None:
+        headers.set("To", f"{request.headers.get('To')};tag={to_tag}")
     if request.method in ("INVITE", "SUBSCRIBE", "REFER") and 100 < status < 300:
         for value in request.headers.get_all("Record-Route"):
             headers.add("Record-Route", value)
@@ -448,3 +708,21 @@ def make_response(
     for name, value in extra:
         headers.add(name, value)
     return SipResponse(headers, body, status=status, reason=reason or REASON_PHRASES.get(status, "Unknown"))
+
+
+def error_response(exc: SipParseError, *, to_tag: str | None = None) -> SipResponse | None:
+    """The stateless answer (400, 413, 501, 505...) to a request that failed to parse.
+
+    None when there is nothing to answer (a broken response, or a request without a readable
+    top Via and CSeq). The reason phrase names the problem (RFC 3261 §21.4.1).
+    """
+    request = exc.request
+    if request is None:
+        return None
+    try:
+        if request.to.tag is not None:
+            to_tag = None
+    except SipParseError:
+        to_tag = None
+    reason = "".join(ch if ch.isprintable() else "?" for ch in exc.reason[:120])
+    return make_response(request, exc.status, reason or None, to_tag=to_tag)

@@ -247,7 +247,9 @@ class ServerTransaction(Transaction):
             self.state = State.COMPLETED
             self._start("J", 0 if self.reliable else 64 * T1, now)
 
-    def respond_with(self, status: int, reason: str | None = None, now: float = 0.0, **kwargs: object) -> None:
+    def respond_with(
+        self, status: int, reason: str | None = None, now: float = 0.0, **kwargs: object
+    ) -> None:
         """Shorthand: build a response from the request and send it."""
         self.respond(make_response(self.request, status, reason, **kwargs), now)  # type: ignore[arg-type]
 
@@ -358,6 +360,11 @@ class TransactionLayer:
         key = self.server_key(request)
         txn = self.servers.get(key)
         if txn is not None:
+            if request.method == "ACK" and txn.state == State.ACCEPTED:
+                # RFC 6026 §7.1: an ACK matching an Accepted INVITE transaction (a peer that
+                # reused the INVITE's branch, or an RFC 2543 peer) is the TU's ACK for the 2xx.
+                self.events.append(RequestEvent(None, request, source, transport))
+                return
             txn.on_retransmission(request, now)
             return
         if request.method == "ACK":

@@ -256,7 +256,9 @@ class UserAgent:
     def connection_lost(self, source: Address) -> None:
         self.framers.pop(source, None)
 
-    def receive_message(self, message: SipRequest | SipResponse, source: Address, transport: str, now: float) -> None:
+    def receive_message(
+        self, message: SipRequest | SipResponse, source: Address, transport: str, now: float
+    ) -> None:
         if isinstance(message, SipResponse):
             self.layer.receive_response(message, now)
         else:
@@ -279,13 +281,17 @@ class UserAgent:
         for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
             m = re.match(rb"^(via|v|from|f|to|t|call-id|i|cseq)\s*:\s*(.*)$", line, re.IGNORECASE)
             if m:
-                key = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}.get(m[1].lower(), m[1].lower())
+                key = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}.get(
+                    m[1].lower(), m[1].lower()
+                )
                 fields.setdefault(key.decode(), m[2].decode("utf-8", "replace"))
         if len(fields) < 5:
             return
         headers = Headers((name.title(), value) for name, value in fields.items())
         reason = re.sub(r"[\r\n]", " ", exc.reason)[:120]
-        response = SipResponse(headers, b"", status=exc.status, reason=REASON_PHRASES.get(exc.status, "Bad Request"))
+        response = SipResponse(
+            headers, b"", status=exc.status, reason=REASON_PHRASES.get(exc.status, "Bad Request")
+        )
         response.headers.add("Warning", f'399 parley "{reason}"')
         self._send(response.serialize(), source, transport)
 
@@ -317,7 +323,9 @@ class UserAgent:
             txn.respond_with(501, now=now, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
             return
         unsupported = [
-            ext.strip() for ext in request.headers.get_all("Require") if ext.strip() not in SUPPORTED_EXTENSIONS
+            ext.strip()
+            for ext in request.headers.get_all("Require")
+            if ext.strip() not in SUPPORTED_EXTENSIONS
         ]
         if unsupported and method not in ("CANCEL",):
             txn.respond_with(420, now=now, extra=[("Unsupported", ", ".join(unsupported))])
@@ -542,7 +550,9 @@ class UserAgent:
         if sdp:
             headers.add("Content-Type", "application/sdp")
         request = SipRequest(headers, sdp, method="INVITE", uri=target)
-        session = InviteSession(self, "uac", request, addr, transport, SessionState.CALLING, local_tag=local_tag)
+        session = InviteSession(
+            self, "uac", request, addr, transport, SessionState.CALLING, local_tag=local_tag
+        )
         session.local_sdp = sdp
         self.sessions[(request.call_id, local_tag)] = session
         session.client_txn = self.layer.send_request(request, addr, transport, now, context=session)
@@ -551,7 +561,11 @@ class UserAgent:
     def cancel(self, session: InviteSession, now: float) -> None:
         """CANCEL an unanswered outgoing call; sent once a provisional response arrived (§9.1)."""
         txn = session.client_txn
-        if session.role != "uac" or txn is None or session.state not in (SessionState.CALLING, SessionState.EARLY):
+        if (
+            session.role != "uac"
+            or txn is None
+            or session.state not in (SessionState.CALLING, SessionState.EARLY)
+        ):
             return
         if txn.state != State.PROCEEDING:
             session.cancel_requested = True
@@ -578,7 +592,11 @@ class UserAgent:
 
     def reinvite(self, session: InviteSession, sdp: bytes, now: float) -> bool:
         """Send a re-INVITE with a new offer (hold, resume, media change); False while one is pending."""
-        if session.state != SessionState.CONFIRMED or session.pending_reinvite_out or session.pending_reinvite_in:
+        if (
+            session.state != SessionState.CONFIRMED
+            or session.pending_reinvite_out
+            or session.pending_reinvite_in
+        ):
             return False
         session.local_sdp = sdp
         session.pending_reinvite_out = self._in_dialog_request(
@@ -596,7 +614,12 @@ class UserAgent:
         )  # fmt: skip
 
     def _in_dialog_request(
-        self, session: InviteSession, method: str, body: bytes, now: float, extra: list[tuple[str, str]] | None = None
+        self,
+        session: InviteSession,
+        method: str,
+        body: bytes,
+        now: float,
+        extra: list[tuple[str, str]] | None = None,
     ) -> ClientTransaction:
         dialog = session.dialog
         assert dialog is not None
@@ -686,7 +709,9 @@ class UserAgent:
         request = SipRequest(headers, old.body, method="INVITE", uri=old.uri)
         session.invite = request
         session.state = SessionState.CALLING
-        session.client_txn = self.layer.send_request(request, session.peer, session.transport, now, context=session)
+        session.client_txn = self.layer.send_request(
+            request, session.peer, session.transport, now, context=session
+        )
         return True
 
     def _on_reinvite_response(
