@@ -8,6 +8,7 @@ walks every registered stream. Lateness of each tick is recorded for the benchma
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -15,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 PERIOD = 0.020
+log = logging.getLogger(__name__)
 
 
 class Ticking(Protocol):
@@ -75,6 +77,7 @@ class MediaClock:
         if late > 5 * self.period:
             # The process stalled: skip the missed ticks instead of bursting frames out.
             missed = int(late / self.period)
+            log.warning("media clock stalled for %.0f ms with %d streams", late * 1000, len(self.streams))
             self.skipped += missed
             self._n += missed
         for stream in list(self.streams.values()):

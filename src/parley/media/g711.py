@@ -84,37 +84,38 @@ def _as_index(pcm: np.ndarray) -> np.ndarray:
 
 def ulaw_decode(payload: bytes) -> np.ndarray:
     """Decode µ-law bytes to int16 linear PCM."""
-    return _ULAW_DECODE[np.frombuffer(payload, np.uint8)]
+    return _ULAW_DECODE.take(np.frombuffer(payload, np.uint8))
 
 
 def ulaw_encode(pcm: np.ndarray) -> bytes:
     """Encode int16 linear PCM to µ-law bytes (other dtypes are rounded and clipped to int16)."""
-    return _ULAW_ENCODE[_as_index(pcm)].tobytes()
+    return _ULAW_ENCODE.take(_as_index(pcm)).tobytes()
 
 
 def alaw_decode(payload: bytes) -> np.ndarray:
     """Decode A-law bytes to int16 linear PCM."""
-    return _ALAW_DECODE[np.frombuffer(payload, np.uint8)]
+    return _ALAW_DECODE.take(np.frombuffer(payload, np.uint8))
 
 
 def alaw_encode(pcm: np.ndarray) -> bytes:
     """Encode int16 linear PCM to A-law bytes (other dtypes are rounded and clipped to int16)."""
-    return _ALAW_ENCODE[_as_index(pcm)].tobytes()
+    return _ALAW_ENCODE.take(_as_index(pcm)).tobytes()
 
 
 def decode(codec: str, payload: bytes) -> np.ndarray:
     """Decode ``payload`` of ``codec`` ("PCMU" or "PCMA") to int16 PCM."""
+    # ndarray.take is markedly cheaper than fancy indexing on 160-sample frames (hot path).
     if codec == "PCMU":
-        return _ULAW_DECODE[np.frombuffer(payload, np.uint8)]
+        return _ULAW_DECODE.take(np.frombuffer(payload, np.uint8))
     if codec == "PCMA":
-        return _ALAW_DECODE[np.frombuffer(payload, np.uint8)]
+        return _ALAW_DECODE.take(np.frombuffer(payload, np.uint8))
     raise ValueError(f"unsupported G.711 codec {codec!r}")
 
 
 def encode(codec: str, pcm: np.ndarray) -> bytes:
     """Encode int16 PCM with ``codec`` ("PCMU" or "PCMA")."""
     if codec == "PCMU":
-        return _ULAW_ENCODE[_as_index(pcm)].tobytes()
+        return _ULAW_ENCODE.take(_as_index(pcm)).tobytes()
     if codec == "PCMA":
-        return _ALAW_ENCODE[_as_index(pcm)].tobytes()
+        return _ALAW_ENCODE.take(_as_index(pcm)).tobytes()
     raise ValueError(f"unsupported G.711 codec {codec!r}")

@@ -33,6 +33,8 @@ from parley.media.rtp import RtpPacket
 _MASK32 = 0xFFFFFFFF
 _HALF32 = 0x80000000
 _MASK64 = 0xFFFFFFFFFFFFFFFF
+_NO_RMIN = 1 << 62
+_NO_RMAX = -(1 << 62)
 _CONCEAL_GAINS = (230, 154, 77)  # /256: about 0.9, 0.6, 0.3 for the 1st-3rd lost frame
 
 
@@ -68,8 +70,7 @@ class JitterBuffer:
         "_next_slot",
         "_next_ts",
         "_prebuffer",
-        "_prev_rmax",
-        "_prev_rmin",
+        "_prev_spread",
         "_seen",
         "_ssrc",
         "_stats",
@@ -122,10 +123,9 @@ class JitterBuffer:
         self._transit: int | None = None
         self._last_ts: int | None = None
         self._jitter = 0.0
-        self._prev_rmin: int | None = None
-        self._prev_rmax: int | None = None
-        self._cur_rmin: int | None = None
-        self._cur_rmax: int | None = None
+        self._prev_spread: int | None = None  # transit spread of the previous window
+        self._cur_rmin = _NO_RMIN  # transit extremes of the current window
+        self._cur_rmax = _NO_RMAX
         self._reset_window()
 
     @property
@@ -154,7 +154,8 @@ class JitterBuffer:
         if hard:
             self._transit = None
             self._last_ts = None
-            self._prev_rmin = self._prev_rmax = self._cur_rmin = self._cur_rmax = None
+            self._prev_spread = None
+            self._cur_rmin, self._cur_rmax = _NO_RMIN, _NO_RMAX
         self._frames.clear()
         self._frames[0] = slot_payload
         self._synced = True
@@ -172,22 +173,21 @@ class JitterBuffer:
         stats = self._stats
         stats.received += 1
         timestamp = packet.timestamp
-        ssrc = packet.ssrc
-        payload = packet.payload
-        if not self._synced or ssrc != self._ssrc:
-            self._resync(payload, timestamp, ssrc, True)
+        if not self._synced or packet.ssrc != self._ssrc:
+            self._resync(packet.payload, timestamp, packet.ssrc, True)
             self._observe(timestamp, arrival_ts)
             return
-        self._observe(timestamp, arrival_ts)
         slot_off = (((timestamp - self._next_ts + _HALF32) & _MASK32) - _HALF32) // self.frame_samples
         if slot_off < 0:
             if slot_off < -self.resync_frames:
-                self._resync(payload, timestamp, ssrc, True)
+                self._resync(packet.payload, timestamp, packet.ssrc, True)
+                self._observe(timestamp, arrival_ts)
                 return
             back = -slot_off
             if back <= 64 and (self._seen >> (back - 1)) & 1:
                 stats.duplicates += 1
                 return
+            self._observe(timestamp, arrival_ts)
             stats.late += 1
             self._win_events += 1
             if self.target < self.max_delay:
@@ -195,14 +195,32 @@ class JitterBuffer:
                 self._stretch += 1
             return
         if slot_off > self.resync_frames or (self._newest < self._next_slot and slot_off > self.target):
-            self._resync(payload, timestamp, ssrc, slot_off > self.resync_frames)
+            hard = slot_off > self.resync_frames
+            if not hard:
+                self._observe(timestamp, arrival_ts)
+            self._resync(packet.payload, timestamp, packet.ssrc, hard)
+            if hard:
+                self._observe(timestamp, arrival_ts)
             return
         slot = self._next_slot + slot_off
         frames = self._frames
         if slot in frames:
             stats.duplicates += 1
             return
-        frames[slot] = payload
+        frames[slot] = packet.payload
+        # RFC 3550 A.8 jitter and the window's transit spread (inlined: this is the hot path)
+        if timestamp != self._last_ts:
+            self._last_ts = timestamp
+            transit = ((arrival_ts - timestamp + _HALF32) & _MASK32) - _HALF32
+            previous = self._transit
+            self._transit = transit
+            if previous is not None:
+                d = ((transit - previous + _HALF32) & _MASK32) - _HALF32
+                self._jitter += ((d if d >= 0 else -d) - self._jitter) * 0.0625
+            if transit < self._cur_rmin:
+                self._cur_rmin = transit
+            if transit > self._cur_rmax:
+                self._cur_rmax = transit
         if self._holding:
             if slot_off == 0 and self.target < self.max_delay:
                 self.target += 1  # the awaited packet was merely delayed: more delay needed
@@ -224,9 +242,9 @@ class JitterBuffer:
         if previous is not None:
             d = ((transit - previous + _HALF32) & _MASK32) - _HALF32
             self._jitter += ((d if d >= 0 else -d) - self._jitter) * 0.0625
-        if self._cur_rmin is None or transit < self._cur_rmin:
+        if transit < self._cur_rmin:
             self._cur_rmin = transit
-        if self._cur_rmax is None or transit > self._cur_rmax:
+        if transit > self._cur_rmax:
             self._cur_rmax = transit
 
     def _skip(self, count: int, overflow: bool) -> None:
@@ -285,11 +303,13 @@ class JitterBuffer:
 
     def _adapt(self) -> None:
         """End of an adaptation window: move the target delay towards what the jitter needs."""
-        lows = [v for v in (self._prev_rmin, self._cur_rmin) if v is not None]
-        highs = [v for v in (self._prev_rmax, self._cur_rmax) if v is not None]
+        spread = self._prev_spread
+        if self._cur_rmax >= self._cur_rmin:
+            current = self._cur_rmax - self._cur_rmin
+            spread = current if spread is None else max(spread, current)
+            self._prev_spread = current
         desired = None
-        if lows and highs:
-            spread = max(highs) - min(lows)
+        if spread is not None:
             desired = max(self.min_delay, -(-spread // self.frame_samples) + 1)
         if desired is not None and desired > self.target:
             grow = min(desired, self.max_delay) - self.target
@@ -300,8 +320,7 @@ class JitterBuffer:
                 self._skip(1, overflow=False)
             if desired is not None and desired < self.target:
                 self.target -= 1
-        self._prev_rmin, self._prev_rmax = self._cur_rmin, self._cur_rmax
-        self._cur_rmin = self._cur_rmax = None
+        self._cur_rmin, self._cur_rmax = _NO_RMIN, _NO_RMAX
         self._reset_window()
 
 

@@ -47,6 +47,11 @@ class RtpPacket:
         if size < 12:
             raise RtpError(f"RTP packet too short ({size} bytes)")
         b0, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+        if b0 == 0x80:  # fast path: version 2, no padding, extension or CSRCs
+            payload = data[12:]
+            if type(payload) is not bytes:
+                payload = bytes(payload)
+            return cls(b1 & 0x7F, sequence, timestamp, ssrc, payload, b1 >= 0x80)
         if b0 >> 6 != RTP_VERSION:
             raise RtpError(f"unsupported RTP version {b0 >> 6}")
         offset = 12

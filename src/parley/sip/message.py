@@ -27,6 +27,7 @@ from parley.sip.uri import (
     format_params,
     parse_hostport,
     parse_port,
+    plain_params,
     show,
     split_params,
     split_quoted,
@@ -82,11 +83,17 @@ REASON_PHRASES = {
 _TOKEN = TOKEN
 _HEADER_NAME = TOKEN
 _LWS = re.compile(r"[ \t]+")
+_HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*)", re.DOTALL)
+_FAST_REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) (sips?:[^\x00-\x20\x7f<>\"]+) SIP/2\.0")
 _VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
 _STATUS_LINE = re.compile(
     r"(SIP/[0-9]+\.[0-9]+)[ \t]+([1-6][0-9][0-9])(?:[ \t](.*))?", re.IGNORECASE | re.DOTALL
 )
 _TOK = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_FAST_VIA = re.compile(
+    r"SIP/2\.0/(UDP|TCP|TLS|SCTP|WS|WSS) ([A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()+%]+(?:=[A-Za-z0-9\-_.!~*'()+%\[\]:]+)?)*)"
+)
 _VIA_SENT = re.compile(rf"({_TOK})[ \t]*/[ \t]*({_TOK})[ \t]*/[ \t]*({_TOK})[ \t]+(.+)", re.DOTALL)
 MAGIC_COOKIE = "z9hG4bK"
 # Methods of RFC 3261 and its common extensions: a CSeq mismatch on any other method is 501.
@@ -190,6 +197,9 @@ class Headers:
 
 def _small_int(text: str, limit: int) -> int | None:
     """``text`` as an int in 0..limit (ASCII digits, leading zeros allowed), else None."""
+    if text.isdigit() and text.isascii() and len(text) <= 9:
+        value = int(text)
+        return value if value <= limit else None
     digits = text.strip(" \t")
     if not digits or not (digits.isascii() and digits.isdigit()):
         return None
@@ -198,6 +208,20 @@ def _small_int(text: str, limit: int) -> int | None:
         return None
     value = int(digits)
     return value if value <= limit else None
+
+
+def _check_via_params(params: dict[str, str | None], text: str) -> None:
+    if "branch" in params and not params["branch"]:
+        raise SipParseError(f"empty Via branch in {show(text)}")
+    if "received" in params and not params["received"]:
+        raise SipParseError(f"empty Via received in {show(text)}")
+    rport = params.get("rport")
+    if rport is not None:
+        parse_port(rport)
+    if "ttl" in params:
+        ttl = params["ttl"]
+        if ttl is None or _small_int(ttl, 255) is None:
+            raise SipParseError(f"bad Via ttl in {show(text)}")
 
 
 @dataclass(slots=True)
@@ -216,21 +240,20 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        fast = _FAST_VIA.fullmatch(text)
+        if fast is not None:
+            transport, host, port_text, param_text = fast.groups()
+            port = int(port_text) if port_text else None
+            if port is None or 0 < port < 65536:
+                params = plain_params(param_text)
+                _check_via_params(params, text)
+                return cls(transport, host.lower(), port, params)
         sent, params = split_params(text)
         m = _VIA_SENT.fullmatch(sent)
         if not m:
             raise SipParseError(f"bad Via {show(text)}")
         host, port = parse_hostport(m.group(4).replace(" ", "").replace("\t", ""))
-        if "branch" in params and not params["branch"]:
-            raise SipParseError(f"empty Via branch in {show(text)}")
-        if "received" in params and not params["received"]:
-            raise SipParseError(f"empty Via received in {show(text)}")
-        rport = params.get("rport")
-        if rport is not None:
-            parse_port(rport)
-        ttl = params.get("ttl", "0")
-        if ttl is None or _small_int(ttl, 255) is None:
-            raise SipParseError(f"bad Via ttl in {show(text)}")
+        _check_via_params(params, text)
         protocol = f"{m.group(1).upper()}/{m.group(2)}"
         return cls(m.group(3).upper(), host, port, params, protocol)
 
@@ -372,11 +395,14 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
 def _lines(text: str) -> list[str]:
     """Split the header section into logical lines, unfolding continuation lines (§7.3.1)."""
     text = text.lstrip("\r\n")
-    if "\r" in text:
-        if text.count("\r") != text.count("\r\n") + text.endswith("\r"):
+    crlf = text.count("\r\n")
+    if crlf == text.count("\n") and crlf == text.count("\r"):
+        lines = text.split("\r\n")
+    else:
+        if text.count("\r") != crlf + text.endswith("\r"):
             raise SipParseError("bare CR in header section")
         text = text.replace("\r\n", "\n").rstrip("\r")
-    lines = text.split("\n")
+        lines = text.split("\n")
     if "\n " not in text and "\n\t" not in text:
         return lines
     out: list[list[str]] = []
@@ -399,6 +425,12 @@ def _parse_start_line(line: str) -> tuple[str, str, str, SipParseError | None]:
     bad Request-URI): it is raised once the headers are read, so the request can still be
     answered (RFC 4475 §3.1.2.7, §3.1.2.8, §3.1.2.16).
     """
+    fast = _FAST_REQUEST_LINE.fullmatch(line)
+    if fast is not None:
+        method, uri = fast.groups()
+        parsed = SipUri.parse(uri)
+        if parsed.headers is None:
+            return "request", method, uri, None
     if line[:4].upper() == "SIP/":
         m = _STATUS_LINE.fullmatch(line)
         if not m:
@@ -435,13 +467,13 @@ def _parse_headers(lines: list[str]) -> Headers:
     for line in lines:
         if not line:
             continue
-        name, sep, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not sep or not _HEADER_NAME.fullmatch(name):
+        m = _HEADER_LINE.fullmatch(line)
+        if m is None:
             raise SipParseError(f"bad header line {show(line)}")
+        name, value = m.groups()
         low = name.lower()
         canonical, key = _NAMES.get(low) or (name, low)
-        value = value.strip(" \t")
+        value = value.rstrip(" \t")
         if key in LIST_HEADERS and "," in value:
             for item in split_quoted(value, ","):
                 item = item.strip(" \t")
@@ -458,16 +490,18 @@ def _parse_headers(lines: list[str]) -> Headers:
 
 REQUIRED_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 SINGLE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Content-Length", "Max-Forwards", "Content-Type")
+_REQUIRED_KEYS = [(name, name.lower()) for name in REQUIRED_REQUEST_HEADERS]
+_SINGLE_KEYS = [(name, name.lower()) for name in SINGLE_HEADERS]
 
 
 def _validate(message: SipMessage) -> None:
     headers = message.headers
     keys = headers._keys
-    missing = [h for h in REQUIRED_REQUEST_HEADERS if h.lower() not in keys]
+    missing = [h for h, key in _REQUIRED_KEYS if key not in keys]
     if missing:
         raise SipParseError(f"missing mandatory header(s): {', '.join(missing)}")
-    for name in SINGLE_HEADERS:
-        if keys.count(name.lower()) > 1:
+    for name, key in _SINGLE_KEYS:
+        if keys.count(key) > 1:
             raise SipParseError(f"more than one {name} header")
     _number, method = message.cseq
     if isinstance(message, SipRequest) and method != message.method:

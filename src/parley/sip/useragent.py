@@ -73,7 +73,9 @@ class InviteSession:
     pending_reinvite_in: ServerTransaction | None = None
     pending_reinvite_out: ClientTransaction | None = None
     final_2xx: bytes | None = None
+    final_2xx_addr: Address | None = None  # where the 2xx went: the Via address (§18.2.2)
     ack_bytes: bytes | None = None
+    reinvite_offer: bytes = b""  # our last re-INVITE offer, re-sent after a 491 (§14.1)
     cancel_requested: bool = False
     end_reason: str = ""
     refer_txn: ServerTransaction | None = None
@@ -309,11 +311,18 @@ class UserAgent:
     def _find_session(self, message: SipRequest | SipResponse, local_tag: str | None) -> InviteSession | None:
         return self.sessions.get((message.call_id, local_tag or ""))
 
+    def _find_dialog(self, request: SipRequest) -> InviteSession | None:
+        """The session whose dialog ID (Call-ID, To tag, From tag) the request carries (§12.2.2)."""
+        session = self._find_session(request, request.to.tag)
+        if session is None or session.dialog is None:
+            return None
+        return session if session.dialog.remote_tag == (request.from_.tag or "") else None
+
     def _on_request(self, event: RequestEvent, now: float) -> None:
         request, txn = event.request, event.txn
         method = request.method
         if txn is None:  # ACK for a 2xx
-            session = self._find_session(request, request.to.tag)
+            session = self._find_dialog(request)
             if session is not None:
                 self._on_ack(session, now)
             else:
@@ -335,8 +344,8 @@ class UserAgent:
             return
         to_tag = request.to.tag
         if to_tag:
-            session = self._find_session(request, to_tag)
-            if session is None or session.dialog is None:
+            session = self._find_dialog(request)
+            if session is None:
                 txn.respond_with(481, now=now)
                 return
             self._on_in_dialog(session, txn, now)
@@ -466,7 +475,7 @@ class UserAgent:
         session.local_sdp = sdp
         session.state = SessionState.EARLY
         txn.respond(response, now)
-        self._retransmit_2xx(session, response.serialize(), now)
+        self._retransmit_2xx(session, response.serialize(), txn.addr, now)
 
     def _answer_response(self, session: InviteSession, request: SipRequest, sdp: bytes) -> SipResponse:
         extra = [("Contact", self.contact(session.transport)), ("Allow", ", ".join(ALLOWED_METHODS))]
@@ -475,8 +484,9 @@ class UserAgent:
         extra.append(("Server", self.user_agent))
         return make_response(request, 200, to_tag=session.local_tag, body=sdp, extra=extra)
 
-    def _retransmit_2xx(self, session: InviteSession, data: bytes, now: float) -> None:
+    def _retransmit_2xx(self, session: InviteSession, data: bytes, addr: Address, now: float) -> None:
         session.final_2xx = data
+        session.final_2xx_addr = addr
         if session.transport == "UDP":
             self._start_timer(session, "2xx", T1, now)
         self._start_timer(session, "2xx-timeout", 64 * T1, now)
@@ -499,7 +509,7 @@ class UserAgent:
         session.local_sdp = sdp
         response = self._answer_response(session, txn.request, sdp)
         txn.respond(response, now)
-        self._retransmit_2xx(session, response.serialize(), now)
+        self._retransmit_2xx(session, response.serialize(), txn.addr, now)
 
     def accept_refer(self, session: InviteSession, now: float) -> None:
         """202 the REFER, then the implicit subscription's first NOTIFY (RFC 3515 §2.4.4)."""
@@ -599,6 +609,7 @@ class UserAgent:
         ):
             return False
         session.local_sdp = sdp
+        session.reinvite_offer = sdp
         session.pending_reinvite_out = self._in_dialog_request(
             session, "INVITE", sdp, now,
             extra=[("Contact", self.contact(session.transport)), ("Content-Type", "application/sdp")],
@@ -637,12 +648,27 @@ class UserAgent:
         if not isinstance(session, InviteSession):
             return
         method = response.cseq[1]
-        if method == "INVITE" and txn is session.client_txn or (txn is None and session.role == "uac"):
-            self._on_invite_response(session, response, now)
-        elif method == "INVITE" and txn is session.pending_reinvite_out:
-            self._on_reinvite_response(session, txn, response, now)
+        if method == "INVITE":
+            if txn is not None and txn is session.client_txn:
+                self._on_invite_response(session, response, now)
+            elif txn is not None and txn is session.pending_reinvite_out:
+                self._on_reinvite_response(session, txn, response, now)
+            elif 200 <= response.status < 300:
+                # A retransmitted 2xx of an INVITE/re-INVITE already answered, or one that
+                # arrived after timer M (no transaction): only ever re-ACKed, never a new answer.
+                self._ack_again(session, response)
         elif method == "BYE" and response.status >= 200:
             self._end(session, "local-bye", now)
+
+    def _ack_again(self, session: InviteSession, response: SipResponse) -> None:
+        """Re-send our ACK for a retransmitted 2xx (§13.2.2.4) if it is the 2xx that ACK answered."""
+        dialog = session.dialog
+        if dialog is None or session.ack_bytes is None or response.to.tag != dialog.remote_tag:
+            return
+        if parse_message(session.ack_bytes).cseq[0] != response.cseq[0]:
+            return
+        addr, transport = hop_address(dialog.next_hop(), dialog.transport)
+        self._send(session.ack_bytes, addr, transport)
 
     def _on_invite_response(self, session: InviteSession, response: SipResponse, now: float) -> None:
         status = response.status
@@ -656,9 +682,7 @@ class UserAgent:
             return
         if status < 300:
             if session.dialog is not None:
-                if session.ack_bytes is not None and response.to.tag == session.dialog.remote_tag:
-                    addr, transport = hop_address(session.dialog.next_hop(), session.dialog.transport)
-                    self._send(session.ack_bytes, addr, transport)  # 2xx retransmission
+                self._ack_again(session, response)  # 2xx retransmission
                 return
             session.dialog = Dialog.as_uac(session.invite, response, session.transport)
             session.remote_sdp = response.body
@@ -750,16 +774,18 @@ class UserAgent:
     # -- session timers -----------------------------------------------------------------------
     def _session_timer(self, session: InviteSession, name: str, now: float) -> None:
         if name == "2xx" and session.final_2xx is not None:
-            self._send(session.final_2xx, session.peer, session.transport)
+            self._send(session.final_2xx, session.final_2xx_addr or session.peer, session.transport)
             self._start_timer(session, "2xx", min(session.intervals["2xx"] * 2, T2), now)
         elif name == "2xx-timeout" and session.final_2xx is not None:
             session.final_2xx = None
             session.timers.pop("2xx", None)
-            self.bye(session, now)  # no ACK in 64*T1 (§13.3.1.4)
-            if session.state != SessionState.TERMINATED:
-                self._end(session, "no-ack", now)
+            # No ACK in 64*T1 (§13.3.1.4): end the dialog with a BYE. Not via bye(), which
+            # would end the session as "local-bye" before "no-ack" could be reported.
+            if session.dialog is not None and session.state != SessionState.TERMINATED:
+                self._in_dialog_request(session, "BYE", b"", now)
+            self._end(session, "no-ack", now)
         elif name == "glare-retry":
-            self.reinvite(session, session.local_sdp, now)
+            self.reinvite(session, session.reinvite_offer, now)
         elif name == "linger":
             self.sessions.pop((session.call_id, session.local_tag), None)
 
