@@ -16,7 +16,7 @@ class SipParseError(ValueError):
     501 for an unknown method whose CSeq does not match, 413 when over the size limit).
 
     ``request`` is set by the message parser when the broken message is a request whose
-    top Via and CSeq could be read: enough to answer it statelessly with
+    top Via could be read: enough to answer it statelessly with
     :func:`parley.sip.message.error_response`. It is ``None`` for responses (which are
     dropped, RFC 3261 §18.1.2) and for requests too broken to answer.
     """

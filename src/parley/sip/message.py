@@ -548,12 +548,11 @@ def _content_length(headers: Headers) -> int | None:
 
 
 def _respondable(message: SipRequest | SipResponse) -> SipRequest | None:
-    """The request if a response to it can be routed and matched (top Via and CSeq readable)."""
+    """The request if a response to it can be routed back (its top Via is readable)."""
     if not isinstance(message, SipRequest):
         return None
     try:
         message.top_via  # noqa: B018 - parses
-        message.cseq  # noqa: B018
     except SipParseError:
         return None
     return message
@@ -748,7 +747,7 @@ def error_response(exc: SipParseError, *, to_tag: str | None = None) -> SipRespo
     """The stateless answer (400, 413, 501, 505...) to a request that failed to parse.
 
     None when there is nothing to answer (a broken response, or a request without a readable
-    top Via and CSeq). The reason phrase names the problem (RFC 3261 §21.4.1).
+    top Via). The reason phrase names the problem (RFC 3261 §21.4.1).
     """
     request = exc.request
     if request is None:
