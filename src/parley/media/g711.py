@@ -103,6 +103,15 @@ def alaw_encode(pcm: np.ndarray) -> bytes:
     return _ALAW_ENCODE.take(_as_index(pcm)).tobytes()
 
 
+def decode_table(codec: str) -> np.ndarray:
+    """The 256-entry int16 table decoding ``codec``, for callers that decode frame by frame."""
+    if codec == "PCMU":
+        return _ULAW_DECODE
+    if codec == "PCMA":
+        return _ALAW_DECODE
+    raise ValueError(f"unsupported G.711 codec {codec!r}")
+
+
 def decode(codec: str, payload: bytes) -> np.ndarray:
     """Decode ``payload`` of ``codec`` ("PCMU" or "PCMA") to int16 PCM."""
     # ndarray.take is markedly cheaper than fancy indexing on 160-sample frames (hot path).

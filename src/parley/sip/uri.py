@@ -30,7 +30,7 @@ _FAST_ADDR_SPEC = re.compile(rf'([^<>"\s;?,]+){_PLAIN_PARAMS}')
 _FAST_SIP = re.compile(
     r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?([A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?"
     r"((?:;[A-Za-z0-9\-_.!~*'()+]+(?:=[A-Za-z0-9\-_.!~*'()+\[\]/:&$]*)?)*)",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 _SPECIALS: dict[str, re.Pattern[str]] = {}
 
@@ -141,6 +141,12 @@ class SipUri:
             port = int(port_text) if port_text else None
             if port is None or 0 < port < 65536:
                 return cls(scheme.lower(), user, None, host.lower(), port, plain_params(param_text), None)
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> SipUri:
+        """The full grammar; :meth:`parse` gives the same result faster for common URIs."""
+        text = text.strip()
         scheme, colon, rest = text.partition(":")
         if not colon:
             raise SipParseError(f"URI without scheme: {show(text)}")
@@ -259,6 +265,12 @@ class NameAddr:
         if fast is not None:
             uri_text, param_text = fast.groups()
             return cls(SipUri.parse(uri_text), None, plain_params(param_text), uri_text)
+        return cls._parse_general(text)
+
+    @classmethod
+    def _parse_general(cls, text: str) -> NameAddr:
+        """The full grammar; :meth:`parse` gives the same result faster for common values."""
+        text = text.strip()
         if text.startswith('"'):
             end = _closing_quote(text)
             rest = text[end + 1 :].lstrip()

@@ -42,7 +42,7 @@ class Call:
         self.call_id = session.call_id
         self.ended = asyncio.Event()
         self.end_reason = ""
-        self.on_audio: Callable[[np.ndarray], None] | None = None
+        self._on_audio: Callable[[np.ndarray], None] | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         self._queue: deque[np.ndarray | DtmfDigit] = deque(maxlen=self.MAX_QUEUED_FRAMES)
         self._waiter: asyncio.Future[None] | None = None
@@ -58,12 +58,19 @@ class Call:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    @property
+    def on_audio(self) -> Callable[[np.ndarray], None] | None:
+        return self._on_audio
+
+    @on_audio.setter
+    def on_audio(self, callback: Callable[[np.ndarray], None] | None) -> None:
+        """A callback gets frames straight from the media tick, bypassing the ``incoming()`` queue."""
+        self._on_audio = callback
+        self.stream.on_audio = callback if callback is not None else self._audio_in
+
     def _audio_in(self, pcm: np.ndarray) -> None:
-        if self.on_audio is not None:
-            self.on_audio(pcm)
-        else:
-            self._queue.append(pcm)
-            self._wake()
+        self._queue.append(pcm)
+        self._wake()
 
     def _dtmf_in(self, digit: str) -> None:
         self.dtmf_received.append(digit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -239,7 +240,7 @@ class CallManager:
             (media.remote_address, media.remote_port),
             leg.endpoint.send,
             dtmf_payload_type=media.telephone_event_pt,
-            time=self._now,
+            time=time.monotonic,
             inactivity_timeout=self.media_timeout,
             send_rtcp=leg.endpoint.send_rtcp,
         )
