@@ -83,6 +83,7 @@ REASON_PHRASES = {
 _TOKEN = TOKEN
 _HEADER_NAME = TOKEN
 _LWS = re.compile(r"[ \t]+")
+_COLON_LWS = re.compile(r"[ \t]*:[ \t]*")
 _HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*)", re.DOTALL)
 _FAST_REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) (sips?:[^\x00-\x20\x7f<>\"]+) SIP/2\.0")
 _VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE | re.ASCII)
@@ -257,7 +258,7 @@ class Via:
         m = _VIA_SENT.fullmatch(sent)
         if not m:
             raise SipParseError(f"bad Via {show(text)}")
-        host, port = parse_hostport(m.group(4).replace(" ", "").replace("\t", ""))
+        host, port = parse_hostport(_COLON_LWS.sub(":", m.group(4)))
         _check_via_params(params, text)
         protocol = f"{m.group(1).upper()}/{m.group(2)}"
         return cls(m.group(3).upper(), host, port, params, protocol)
@@ -597,6 +598,8 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
     """
     if len(data) > MAX_MESSAGE_SIZE:
         raise SipParseError("message too large", status=413)
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
     head, rest = _split_head(data)
     if len(head) > MAX_HEADER_SECTION:
         raise SipParseError("header section too large", status=413)

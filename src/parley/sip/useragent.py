@@ -77,6 +77,7 @@ class InviteSession:
     ack_bytes: bytes | None = None
     reinvite_offer: bytes = b""  # our last re-INVITE offer, re-sent after a 491 (§14.1)
     cancel_requested: bool = False
+    bye_after_ack: bool = False
     end_reason: str = ""
     refer_txn: ServerTransaction | None = None
     auth_attempts: int = 0
@@ -404,8 +405,9 @@ class UserAgent:
         if invite_txn is None:
             txn.respond_with(481, now=now)
             return
-        txn.respond_with(200, now=now)
         session = invite_txn.context
+        to_tag = session.local_tag if isinstance(session, InviteSession) else None
+        txn.respond_with(200, now=now, to_tag=to_tag)  # same To tag as the INVITE's response (§9.2)
         if invite_txn.state == State.PROCEEDING and isinstance(session, InviteSession):
             invite_txn.respond_with(487, now=now, to_tag=session.local_tag)
             self._end(session, "cancelled", now)
@@ -425,8 +427,9 @@ class UserAgent:
             if session.pending_reinvite_out is not None:
                 txn.respond_with(491, now=now)  # glare (§14.2)
             elif session.pending_reinvite_in is not None or session.state != SessionState.CONFIRMED:
-                txn.respond_with(500, now=now, extra=[("Retry-After", str(random.randint(0, 10)))])
+                txn.respond_with(500, now=now, extra=[("Retry-After", str(int(self._rng() * 10)))])
             else:
+                txn.respond_with(100, now=now)  # stops the peer's INVITE retransmissions (§17.2.1)
                 dialog.update_target(request)
                 session.pending_reinvite_in = txn
                 txn.context = session
@@ -459,11 +462,14 @@ class UserAgent:
         if session.state == SessionState.EARLY:
             session.state = SessionState.CONFIRMED
             self.events.append(CallConfirmed(session))
+            if session.bye_after_ack:
+                self.bye(session, now)
 
     # -- UAS actions --------------------------------------------------------------------------
     def ring(self, session: InviteSession, now: float) -> None:
         if session.server_txn is not None and session.state == SessionState.INCOMING:
-            session.server_txn.respond_with(180, now=now, to_tag=session.local_tag)
+            contact = [("Contact", self.contact(session.transport))]  # lets the caller form an early dialog
+            session.server_txn.respond_with(180, now=now, to_tag=session.local_tag, extra=contact)
 
     def answer(self, session: InviteSession, sdp: bytes, now: float) -> None:
         """Accept the call with a 2xx carrying ``sdp``, retransmitted until the ACK (§13.3.1.4)."""
@@ -596,6 +602,9 @@ class UserAgent:
         if session.dialog is None or session.state == SessionState.TERMINATED:
             if session.role == "uac" and session.state in (SessionState.CALLING, SessionState.EARLY):
                 self.cancel(session, now)
+            return
+        if session.role == "uas" and session.state == SessionState.EARLY and session.final_2xx is not None:
+            session.bye_after_ack = True  # a callee waits for the ACK (or its timeout) before BYE (§15)
             return
         self._in_dialog_request(session, "BYE", b"", now)
         self._end(session, "local-bye", now)
