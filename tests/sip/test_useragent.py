@@ -236,6 +236,22 @@ def test_lost_ack_2xx_is_retransmitted_until_the_ack_arrives(pair):
     assert net.labels(since=6) == []
 
 
+def test_callee_bye_before_the_ack_waits_for_the_ack(pair):
+    net, alice, bob = pair
+    uac, uas = call(net, alice, bob)
+    net.drop(request("ACK"), count=1)
+    bob.answer(uas, ANSWER, net.now)
+    net.flush()
+    bob.bye(uas, net.now)
+    net.flush()
+    assert "BYE" not in net.labels(since=2)  # §15: not before the ACK (or its timeout)
+    assert uas.state == SessionState.EARLY
+    net.advance(T1)  # the 2xx retransmission brings a new ACK, then the BYE goes out
+    assert net.labels(since=4) == ["200 INVITE", "ACK", "BYE", "200 BYE"]
+    assert [e.reason for e in net.events_of(bob, CallEnded)] == ["local-bye"]
+    assert [e.reason for e in net.events_of(alice, CallEnded)] == ["remote-bye"]
+
+
 def test_no_ack_within_64_t1_sends_bye_and_ends_no_ack(pair):
     net, alice, bob = pair
     _uac, uas = call(net, alice, bob)
