@@ -30,12 +30,15 @@ class BareSip(asyncio.DatagramProtocol):
         self.host = host
         self.calls: dict[bytes, asyncio.BaseTransport] = {}
         self.next_port = 40000
+        self.tasks: set[asyncio.Task] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        asyncio.ensure_future(self.handle(data, addr))
+        task = asyncio.ensure_future(self.handle(data, addr))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def handle(self, data: bytes, addr: tuple) -> None:
         method = data.split(b" ", 1)[0]
@@ -47,7 +50,9 @@ class BareSip(asyncio.DatagramProtocol):
         if method == b"INVITE" and call_id not in self.calls:
             loop = asyncio.get_running_loop()
             self.next_port += 2
-            transport, _ = await loop.create_datagram_endpoint(RtpBounce, local_addr=(self.host, self.next_port))
+            transport, _ = await loop.create_datagram_endpoint(
+                RtpBounce, local_addr=(self.host, self.next_port)
+            )
             self.calls[call_id] = transport
             body = (
                 f"v=0\r\no=- 1 1 IN IP4 {self.host}\r\ns=-\r\nc=IN IP4 {self.host}\r\nt=0 0\r\n"
@@ -57,7 +62,9 @@ class BareSip(asyncio.DatagramProtocol):
             self.calls.pop(call_id).close()
         out = [b"SIP/2.0 200 OK"]
         for line in lines:
-            out.append(line + b";tag=bare" if line.lower().startswith(b"to:") and b"tag=" not in line else line)
+            out.append(
+                line + b";tag=bare" if line.lower().startswith(b"to:") and b"tag=" not in line else line
+            )
         out.append(f"Contact: <sip:bare@{self.host}>".encode())
         if body:
             out.append(b"Content-Type: application/sdp")

@@ -36,7 +36,9 @@ def _port_range(text: str) -> tuple[int, int]:
 @click.option("--rtp-ports", default="20000-40000", show_default=True, help="RTP port range FIRST-LAST.")
 @click.option("--media-timeout", default=30.0, show_default=True, help="Hang up after this long without RTP.")
 @click.option("--drain", default=0.0, show_default=True, help="On SIGTERM, seconds to let calls finish.")
-@click.option("--stats-file", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON stats at exit.")
+@click.option(
+    "--stats-file", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON stats at exit."
+)
 def serve(
     agent: str,
     host: str,
@@ -71,4 +73,3 @@ def serve(
     stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
     if stats_file is not None:
         stats_file.write_text(json.dumps(stats, indent=2))
-

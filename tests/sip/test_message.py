@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parley.sip.errors import SipParseError
 from parley.sip.message import (
@@ -156,7 +160,10 @@ def test_multiple_values_per_line_and_across_lines() -> None:
 def test_quoted_commas_in_contact_display_names() -> None:
     extra = 'Contact: "Doe, John" <sip:john@example.com>;q=0.5, <sip:jd@example.org;x=1>\r\n'
     m = request_of(invite(extra=extra).replace(b"Contact: <sip:alice@pc33.atlanta.example.com>\r\n", b""))
-    assert m.headers.get_all("Contact") == ['"Doe, John" <sip:john@example.com>;q=0.5', "<sip:jd@example.org;x=1>"]
+    assert m.headers.get_all("Contact") == [
+        '"Doe, John" <sip:john@example.com>;q=0.5',
+        "<sip:jd@example.org;x=1>",
+    ]
 
 
 def test_non_list_headers_keep_their_commas() -> None:
@@ -186,6 +193,8 @@ def test_utf8_and_invalid_utf8_header_values() -> None:
         (b"INVITE <sip:bob@biloxi.example.com> SIP/2.0", 400),
         (b"INVITE sip:bob@biloxi.example.com?X=1 SIP/2.0", 400),
         (b"INVITE sip:bob@biloxi.example.com; lr SIP/2.0", 400),
+        (b"INVITE sip:bob@biloxi.example.com:0 SIP/2.0", 400),
+        (b"INVITE sip:bob@bi%xloxi.example.com SIP/2.0", 400),
     ],
 )
 def test_request_line_errors_that_can_be_answered(line: bytes, status: int) -> None:
@@ -198,7 +207,13 @@ def test_request_line_errors_that_can_be_answered(line: bytes, status: int) -> N
 
 @pytest.mark.parametrize(
     "line",
-    [b"", b"INVITE", b"INVITE sip:bob@biloxi.example.com", b"INV@ITE sip:b@c SIP/2.0", b"INVITE sip:b@c HTTP/1.1"],
+    [
+        b"",
+        b"INVITE",
+        b"INVITE sip:bob@biloxi.example.com",
+        b"INV@ITE sip:b@c SIP/2.0",
+        b"INVITE sip:b@c HTTP/1.1",
+    ],
 )
 def test_unusable_request_lines(line: bytes) -> None:
     exc = rejected(invite().replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0", line, 1))
@@ -206,13 +221,22 @@ def test_unusable_request_lines(line: bytes) -> None:
 
 
 def test_extra_whitespace_in_request_line_is_tolerated() -> None:
-    m = request_of(invite().replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0", b"INVITE \t sip:bob@biloxi.example.com  SIP/2.0 "))
+    m = request_of(
+        invite().replace(
+            b"INVITE sip:bob@biloxi.example.com SIP/2.0", b"INVITE \t sip:bob@biloxi.example.com  SIP/2.0 "
+        )
+    )
     assert (m.method, m.uri) == ("INVITE", "sip:bob@biloxi.example.com")
 
 
 @pytest.mark.parametrize(
     ("line", "reason"),
-    [(b"SIP/2.0 200", ""), (b"SIP/2.0 200 ", ""), (b"SIP/2.0 603 Decline it", "Decline it"), (b"sip/2.0 100 x", "x")],
+    [
+        (b"SIP/2.0 200", ""),
+        (b"SIP/2.0 200 ", ""),
+        (b"SIP/2.0 603 Decline it", "Decline it"),
+        (b"sip/2.0 100 x", "x"),
+    ],
 )
 def test_status_lines(line: bytes, reason: str) -> None:
     m = parse_message(response().replace(b"SIP/2.0 200 OK", line))
@@ -220,7 +244,9 @@ def test_status_lines(line: bytes, reason: str) -> None:
     assert m.reason == reason
 
 
-@pytest.mark.parametrize("line", [b"SIP/2.0 99 Low", b"SIP/2.0 700 High", b"SIP/2.0 2000 OK", b"SIP/2.0 OK", b"SIP/1.0 200 OK"])
+@pytest.mark.parametrize(
+    "line", [b"SIP/2.0 99 Low", b"SIP/2.0 700 High", b"SIP/2.0 2000 OK", b"SIP/2.0 OK", b"SIP/1.0 200 OK"]
+)
 def test_bad_status_lines_are_dropped(line: bytes) -> None:
     exc = rejected(response().replace(b"SIP/2.0 200 OK", line))
     assert exc.request is None
@@ -236,7 +262,9 @@ def test_missing_mandatory_header(name: bytes) -> None:
     assert name.decode() in rejected(b"\r\n".join(lines)).reason
 
 
-@pytest.mark.parametrize("header", [b"Call-ID: other", b"CSeq: 2 INVITE", b"To: <sip:x@y>", b"Max-Forwards: 9"])
+@pytest.mark.parametrize(
+    "header", [b"Call-ID: other", b"CSeq: 2 INVITE", b"To: <sip:x@y>", b"Max-Forwards: 9"]
+)
 def test_duplicate_single_value_header(header: bytes) -> None:
     assert "more than one" in rejected(invite(extra=header.decode() + "\r\n")).reason
 
@@ -254,7 +282,16 @@ def test_bad_cseq(cseq: str, status: int) -> None:
 def test_parse_cseq() -> None:
     assert parse_cseq("0009 \t INVITE") == (9, "INVITE")
     assert parse_cseq("2147483647 ACK") == (2**31 - 1, "ACK")
-    for bad in ("", "1", "-1 INVITE", "1.0 INVITE", "١ INVITE", "9" * 5000 + " INVITE", "1 IN/VITE", "1\x1cINVITE"):
+    for bad in (
+        "",
+        "1",
+        "-1 INVITE",
+        "1.0 INVITE",
+        "\u0661 INVITE",  # ARABIC-INDIC DIGIT ONE: isdigit() but not ASCII
+        "9" * 5000 + " INVITE",
+        "1 IN/VITE",
+        "1\x1cINVITE",
+    ):
         with pytest.raises(SipParseError):
             parse_cseq(bad)
 
@@ -266,7 +303,10 @@ def test_bad_max_forwards(value: str) -> None:
 
 
 def test_max_forwards_with_leading_zeros() -> None:
-    assert request_of(invite().replace(b"Max-Forwards: 70", b"Max-Forwards: 0068")).headers.get("Max-Forwards") == "0068"
+    assert (
+        request_of(invite().replace(b"Max-Forwards: 70", b"Max-Forwards: 0068")).headers.get("Max-Forwards")
+        == "0068"
+    )
 
 
 def test_bad_header_lines() -> None:
@@ -276,7 +316,10 @@ def test_bad_header_lines() -> None:
 
 
 def test_bad_contact_is_rejected_but_star_is_fine() -> None:
-    assert "Contact" in rejected(invite().replace(b"Contact: <sip:alice@", b"Contact: Alice, Smith <sip:alice@")).reason
+    assert (
+        "Contact"
+        in rejected(invite().replace(b"Contact: <sip:alice@", b"Contact: Alice, Smith <sip:alice@")).reason
+    )
     assert request_of(invite().replace(b"Contact: <sip:alice@pc33.atlanta.example.com>", b"Contact: *"))
 
 
@@ -378,7 +421,9 @@ def test_content_length_larger_than_datagram() -> None:
     assert exc.request is not None
 
 
-@pytest.mark.parametrize(("value", "status"), [("-1", 400), ("1a", 400), ("", 400), ("٣", 400), ("9" * 40, 413)])
+@pytest.mark.parametrize(
+    ("value", "status"), [("-1", 400), ("1a", 400), ("", 400), ("٣", 400), ("9" * 40, 413)]
+)
 def test_bad_content_length(value: str, status: int) -> None:
     data = invite().replace(f"Content-Length: {len(SDP)}".encode(), f"Content-Length: {value}".encode())
     assert rejected(data).status == status
@@ -606,7 +651,9 @@ def test_make_response_copies_dialog_headers_and_adds_tag() -> None:
 
 
 def test_make_response_keeps_an_existing_to_tag() -> None:
-    req = request_of(invite().replace(b"To: Bob <sip:bob@biloxi.example.com>", b"To: <sip:bob@b.example.com>;tag=old"))
+    req = request_of(
+        invite().replace(b"To: Bob <sip:bob@biloxi.example.com>", b"To: <sip:bob@b.example.com>;tag=old")
+    )
     assert make_response(req, 200, to_tag="new").to.tag == "old"
 
 
@@ -653,3 +700,32 @@ def test_error_response_reason_is_printable() -> None:
     answer = error_response(exc)
     assert answer is not None and answer.reason == "bad??thing?"
     assert error_response(SipParseError("no request")) is None
+
+
+# -- the Via fast path agrees with the full grammar -------------------------------------------------
+
+_protocols = ["SIP/2.0/UDP", "SIP/2.0/TCP", "SIP/2.0/udp", "SIP / 2.0 / TLS", "SIP/3.0/UDP", "SIP/2.0/X"]
+_via_text = st.builds(
+    lambda proto, sp, host, port, params: f"{proto}{sp}{host}{port}{params}",
+    st.sampled_from(_protocols),
+    st.sampled_from([" ", "  ", "\t", ""]),
+    st.sampled_from(["host.example.com", "HOST.example.com", "192.0.2.1", "[2001:db8::1]", "h_1", "a b", ""]),
+    st.sampled_from(["", ":5060", ":0", ":65536", " : 5060", ":"]),
+    st.lists(
+        st.sampled_from([";branch=z9hG4bK1", ";rport", ";rport=5", ";rport=x", ";received=1.2.3.4", ";ttl=9",
+                         ";ttl=300", ";branch=", ";;", ";maddr=[::1]", " ; x = y", ";x=%41"]),
+        max_size=4,
+    ).map("".join),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(_via_text)
+def test_via_fast_path_matches_general_parser(text: str) -> None:
+    def outcome(parse: Callable[[str], Via]) -> Via | type[SipParseError]:
+        try:
+            return parse(text)
+        except SipParseError:
+            return SipParseError
+
+    assert outcome(Via.parse) == outcome(Via._parse_general)

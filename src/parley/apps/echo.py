@@ -7,5 +7,5 @@ from parley.telephony.call import Call
 
 async def echo(call: Call) -> None:
     """Play every received 20 ms frame back on the next tick until the caller hangs up."""
-    call.on_audio = call.play
+    call.on_audio = call.play_frame
     await call.wait_ended()

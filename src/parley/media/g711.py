@@ -76,9 +76,12 @@ for _table in (_ULAW_DECODE, _ULAW_ENCODE, _ALAW_DECODE, _ALAW_ENCODE):
     _table.flags.writeable = False
 
 
+_INT16 = np.dtype(np.int16)
+
+
 def _as_index(pcm: np.ndarray) -> np.ndarray:
     """View int16 samples as uint16 table indices (converting/clipping other dtypes)."""
-    if pcm.dtype != np.int16:
+    if pcm.dtype is not _INT16:
         pcm = np.clip(np.rint(pcm) if pcm.dtype.kind == "f" else pcm, -32768, 32767).astype(np.int16)
     return pcm.view(np.uint16)
 
@@ -101,6 +104,9 @@ def alaw_decode(payload: bytes) -> np.ndarray:
 def alaw_encode(pcm: np.ndarray) -> bytes:
     """Encode int16 linear PCM to A-law bytes (other dtypes are rounded and clipped to int16)."""
     return _ALAW_ENCODE.take(_as_index(pcm)).tobytes()
+
+
+CODECS = ("PCMU", "PCMA")
 
 
 def decode_table(codec: str) -> np.ndarray:

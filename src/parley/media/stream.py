@@ -39,7 +39,7 @@ class StreamStats:
 class Playback:
     """Encoded audio queued for sending; ``done`` fires when played out or stopped."""
 
-    __slots__ = ("data", "offset", "stopped", "callbacks")
+    __slots__ = ("callbacks", "data", "offset", "stopped")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -94,14 +94,17 @@ class RtpStream:
         self.inactivity_timeout = inactivity_timeout
         self.started = time()
         self.last_rx = self.started
-        self._playbacks: deque[Playback] = deque()
+        self._playbacks: deque[Playback | np.ndarray] = deque()
         self._dtmf_out: deque[tuple[bytes, bool]] = deque()
         self._silence = g711.encode(codec, np.zeros(FRAME_SAMPLES, dtype=np.int16))
-        self._decode_table = g711.decode_table(codec)
         self._last_pcm: np.ndarray | None = None
         self._losses = 0
         self._inactive_reported = False
         self._event_ts = 0
+        self._reframe_buffer = b""
+        self._reframe_next_ts = -1
+        self._reframe_start_ts = 0
+        self._reframe_ssrc = -1
         self._send_rtcp = send_rtcp
         self.cname = cname
         self._ticks = 0
@@ -130,7 +133,10 @@ class RtpStream:
         pt = packet.payload_type
         if pt == self.payload_type:
             self.reception.update(packet, arrival_ts)
-            self.jitter.push(packet, arrival_ts)
+            if len(packet.payload) == FRAME_SAMPLES:
+                self.jitter.push(packet, arrival_ts)
+            else:
+                self._reframe(packet, arrival_ts)
         elif pt == self.dtmf_payload_type:
             digit = self.dtmf.feed(packet)
             if digit is not None:
@@ -140,6 +146,25 @@ class RtpStream:
         else:
             self.stats.unknown_payload += 1
 
+    def _reframe(self, packet: RtpPacket, arrival_ts: int) -> None:
+        """Cut packets of other durations (10, 30, 40 ms ...) into 20 ms frames for the jitter buffer.
+
+        G.711 has one byte per sample, so a frame is 160 bytes and its RTP timestamp advances by 160.
+        """
+        if packet.timestamp != self._reframe_next_ts or packet.ssrc != self._reframe_ssrc:
+            self._reframe_buffer = b""  # not contiguous with what we hold: start over
+            self._reframe_start_ts = packet.timestamp
+            self._reframe_ssrc = packet.ssrc
+        buffer = self._reframe_buffer + packet.payload
+        self._reframe_next_ts = (packet.timestamp + len(packet.payload)) & 0xFFFFFFFF
+        while len(buffer) >= FRAME_SAMPLES:
+            frame = RtpPacket(packet.payload_type, packet.sequence, self._reframe_start_ts, packet.ssrc,
+                              buffer[:FRAME_SAMPLES], packet.marker)  # fmt: skip
+            self.jitter.push(frame, arrival_ts)
+            buffer = buffer[FRAME_SAMPLES:]
+            self._reframe_start_ts = (self._reframe_start_ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        self._reframe_buffer = buffer
+
     # -- send ---------------------------------------------------------------------------------
     def play(self, pcm: np.ndarray) -> Playback:
         """Queue 8 kHz int16 audio; it is encoded once and sent 20 ms per tick."""
@@ -147,10 +172,21 @@ class RtpStream:
         self._playbacks.append(playback)
         return playback
 
+    def play_frame(self, pcm: np.ndarray) -> None:
+        """Queue one 20 ms frame of a live source (echo, streamed TTS); the media clock encodes it
+        together with every other stream's frame in one vectorised pass."""
+        if len(pcm) != FRAME_SAMPLES:
+            self.play(pcm)
+        else:
+            self._playbacks.append(pcm)
+
     def stop_playback(self) -> None:
         """Drop everything queued at once (barge-in)."""
-        while self._playbacks:
-            self._playbacks.popleft()._finish(True)
+        playbacks = self._playbacks
+        while playbacks:
+            item = playbacks.popleft()
+            if type(item) is Playback:
+                item._finish(True)
 
     @property
     def playing(self) -> bool:
@@ -161,10 +197,13 @@ class RtpStream:
             self._dtmf_out.extend(dtmf_payloads(digit, duration_ms))
             self._dtmf_out.extend([(b"", False)] * 3)  # inter-digit gap
 
-    def _next_frame(self) -> bytes:
+    def _next_frame(self) -> bytes | np.ndarray:
+        """The next 160-sample frame to send: encoded bytes, or a PCM frame still to encode."""
         playbacks = self._playbacks
         while playbacks:
             playback = playbacks[0]
+            if type(playback) is not Playback:
+                return playbacks.popleft()  # a live PCM frame from play_frame()
             start = playback.offset
             chunk = playback.data[start : start + FRAME_SAMPLES]
             playback.offset = start + FRAME_SAMPLES
@@ -193,17 +232,27 @@ class RtpStream:
         if self._send_rtcp is None:
             return
         now = self._time()
-        blocks = [report_block(self.reception, now, self._last_sr, self._last_sr_at)] if self.reception.received else []
+        blocks = (
+            [report_block(self.reception, now, self._last_sr, self._last_sr_at)]
+            if self.reception.received
+            else []
+        )
         remote = self.latched or self.remote
-        self._send_rtcp(build_compound(self.sender.ssrc, self.cname, blocks, sender=self.sender), (remote[0], remote[1] + 1))
+        self._send_rtcp(
+            build_compound(self.sender.ssrc, self.cname, blocks, sender=self.sender),
+            (remote[0], remote[1] + 1),
+        )
 
-    def tick(self) -> None:
-        """One 20 ms period: play out one received frame, send one frame (hot path: 1,000s per tick)."""
-        ticks = self._ticks = self._ticks + 1
+    # -- the media clock's phases (see MediaClock._tick, which batches the G.711 work) ---------
+    def pull(self) -> bytes | None:
+        """Phase 1: the received payload due for this 20 ms slot (None when missing)."""
+        self._ticks += 1
+        return self.jitter.pop()
+
+    def deliver(self, pcm: np.ndarray | None) -> None:
+        """Phase 2: hand the decoded frame (or concealment for a missing one) to the consumer."""
         on_audio = self.on_audio
-        payload = self.jitter.pop()
-        if payload is not None:
-            pcm = self._decode_table.take(np.frombuffer(payload, np.uint8))
+        if pcm is not None:
             self._last_pcm = pcm
             self._losses = 0
             if on_audio is not None:
@@ -211,16 +260,37 @@ class RtpStream:
         elif on_audio is not None and self._last_pcm is not None:
             self._losses += 1
             on_audio(conceal(self._last_pcm, self._losses))
-        if self.sending:
-            if self._dtmf_out:
-                self._send_dtmf_frame()
-            else:
-                self._send(self.sender.packet(self._next_frame()), self.latched or self.remote)
-                self.stats.packets_out += 1
-            if ticks % RTCP_INTERVAL_TICKS == 0:
-                self._report()
+
+    def next_out(self) -> bytes | np.ndarray | None:
+        """Phase 3: the frame to send now (PCM still to be encoded), or None (held, or DTMF sent)."""
+        if not self.sending:
+            return None
+        if self._dtmf_out:
+            self._send_dtmf_frame()
+            return None
+        return self._next_frame()
+
+    def send_payload(self, payload: bytes) -> None:
+        """Phase 4: packetize and send one encoded frame, then the periodic checks."""
+        self._send(self.sender.packet(payload), self.latched or self.remote)
+        self.stats.packets_out += 1
+
+    def housekeeping(self) -> None:
+        """Phase 5 (every tick, cheap): RTCP reports every 5 s and the inactivity check every 1 s."""
+        ticks = self._ticks
+        if ticks % RTCP_INTERVAL_TICKS == 0 and self.sending:
+            self._report()
         if ticks % INACTIVITY_CHECK_TICKS == 0:
             self._check_inactivity()
+
+    def tick(self) -> None:
+        """All phases for this stream alone (the clock batches them across streams instead)."""
+        payload = self.pull()
+        self.deliver(g711.decode(self.codec, payload) if payload is not None else None)
+        frame = self.next_out()
+        if frame is not None:
+            self.send_payload(frame if type(frame) is bytes else g711.encode(self.codec, frame))
+        self.housekeeping()
 
     def _send_dtmf_frame(self) -> None:
         payload, marker = self._dtmf_out.popleft()

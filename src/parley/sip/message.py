@@ -434,9 +434,11 @@ def _parse_start_line(line: str) -> tuple[str, str, str, SipParseError | None]:
     fast = _FAST_REQUEST_LINE.fullmatch(line)
     if fast is not None:
         method, uri = fast.groups()
-        parsed = SipUri.parse(uri)
-        if parsed.headers is None:
-            return "request", method, uri, None
+        try:
+            if SipUri.parse(uri).headers is None:
+                return "request", method, uri, None
+        except SipParseError:
+            pass  # the general path below reports it, after the headers are read
     if line[:4].upper() == "SIP/":
         m = _STATUS_LINE.fullmatch(line)
         if not m:
@@ -596,14 +598,18 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
     RFC 4475 §3.1.1.8); a datagram shorter than its Content-Length is rejected. Without
     Content-Length (allowed on UDP) the rest of the datagram is the body.
     """
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise SipParseError("message too large", status=413)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
     head, rest = _split_head(data)
-    if len(head) > MAX_HEADER_SECTION:
-        raise SipParseError("header section too large", status=413)
+    if len(head) > MAX_HEADER_SECTION:  # a datagram is at most 64 kB: reading it for the 413 is bounded
+        try:
+            request = _respondable(_build(head))
+        except SipParseError:
+            request = None
+        raise SipParseError("header section too large", status=413, request=request)
     message = _build(head)
+    if len(data) > MAX_MESSAGE_SIZE:  # the headers were fine: the request can still get its 413
+        raise SipParseError("message too large", status=413, request=_respondable(message))
     length = _content_length(message.headers)
     if length is None:
         message.body = rest

@@ -138,8 +138,7 @@ class _SipStream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is no asyncio.Transport
         name = transport.get_extra_info("peername")
         self.peer = (name[0], name[1])
         self.owner.connections[self.peer] = self

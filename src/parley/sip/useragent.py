@@ -24,6 +24,7 @@ from parley.sip.message import (
     SipRequest,
     SipResponse,
     StreamFramer,
+    error_response,
     make_response,
     parse_message,
 )
@@ -168,9 +169,18 @@ class InfoReceived:
 
 
 CallEvent = (
-    IncomingCall | CallProgress | CallAnswered | CallFailed | CallConfirmed | CallEnded
-    | ReInviteReceived | ReInviteResult | ReferReceived | ReferProgress | InfoReceived
-)  # fmt: skip
+    IncomingCall
+    | CallProgress
+    | CallAnswered
+    | CallFailed
+    | CallConfirmed
+    | CallEnded
+    | ReInviteReceived
+    | ReInviteResult
+    | ReferReceived
+    | ReferProgress
+    | InfoReceived
+)
 
 
 class UserAgent:
@@ -239,7 +249,7 @@ class UserAgent:
             try:
                 message = parse_message(data)
             except SipParseError as exc:
-                self._reject_unparseable(data, exc, source, transport)
+                self._reject_unparseable(exc, source, transport)
                 return
             self.receive_message(message, source, transport, now)
             return
@@ -252,7 +262,7 @@ class UserAgent:
             raise ConnectionError(f"stream framing error from {source}: {exc.reason}") from exc
         for item in items:
             if isinstance(item, SipParseError):
-                self._reject_unparseable(b"", item, source, transport)
+                self._reject_unparseable(item, source, transport)
             else:
                 self.receive_message(item, source, transport, now)
 
@@ -266,37 +276,18 @@ class UserAgent:
             self.layer.receive_response(message, now)
         else:
             via = message.top_via
-            if via.host != source[0]:
-                via.params["received"] = source[0]
-            if "rport" in via.params and via.params["rport"] is None:
-                via.params["rport"] = str(source[1])
-            if via.params.get("received") or "rport" in via.params:
+            via.stamp_received(source[0], source[1])
+            if "received" in via.params:
                 message.headers.replace("Via", [str(via), *message.headers.get_all("Via")[1:]])
             self.layer.receive_request(message, source, transport, now)
         self._drain_layer_events(now)
 
-    def _reject_unparseable(self, data: bytes, exc: SipParseError, source: Address, transport: str) -> None:
-        """Answer a broken request with 400 when its Via/From/To/Call-ID/CSeq can be read (§8.2)."""
+    def _reject_unparseable(self, exc: SipParseError, source: Address, transport: str) -> None:
+        """Answer a broken request statelessly (400/413/501/505) when its top Via can be read (§8.2)."""
         self.stats["parse_errors"] += 1
-        if not data or data.startswith(b"SIP/"):
-            return  # broken responses are dropped (§18.1.2)
-        fields: dict[str, str] = {}
-        for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
-            m = re.match(rb"^(via|v|from|f|to|t|call-id|i|cseq)\s*:\s*(.*)$", line, re.IGNORECASE)
-            if m:
-                key = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}.get(
-                    m[1].lower(), m[1].lower()
-                )
-                fields.setdefault(key.decode(), m[2].decode("utf-8", "replace"))
-        if len(fields) < 5:
-            return
-        headers = Headers((name.title(), value) for name, value in fields.items())
-        reason = re.sub(r"[\r\n]", " ", exc.reason)[:120]
-        response = SipResponse(
-            headers, b"", status=exc.status, reason=REASON_PHRASES.get(exc.status, "Bad Request")
-        )
-        response.headers.add("Warning", f'399 parley "{reason}"')
-        self._send(response.serialize(), source, transport)
+        response = error_response(exc, to_tag=secrets.token_hex(6))
+        if response is not None:  # broken responses and Via-less requests are dropped (§18.1.2)
+            self._send(response.serialize(), source, transport)
 
     # -- transaction events -------------------------------------------------------------------
     def _drain_layer_events(self, now: float) -> None:
@@ -393,9 +384,16 @@ class UserAgent:
             return
         txn.respond_with(100, now=now)
         session = InviteSession(
-            self, "uas", request, event.source, event.transport, SessionState.INCOMING,
-            server_txn=txn, local_tag=secrets.token_hex(6), remote_sdp=request.body,
-        )  # fmt: skip
+            self,
+            "uas",
+            request,
+            event.source,
+            event.transport,
+            SessionState.INCOMING,
+            server_txn=txn,
+            local_tag=secrets.token_hex(6),
+            remote_sdp=request.body,
+        )
         txn.context = session
         self.sessions[(request.call_id, session.local_tag)] = session
         self.events.append(IncomingCall(session, request.body))
@@ -530,9 +528,16 @@ class UserAgent:
         state = "terminated;reason=noresource" if final else "active;expires=60"
         body = f"SIP/2.0 {status} {REASON_PHRASES.get(status, 'Unknown')}\r\n".encode()
         self._in_dialog_request(
-            session, "NOTIFY", body, now,
-            extra=[("Event", "refer"), ("Subscription-State", state), ("Content-Type", "message/sipfrag;version=2.0")],
-        )  # fmt: skip
+            session,
+            "NOTIFY",
+            body,
+            now,
+            extra=[
+                ("Event", "refer"),
+                ("Subscription-State", state),
+                ("Content-Type", "message/sipfrag;version=2.0"),
+            ],
+        )
         if final:
             session.refer_txn = None
 
@@ -620,18 +625,27 @@ class UserAgent:
         session.local_sdp = sdp
         session.reinvite_offer = sdp
         session.pending_reinvite_out = self._in_dialog_request(
-            session, "INVITE", sdp, now,
+            session,
+            "INVITE",
+            sdp,
+            now,
             extra=[("Contact", self.contact(session.transport)), ("Content-Type", "application/sdp")],
-        )  # fmt: skip
+        )
         return True
 
     def refer(self, session: InviteSession, target: str, now: float) -> None:
         """Blind transfer: ask the peer to call ``target`` (RFC 3515)."""
         self._in_dialog_request(
-            session, "REFER", b"", now,
-            extra=[("Refer-To", f"<{target}>"), ("Referred-By", f"<sip:{self.user}@{format_host(self.host)}>"),
-                   ("Contact", self.contact(session.transport))],
-        )  # fmt: skip
+            session,
+            "REFER",
+            b"",
+            now,
+            extra=[
+                ("Refer-To", f"<{target}>"),
+                ("Referred-By", f"<sip:{self.user}@{format_host(self.host)}>"),
+                ("Contact", self.contact(session.transport)),
+            ],
+        )
 
     def _in_dialog_request(
         self,

@@ -34,7 +34,9 @@ class Call:
 
     MAX_QUEUED_FRAMES = 500  # 10 s: a consumer that stops reading loses old audio, not memory
 
-    def __init__(self, manager: CallManager, session: InviteSession, stream: RtpStream, direction: str) -> None:
+    def __init__(
+        self, manager: CallManager, session: InviteSession, stream: RtpStream, direction: str
+    ) -> None:
         self.manager = manager
         self.session = session
         self.stream = stream
@@ -110,6 +112,10 @@ class Call:
         finally:
             ended.cancel()
         return future.done() and future.result()
+
+    def play_frame(self, pcm: np.ndarray) -> None:
+        """Queue one 20 ms frame of a live source (encoded in the media clock's batch)."""
+        self.stream.play_frame(pcm)
 
     def stop_playback(self) -> None:
         """Stop all queued audio at once (barge-in)."""

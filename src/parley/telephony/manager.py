@@ -261,7 +261,9 @@ class CallManager:
 
     def _apply(self, leg: _Leg, media: NegotiatedMedia) -> None:
         if leg.call is not None:
-            leg.call.stream.update_remote((media.remote_address, media.remote_port), media.send, media.receive)
+            leg.call.stream.update_remote(
+                (media.remote_address, media.remote_port), media.send, media.receive
+            )
 
     def _on_reinvite(self, session: InviteSession, leg: _Leg, offer: bytes) -> None:
         now = self._now()
@@ -336,6 +338,7 @@ class CallManager:
                 "lateness_p50_ms": 1000 * self.clock.lateness_percentile(50),
                 "lateness_p99_ms": 1000 * self.clock.lateness_percentile(99),
                 "tick_p99_ms": 1000 * self.clock.duration_percentile(99),
+                "departure_jitter_p99_ms": 1000 * self.clock.departure_jitter_percentile(99),
             },
         }
 

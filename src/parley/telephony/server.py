@@ -19,7 +19,11 @@ async def run_server(app: App, *, drain: float = 0.0, **options: Any) -> dict[st
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     transports = "+".join(manager.transports)
-    print(f"parley: answering calls on sip:{manager.host}:{manager.port} ({transports})", file=sys.stderr, flush=True)
+    print(
+        f"parley: answering calls on sip:{manager.host}:{manager.port} ({transports})",
+        file=sys.stderr,
+        flush=True,
+    )
     await stop.wait()
     await manager.stop(drain=drain)
     return manager.report()
