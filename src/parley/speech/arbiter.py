@@ -1,0 +1,252 @@
+"""The arbiter: several ASR engines hear the same turn in parallel; a per-slot-type policy picks one.
+
+Not failover: every turn, each engine that supports the question decodes the caller's audio
+off the event loop, and the winner is chosen on three signals —
+
+- the engine's *prior* for this slot type (its accuracy on a labelled corpus, see
+  :class:`EnginePriors`; ``bench/asr_arbiter.py`` learns them),
+- whether the transcript *reads as a valid answer* (a 5-digit account number beats a sentence:
+  :func:`parley.speech.slots.read_slot`),
+- the engine's own confidence.
+
+A turn has a deadline counted from the end of speech: an engine that raises, hangs or is slow
+never blocks it — the best result available by then wins (a final, else the latest partial).
+Every turn yields a :class:`TurnRecord` with all hypotheses, scores, the winner and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from parley.speech.slots import read_slot
+from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, TurnRecord
+
+PRIOR_WEIGHT = 0.45
+VALID_WEIGHT = 0.35
+CONFIDENCE_WEIGHT = 0.20
+INCOMPLETE_CREDIT = 0.3  # a valid but incomplete reading (4 of 5 digits) earns this share
+
+
+@dataclass(slots=True)
+class EnginePriors:
+    """P(engine is right | slot type), Laplace-smoothed, learned from labelled utterances."""
+
+    table: dict[str, dict[str, float]] = field(default_factory=dict)
+    default: float = 0.5
+
+    def get(self, engine: str, slot_type: str) -> float:
+        return self.table.get(engine, {}).get(slot_type, self.default)
+
+    @classmethod
+    def learn(cls, outcomes: Sequence[tuple[str, str, bool]]) -> EnginePriors:
+        """From (engine, slot type, correct) triples."""
+        counts: dict[tuple[str, str], list[int]] = {}
+        for engine, slot_type, correct in outcomes:
+            tally = counts.setdefault((engine, slot_type), [0, 0])
+            tally[0] += int(correct)
+            tally[1] += 1
+        table: dict[str, dict[str, float]] = {}
+        for (engine, slot_type), (right, total) in counts.items():
+            table.setdefault(engine, {})[slot_type] = (right + 1) / (total + 2)
+        return cls(table)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"default": self.default, "table": self.table}, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> EnginePriors:
+        data = json.loads(path.read_text())
+        return cls({e: {k: float(v) for k, v in t.items()} for e, t in data["table"].items()}, data["default"])
+
+
+def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> tuple[float, str]:
+    """The arbiter's score for one hypothesis and a short explanation."""
+    if not hypothesis.text.strip():
+        return 0.0, "empty"
+    prior = priors.get(hypothesis.engine, question.slot_type.value)
+    reading = read_slot(question, hypothesis.text)
+    validity = 0.0 if reading is None else (1.0 if reading.complete else INCOMPLETE_CREDIT)
+    confidence = min(max(hypothesis.confidence, 0.0), 1.0)
+    total = PRIOR_WEIGHT * prior + VALID_WEIGHT * validity + CONFIDENCE_WEIGHT * confidence
+    why = (
+        f"prior {prior:.2f}, {'valid' if validity == 1 else 'incomplete' if validity else 'invalid'}"
+        f" {question.slot_type.value}, confidence {confidence:.2f}"
+    )
+    return total, why
+
+
+class _EngineWorker:
+    """Feeds one engine's session in order, off the event loop."""
+
+    def __init__(self, engine: AsrEngine, session: AsrSession, executor: Executor, turn: ArbiterTurn) -> None:
+        self.engine = engine
+        self.session = session
+        self.executor = executor
+        self.turn = turn
+        self.queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
+        self.partial: Hypothesis | None = None
+        self.final: Hypothesis | None = None
+        self.error: str | None = None
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                chunk = await self.queue.get()
+                if chunk is None:
+                    self.final = await loop.run_in_executor(self.executor, self.session.finish)
+                    return
+                partial = await loop.run_in_executor(self.executor, self.session.feed, chunk)
+                if partial is not None:
+                    self.partial = partial
+                    self.turn._on_partial(partial)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken plugin must not break the turn
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+class ArbiterTurn:
+    """One caller turn: feed 20 ms frames as they arrive, then :meth:`finish` at end of speech."""
+
+    def __init__(self, arbiter: Arbiter, question: Question, on_partial: Callable[[Hypothesis], None] | None) -> None:
+        self.arbiter = arbiter
+        self.question = question
+        self.on_partial = on_partial
+        self.record = TurnRecord(question)
+        self._pending: list[np.ndarray] = []
+        self.workers: list[_EngineWorker] = []
+        for engine in arbiter.engines_for(question):
+            try:
+                session = engine.start(question)
+            except Exception as exc:
+                self.record.failed_engines[engine.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            self.workers.append(_EngineWorker(engine, session, arbiter.executor, self))
+
+    def _on_partial(self, hypothesis: Hypothesis) -> None:
+        self.record.hypotheses.append(hypothesis)
+        if self.on_partial is not None:
+            self.on_partial(hypothesis)
+
+    def feed(self, frame: np.ndarray) -> None:
+        """Add one frame; engines get audio in chunks of ``chunk_frames`` to keep overhead low."""
+        self._pending.append(frame)
+        if len(self._pending) >= self.arbiter.chunk_frames:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        chunk = np.concatenate(self._pending)
+        self._pending = []
+        for worker in self.workers:
+            if worker.error is None:
+                worker.queue.put_nowait(chunk)
+
+    async def finish(self) -> TurnRecord:
+        """End of speech: gather finals until the deadline and choose the winner."""
+        started = time.perf_counter()
+        self._flush()
+        for worker in self.workers:
+            worker.queue.put_nowait(None)
+        tasks = [worker.task for worker in self.workers]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.arbiter.deadline)
+        record = self.record
+        candidates: list[Hypothesis] = []
+        for worker in self.workers:
+            name = worker.engine.name
+            if worker.final is not None:
+                record.hypotheses.append(worker.final)
+                candidates.append(worker.final)
+            else:
+                if not worker.task.done():
+                    worker.task.cancel()  # the thread may still run; its result is ignored
+                    record.failed_engines[name] = "timeout"
+                elif worker.error is not None:
+                    record.failed_engines[name] = worker.error
+                if worker.partial is not None:
+                    candidates.append(worker.partial)  # best available: its latest partial
+        self._choose(candidates)
+        record.finish_seconds = time.perf_counter() - started
+        return record
+
+    def _choose(self, candidates: list[Hypothesis]) -> None:
+        record = self.record
+        best: tuple[float, Hypothesis, str] | None = None
+        for hypothesis in candidates:
+            value, why = score(hypothesis, self.question, self.arbiter.priors)
+            record.scores[hypothesis.engine] = value
+            if best is None or value > best[0]:
+                best = (value, hypothesis, why)
+        if best is None:
+            record.reason = "no engine produced a result"
+            return
+        record.winner = best[1]
+        kind = "final" if best[1].is_final else "partial (engine missed the deadline)"
+        record.reason = f"{best[1].engine} {kind}: {best[2]}"
+
+    async def abandon(self) -> None:
+        """Stop every engine (hang-up, barge-out) without choosing."""
+        for worker in self.workers:
+            worker.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker.task
+
+
+class Arbiter:
+    """Runs the engines that support each question and picks the best transcript per turn."""
+
+    def __init__(
+        self,
+        engines: Sequence[AsrEngine],
+        *,
+        priors: EnginePriors | None = None,
+        deadline: float = 1.0,
+        executor: Executor | None = None,
+        chunk_frames: int = 5,
+    ) -> None:
+        self.engines = list(engines)
+        self.priors = priors or EnginePriors()
+        self.deadline = deadline
+        self.executor = executor or ThreadPoolExecutor(max_workers=max(2, len(self.engines)))
+        self.chunk_frames = chunk_frames
+
+    def engines_for(self, question: Question) -> list[AsrEngine]:
+        return [engine for engine in self.engines if _supports(engine, question)]
+
+    async def prepare(self, question: Question) -> None:
+        """Let each engine compile what the question needs, before the caller answers."""
+        loop = asyncio.get_running_loop()
+        for engine in self.engines_for(question):
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(self.executor, engine.prepare, question)
+
+    def start_turn(self, question: Question, on_partial: Callable[[Hypothesis], None] | None = None) -> ArbiterTurn:
+        return ArbiterTurn(self, question, on_partial)
+
+    async def recognize(self, question: Question, audio: np.ndarray) -> TurnRecord:
+        """Convenience for whole utterances (tests, benchmarks): stream ``audio`` then finish."""
+        turn = self.start_turn(question)
+        for start in range(0, len(audio), 160):
+            turn.feed(audio[start : start + 160])
+            await asyncio.sleep(0)
+        return await turn.finish()
+
+
+def _supports(engine: AsrEngine, question: Question) -> bool:
+    try:
+        return bool(engine.supports(question))
+    except Exception:
+        return False

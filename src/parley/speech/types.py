@@ -1,0 +1,108 @@
+"""The contract between the speech layer's parts: questions, hypotheses, engines and sessions.
+
+Audio everywhere is mono int16 numpy arrays. Telephone audio is 8 kHz (``TELEPHONE_RATE``);
+an engine that needs another rate says so in ``sample_rate`` and resamples inside its session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+TELEPHONE_RATE = 8000
+FRAME_SAMPLES = 160  # 20 ms at 8 kHz
+
+
+class SlotType(StrEnum):
+    """What kind of answer a question expects; engines and the arbiter specialise on it."""
+
+    DIGITS = "digits"  # account / policy / card numbers, PINs
+    PHONE = "phone"
+    NAME = "name"  # first or last name, possibly from a known list
+    SPELLED = "spelled"  # "S M I T H"
+    YES_NO = "yes_no"
+    DATE = "date"
+    AMOUNT = "amount"  # money
+    CHOICE = "choice"  # one of the question's options
+    FREE = "free"  # open speech ("what is the reason for your call?")
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What the dialogue is asking; given to engines before the caller answers (``prepare``)."""
+
+    slot_type: SlotType
+    prompt: str = ""
+    digit_count: int | None = None  # exact number of digits expected, when known
+    options: tuple[str, ...] = ()  # names list, menu choices
+    phrases: tuple[str, ...] = ()  # example answers / agent texts to bias language models
+    language: str = "en-US"
+
+
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    word: str
+    start: float  # seconds from the start of the utterance
+    end: float
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis:
+    """One engine's transcript of one utterance, partial or final."""
+
+    engine: str
+    text: str
+    confidence: float  # 0..1, comparable across engines only after the arbiter's calibration
+    is_final: bool
+    words: tuple[WordTiming, ...] = ()
+    audio_seconds: float = 0.0  # audio consumed when this hypothesis was produced
+    cpu_seconds: float = 0.0  # decoding CPU spent on the utterance so far
+
+
+@runtime_checkable
+class AsrSession(Protocol):
+    """One utterance being recognised. Not thread-safe: one feeder at a time."""
+
+    def feed(self, pcm: np.ndarray) -> Hypothesis | None:
+        """Add 8 kHz int16 audio; returns a new partial hypothesis when the transcript changed."""
+        ...
+
+    def finish(self) -> Hypothesis:
+        """End of utterance: the final hypothesis (``is_final`` True, possibly empty text)."""
+        ...
+
+
+@runtime_checkable
+class AsrEngine(Protocol):
+    """A speech recogniser plugin (entry point group ``parley.asr_engines``)."""
+
+    name: str
+
+    def supports(self, question: Question) -> bool:
+        """Whether this engine should listen for answers to ``question``."""
+        ...
+
+    def prepare(self, question: Question) -> None:
+        """Compile/cache whatever the question needs (grammar, LM) before audio arrives."""
+        ...
+
+    def start(self, question: Question) -> AsrSession:
+        """Open a session for one utterance answering ``question``."""
+        ...
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """Everything the arbiter saw and decided for one turn (shown in the studio later)."""
+
+    question: Question
+    hypotheses: list[Hypothesis] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    winner: Hypothesis | None = None
+    reason: str = ""
+    failed_engines: dict[str, str] = field(default_factory=dict)  # engine -> error / "timeout"
+    finish_seconds: float = 0.0  # end of speech -> decision
