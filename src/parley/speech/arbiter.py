@@ -65,7 +65,9 @@ class EnginePriors:
     @classmethod
     def load(cls, path: Path) -> EnginePriors:
         data = json.loads(path.read_text())
-        return cls({e: {k: float(v) for k, v in t.items()} for e, t in data["table"].items()}, data["default"])
+        return cls(
+            {e: {k: float(v) for k, v in t.items()} for e, t in data["table"].items()}, data["default"]
+        )
 
 
 def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> tuple[float, str]:
@@ -119,7 +121,9 @@ class _EngineWorker:
 class ArbiterTurn:
     """One caller turn: feed 20 ms frames as they arrive, then :meth:`finish` at end of speech."""
 
-    def __init__(self, arbiter: Arbiter, question: Question, on_partial: Callable[[Hypothesis], None] | None) -> None:
+    def __init__(
+        self, arbiter: Arbiter, question: Question, on_partial: Callable[[Hypothesis], None] | None
+    ) -> None:
         self.arbiter = arbiter
         self.question = question
         self.on_partial = on_partial
@@ -233,7 +237,9 @@ class Arbiter:
             with contextlib.suppress(Exception):
                 await loop.run_in_executor(self.executor, engine.prepare, question)
 
-    def start_turn(self, question: Question, on_partial: Callable[[Hypothesis], None] | None = None) -> ArbiterTurn:
+    def start_turn(
+        self, question: Question, on_partial: Callable[[Hypothesis], None] | None = None
+    ) -> ArbiterTurn:
         return ArbiterTurn(self, question, on_partial)
 
     async def recognize(self, question: Question, audio: np.ndarray) -> TurnRecord:
