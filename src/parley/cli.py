@@ -33,6 +33,13 @@ def _port_range(text: str) -> tuple[int, int]:
 @click.option("--port", default=5060, show_default=True, help="SIP port.")
 @click.option("--transport", type=click.Choice(["udp", "tcp", "both"]), default="both", show_default=True)
 @click.option("--max-calls", type=int, default=None, help="Answer 503 above this many concurrent calls.")
+@click.option(
+    "--max-load",
+    type=float,
+    default=0.85,
+    show_default=True,
+    help="Answer 503 to new calls while the process uses more than this share of a core (0 = off).",
+)
 @click.option("--rtp-ports", default="20000-40000", show_default=True, help="RTP port range FIRST-LAST.")
 @click.option("--media-timeout", default=30.0, show_default=True, help="Hang up after this long without RTP.")
 @click.option("--drain", default=0.0, show_default=True, help="On SIGTERM, seconds to let calls finish.")
@@ -45,6 +52,7 @@ def serve(
     port: int,
     transport: str,
     max_calls: int | None,
+    max_load: float,
     rtp_ports: str,
     media_timeout: float,
     drain: float,
@@ -66,6 +74,7 @@ def serve(
         port=port,
         transports=transports,
         max_calls=max_calls,
+        max_load=max_load or None,
         rtp_ports=_port_range(rtp_ports),
         media_timeout=media_timeout,
         drain=drain,

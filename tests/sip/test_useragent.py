@@ -462,6 +462,21 @@ def test_busy_above_max_sessions_gets_503_with_retry_after():
     assert [e.status for e in net.events_of(alice, CallFailed)] == [503]
 
 
+def test_admission_control_rejects_new_calls_with_503_while_overloaded():
+    alice, bob = ua(ALICE, "alice"), ua(BOB, "bob")
+    net = Net.of(alice, bob)
+    overloaded = [True]
+    bob.admit = lambda: not overloaded[0]
+    refused = alice.invite("sip:bob@10.0.0.2", OFFER, net.now)
+    net.flush()
+    assert net.labels() == ["INVITE", "503 INVITE", "ACK"]
+    assert refused.state == SessionState.TERMINATED and net.events_of(bob, IncomingCall) == []
+    overloaded[0] = False
+    alice.invite("sip:bob@10.0.0.2", OFFER, net.now)
+    net.flush()
+    assert len(net.events_of(bob, IncomingCall)) == 1  # load is back down: calls are taken again
+
+
 def test_unsupported_require_gets_420():
     bob = ua(BOB, "bob")
     bob.receive(raw("INVITE", extra="Require: 100rel, timer\r\n"), ALICE, "UDP", 0.0)

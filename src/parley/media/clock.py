@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from time import monotonic, process_time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -21,6 +21,7 @@ from parley.media import g711
 from parley.media.g711 import FRAME_SAMPLES
 
 PERIOD = 0.020
+LOAD_TICKS = 50  # measure CPU load every second
 RING = 4096  # ticks of history kept for the timing figures (82 s)
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class MediaClock:
         self._n = 0
         self.ticks = 0
         self.skipped = 0
+        self.cpu_load = 0.0  # the process's CPU use over the last second (1.0 = one core)
+        self._load_mark = (monotonic(), process_time())
         self._lateness = np.zeros(RING, dtype=np.float32)  # recent tick start lateness (s)
         self._durations = np.zeros(RING, dtype=np.float32)  # recent tick run times (s)
         self._first_sent = np.zeros(RING, dtype=np.float64)  # when each tick sent its first frame
@@ -77,7 +80,7 @@ class MediaClock:
 
     def _now(self) -> float:
         # Lateness is measured on the monotonic clock: uvloop's loop.time() has 1 ms steps.
-        return self._time() if self._time else time.monotonic()
+        return self._time() if self._time else monotonic()
 
     def _schedule(self) -> None:
         assert self._loop is not None
@@ -106,6 +109,10 @@ class MediaClock:
         for stream in streams:
             stream.housekeeping()
         self._durations[slot] = end - due - late
+        if self.ticks % LOAD_TICKS == 0:
+            wall, cpu = monotonic(), process_time()
+            self.cpu_load = (cpu - self._load_mark[1]) / max(wall - self._load_mark[0], 1e-6)
+            self._load_mark = (wall, cpu)
         if self.streams:
             self._schedule()
         else:

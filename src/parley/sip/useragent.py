@@ -203,6 +203,8 @@ class UserAgent:
         self.transport = transport.upper()
         self.user = user
         self.max_sessions = max_sessions
+        # Admission control beyond the call limit (e.g. CPU load): False answers new INVITEs 503.
+        self.admit: Callable[[], bool] | None = None
         self.credentials = credentials
         self.user_agent = user_agent
         self.layer = TransactionLayer()
@@ -366,7 +368,8 @@ class UserAgent:
         if request.body and request.content_type not in ("application/sdp", None):
             txn.respond_with(415, now=now, extra=[("Accept", "application/sdp")])
             return
-        if self.max_sessions is not None and self.active_sessions >= self.max_sessions:
+        over_limit = self.max_sessions is not None and self.active_sessions >= self.max_sessions
+        if over_limit or (self.admit is not None and not self.admit()):
             self.stats["rejected_busy"] += 1
             txn.respond_with(503, now=now, extra=[("Retry-After", "5")])
             return
