@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from time import monotonic, process_time
 from collections.abc import Callable
+from time import monotonic, process_time
 from typing import Protocol
 
 import numpy as np
@@ -99,6 +99,15 @@ class MediaClock:
             log.warning("media clock stalled for %.0f ms with %d streams", late * 1000, len(self.streams))
             self.skipped += missed
             self._n += missed
+        try:
+            self._run_streams(due, late)
+        finally:  # whatever a stream's consumer did, the other calls keep their clock
+            if self.streams:
+                self._schedule()
+            else:
+                self._handle = None
+
+    def _run_streams(self, due: float, late: float) -> None:
         streams = list(self.streams.values())
         _decode_and_deliver(streams, [stream.pull() for stream in streams])
         outgoing = [stream.next_out() for stream in streams]
@@ -107,16 +116,15 @@ class MediaClock:
         _encode_and_send(streams, outgoing)
         self._last_sent[slot] = end = self._now()
         for stream in streams:
-            stream.housekeeping()
+            try:
+                stream.housekeeping()
+            except Exception:
+                log.exception("stream housekeeping (RTCP, inactivity) failed")
         self._durations[slot] = end - due - late
         if self.ticks % LOAD_TICKS == 0:
             wall, cpu = monotonic(), process_time()
             self.cpu_load = (cpu - self._load_mark[1]) / max(wall - self._load_mark[0], 1e-6)
             self._load_mark = (wall, cpu)
-        if self.streams:
-            self._schedule()
-        else:
-            self._handle = None
 
     def lateness_percentile(self, q: float) -> float:
         """The ``q``-th percentile of recent tick start lateness, in seconds."""
@@ -164,7 +172,10 @@ def _decode_and_deliver(streams: list[Ticking], payloads: list[bytes | None]) ->
         frame = frames[i]
         if frame is None and payload is not None:  # odd-sized frame: decode alone
             frame = g711.decode(stream.codec, payload)
-        stream.deliver(frame)
+        try:
+            stream.deliver(frame)
+        except Exception:  # an app's audio callback failed: log it, keep the other calls going
+            log.exception("delivering audio to a stream's consumer failed")
 
 
 def _encode_and_send(streams: list[Ticking], outgoing: list[bytes | np.ndarray | None]) -> None:
@@ -179,4 +190,7 @@ def _encode_and_send(streams: list[Ticking], outgoing: list[bytes | np.ndarray |
     for i, stream in enumerate(streams):
         out = outgoing[i]
         if out is not None:
-            stream.send_payload(out)  # type: ignore[arg-type]
+            try:
+                stream.send_payload(out)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("sending a stream's frame failed")

@@ -101,6 +101,7 @@ class RtpStream:
         self._losses = 0
         self._inactive_reported = False
         self._event_ts = 0
+        self._previous: Address | None = None
         self._reframe_buffer = b""
         self._reframe_next_ts = -1
         self._reframe_start_ts = 0
@@ -122,15 +123,21 @@ class RtpStream:
         except RtpError:
             self.stats.malformed += 1
             return
+        pt = packet.payload_type
         if self.latched is None:
-            self.latched = source  # symmetric RTP: answer where the media really comes from
+            # Symmetric RTP: answer where the media really comes from — but only latch on our
+            # negotiated payload types (RTCP or junk on this port must not capture the stream),
+            # and not on a straggler from the address a re-INVITE just moved away from.
+            if (pt != self.payload_type and pt != self.dtmf_payload_type) or source == self._previous:
+                self.stats.strangers += 1
+                return
+            self.latched = source
         elif source != self.latched:
             self.stats.strangers += 1
             return
         self.stats.packets_in += 1
         self.last_rx = now = self._time()
         arrival_ts = int((now - self.started) * CLOCK_RATE)
-        pt = packet.payload_type
         if pt == self.payload_type:
             self.reception.update(packet, arrival_ts)
             if len(packet.payload) == FRAME_SAMPLES:
@@ -138,6 +145,7 @@ class RtpStream:
             else:
                 self._reframe(packet, arrival_ts)
         elif pt == self.dtmf_payload_type:
+            self.reception.update(packet, arrival_ts)  # same sequence space as the audio
             digit = self.dtmf.feed(packet)
             if digit is not None:
                 self.stats.dtmf_in += 1
@@ -193,6 +201,9 @@ class RtpStream:
         return bool(self._playbacks)
 
     def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
+        """Queue RFC 4733 events; ValueError if the peer did not negotiate telephone-event."""
+        if self.dtmf_payload_type is None:
+            raise ValueError("the peer did not offer telephone-event: RFC 4733 DTMF cannot be sent")
         for digit in digits:
             self._dtmf_out.extend(dtmf_payloads(digit, duration_ms))
             self._dtmf_out.extend([(b"", False)] * 3)  # inter-digit gap
@@ -229,7 +240,8 @@ class RtpStream:
                 self._last_sr_at = self._time()
 
     def _report(self) -> None:
-        if self._send_rtcp is None:
+        remote = self.latched or self.remote
+        if self._send_rtcp is None or remote[0] in ("0.0.0.0", "::") or remote[1] == 0:
             return
         now = self._time()
         blocks = (
@@ -237,7 +249,6 @@ class RtpStream:
             if self.reception.received
             else []
         )
-        remote = self.latched or self.remote
         self._send_rtcp(
             build_compound(self.sender.ssrc, self.cname, blocks, sender=self.sender),
             (remote[0], remote[1] + 1),
@@ -264,6 +275,7 @@ class RtpStream:
     def next_out(self) -> bytes | np.ndarray | None:
         """Phase 3: the frame to send now (PCM still to be encoded), or None (held, or DTMF sent)."""
         if not self.sending:
+            self.sender.advance(FRAME_SAMPLES)  # the RTP clock keeps running through a hold
             return None
         if self._dtmf_out:
             self._send_dtmf_frame()
@@ -278,8 +290,8 @@ class RtpStream:
     def housekeeping(self) -> None:
         """Phase 5 (every tick, cheap): RTCP reports every 5 s and the inactivity check every 1 s."""
         ticks = self._ticks
-        if ticks % RTCP_INTERVAL_TICKS == 0 and self.sending:
-            self._report()
+        if ticks % RTCP_INTERVAL_TICKS == 0:
+            self._report()  # RTCP goes on during hold too (RFC 3264 §5.1)
         if ticks % INACTIVITY_CHECK_TICKS == 0:
             self._check_inactivity()
 
@@ -297,7 +309,7 @@ class RtpStream:
         if marker:
             self._event_ts = self.sender.timestamp
         if payload:
-            packet = self.sender.packet_at(payload, self._event_ts, marker, self.dtmf_payload_type or 101)
+            packet = self.sender.packet_at(payload, self._event_ts, marker, self.dtmf_payload_type)
             self._send(packet, self.latched or self.remote)
             self.stats.packets_out += 1
         self.sender.advance(FRAME_SAMPLES)
@@ -317,6 +329,7 @@ class RtpStream:
         """Apply a new offer/answer: address change or hold (sendonly/inactive)."""
         if remote != self.remote:
             self.remote = remote
+            self._previous = self.latched
             self.latched = None
         self.sending = send
         self.receiving = receive
