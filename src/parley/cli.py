@@ -82,3 +82,31 @@ def serve(
     stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
     if stats_file is not None:
         stats_file.write_text(json.dumps(stats, indent=2))
+
+
+@main.command()
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write."
+)
+@click.option("--seed", default=0, show_default=True, help="Same seed, same corpus (byte for byte).")
+@click.option("--per-type", default=20, show_default=True, help="Utterances per slot type.")
+@click.option(
+    "--voices",
+    multiple=True,
+    help="ENGINE:VOICE, repeatable or comma-separated (default: all installed flite/festival/espeak-ng).",
+)
+@click.option("--workers", default=2, show_default=True, help="Utterances rendered at once.")
+def corpus(out: Path, seed: int, per_type: int, voices: tuple[str, ...], workers: int) -> None:
+    """Generate labelled synthetic caller audio (8 kHz WAVs + labels.jsonl) for every slot type."""
+    from parley.speech.corpus import generate_corpus
+
+    if per_type < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--per-type")
+    try:
+        records = asyncio.run(
+            generate_corpus(out, seed=seed, per_type=per_type, voices=voices, workers=workers)
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--voices") from exc
+    seconds = sum(record["duration_s"] for record in records)
+    click.echo(f"{len(records)} utterances ({seconds:.1f} s of audio) in {out}")

@@ -591,6 +591,37 @@ def test_reinvite_glare_491_and_retry_after_random_delay():
 
 
 # --- REFER (RFC 3515) ----------------------------------------------------------------------------
+def test_refused_or_unanswered_refer_ends_the_transfer(pair):
+    net, alice, bob = pair
+    uac, uas = establish(net, alice, bob)
+    alice.refer(uac, "sip:carol@10.0.0.3", net.now)
+    net.flush()
+    txn = uas.refer_txn
+    txn.respond_with(603, now=net.now)  # the peer does not transfer: no NOTIFY will follow
+    bob.refer_txn = None
+    net.flush()
+    assert [(p.status, p.final) for p in net.events_of(alice, ReferProgress)] == [(603, True)]
+    net.drop(request("REFER"), count=None)
+    alice.refer(uac, "sip:carol@10.0.0.3", net.now)
+    net.flush()
+    net.advance(40.0)  # timer F
+    assert [(p.status, p.final) for p in net.events_of(alice, ReferProgress)][-1] == (408, True)
+
+
+def test_requests_for_an_ended_dialog_get_481_and_refer_is_refused_locally(pair):
+    net, alice, bob = pair
+    uac, uas = establish(net, alice, bob)
+    alice.bye(uac, net.now)
+    net.flush()
+    assert uas.state == SessionState.TERMINATED  # it lingers to absorb retransmissions
+    assert alice.refer(uac, "sip:carol@10.0.0.3", net.now) is None
+    mark = len(net.log)
+    bob._in_dialog_request(uas, "REFER", b"", net.now, extra=[("Refer-To", "<sip:carol@10.0.0.3>")])
+    net.flush()
+    assert net.labels(since=mark) == ["REFER", "481 REFER"]
+    assert net.events_of(alice, ReferReceived) == []
+
+
 def test_refer_accept_and_notify_progress(pair):
     net, alice, bob = pair
     uac, uas = establish(net, alice, bob)

@@ -417,6 +417,9 @@ class UserAgent:
         request = txn.request
         dialog = session.dialog
         assert dialog is not None
+        if session.state == SessionState.TERMINATED:
+            txn.respond_with(481, now=now)  # the dialog is over; the session only lingers (§12.2.2)
+            return
         if not dialog.accepts_cseq(request):
             txn.respond_with(500, "CSeq Out of Order", now=now)
             return
@@ -636,9 +639,11 @@ class UserAgent:
         )
         return True
 
-    def refer(self, session: InviteSession, target: str, now: float) -> None:
-        """Blind transfer: ask the peer to call ``target`` (RFC 3515)."""
-        self._in_dialog_request(
+    def refer(self, session: InviteSession, target: str, now: float) -> ClientTransaction | None:
+        """Blind transfer: ask the peer to call ``target`` (RFC 3515); None once the call is over."""
+        if session.dialog is None or session.state != SessionState.CONFIRMED:
+            return None
+        return self._in_dialog_request(
             session,
             "REFER",
             b"",
@@ -685,6 +690,9 @@ class UserAgent:
                 self._ack_again(session, response)
         elif method == "BYE" and response.status >= 200:
             self._end(session, "local-bye", now)
+        elif method == "REFER" and response.status >= 300:
+            # Refused outright: no NOTIFY will come, so this is the transfer's final word.
+            self.events.append(ReferProgress(session, response.status, final=True))
 
     def _ack_again(self, session: InviteSession, response: SipResponse) -> None:
         """Re-send our ACK for a retransmitted 2xx (§13.2.2.4) if it is the 2xx that ACK answered."""
@@ -796,6 +804,8 @@ class UserAgent:
             self.bye(session, now)
         elif isinstance(event.txn, ClientTransaction) and event.txn.request.method == "BYE":
             self._end(session, "local-bye", now)
+        elif isinstance(event.txn, ClientTransaction) and event.txn.request.method == "REFER":
+            self.events.append(ReferProgress(session, 408, final=True))
 
     # -- session timers -----------------------------------------------------------------------
     def _session_timer(self, session: InviteSession, name: str, now: float) -> None:

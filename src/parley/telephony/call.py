@@ -130,6 +130,8 @@ class Call:
 
     async def transfer(self, target: str, timeout: float = 32.0) -> int:
         """Blind transfer (REFER); returns the final sipfrag status (200 when the transfer worked)."""
+        if self.ended.is_set():
+            return 481  # no dialog to send the REFER in
         self._transfer = asyncio.get_running_loop().create_future()
         self.manager.refer(self, target)
         try:
@@ -139,6 +141,8 @@ class Call:
 
     async def hold(self, on: bool = True, timeout: float = 32.0) -> int:
         """Put the peer on hold (re-INVITE with sendonly) or resume (sendrecv); returns the status."""
+        if self.ended.is_set():
+            return 481
         self._reinvite = asyncio.get_running_loop().create_future()
         if not self.manager.reinvite(self, "sendonly" if on else "sendrecv"):
             return 491

@@ -85,6 +85,7 @@ class CallManager:
         media_timeout: float = 30.0,
         credentials: DigestCredentials | None = None,
         on_refer: Callable[[Call, str], Awaitable[int]] | None = None,
+        max_load: float | None = 0.85,
     ) -> None:
         self.app = app
         self.ua = UserAgent(
@@ -96,6 +97,10 @@ class CallManager:
         self.media_timeout = media_timeout
         self.on_refer = on_refer
         self.clock = MediaClock()
+        self.max_load = max_load
+        if max_load is not None:
+            # Overload: reject new calls cleanly (503) rather than degrade every call in progress.
+            self.ua.admit = lambda: self.clock.cpu_load < max_load
         self.calls: dict[str, Call] = {}
         self.stats = ManagerStats()
         self._transport: SipTransport | None = None
@@ -185,6 +190,9 @@ class CallManager:
                     future.set_result(event.status)
             elif isinstance(event, ReferReceived) and leg is not None and leg.call is not None:
                 self._spawn(self._on_refer(session, leg.call, event.refer_to))
+            elif isinstance(event, ReferReceived):  # the call has ended: no dialog to transfer
+                event.txn.respond_with(481, now=self._now())
+                session.refer_txn = None
             elif isinstance(event, ReferProgress) and leg is not None and leg.call is not None:
                 future = leg.call._transfer
                 if event.final and future is not None and not future.done():
@@ -373,12 +381,20 @@ class CallManager:
         self._flush()
         try:
             return await asyncio.wait_for(asyncio.shield(leg.answered), timeout)  # type: ignore[arg-type]
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            # Nobody awaits the answer any more: a late failure is not reported, and a 2xx that
+            # crosses our CANCEL is hung up at once (see _on_answered) instead of left running.
+            leg.answered.cancel()  # type: ignore[union-attr]
             self.ua.cancel(session, self._now())
             self._flush()
-            raise DialError(408, "no answer") from None
+            if isinstance(exc, TimeoutError):
+                raise DialError(408, "no answer") from None
+            raise
 
     def _on_answered(self, session: InviteSession, leg: _Leg, answer: bytes) -> None:
+        if leg.answered is not None and leg.answered.cancelled():  # dial() gave up before this 2xx
+            self.ua.bye(session, self._now())
+            return
         try:
             media = leg.sdp.accept_answer(parse_sdp(answer))
         except SdpError as exc:

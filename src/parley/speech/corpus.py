@@ -1,0 +1,642 @@
+"""Synthetic labelled telephone callers for every slot type (``parley corpus``).
+
+Why synthetic: no labelled English telephone corpus ships in a package here, and the arbiter's
+per-slot priors and the benchmarks need thousands of answers whose truth is known exactly. Each
+utterance is an answer a caller might give (account numbers read digit by digit with "oh" and
+"double", phone numbers in groups, names, spelled names, yes/no variants, dates, amounts, menu
+choices, reasons for calling), spoken by Debian's flite and festival voices (and espeak-ng as a
+hard case) at varied rates and pitches, then sent down a simulated phone line:
+
+1. the TTS plugin resamples to 8 kHz with soxr (``parley.speech.tts``);
+2. silence is padded around the speech and white or pink noise is mixed in at a set SNR. The SNR
+   is measured after the resample, in the band the line carries, against the speech frames only;
+3. G.711 µ-law round trip (``parley.media.g711``);
+4. packet loss: 20 ms frames are dropped at random and concealed like the receiver would
+   (``parley.media.jitter.conceal``).
+
+Everything random comes from the seed: the plan (texts, voices, rates, line conditions) from one
+``random.Random(seed)``, and each utterance's noise and losses from ``numpy.random.default_rng
+([seed, index])``, so rendering order and parallelism cannot change a byte of the output.
+
+Cost here (2 cores, all seven default voices, 2 workers): ``parley corpus --per-type 34`` writes
+306 utterances (959 s of audio) in 45 s; festival's start-up is most of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import json
+import random
+import re
+import wave
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parley.media import g711
+from parley.media.jitter import conceal
+from parley.speech.tts import SubprocessTts, TtsEngine, load_tts, render
+from parley.speech.types import FRAME_SAMPLES, TELEPHONE_RATE, Question, SlotType
+
+LABELS_FILE = "labels.jsonl"
+DEFAULT_VOICES = (
+    "flite:slt",
+    "flite:kal16",
+    "flite:awb",
+    "flite:rms",
+    "festival:kal_diphone",
+    "festival:cmu_us_slt_arctic_hts",
+    "espeak-ng:en-us",
+)
+RATES = (0.85, 1.0, 1.15)
+PITCHES = (0.9, 1.0, 1.12)
+SNRS: tuple[float | None, ...] = (None, None, 25.0, 15.0, 8.0)  # None: no added noise
+NOISES = ("white", "pink")
+LOSS_RATES = (0.0, 0.0, 0.02, 0.05)
+REFERENCE_DATE = date(2025, 3, 12)  # "today" for relative dates (a Wednesday)
+
+# Common English names, all in pocketsphinx's en-us dictionary.
+# fmt: off
+FIRST_NAMES = (
+    "oliver", "george", "harry", "jack", "noah", "charlie", "jacob", "thomas", "oscar", "william",
+    "james", "henry", "david", "michael", "daniel", "peter", "paul", "andrew", "mark", "richard",
+    "robert", "john", "emily", "olivia", "amelia", "isla", "ava", "jessica", "sophie", "grace", "lily",
+    "chloe", "ella", "mia", "ruby", "lucy", "sarah", "hannah", "emma", "laura", "rachel", "rebecca",
+    "mary", "susan", "karen", "helen", "claire"
+)
+LAST_NAMES = (
+    "smith", "jones", "taylor", "brown", "williams", "wilson", "johnson", "davies", "robinson",
+    "wright", "thompson", "evans", "walker", "white", "roberts", "green", "hall", "wood", "jackson",
+    "clarke", "patel", "harris", "lewis", "young", "turner", "king", "baker", "hughes", "edwards",
+    "cooper", "morris", "ward", "martin", "hill", "moore", "clark", "allen", "scott"
+)
+_ONES = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"
+)
+_TENS = (
+    "_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"
+)
+_ORDINAL_ONES = (
+    "_", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+    "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth",
+    "eighteenth", "nineteenth"
+)
+# fmt: on
+_ORDINAL_TENS = {20: "twentieth", 30: "thirtieth"}
+# fmt: off
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+    "November", "December",
+)
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")  # date.weekday()
+# fmt: on
+
+
+def number_words(n: int) -> str:
+    """British English cardinal: 250 → "two hundred and fifty" (0 ≤ n < 1,000,000)."""
+    if not 0 <= n < 1_000_000:
+        raise ValueError(f"{n} out of range")
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        tens, ones = divmod(n, 10)
+        return _TENS[tens] + (f" {_ONES[ones]}" if ones else "")
+    if n < 1000:
+        hundreds, rest = divmod(n, 100)
+        return f"{_ONES[hundreds]} hundred" + (f" and {number_words(rest)}" if rest else "")
+    thousands, rest = divmod(n, 1000)
+    words = f"{number_words(thousands)} thousand"
+    if rest:
+        words += f" and {number_words(rest)}" if rest < 100 else f" {number_words(rest)}"
+    return words
+
+
+def ordinal_words(n: int) -> str:
+    """Ordinal 1..39: 21 → "twenty first"."""
+    if n < 20:
+        return _ORDINAL_ONES[n]
+    tens, ones = divmod(n, 10)
+    return _ORDINAL_TENS[n] if not ones else f"{_TENS[tens]} {_ORDINAL_ONES[ones]}"
+
+
+def year_words(year: int) -> str:
+    """1987 → "nineteen eighty seven", 2005 → "two thousand and five", 2024 → "twenty twenty four"."""
+    if 2000 <= year < 2010:
+        return number_words(year)
+    high, low = divmod(year, 100)
+    if low == 0:
+        return f"{number_words(high)} hundred"
+    return f"{number_words(high)} " + (f"oh {_ONES[low]}" if low < 10 else number_words(low))
+
+
+def speak_digits(
+    digits: str, rng: random.Random, zero: str | None = None, doubles: bool | None = None
+) -> str:
+    """Digits read one by one, zero as "zero" or "oh", a pair as "double X" (per caller habit)."""
+    zero = zero or rng.choice(("zero", "oh"))
+    doubles = rng.random() < 0.6 if doubles is None else doubles
+    words = []
+    i = 0
+    while i < len(digits):
+        word = zero if digits[i] == "0" else _ONES[int(digits[i])]
+        pair = i + 1 < len(digits) and digits[i + 1] == digits[i]
+        if doubles and pair and (i + 2 >= len(digits) or digits[i + 2] != digits[i]):
+            words.append(f"double {word}")
+            i += 2
+        else:
+            words.append(word)
+            i += 1
+    return " ".join(words)
+
+
+def normalise_text(text: str) -> str:
+    """Lower case, punctuation removed, single spaces (how free answers are compared)."""
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One planned answer: what is said, what it means, and the question it answers."""
+
+    slot_type: SlotType
+    text: str
+    value: Any
+    prompt: str
+    digit_count: int | None = None
+    options: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _digits_answer(rng: random.Random) -> Answer:
+    count = rng.randint(6, 10)
+    digits = [str(rng.randint(0, 9)) for _ in range(count)]
+    for _ in range(rng.randint(0, 2)):  # callers' numbers have pairs and zeros more than chance
+        at = rng.randrange(count - 1)
+        digits[at + 1] = digits[at] if rng.random() < 0.7 else "0"
+    value = "".join(digits)
+    carrier = rng.choice(("{}", "{}", "it's {}", "my account number is {}", "yeah it's {}"))
+    return Answer(
+        SlotType.DIGITS,
+        carrier.format(speak_digits(value, rng)),
+        value,
+        "What is your account number?",
+        count,
+    )
+
+
+def _phone_answer(rng: random.Random) -> Answer:
+    kind = rng.choice(("mobile", "london", "geographic"))
+    if kind == "mobile":
+        digits = "07" + "".join(str(rng.randint(0, 9)) for _ in range(9))
+        groups = (digits[:5], digits[5:])
+    elif kind == "london":
+        digits = "020" + rng.choice("378") + "".join(str(rng.randint(0, 9)) for _ in range(7))
+        groups = (digits[:3], digits[3:7], digits[7:])
+    else:
+        digits = "01" + "".join(str(rng.randint(0, 9)) for _ in range(9))
+        groups = (digits[:5], digits[5:])
+    zero = rng.choice(("oh", "oh", "zero"))
+    doubles = rng.random() < 0.6
+    spoken = ", ".join(speak_digits(group, rng, zero, doubles) for group in groups)
+    carrier = rng.choice(("{}", "{}", "it's {}", "my number is {}"))
+    return Answer(
+        SlotType.PHONE, carrier.format(spoken), digits, "What is the best number to call you on?", 11
+    )
+
+
+def _name_answer(rng: random.Random) -> Answer:
+    part = rng.choice(("first", "last", "full"))
+    first, last = rng.choice(FIRST_NAMES).title(), rng.choice(LAST_NAMES).title()
+    if part == "first":
+        name, pool, prompt = first, FIRST_NAMES, "What is your first name?"
+    elif part == "last":
+        name, pool, prompt = last, LAST_NAMES, "What is your surname?"
+    else:
+        name, pool, prompt = f"{first} {last}", (), "Can I take your full name?"
+    carrier = rng.choice(("{}", "{}", "it's {}", "my name is {}", "{} speaking"))
+    if part == "full":
+        options = {
+            name,
+            *(f"{rng.choice(FIRST_NAMES).title()} {rng.choice(LAST_NAMES).title()}" for _ in range(9)),
+        }
+    else:
+        options = {name, *(candidate.title() for candidate in rng.sample(pool, 9))}
+    return Answer(
+        SlotType.NAME,
+        carrier.format(name),
+        name,
+        prompt,
+        options=tuple(sorted(options)),
+        extra={"name_part": part},
+    )
+
+
+def _spelled_answer(rng: random.Random) -> Answer:
+    name = rng.choice([n for n in LAST_NAMES if len(n) <= 8]).upper()
+    letters = " ".join(name)
+    form = rng.choice(("{l}", "{l}", "{n}, {l}", "that's {l}", "it's {n}, spelt {l}"))
+    return Answer(
+        SlotType.SPELLED, form.format(l=letters, n=name.title()), name, "Could you spell your surname for me?"
+    )
+
+
+_YES = ("yes", "yeah", "yes please", "that's right", "correct", "yep", "sure", "yes it is", "absolutely")
+_NO = ("no", "nope", "no thanks", "no it isn't", "not really", "no that's wrong", "no thank you")
+
+
+def _yes_no_answer(rng: random.Random) -> Answer:
+    agree = rng.random() < 0.5
+    return Answer(SlotType.YES_NO, rng.choice(_YES if agree else _NO), agree, "Is that correct?")
+
+
+def _date_answer(rng: random.Random) -> Answer:
+    form = rng.choice(("day_of_month", "month_day", "birthday", "next_weekday", "tomorrow"))
+    prompt = "What date would you like?"
+    if form == "next_weekday":
+        weekday = rng.randrange(7)
+        ahead = (weekday - REFERENCE_DATE.weekday() - 1) % 7 + 1  # the first one after today
+        value = REFERENCE_DATE + timedelta(days=ahead)
+        text = f"next {_WEEKDAYS[weekday]}"
+    elif form == "tomorrow":
+        value = REFERENCE_DATE + timedelta(days=1)
+        text = rng.choice(("tomorrow", "tomorrow please"))
+    else:
+        year = rng.randint(1950, 2005) if form == "birthday" else REFERENCE_DATE.year
+        month = rng.randint(1, 12)
+        day = rng.randint(1, calendar.monthrange(year, month)[1])
+        value = date(year, month, day)
+        ordinal, month_name = ordinal_words(day), _MONTHS[month - 1]
+        text = f"{month_name} {ordinal}" if form == "month_day" else f"the {ordinal} of {month_name}"
+        if form == "birthday":
+            text += f" {year_words(year)}"
+            prompt = "What is your date of birth?"
+    return Answer(
+        SlotType.DATE, text, value.isoformat(), prompt, extra={"reference_date": REFERENCE_DATE.isoformat()}
+    )
+
+
+_CURRENCIES = (
+    ("GBP", "pound", "pounds", "pence"),
+    ("USD", "dollar", "dollars", "cents"),
+    ("EUR", "euro", "euros", "cents"),
+)
+
+
+def _amount_answer(rng: random.Random) -> Answer:
+    code, one, many, minor = _CURRENCIES[0] if rng.random() < 0.75 else rng.choice(_CURRENCIES[1:])
+    scale = rng.choice(("small", "hundreds", "thousands"))
+    if scale == "small":
+        units = rng.randint(1, 99)
+    elif scale == "hundreds":
+        units = rng.randint(1, 9) * 100 + rng.choice((0, 0, 5, 10, 20, 25, 50, 75, rng.randint(1, 99)))
+    else:
+        units = rng.randint(1, 9) * 1000 + rng.choice((0, 0, 250, 500, rng.randint(1, 999)))
+    cents = rng.choice((5, 10, 20, 25, 50, 75, 99)) if scale == "small" and rng.random() < 0.4 else 0
+    words = f"{number_words(units)} {one if units == 1 else many}"
+    if cents:
+        words += rng.choice((f" {number_words(cents)}", f" and {number_words(cents)} {minor}"))
+    text = rng.choice(("{}", "{}", "about {}", "it's {}")).format(words)
+    value: int | float = units if not cents else round(units + cents / 100, 2)
+    return Answer(
+        SlotType.AMOUNT, text, {"value": value, "currency": code}, "How much would you like to pay?"
+    )
+
+
+_MENUS = (
+    (
+        "Which do you need: billing, technical support, sales or cancellations?",
+        ("billing", "technical support", "sales", "cancellations"),
+    ),
+    ("Is this about a card, a loan, a mortgage or savings?", ("card", "loan", "mortgage", "savings")),
+    (
+        "Would you like a call back in the morning, the afternoon or the evening?",
+        ("morning", "afternoon", "evening"),
+    ),
+    ("Would you like to pay by card or by bank transfer?", ("card", "bank transfer")),
+)
+
+
+def _choice_answer(rng: random.Random) -> Answer:
+    prompt, options = rng.choice(_MENUS)
+    index = rng.randrange(len(options))
+    option = options[index]
+    form = rng.choice(("{o}", "{o}", "{o} please", "I'd like {o}", "option {n}", "the {ord} one"))
+    text = form.format(o=option, n=number_words(index + 1), ord=ordinal_words(index + 1))
+    return Answer(SlotType.CHOICE, text, option, prompt, options=options)
+
+
+_REASONS = (
+    ("I'd like to check the balance on my account", "balance"),
+    ("I lost my card yesterday and I need a new one", "lost_card"),
+    ("my card was declined at the shop this morning", "card_declined"),
+    ("I want to change the address on my account", "change_address"),
+    ("I need to make a payment on my credit card", "payment"),
+    ("there's a payment on my statement I don't know anything about", "dispute"),
+    ("I want to cancel my policy", "cancel"),
+    ("can I speak to someone about my mortgage please", "mortgage"),
+    ("I haven't received my statement this month", "statement"),
+    ("my internet connection keeps dropping out", "tech_support"),
+    ("I'm calling to book an appointment for next week", "appointment"),
+    ("I'd like to talk to someone about a refund", "refund"),
+)
+
+
+def _free_answer(rng: random.Random) -> Answer:
+    sentence, intent = rng.choice(_REASONS)
+    text = rng.choice(("{}", "{}", "hi {}", "yes hello {}")).format(sentence)
+    return Answer(
+        SlotType.FREE, text, normalise_text(text), "How can I help you today?", extra={"intent": intent}
+    )
+
+
+ANSWER_MAKERS: dict[SlotType, Callable[[random.Random], Answer]] = {
+    SlotType.DIGITS: _digits_answer,
+    SlotType.PHONE: _phone_answer,
+    SlotType.NAME: _name_answer,
+    SlotType.SPELLED: _spelled_answer,
+    SlotType.YES_NO: _yes_no_answer,
+    SlotType.DATE: _date_answer,
+    SlotType.AMOUNT: _amount_answer,
+    SlotType.CHOICE: _choice_answer,
+    SlotType.FREE: _free_answer,
+}
+
+
+# --- telephone line --------------------------------------------------------------------------
+
+
+def speech_power(pcm: np.ndarray, frame: int = FRAME_SAMPLES) -> float:
+    """Mean power of the frames within 30 dB of the loudest (silence does not dilute the SNR)."""
+    usable = len(pcm) - len(pcm) % frame
+    if usable == 0:
+        return float(np.mean(pcm.astype(np.float64) ** 2)) if len(pcm) else 0.0
+    powers = np.mean(pcm[:usable].astype(np.float64).reshape(-1, frame) ** 2, axis=1)
+    loud = powers[powers >= powers.max() * 1e-3]
+    return float(loud.mean())
+
+
+def make_noise(kind: str, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power white or pink (1/f) noise, float64."""
+    white = rng.standard_normal(samples)
+    if kind == "white" or samples < 2:
+        return white
+    if kind != "pink":
+        raise ValueError(f"unknown noise {kind!r}")
+    spectrum = np.fft.rfft(white)
+    freqs = np.fft.rfftfreq(samples, 1.0 / TELEPHONE_RATE)
+    spectrum /= np.sqrt(np.maximum(freqs, 20.0))
+    pink = np.fft.irfft(spectrum, samples)
+    return pink / np.sqrt(np.mean(pink**2))
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """The simulated phone line one utterance goes through."""
+
+    snr_db: float | None = None
+    noise: str = "white"
+    loss_rate: float = 0.0
+    lead_s: float = 0.3
+    tail_s: float = 0.5
+
+
+def degrade(pcm: np.ndarray, line: Line, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Send 8 kHz int16 ``pcm`` down ``line``: (received int16 audio, frames lost and concealed)."""
+    lead = round(line.lead_s * TELEPHONE_RATE)
+    total = lead + len(pcm) + round(line.tail_s * TELEPHONE_RATE)
+    total += -total % FRAME_SAMPLES
+    signal = np.zeros(total, dtype=np.float64)
+    signal[lead : lead + len(pcm)] = pcm
+    if line.snr_db is not None:
+        noise_power = speech_power(pcm) / 10 ** (line.snr_db / 10)
+        signal += make_noise(line.noise, total, rng) * np.sqrt(noise_power)
+    received = g711.ulaw_decode(g711.ulaw_encode(signal))  # rounds and clips to int16 first
+    lost = 0
+    if line.loss_rate > 0:
+        drops = rng.random(total // FRAME_SAMPLES) < line.loss_rate
+        frames = received.reshape(-1, FRAME_SAMPLES).copy()
+        last_good: np.ndarray | None = None
+        run = 0
+        for index, dropped in enumerate(drops):
+            if dropped:
+                run += 1
+                frames[index] = conceal(last_good, run, FRAME_SAMPLES)
+                lost += 1
+            else:
+                run = 0
+                last_good = frames[index]
+        received = frames.reshape(-1)
+    return received, lost
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int = TELEPHONE_RATE) -> None:
+    """Write mono 16-bit PCM (byte-reproducible: no timestamps in WAV headers)."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.astype("<i2").tobytes())
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """(int16 samples, sample rate) of a mono 16-bit WAV."""
+    with wave.open(str(path), "rb") as source:
+        if source.getnchannels() != 1 or source.getsampwidth() != 2:
+            raise ValueError(f"{path}: not mono 16-bit")
+        return np.frombuffer(source.readframes(source.getnframes()), dtype="<i2").astype(
+            np.int16
+        ), source.getframerate()
+
+
+# --- planning and rendering ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One planned corpus item."""
+
+    index: int
+    id: str
+    answer: Answer
+    engine: str
+    voice: str
+    rate: float
+    pitch: float
+    line: Line
+
+
+def parse_voices(voices: Iterable[str]) -> list[tuple[str, str]]:
+    """``["flite:slt", "espeak-ng:en-us,festival:kal_diphone"]`` → [(engine, voice), ...]."""
+    parsed = []
+    for item in voices:
+        for spec in filter(None, (part.strip() for part in item.split(","))):
+            engine, sep, voice = spec.partition(":")
+            if not sep or not engine or not voice:
+                raise ValueError(f"voice {spec!r} is not ENGINE:VOICE (e.g. flite:slt)")
+            parsed.append((engine, voice))
+    return parsed
+
+
+def available_voices(voices: Iterable[str] = DEFAULT_VOICES) -> list[tuple[str, str]]:
+    """The (engine, voice) pairs of ``voices`` installed on this machine."""
+    found = []
+    for engine_name, voice in parse_voices(voices):
+        try:
+            engine = load_tts(engine_name)
+        except LookupError:
+            continue
+        if voice.partition("+")[0] in engine.voices():
+            found.append((engine_name, voice))
+    return found
+
+
+def plan_corpus(
+    seed: int,
+    per_type: int,
+    voices: list[tuple[str, str]],
+    pitch_support: Callable[[str, str], bool] = lambda engine, voice: True,
+    slot_types: Iterable[SlotType] = SlotType,
+) -> list[Utterance]:
+    """Decide every utterance (text, voice, rate, pitch, line) from ``seed`` alone."""
+    if not voices:
+        raise ValueError("no voices to render with")
+    rng = random.Random(seed)
+    plan = []
+    for slot_type in slot_types:
+        for k in range(per_type):
+            answer = ANSWER_MAKERS[slot_type](rng)
+            engine, voice = rng.choice(voices)
+            rate = rng.choice(RATES)
+            pitch = rng.choice(PITCHES) if pitch_support(engine, voice) else 1.0
+            line = Line(
+                snr_db=rng.choice(SNRS),
+                noise=rng.choice(NOISES),
+                loss_rate=rng.choice(LOSS_RATES),
+                lead_s=round(rng.uniform(0.2, 0.5), 2),
+                tail_s=round(rng.uniform(0.4, 0.8), 2),
+            )
+            index = len(plan)
+            plan.append(
+                Utterance(index, f"{slot_type.value}-{k:04d}", answer, engine, voice, rate, pitch, line)
+            )
+    return plan
+
+
+def label(utterance: Utterance, seed: int, lost_frames: int, samples: int) -> dict[str, Any]:
+    """The labels.jsonl record of one rendered utterance."""
+    answer = utterance.answer
+    line = utterance.line
+    question: dict[str, Any] = {
+        "prompt": answer.prompt,
+        "digit_count": answer.digit_count,
+        "options": list(answer.options),
+    }
+    if "reference_date" in answer.extra:
+        question["reference_date"] = answer.extra["reference_date"]
+    record: dict[str, Any] = {
+        "id": utterance.id,
+        "file": f"{utterance.id}.wav",
+        "slot_type": answer.slot_type.value,
+        "text": answer.text,
+        "value": answer.value,
+        "voice": f"{utterance.engine}:{utterance.voice}",
+        "rate": utterance.rate,
+        "pitch": utterance.pitch,
+        "snr_db": line.snr_db,
+        "noise": line.noise if line.snr_db is not None else None,
+        "loss_rate": line.loss_rate,
+        "lost_frames": lost_frames,
+        "seed": seed,
+        "question": question,
+        "duration_s": round(samples / TELEPHONE_RATE, 3),
+        "speech_start_s": line.lead_s,
+    }
+    record.update({key: value for key, value in answer.extra.items() if key != "reference_date"})
+    return record
+
+
+def question_for(record: dict[str, Any]) -> Question:
+    """The :class:`Question` a labelled utterance answers (for engines and the arbiter)."""
+    question = record["question"]
+    return Question(
+        slot_type=SlotType(record["slot_type"]),
+        prompt=question.get("prompt", ""),
+        digit_count=question.get("digit_count"),
+        options=tuple(question.get("options", ())),
+    )
+
+
+def read_labels(directory: Path) -> list[dict[str, Any]]:
+    """The records of ``directory/labels.jsonl``."""
+    with (Path(directory) / LABELS_FILE).open() as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+async def generate_corpus(
+    out: Path,
+    seed: int = 0,
+    per_type: int = 20,
+    voices: Iterable[str] | None = None,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Render the corpus for ``seed`` into ``out`` (WAVs + labels.jsonl); returns the labels.
+
+    ``voices`` are ENGINE:VOICE specs (default: every installed one of :data:`DEFAULT_VOICES`).
+    At most ``workers`` utterances render at once.
+    """
+    chosen = parse_voices(voices) if voices else available_voices()
+    engines: dict[str, TtsEngine] = {}
+    for engine_name, voice in chosen:
+        if engine_name not in engines:
+            try:
+                engines[engine_name] = load_tts(engine_name)
+            except LookupError as exc:
+                raise ValueError(str(exc)) from exc
+        if voice.partition("+")[0] not in engines[engine_name].voices():
+            raise ValueError(
+                f"{engine_name} has no voice {voice!r} here (have {engines[engine_name].voices()})"
+            )
+
+    def pitch_support(engine_name: str, voice: str) -> bool:
+        engine = engines[engine_name]
+        return engine.supports_pitch(voice) if isinstance(engine, SubprocessTts) else True
+
+    plan = plan_corpus(seed, per_type, chosen, pitch_support)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gate = asyncio.Semaphore(max(1, workers))
+    done = 0
+
+    def finish(utterance: Utterance, pcm: np.ndarray) -> dict[str, Any]:
+        received, lost = degrade(pcm, utterance.line, np.random.default_rng([seed, utterance.index]))
+        write_wav(out / f"{utterance.id}.wav", received)
+        return label(utterance, seed, lost, len(received))
+
+    async def one(utterance: Utterance) -> dict[str, Any]:
+        nonlocal done
+        async with gate:
+            engine = engines[utterance.engine]
+            pcm = await render(
+                engine, utterance.answer.text, utterance.voice, utterance.rate, utterance.pitch
+            )
+            record = await asyncio.to_thread(finish, utterance, pcm)
+        done += 1
+        if progress is not None:
+            progress(done, len(plan))
+        return record
+
+    async with asyncio.TaskGroup() as group:  # one failure cancels the rest
+        tasks = [group.create_task(one(utterance)) for utterance in plan]
+    records = [task.result() for task in tasks]
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    tmp = out / f".{LABELS_FILE}.tmp"
+    tmp.write_text(text)
+    tmp.replace(out / LABELS_FILE)
+    return records
