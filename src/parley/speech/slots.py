@@ -7,7 +7,9 @@ seven", "oh"), used to judge hypotheses; the understanding layer has the full ex
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from parley.speech.types import Question, SlotType
 
@@ -17,7 +19,7 @@ DIGIT_WORDS = {
 }  # fmt: skip
 MULTIPLIERS = {"double": 2, "triple": 3}
 YES = {"yes", "yeah", "yep", "yup", "correct", "right", "sure", "absolutely", "affirmative", "indeed"}
-NO = {"no", "nope", "nah", "incorrect", "wrong", "negative"}
+NO = {"no", "nope", "nah", "not", "incorrect", "wrong", "negative"}
 NUMBER_WORDS = {
     **{w: int(d) for w, d in DIGIT_WORDS.items() if w not in ("oh", "o")},
     "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
@@ -68,21 +70,27 @@ def words(text: str) -> list[str]:
 
 
 def read_digits(text: str) -> str | None:
-    """'four two double seven oh' -> '42770'; None if anything but digit words is said."""
-    out: list[str] = []
+    """'yeah it's four two double seven oh' -> '42770': the longest run of digit words.
+
+    Words around the run (carrier phrases) are ignored; None when no digit is said.
+    """
+    best: list[str] = []
+    run: list[str] = []
     repeat = 1
-    for word in words(text):
+    for word in [*words(text), ""]:
         if word.isdigit():
-            out.append(word * repeat)
+            run.append(word * repeat)
             repeat = 1
         elif word in MULTIPLIERS:
             repeat = MULTIPLIERS[word]
         elif word in DIGIT_WORDS:
-            out.append(DIGIT_WORDS[word] * repeat)
+            run.append(DIGIT_WORDS[word] * repeat)
             repeat = 1
         else:
-            return None
-    return "".join(out) or None
+            if len("".join(run)) > len("".join(best)):
+                best = run
+            run, repeat = [], 1
+    return "".join(best) or None
 
 
 def read_number(tokens: list[str]) -> int | None:
@@ -111,7 +119,12 @@ def read_amount(text: str) -> tuple[float, str | None] | None:
     """'fifty five dollars and twenty cents' -> (55.2, 'USD')."""
     tokens = words(text)
     currency = next((CURRENCIES[t] for t in tokens if t in CURRENCIES), None)
-    tokens = [t for t in tokens if t not in CURRENCIES and t not in ("a", "about")]
+    at = next((i for i, t in enumerate(tokens) if t in CURRENCIES), None)
+    if at is not None and 0 < at < len(tokens) - 1:  # "seventeen pounds seventy five"
+        main, minor = read_number(_strip_carrier(tokens[:at])), read_number(tokens[at + 1 :])
+        if main is not None and minor is not None and minor < 100:
+            return main + minor / 100, currency
+    tokens = _strip_carrier([t for t in tokens if t not in CURRENCIES and t not in ("a", "about")])
     cents = 0
     if tokens and tokens[-1] in ("cents", "cent", "pence", "p"):
         body = tokens[:-1]
@@ -127,25 +140,52 @@ def read_amount(text: str) -> tuple[float, str | None] | None:
     return (number + cents / 100, currency) if number is not None else None
 
 
-def read_date(text: str) -> str | None:
-    """A spoken date in a few common forms -> a canonical string ('05-03', 'next tuesday')."""
+def read_year(tokens: list[str]) -> int | None:
+    """'nineteen sixty five' -> 1965, 'two thousand and five' -> 2005, 'twenty twenty four' -> 2024."""
+    if not tokens:
+        return None
+    if tokens[:2] == ["two", "thousand"]:
+        return read_number(tokens)
+    high = NUMBER_WORDS.get(tokens[0])
+    if high is None or not 10 <= high <= 29:
+        return None
+    rest = tokens[1:]
+    if rest == ["hundred"]:
+        return high * 100
+    if len(rest) == 2 and rest[0] in ("oh", "o") and rest[1] in DIGIT_WORDS:
+        return high * 100 + int(DIGIT_WORDS[rest[1]])
+    low = read_number(rest)
+    return high * 100 + low if low is not None and 10 <= low < 100 else None
+
+
+def read_date(text: str, reference: date | None = None) -> date | None:
+    """A spoken date ('the third of May', 'May twenty first nineteen eighty', 'next Tuesday',
+    'tomorrow') resolved against ``reference`` (default: today); None when it is not a date."""
+    reference = reference or date.today()
     tokens = words(text)
-    if any(t in ("today", "tomorrow", "yesterday") for t in tokens):
-        return next(t for t in tokens if t in ("today", "tomorrow", "yesterday"))
-    for i, t in enumerate(tokens):
-        if t in WEEKDAYS:
-            prefix = tokens[i - 1] if i and tokens[i - 1] in ("next", "this", "last") else ""
-            return f"{prefix} {t}".strip()
-    month = next((MONTHS.index(t) + 1 for t in tokens if t in MONTHS), None)
-    day = next((ORDINALS[t] for t in tokens if t in ORDINALS), None)
-    if day is not None and "twenty" in tokens and day < 10:
-        day += 20
-    if month and day:
-        return f"{month:02d}-{day:02d}"
-    return None
+    relative = {"today": 0, "tomorrow": 1, "yesterday": -1}
+    for token in tokens:
+        if token in relative:
+            return reference + timedelta(days=relative[token])
+    for token in tokens:
+        if token in WEEKDAYS:
+            ahead = (WEEKDAYS.index(token) - reference.weekday() - 1) % 7 + 1  # the next one after today
+            return reference + timedelta(days=ahead)
+    month_at = next((i for i, t in enumerate(tokens) if t in MONTHS), None)
+    day_at = next((i for i, t in enumerate(tokens) if t in ORDINALS), None)
+    if month_at is None or day_at is None:
+        return None
+    day = ORDINALS[tokens[day_at]]
+    if day < 10 and day_at and tokens[day_at - 1] in ("twenty", "thirty"):
+        day += NUMBER_WORDS[tokens[day_at - 1]]
+    year = read_year(tokens[max(month_at, day_at) + 1 :]) or reference.year
+    try:
+        return date(year, MONTHS.index(tokens[month_at]) + 1, day)
+    except ValueError:
+        return None
 
 
-def read_slot(question: Question, text: str) -> SlotReading | None:
+def read_slot(question: Question, text: str, reference: date | None = None) -> SlotReading | None:
     """Read ``text`` as an answer to ``question``; None when it is not a valid answer."""
     kind = question.slot_type
     tokens = words(text)
@@ -161,20 +201,71 @@ def read_slot(question: Question, text: str) -> SlotReading | None:
         yes, no = any(t in YES for t in tokens), any(t in NO for t in tokens)
         return SlotReading(yes, True) if yes != no else None
     if kind == SlotType.SPELLED:
-        if all(len(t) == 1 for t in tokens):
-            return SlotReading("".join(tokens).upper(), len(tokens) >= 2)
-        return None
+        letters = _longest_run(tokens, lambda t: len(t) == 1 and t.isalpha())
+        return SlotReading("".join(letters).upper(), len(letters) >= 2) if letters else None
+    if kind == SlotType.CHOICE and question.options:
+        position = _position(tokens)
+        if position is not None and position <= len(question.options):
+            return SlotReading(question.options[position - 1], True)  # "option two", "the first one"
     if kind in (SlotType.NAME, SlotType.CHOICE):
         options = {o.lower(): o for o in question.options}
         joined = " ".join(tokens)
         if options:
             match = next((options[o] for o in options if re.search(rf"\b{re.escape(o)}\b", joined)), None)
             return SlotReading(match, True) if match else None
-        return SlotReading(joined.title(), True) if kind == SlotType.NAME and len(tokens) <= 3 else None
+        name = _strip_carrier(tokens)
+        return (
+            SlotReading(" ".join(name).title(), True)
+            if kind == SlotType.NAME and 0 < len(name) <= 3
+            else None
+        )
     if kind == SlotType.AMOUNT:
         amount = read_amount(text)
         return SlotReading(amount, True) if amount else None
     if kind == SlotType.DATE:
-        date = read_date(text)
-        return SlotReading(date, True) if date else None
+        spoken = read_date(text, reference)
+        return SlotReading(spoken.isoformat(), True) if spoken else None
     return SlotReading(" ".join(tokens), True)  # FREE: any speech is an answer
+
+
+CARRIER_PHRASES = (
+    ("my", "name", "is"), ("my", "name's"), ("it's",), ("it", "is"), ("i'm",), ("i", "am"), ("this", "is"),
+    ("yeah",), ("yes",), ("sure",), ("um",), ("uh",),
+)  # fmt: skip
+
+
+def _strip_carrier(tokens: list[str]) -> list[str]:
+    """Drop leading carrier phrases ("my name is", "it's", "um") from a short answer."""
+    changed = True
+    while changed:
+        changed = False
+        for phrase in CARRIER_PHRASES:
+            if tuple(tokens[: len(phrase)]) == phrase:
+                tokens = tokens[len(phrase) :]
+                changed = True
+    return tokens
+
+
+def _longest_run(tokens: list[str], keep: Callable[[str], bool]) -> list[str]:
+    best: list[str] = []
+    run: list[str] = []
+    for token in [*tokens, ""]:
+        if token and keep(token):
+            run.append(token)
+        else:
+            best = run if len(run) > len(best) else best
+            run = []
+    return best
+
+
+def _position(tokens: list[str]) -> int | None:
+    """'option two' / 'number 2' / 'the second one' -> 2."""
+    for i, token in enumerate(tokens):
+        if token in ("option", "number", "press") and i + 1 < len(tokens):
+            following = tokens[i + 1]
+            value = int(following) if following.isdigit() else NUMBER_WORDS.get(following)
+            if value:
+                return value
+        if token in ORDINALS and i + 1 < len(tokens) and tokens[i + 1] in ("one", "option"):
+            return ORDINALS[token]
+    return None
