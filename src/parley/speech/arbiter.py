@@ -24,11 +24,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from parley.speech.slots import read_slot
 from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, TurnRecord
+
+if TYPE_CHECKING:
+    from parley.speech.engines.pool import DecodePool
 
 PRIOR_WEIGHT = 0.45
 VALID_WEIGHT = 0.35
@@ -86,29 +90,50 @@ def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> t
     return total, why
 
 
-class _EngineWorker:
-    """Feeds one engine's session in order, off the event loop."""
+class _ThreadedSession:
+    """A plain (blocking) engine session driven through an executor."""
 
-    def __init__(self, engine: AsrEngine, session: AsrSession, executor: Executor, turn: ArbiterTurn) -> None:
-        self.engine = engine
+    def __init__(self, session: AsrSession, executor: Executor) -> None:
         self.session = session
         self.executor = executor
+
+    async def feed(self, pcm: np.ndarray) -> Hypothesis | None:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.session.feed, pcm)
+
+    async def finish(self) -> Hypothesis:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.session.finish)
+
+
+class _EngineWorker:
+    """Opens one engine's session and feeds it in order, off the event loop."""
+
+    def __init__(self, engine: AsrEngine, turn: ArbiterTurn) -> None:
+        self.engine = engine
         self.turn = turn
         self.queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
         self.partial: Hypothesis | None = None
         self.final: Hypothesis | None = None
         self.error: str | None = None
+        self.session: Any = None
         self.task = asyncio.ensure_future(self._run())
 
-    async def _run(self) -> None:
+    async def _open(self) -> Any:
+        arbiter, question = self.turn.arbiter, self.turn.question
+        if arbiter.pool is not None:
+            return await arbiter.pool.start(self.engine.name, question)
         loop = asyncio.get_running_loop()
+        session = await loop.run_in_executor(arbiter.executor, self.engine.start, question)
+        return _ThreadedSession(session, arbiter.executor)
+
+    async def _run(self) -> None:
         try:
+            self.session = session = await self._open()
             while True:
                 chunk = await self.queue.get()
                 if chunk is None:
-                    self.final = await loop.run_in_executor(self.executor, self.session.finish)
+                    self.final = await session.finish()
                     return
-                partial = await loop.run_in_executor(self.executor, self.session.feed, chunk)
+                partial = await session.feed(chunk)
                 if partial is not None:
                     self.partial = partial
                     self.turn._on_partial(partial)
@@ -116,6 +141,14 @@ class _EngineWorker:
             raise
         except Exception as exc:  # a broken plugin must not break the turn
             self.error = f"{type(exc).__name__}: {exc}"
+
+    async def abandon(self) -> None:
+        """Give up on this engine: cancel the feeding and free a pooled session's decoder."""
+        self.task.cancel()
+        abandon = getattr(self.session, "abandon", None)
+        if abandon is not None:
+            with contextlib.suppress(Exception):
+                await abandon()
 
 
 class ArbiterTurn:
@@ -129,14 +162,7 @@ class ArbiterTurn:
         self.on_partial = on_partial
         self.record = TurnRecord(question)
         self._pending: list[np.ndarray] = []
-        self.workers: list[_EngineWorker] = []
-        for engine in arbiter.engines_for(question):
-            try:
-                session = engine.start(question)
-            except Exception as exc:
-                self.record.failed_engines[engine.name] = f"{type(exc).__name__}: {exc}"
-                continue
-            self.workers.append(_EngineWorker(engine, session, arbiter.executor, self))
+        self.workers = [_EngineWorker(engine, self) for engine in arbiter.engines_for(question)]
 
     def _on_partial(self, hypothesis: Hypothesis) -> None:
         self.record.hypotheses.append(hypothesis)
@@ -176,7 +202,9 @@ class ArbiterTurn:
                 candidates.append(worker.final)
             else:
                 if not worker.task.done():
-                    worker.task.cancel()  # the thread may still run; its result is ignored
+                    cleanup = asyncio.ensure_future(worker.abandon())  # a stuck thread's result is ignored
+                    self.arbiter.background.add(cleanup)
+                    cleanup.add_done_callback(self.arbiter.background.discard)
                     record.failed_engines[name] = "timeout"
                 elif worker.error is not None:
                     record.failed_engines[name] = worker.error
@@ -204,9 +232,7 @@ class ArbiterTurn:
     async def abandon(self) -> None:
         """Stop every engine (hang-up, barge-out) without choosing."""
         for worker in self.workers:
-            worker.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker.task
+            await worker.abandon()
 
 
 class Arbiter:
@@ -219,11 +245,16 @@ class Arbiter:
         priors: EnginePriors | None = None,
         deadline: float = 1.0,
         executor: Executor | None = None,
+        pool: DecodePool | None = None,
         chunk_frames: int = 5,
     ) -> None:
         self.engines = list(engines)
         self.priors = priors or EnginePriors()
         self.deadline = deadline
+        # pocketsphinx holds the GIL while decoding: production uses a process DecodePool; the
+        # thread executor serves engines that release the GIL (cloud clients) and tests.
+        self.pool = pool
+        self.background: set[asyncio.Future] = set()
         self.executor = executor or ThreadPoolExecutor(max_workers=max(2, len(self.engines)))
         self.chunk_frames = chunk_frames
 
@@ -235,7 +266,10 @@ class Arbiter:
         loop = asyncio.get_running_loop()
         for engine in self.engines_for(question):
             with contextlib.suppress(Exception):
-                await loop.run_in_executor(self.executor, engine.prepare, question)
+                if self.pool is not None:
+                    await self.pool.prepare(engine.name, question)
+                else:
+                    await loop.run_in_executor(self.executor, engine.prepare, question)
 
     def start_turn(
         self, question: Question, on_partial: Callable[[Hypothesis], None] | None = None

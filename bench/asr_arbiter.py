@@ -1,0 +1,214 @@
+"""Slot accuracy and CPU of each offline ASR engine alone and of the arbiter choosing among them.
+
+Two synthetic corpora are rendered with ``parley.speech.corpus`` (several flite/festival/espeak-ng
+voices, noise, G.711, packet loss): a small one with its own seed to *learn* the engine priors,
+and the evaluation one (>= 300 utterances, every slot type). For each evaluation utterance every
+engine decodes the audio as a stream of 20 ms frames; the arbiter's pick is scored from the
+same hypotheses with the learned priors (exactly the arbiter's policy, without re-decoding).
+Latency (end of speech -> the arbiter's decision) is measured with the real arbiter on a sample
+of utterances streamed in real time, all engines in parallel.
+
+Usage: ``.venv/bin/python bench/asr_arbiter.py [--per-type 34] [--train-per-type 12]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parley.speech.arbiter import Arbiter, EnginePriors, score
+from parley.speech.corpus import generate_corpus, question_for, read_labels, read_wav
+from parley.speech.engines import load_engines
+from parley.speech.evaluation import is_correct
+from parley.speech.types import FRAME_SAMPLES, AsrEngine, Hypothesis, SlotType
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CLOSED = [t.value for t in SlotType if t != SlotType.FREE]
+
+
+async def corpus(directory: Path, seed: int, per_type: int) -> list[dict[str, Any]]:
+    if not (directory / "labels.jsonl").exists():
+        await generate_corpus(directory, seed=seed, per_type=per_type)
+    return read_labels(directory)
+
+
+def decode(engine: AsrEngine, record: dict[str, Any], audio: np.ndarray) -> Hypothesis | None:
+    question = question_for(record)
+    if not engine.supports(question):
+        return None
+    engine.prepare(question)
+    session = engine.start(question)
+    for start in range(0, len(audio), FRAME_SAMPLES * 5):
+        session.feed(audio[start : start + FRAME_SAMPLES * 5])
+    return session.finish()
+
+
+def reference(record: dict[str, Any]) -> date | None:
+    value = record["question"].get("reference_date")
+    return date.fromisoformat(value) if value else None
+
+
+def run_engines(engines: list[AsrEngine], directory: Path, records: list[dict[str, Any]]) -> list[dict]:
+    rows = []
+    for index, record in enumerate(records):
+        audio, _ = read_wav(directory / record["file"])
+        question = question_for(record)
+        row: dict[str, Any] = {"record": record, "hypotheses": {}, "correct": {}, "cpu": {}}
+        for engine in engines:
+            hypothesis = decode(engine, record, audio)
+            if hypothesis is None:
+                continue
+            row["hypotheses"][engine.name] = hypothesis
+            row["correct"][engine.name] = is_correct(
+                question, hypothesis.text, record["value"], reference(record)
+            )
+            row["cpu"][engine.name] = hypothesis.cpu_seconds
+        row["audio_seconds"] = len(audio) / 8000
+        rows.append(row)
+        print(f"\r  decoded {index + 1}/{len(records)}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return rows
+
+
+def arbitrate(rows: list[dict], priors: EnginePriors) -> None:
+    for row in rows:
+        question = question_for(row["record"])
+        best = max(row["hypotheses"].values(), key=lambda h: score(h, question, priors)[0])
+        row["arbiter"] = best.engine
+        row["correct"]["arbiter"] = row["correct"][best.engine]
+        row["cpu"]["arbiter"] = sum(row["cpu"].values())
+
+
+async def latency_sample(
+    engines: list[AsrEngine], directory: Path, records: list[dict], priors: EnginePriors
+) -> list[float]:
+    """End of speech -> decision, with the audio streamed in real time and engines in parallel."""
+    arbiter = Arbiter(engines, priors=priors, deadline=2.0)
+    delays = []
+    for record in records:
+        audio, _ = read_wav(directory / record["file"])
+        question = question_for(record)
+        await arbiter.prepare(question)
+        turn = arbiter.start_turn(question)
+        for start in range(0, len(audio), FRAME_SAMPLES):
+            turn.feed(audio[start : start + FRAME_SAMPLES])
+            if start % (FRAME_SAMPLES * 5) == 0:
+                await asyncio.sleep(0.1)  # 5 frames = 100 ms of caller audio
+        started = time.perf_counter()
+        await turn.finish()
+        delays.append(time.perf_counter() - started)
+    return delays
+
+
+def table(rows: list[dict], names: list[str]) -> dict[str, dict[str, float | None]]:
+    by_type: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for name, right in row["correct"].items():
+            by_type[row["record"]["slot_type"]][name].append(right)
+    out: dict[str, dict[str, float | None]] = {}
+    for slot_type in [t.value for t in SlotType]:
+        out[slot_type] = {
+            name: (sum(v) / len(v) if (v := by_type[slot_type].get(name)) else None) for name in names
+        }
+    for label, types in (("closed (mean)", CLOSED), ("all (mean)", [t.value for t in SlotType])):
+        out[label] = {}
+        for name in names:
+            values = [out[t][name] for t in types if out[t][name] is not None]
+            out[label][name] = sum(values) / len(values) if values else None  # type: ignore[operator]
+    return out
+
+
+def cpu_per_audio_second(rows: list[dict], names: list[str], closed_only: bool) -> dict[str, float]:
+    out = {}
+    for name in names:
+        cpu = audio = 0.0
+        for row in rows:
+            if closed_only and row["record"]["slot_type"] == SlotType.FREE.value:
+                continue
+            if name in row["cpu"]:
+                cpu += row["cpu"][name]
+                audio += row["audio_seconds"]
+        out[name] = cpu / audio if audio else 0.0
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--per-type", type=int, default=34, help="evaluation utterances per slot type")
+    parser.add_argument(
+        "--train-per-type", type=int, default=12, help="prior-learning utterances per slot type"
+    )
+    parser.add_argument("--latency-sample", type=int, default=27)
+    parser.add_argument("--workdir", type=Path, default=RESULTS / "asr")
+    args = parser.parse_args()
+    engines = load_engines()
+    names = [e.name for e in engines]
+    train_dir = args.workdir / f"train-seed1-{args.train_per_type}"
+    test_dir = args.workdir / f"eval-seed2-{args.per_type}"
+    print(f"corpora in {args.workdir} (rendered once, then reused)", file=sys.stderr)
+    train_records = await corpus(train_dir, 1, args.train_per_type)
+    test_records = await corpus(test_dir, 2, args.per_type)
+
+    print("learning priors", file=sys.stderr)
+    train_rows = run_engines(engines, train_dir, train_records)
+    outcomes = [
+        (name, row["record"]["slot_type"], right)
+        for row in train_rows
+        for name, right in row["correct"].items()
+    ]
+    priors = EnginePriors.learn(outcomes)
+    priors.save(args.workdir / "priors.json")
+
+    print(f"evaluating on {len(test_records)} utterances", file=sys.stderr)
+    rows = run_engines(engines, test_dir, test_records)
+    arbitrate(rows, priors)
+    columns = [*names, "arbiter"]
+    accuracy = table(rows, columns)
+    cpu_closed = cpu_per_audio_second(rows, columns, closed_only=True)
+    cpu_all = cpu_per_audio_second(rows, columns, closed_only=False)
+    sample = [
+        r for i, r in enumerate(test_records) if i % max(1, len(test_records) // args.latency_sample) == 0
+    ]
+    delays = await latency_sample(engines, test_dir, sample[: args.latency_sample], priors)
+
+    best_single = max(names, key=lambda n: accuracy["closed (mean)"][n] or 0.0)
+    gain = (accuracy["closed (mean)"]["arbiter"] or 0) / max(
+        accuracy["closed (mean)"][best_single] or 1e-9, 1e-9
+    ) - 1
+    print(f"\nslot accuracy ({len(rows)} utterances; priors learned on {len(train_rows)} others)")
+    print(f"{'slot type':<15}" + "".join(f"{c:>17}" for c in columns))
+    for slot_type, values in accuracy.items():
+        cells = "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>17}" for v in values.values())
+        print(f"{slot_type:<15}{cells}")
+    print(f"{'CPU s/s closed':<15}" + "".join(f"{cpu_closed[c]:>17.3f}" for c in columns))
+    print(f"{'CPU s/s all':<15}" + "".join(f"{cpu_all[c]:>17.3f}" for c in columns))
+    p50 = statistics.median(delays)
+    p95 = float(np.percentile(delays, 95))
+    print(
+        f"\nbest single engine on closed questions: {best_single}; arbiter relative gain: {100 * gain:+.1f}%"
+    )
+    print(f"end of speech -> arbiter decision over {len(delays)} real-time turns:", end=" ")
+    print(f"p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms")
+    summary = {
+        "accuracy": accuracy, "cpu_per_audio_second_closed": cpu_closed, "cpu_per_audio_second_all": cpu_all,
+        "best_single": best_single, "relative_gain": gain, "latency_p50_s": p50, "latency_p95_s": p95,
+        "utterances": len(rows), "priors": priors.table,
+    }  # fmt: skip
+    (args.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

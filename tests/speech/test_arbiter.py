@@ -1,0 +1,193 @@
+"""The arbiter over real engines and real (flite) telephone audio: choice, failures, early close."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from parley.media import g711
+from parley.speech.arbiter import Arbiter, EnginePriors
+from parley.speech.endpoint import Endpointer, SpeechEnded
+from parley.speech.engines import load_engines
+from parley.speech.engines.pool import DecodePool
+from parley.speech.slots import read_digits, read_slot
+from parley.speech.tts import load_tts, render
+from parley.speech.types import FRAME_SAMPLES, Hypothesis, Question, SlotType
+from parley.speech.vad import make_vad
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="flite (Debian) renders the test speech"
+)
+
+DIGITS = Question(SlotType.DIGITS, prompt="What is your account number?", digit_count=4)
+
+
+async def telephone_speech(text: str, voice: str = "slt") -> np.ndarray:
+    """flite speech at 8 kHz through a G.711 µ-law round trip, with silence around it."""
+    pcm = await render(load_tts("flite"), text, voice)
+    pcm = g711.decode("PCMU", g711.encode("PCMU", pcm))
+    silence = np.zeros(8000 // 2, dtype=np.int16)
+    return np.concatenate([silence, pcm, silence, silence])
+
+
+@pytest.fixture(scope="module")
+def engines():
+    return load_engines(["sphinx-lm", "sphinx-grammar"])
+
+
+class ExplodingEngine:
+    """A plugin whose decoder crashes on the first audio."""
+
+    name = "exploding"
+
+    def supports(self, question: Question) -> bool:
+        return True
+
+    def prepare(self, question: Question) -> None:
+        pass
+
+    def start(self, question: Question) -> ExplodingEngine:
+        return self
+
+    def feed(self, pcm: np.ndarray) -> Hypothesis | None:
+        raise RuntimeError("decoder crashed")
+
+    def finish(self) -> Hypothesis:
+        raise RuntimeError("decoder crashed")
+
+
+class HangingEngine(ExplodingEngine):
+    """A plugin that accepts audio but never returns its final result in time."""
+
+    name = "hanging"
+
+    def feed(self, pcm: np.ndarray) -> Hypothesis | None:
+        return Hypothesis(self.name, "one", 0.9, is_final=False)
+
+    def finish(self) -> Hypothesis:
+        time.sleep(3)
+        return Hypothesis(self.name, "one", 0.9, is_final=True)
+
+
+async def test_grammar_engine_beats_the_lm_on_digits_and_the_record_says_why(engines):
+    audio = await telephone_speech("four two seven one")
+    arbiter = Arbiter(engines, deadline=10)
+    await arbiter.prepare(DIGITS)
+    record = await arbiter.recognize(DIGITS, audio)
+    finals = {h.engine: h for h in record.hypotheses if h.is_final}
+    assert set(finals) == {"sphinx-lm", "sphinx-grammar"}
+    assert read_digits(finals["sphinx-grammar"].text) == "4271"
+    assert record.winner is finals["sphinx-grammar"]
+    assert "valid digits" in record.reason and record.reason.startswith("sphinx-grammar final")
+    assert record.scores["sphinx-grammar"] > record.scores["sphinx-lm"]
+    assert any(not h.is_final for h in record.hypotheses), "partials are recorded while the caller speaks"
+
+
+async def test_the_lm_alone_misreads_spoken_digits_where_the_grammar_does_not(engines):
+    """Why the arbiter exists: across a few voices the general LM gets digit strings wrong."""
+    arbiter_lm = Arbiter([e for e in engines if e.name == "sphinx-lm"], deadline=10)
+    arbiter_grammar = Arbiter([e for e in engines if e.name == "sphinx-grammar"], deadline=10)
+    question = Question(SlotType.DIGITS, digit_count=5)
+    lm_right = grammar_right = 0
+    for voice in ("slt", "kal16", "awb"):
+        audio = await telephone_speech("nine nine three zero five", voice)
+        lm = await arbiter_lm.recognize(question, audio)
+        grammar = await arbiter_grammar.recognize(question, audio)
+        lm_right += read_digits(lm.winner.text if lm.winner else "") == "99305"
+        grammar_right += read_digits(grammar.winner.text if grammar.winner else "") == "99305"
+    assert grammar_right > lm_right
+
+
+async def test_the_arbiter_decodes_in_worker_processes_without_blocking_the_loop(engines):
+    audio = await telephone_speech("four two seven one")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    async with DecodePool(["sphinx-lm", "sphinx-grammar"], workers=2) as pool:
+        await pool.warm()
+        arbiter = Arbiter(engines, pool=pool, deadline=10)
+        await arbiter.prepare(DIGITS)
+        task = asyncio.ensure_future(ticker())
+        started = time.monotonic()
+        record = await arbiter.recognize(DIGITS, audio)
+        elapsed = time.monotonic() - started
+        task.cancel()
+    assert record.winner is not None and read_digits(record.winner.text) == "4271"
+    assert {h.engine for h in record.hypotheses if h.is_final} == {"sphinx-lm", "sphinx-grammar"}
+    # The loop kept ticking while both engines decoded (a thread pool gets ~1 %: pocketsphinx holds the GIL).
+    assert ticks >= 0.3 * elapsed / 0.005
+
+
+async def test_a_crashing_engine_does_not_stop_the_turn(engines):
+    audio = await telephone_speech("four two seven one")
+    arbiter = Arbiter([*engines, ExplodingEngine()], deadline=10)
+    record = await arbiter.recognize(DIGITS, audio)
+    assert record.failed_engines["exploding"] == "RuntimeError: decoder crashed"
+    assert record.winner is not None and record.winner.engine == "sphinx-grammar"
+
+
+async def test_a_hung_engine_misses_the_deadline_and_the_best_available_result_wins(engines):
+    audio = await telephone_speech("four two seven one")
+    arbiter = Arbiter([*engines, HangingEngine()], deadline=1.0)
+    turn = arbiter.start_turn(DIGITS)
+    for start in range(0, len(audio), FRAME_SAMPLES):
+        turn.feed(audio[start : start + FRAME_SAMPLES])
+        await asyncio.sleep(0)
+    record = await asyncio.wait_for(
+        turn.finish(), timeout=2.5
+    )  # bounded by the deadline, not by the 3 s hang
+    assert record.failed_engines["hanging"] == "timeout"
+    assert "hanging" in record.scores  # its latest partial was still considered
+    assert record.winner is not None and read_digits(record.winner.text) == "4271"
+
+
+async def test_learned_priors_break_ties_between_equally_valid_answers(engines):
+    question = Question(SlotType.YES_NO)
+    priors = EnginePriors.learn(
+        [("sphinx-grammar", "yes_no", True)] * 9 + [("sphinx-lm", "yes_no", False)] * 9
+    )
+    assert priors.get("sphinx-grammar", "yes_no") > 0.8 > 0.2 > priors.get("sphinx-lm", "yes_no")
+    record = await Arbiter(engines, priors=priors, deadline=10).recognize(
+        question, await telephone_speech("yes")
+    )
+    assert record.winner is not None and record.winner.engine == "sphinx-grammar"
+    assert read_slot(question, record.winner.text).value is True
+
+
+async def test_a_complete_slot_on_a_partial_closes_the_turn_before_the_silence_timeout(engines):
+    """The early-close hook: the understanding layer sees a complete, valid slot in a partial."""
+    audio = await telephone_speech("four two seven one")
+    endpointer = Endpointer(make_vad(), silence_ms=1500)
+    arbiter = Arbiter(engines, deadline=10)
+    turn = arbiter.start_turn(DIGITS, on_partial=lambda h: complete.append(h) if _complete(h) else None)
+    complete: list[Hypothesis] = []
+    ended: SpeechEnded | None = None
+    for start in range(0, len(audio), FRAME_SAMPLES):
+        frame = audio[start : start + FRAME_SAMPLES]
+        turn.feed(frame)
+        await asyncio.sleep(0.005)  # let the decoders keep up, as in a live call
+        if complete:
+            endpointer.request_early_close()
+        event = endpointer.feed(frame)
+        if isinstance(event, SpeechEnded):
+            ended = event
+            break
+    assert ended is not None and ended.reason == "early-close"
+    assert ended.at_ms - ended.last_speech_ms < 1500  # well before the silence timeout would have
+    record = await turn.finish()
+    assert read_digits(record.winner.text) == "4271"
+    assert start + FRAME_SAMPLES < len(audio)  # the turn ended before the audio did
+
+
+def _complete(hypothesis: Hypothesis) -> bool:
+    reading = read_slot(DIGITS, hypothesis.text)
+    return reading is not None and reading.complete

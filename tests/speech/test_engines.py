@@ -1,0 +1,258 @@
+"""The offline pocketsphinx engines on real synthetic speech (flite → 8 kHz → G.711 µ-law round trip)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+from pocketsphinx import Decoder
+
+from parley.media import g711
+from parley.speech.engines import available_engines, load_engines
+from parley.speech.engines.grammar import compile_question, default_dictionary
+from parley.speech.engines.pool import DecodePool
+from parley.speech.engines.sphinx import (
+    SphinxAgentLmEngine,
+    SphinxGrammarEngine,
+    SphinxLmEngine,
+    build_arpa,
+)
+from parley.speech.types import FRAME_SAMPLES, AsrEngine, AsrSession, Hypothesis, Question, SlotType
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="flite not installed (apt-get install flite)"
+)
+
+NAMES = ("Smith", "Johnson", "Williams", "Brown", "Garcia", "Siobhan", "Patel")
+
+
+class Speech:
+    """flite utterances rendered once per test session, as 8 kHz G.711-round-tripped int16."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.cache: dict[tuple[str, str], np.ndarray] = {}
+
+    def __call__(self, text: str, voice: str = "slt") -> np.ndarray:
+        key = (text, voice)
+        if key not in self.cache:
+            path = self.folder / f"{voice}-{text.replace(' ', '_')}.wav"
+            subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True)
+            with wave.open(str(path)) as w:
+                pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+                rate = w.getframerate()
+            # float in and out: soxr dithers int16 output randomly, the audio would differ per run
+            pcm8 = np.rint(soxr.resample(pcm.astype(np.float32), rate, 8000)).astype(np.int16)
+            # 300 ms of faint line noise either side, as the endpointer hands over a turn (pre-roll and
+            # hangover): speech starting on the very first frame loses its first phone.
+            rng = np.random.default_rng(len(text))
+            pad = [np.rint(rng.normal(0, 30, 2400)).astype(np.int16) for _ in range(2)]
+            pcm8 = np.concatenate([pad[0], pcm8, pad[1]])
+            self.cache[key] = g711.ulaw_decode(g711.ulaw_encode(pcm8))
+        return self.cache[key]
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Speech:
+    return Speech(tmp_path_factory.mktemp("flite"))
+
+
+@pytest.fixture(scope="module")
+def grammar_engine() -> SphinxGrammarEngine:
+    return SphinxGrammarEngine()
+
+
+@pytest.fixture(scope="module")
+def lm_engine() -> SphinxLmEngine:
+    return SphinxLmEngine()
+
+
+def recognise(engine: AsrEngine, question: Question, pcm: np.ndarray) -> tuple[Hypothesis, list[Hypothesis]]:
+    """Feed ``pcm`` in 20 ms frames; the final and the partials seen on the way."""
+    session = engine.start(question)
+    partials = [
+        h for i in range(0, len(pcm), FRAME_SAMPLES) if (h := session.feed(pcm[i : i + FRAME_SAMPLES]))
+    ]
+    return session.finish(), partials
+
+
+def test_engines_are_entry_point_plugins() -> None:
+    assert {"sphinx-lm", "sphinx-grammar", "sphinx-agent-lm"} <= set(available_engines())
+    engines = load_engines(["sphinx-grammar", "sphinx-lm"])
+    assert [e.name for e in engines] == ["sphinx-grammar", "sphinx-lm"]
+    assert all(isinstance(e, AsrEngine) for e in engines)
+    assert isinstance(engines[0].start(Question(SlotType.YES_NO)), AsrSession)
+    with pytest.raises(LookupError):
+        load_engines(["no-such-engine"])
+
+
+@pytest.mark.parametrize(
+    ("text", "voice"),
+    [
+        ("four two seven one", "slt"),
+        ("four two seven one", "kal16"),
+        ("nine nine three zero five", "slt"),
+        ("nine nine three zero five", "kal16"),
+    ],
+)
+def test_grammar_engine_gets_digits_exactly(grammar_engine, speech, text, voice) -> None:
+    question = Question(SlotType.DIGITS, digit_count=len(text.split()))
+    final, _ = recognise(grammar_engine, question, speech(text, voice))
+    assert final.text == text
+    assert final.is_final and final.engine == "sphinx-grammar"
+
+
+def test_general_lm_misreads_the_same_digits(lm_engine, grammar_engine, speech) -> None:
+    """Why the arbiter exists: the open-vocabulary LM hears words where the grammar hears digits."""
+    question = Question(SlotType.DIGITS, digit_count=4)
+    for voice in ("slt", "kal16"):
+        pcm = speech("four two seven one", voice)
+        assert recognise(grammar_engine, question, pcm)[0].text == "four two seven one"
+        assert recognise(lm_engine, question, pcm)[0].text != "four two seven one"
+    assert recognise(lm_engine, question, speech("four two seven one", "slt"))[0].text == "flooded than one"
+
+
+@pytest.mark.parametrize(
+    ("text", "voice", "heard"),
+    [
+        ("yes", "slt", {"yes", "yep", "yeah"}),
+        ("yes", "kal16", {"yes", "yep", "yeah"}),
+        ("no", "slt", {"no", "nope"}),
+        ("no", "kal16", {"no", "nope"}),
+    ],
+)
+def test_yes_no_grammar(grammar_engine, speech, text, voice, heard) -> None:
+    final, _ = recognise(grammar_engine, Question(SlotType.YES_NO), speech(text, voice))
+    assert final.text in heard
+
+
+@pytest.mark.parametrize(
+    ("name", "voice"), [("patel", "kal16"), ("johnson", "slt"), ("garcia", "kal16"), ("siobhan", "slt")]
+)
+def test_names_from_the_agents_list(grammar_engine, speech, name, voice) -> None:
+    final, _ = recognise(grammar_engine, Question(SlotType.NAME, options=NAMES), speech(name, voice))
+    assert name in final.text.split()
+
+
+def test_streaming_partials_then_final_with_timings(grammar_engine, speech) -> None:
+    pcm = speech("nine nine three zero five", "slt")
+    final, partials = recognise(grammar_engine, Question(SlotType.DIGITS, digit_count=5), pcm)
+    assert len(partials) >= 2
+    assert all(not p.is_final for p in partials)
+    assert [p.audio_seconds for p in partials] == sorted(p.audio_seconds for p in partials)
+    assert partials[-1].audio_seconds < len(pcm) / 8000  # partials came while audio was still arriving
+    assert final.audio_seconds == pytest.approx(len(pcm) / 8000)
+    assert 0.0 < final.confidence <= 1.0
+    assert [w.word for w in final.words] == final.text.split()
+    starts = [w.start for w in final.words]
+    assert starts == sorted(starts)
+    assert all(w.start < w.end <= final.audio_seconds + 0.05 and 0 <= w.confidence <= 1 for w in final.words)
+    for before, after in zip(final.words, final.words[1:], strict=False):
+        assert before.end <= after.start + 1e-9
+    assert final.cpu_seconds > 0
+
+
+def test_finish_without_audio_is_an_empty_final(grammar_engine, lm_engine) -> None:
+    for engine in (grammar_engine, lm_engine):
+        final = engine.start(Question(SlotType.YES_NO)).finish()
+        assert (final.text, final.is_final, final.confidence) == ("", True, 0.0)
+
+
+def test_silence_gives_a_final_not_a_crash(lm_engine) -> None:
+    session = lm_engine.start(Question(SlotType.FREE))
+    for _ in range(25):
+        session.feed(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+    final = session.finish()
+    assert final.is_final and 0.0 <= final.confidence <= 1.0
+
+
+def test_grammar_compiles_every_closed_slot_type() -> None:
+    decoder = Decoder(lm=None, loglevel="ERROR")
+    questions = [
+        Question(SlotType.DIGITS, digit_count=4),
+        Question(SlotType.DIGITS, digit_count=16),
+        Question(SlotType.DIGITS),
+        Question(SlotType.PHONE),
+        Question(SlotType.SPELLED),
+        Question(SlotType.YES_NO),
+        Question(SlotType.DATE),
+        Question(SlotType.AMOUNT),
+        Question(SlotType.NAME, options=("Okonkwo", "Siobhan", "Mary-Jane")),
+        Question(SlotType.CHOICE, options=("Billing", "Option 2"), phrases=("I want to pay my bill",)),
+    ]
+    for q in questions:
+        g = compile_question(q, default_dictionary())
+        for word, phones in g.pronunciations:
+            decoder.add_word(word, phones, False)
+        decoder.add_jsgf_string(g.name, g.jsgf)
+        assert all(decoder.lookup_word(w) is not None for w in g.words), q
+    okonkwo = compile_question(questions[8], default_dictionary())
+    if shutil.which("espeak-ng"):
+        assert "okonkwo" in dict(okonkwo.pronunciations)  # not in cmudict: espeak-ng g2p
+    assert not SphinxGrammarEngine().supports(Question(SlotType.FREE))
+    assert not SphinxGrammarEngine().supports(Question(SlotType.NAME))
+
+
+def test_agent_lm_recognises_the_agents_phrases(speech) -> None:
+    arpa = build_arpa(["I want to pay my bill", "my internet is not working"])
+    assert "\\data\\" in arpa and "\\3-grams:" in arpa and "internet is not" in arpa
+    engine = SphinxAgentLmEngine(phrases=["I want to pay my bill", "I'd like to cancel my account"])
+    question = Question(
+        SlotType.FREE, prompt="How can I help you today?", phrases=("my internet is not working",)
+    )
+    engine.prepare(question)
+    final, _ = recognise(engine, question, speech("my internet is not working", "slt"))
+    assert final.text == "my internet is not working"
+    assert final.engine == "sphinx-agent-lm" and 0.0 < final.confidence <= 1.0
+
+
+async def test_process_pool_keeps_the_event_loop_ticking(speech) -> None:
+    """A 10 s decode in the worker process while a 5 ms asyncio ticker keeps running."""
+    long = np.concatenate([speech(t) for t in ("four two seven one", "nine nine three zero five")] * 3)
+    pool = DecodePool(["sphinx-lm"], workers=1, kind="process")
+    try:
+        session = await pool.start("sphinx-lm", Question(SlotType.FREE))
+        await session.feed(long[:FRAME_SAMPLES])  # decoder created in the worker
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await session.feed(long)  # one big chunk: a single long process_raw call
+        final = await session.finish()
+        elapsed = loop.time() - started
+        done.set()
+        await task
+        assert final.is_final and final.text
+        assert elapsed > 0.5
+        assert ticks >= 0.5 * elapsed / 0.005
+    finally:
+        pool.close()
+
+
+async def test_thread_pool_runs_sessions_with_the_same_results(speech) -> None:
+    pool = DecodePool([SphinxGrammarEngine], workers=2, kind="thread")
+    try:
+        question = Question(SlotType.DIGITS, digit_count=4)
+        await pool.prepare("sphinx-grammar", question)
+        sessions = [await pool.start("sphinx-grammar", question) for _ in range(2)]
+        pcm = speech("four two seven one", "kal16")
+        for i in range(0, len(pcm), FRAME_SAMPLES * 10):
+            await asyncio.gather(*(s.feed(pcm[i : i + FRAME_SAMPLES * 10]) for s in sessions))
+        finals = await asyncio.gather(*(s.finish() for s in sessions))
+        assert [f.text for f in finals] == ["four two seven one"] * 2
+    finally:
+        pool.close()
