@@ -208,19 +208,7 @@ class JitterBuffer:
             stats.duplicates += 1
             return
         frames[slot] = packet.payload
-        # RFC 3550 A.8 jitter and the window's transit spread (inlined: this is the hot path)
-        if timestamp != self._last_ts:
-            self._last_ts = timestamp
-            transit = ((arrival_ts - timestamp + _HALF32) & _MASK32) - _HALF32
-            previous = self._transit
-            self._transit = transit
-            if previous is not None:
-                d = ((transit - previous + _HALF32) & _MASK32) - _HALF32
-                self._jitter += ((d if d >= 0 else -d) - self._jitter) * 0.0625
-            if transit < self._cur_rmin:
-                self._cur_rmin = transit
-            if transit > self._cur_rmax:
-                self._cur_rmax = transit
+        self._observe(timestamp, arrival_ts)
         if self._holding:
             if slot_off == 0 and self.target < self.max_delay:
                 self.target += 1  # the awaited packet was merely delayed: more delay needed
