@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from parley.speech.slots import read_slot
-from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, TurnRecord
+from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, SlotType, TurnRecord
 
 if TYPE_CHECKING:
     from parley.speech.engines.pool import DecodePool
@@ -247,6 +247,7 @@ class Arbiter:
         executor: Executor | None = None,
         pool: DecodePool | None = None,
         chunk_frames: int = 5,
+        selection: dict[SlotType, tuple[str, ...]] | None = None,
     ) -> None:
         self.engines = list(engines)
         self.priors = priors or EnginePriors()
@@ -254,12 +255,20 @@ class Arbiter:
         # pocketsphinx holds the GIL while decoding: production uses a process DecodePool; the
         # thread executor serves engines that release the GIL (cloud clients) and tests.
         self.pool = pool
+        self.selection = selection
         self.background: set[asyncio.Future] = set()
         self.executor = executor or ThreadPoolExecutor(max_workers=max(2, len(self.engines)))
         self.chunk_frames = chunk_frames
 
     def engines_for(self, question: Question) -> list[AsrEngine]:
-        return [engine for engine in self.engines if _supports(engine, question)]
+        """The engines that listen to answers of ``question``: those that support it, narrowed
+        to ``selection[slot type]`` when the policy names engines for that type."""
+        chosen = self.selection.get(question.slot_type) if self.selection else None
+        return [
+            engine
+            for engine in self.engines
+            if (chosen is None or engine.name in chosen) and _supports(engine, question)
+        ]
 
     async def prepare(self, question: Question) -> None:
         """Let each engine compile what the question needs, before the caller answers."""
