@@ -191,3 +191,10 @@ async def test_a_complete_slot_on_a_partial_closes_the_turn_before_the_silence_t
 def _complete(hypothesis: Hypothesis) -> bool:
     reading = read_slot(DIGITS, hypothesis.text)
     return reading is not None and reading.complete
+
+
+def test_selection_narrows_the_engines_per_slot_type(engines):
+    arbiter = Arbiter(engines, selection={SlotType.DIGITS: ("sphinx-grammar",)})
+    assert [e.name for e in arbiter.engines_for(DIGITS)] == ["sphinx-grammar"]
+    free = Question(SlotType.FREE)
+    assert [e.name for e in arbiter.engines_for(free)] == ["sphinx-lm"]  # no policy: all that support it
