@@ -110,3 +110,36 @@ def corpus(out: Path, seed: int, per_type: int, voices: tuple[str, ...], workers
         raise click.BadParameter(str(exc), param_hint="--voices") from exc
     seconds = sum(record["duration_s"] for record in records)
     click.echo(f"{len(records)} utterances ({seconds:.1f} s of audio) in {out}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check agent files; print each error as FILE:LINE:COL and exit 1 if any file is invalid."""
+    from parley.agent.loader import validate_file
+
+    failed = False
+    for path in files:
+        errors = validate_file(path)
+        for error in errors:
+            click.echo(str(error))
+        if errors:
+            failed = True
+        else:
+            click.echo(f"{path}: ok")
+    if failed:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead.")
+def schema(out: Path | None) -> None:
+    """Print the JSON schema of agent files (for editors' YAML support)."""
+    from parley.agent.model import agent_json_schema
+
+    text = json.dumps(agent_json_schema(), indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        click.echo(f"schema written to {out}")

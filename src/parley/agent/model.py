@@ -1,0 +1,601 @@
+"""The agent file format: pydantic models for an agent's settings, intents and steps.
+
+An agent is a YAML file (see ``examples/``) loaded by :func:`parley.agent.loader.load_agent`. The models
+check the structure (types, required fields, unknown keys); :meth:`Agent.problems` checks the meaning
+(step references, reachability, placeholders, intents) and reports each problem with the location
+(a pydantic-style ``loc`` tuple) of the offending key or value, so the loader can point at its line.
+
+Constructing an :class:`Agent` directly (``Agent.model_validate(data)``) runs both checks and raises a
+``pydantic.ValidationError`` on any problem; pass ``context={"semantic": False}`` to skip the meaning
+checks (the loader does, and reports :meth:`Agent.problems` itself).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+from parley.speech.types import SlotType
+
+SLUG = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+StepId = Annotated[str, Field(pattern=IDENTIFIER, description="A step id (an identifier).")]
+SlotName = Annotated[str, Field(pattern=IDENTIFIER, description="A slot name (an identifier).")]
+IntentName = Annotated[str, Field(pattern=IDENTIFIER, description="An intent name (an identifier).")]
+
+TTS_ENGINES = ("flite", "espeak-ng", "festival")
+TRANSFER_SCHEMES = ("sip", "sips", "tel")
+WEBHOOK_SCHEMES = ("http", "https")
+DTMF_KINDS = frozenset({"digits", "phone", "yes_no", "choice"})
+DEFAULT_FAILURE_MESSAGE = "Sorry, I wasn't able to help you this time. Goodbye."
+
+Loc = tuple[str | int, ...]
+
+
+class SlotKind(StrEnum):
+    """The kind of answer an ``ask`` step expects."""
+
+    DIGITS = "digits"
+    PHONE = "phone"
+    NAME = "name"
+    SPELLED = "spelled"
+    YES_NO = "yes_no"
+    DATE = "date"
+    TIME = "time"
+    AMOUNT = "amount"
+    EMAIL = "email"
+    ADDRESS = "address"
+    CHOICE = "choice"
+    FREE = "free"
+
+
+_SPEECH_SLOT_TYPES: dict[SlotKind, SlotType] = {
+    SlotKind.DIGITS: SlotType.DIGITS,
+    SlotKind.PHONE: SlotType.PHONE,
+    SlotKind.NAME: SlotType.NAME,
+    SlotKind.SPELLED: SlotType.SPELLED,
+    SlotKind.YES_NO: SlotType.YES_NO,
+    SlotKind.DATE: SlotType.DATE,
+    SlotKind.AMOUNT: SlotType.AMOUNT,
+    SlotKind.CHOICE: SlotType.CHOICE,
+    SlotKind.FREE: SlotType.FREE,
+    # The speech layer has no grammar for these: its DATE grammar would force times into dates, so they
+    # are recognised as open speech (biased by the agent's phrases) and parsed by the NLU extractors.
+    SlotKind.TIME: SlotType.FREE,
+    SlotKind.EMAIL: SlotType.FREE,
+    SlotKind.ADDRESS: SlotType.FREE,
+}
+
+
+def speech_slot_type(kind: SlotKind | str) -> SlotType:
+    """The speech layer's slot type for an agent slot kind (time, email, address → ``FREE``)."""
+    return _SPEECH_SLOT_TYPES[SlotKind(kind)]
+
+
+class ConfirmPolicy(StrEnum):
+    """When an ``ask`` step reads the answer back for a yes/no confirmation."""
+
+    NEVER = "never"
+    ALWAYS = "always"
+    LOW_CONFIDENCE = "low_confidence"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class Voice(_Model):
+    """The text-to-speech voice of the agent."""
+
+    engine: Literal["flite", "espeak-ng", "festival"] = "flite"
+    voice: str | None = Field(
+        None, description="Engine voice name (e.g. flite 'slt'); engine default if unset."
+    )
+    rate: float = Field(1.0, gt=0.25, le=4.0, description="Speaking rate; 1.0 is normal.")
+
+
+class Settings(_Model):
+    """Turn-taking and confirmation settings."""
+
+    silence_ms: int = Field(700, ge=100, le=5000, description="Silence that ends the caller's turn.")
+    no_input_ms: int = Field(5000, ge=500, le=60000, description="Wait this long for speech to start.")
+    max_turn_ms: int = Field(15000, ge=1000, le=120000, description="Longest caller turn.")
+    barge_in: bool = Field(True, description="Let the caller interrupt prompts (unless a step says not).")
+    confirm_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="Confidence under which low_confidence asks confirm the answer."
+    )
+
+
+class GlobalIntentAction(_Model):
+    """What a global intent does when recognised at any ask: go to a step, or an action."""
+
+    goto: StepId | None = None
+    action: Literal["repeat", "hangup"] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.goto is None) == (self.action is None):
+            raise ValueError("give exactly one of 'goto' (a step id) or 'action' (repeat | hangup)")
+        return self
+
+
+class SayStep(_Model):
+    """Speak a prompt, then continue."""
+
+    id: StepId
+    type: Literal["say"]
+    text: str = Field(min_length=1)
+    interruptible: bool = True
+    next: StepId | None = Field(None, description="Default: the following step in the list.")
+
+
+class AskStep(_Model):
+    """Ask a question and fill a slot from the answer."""
+
+    id: StepId
+    type: Literal["ask"]
+    slot: SlotName
+    slot_type: SlotKind
+    prompt: str = Field(min_length=1)
+    reprompts: list[str] = Field(default_factory=list, description="Used in order on no-match / no-input.")
+    no_input_prompt: str | None = None
+    no_input_limit: int = Field(2, ge=0, le=10)
+    no_match_limit: int = Field(2, ge=0, le=10)
+    confirm: ConfirmPolicy = ConfirmPolicy.LOW_CONFIDENCE
+    confirm_prompt: str | None = Field(None, description="Default: a read-back of the value.")
+    digits: int | None = Field(None, ge=1, le=32, description="digits only: the expected length.")
+    options: list[str] = Field(default_factory=list, description="choice: the options; name: known names.")
+    intents: list[IntentName] = Field(default_factory=list, description="Intents also accepted as answers.")
+    dtmf: bool | None = Field(None, description="Accept keypad input (digits/phone/yes_no/choice).")
+    interruptible: bool = True
+    next: StepId | None = Field(None, description="Default: the following step in the list.")
+    on_failure: StepId | None = Field(None, description="When limits are exhausted. Default: polite hangup.")
+
+    @property
+    def speech_slot_type(self) -> SlotType:
+        """The speech layer's slot type for this question."""
+        return speech_slot_type(self.slot_type)
+
+    @property
+    def dtmf_enabled(self) -> bool:
+        """Whether keypad input answers this question (default: only for digits)."""
+        if self.dtmf is None:
+            return self.slot_type is SlotKind.DIGITS
+        return self.dtmf and self.slot_type in DTMF_KINDS
+
+
+class Condition(_Model):
+    """A branch condition: on a slot (equals / greater_than / less_than / present) or on an intent."""
+
+    slot: SlotName | None = None
+    intent: IntentName | None = None
+    equals: str | int | float | bool | None = None
+    greater_than: float | None = None
+    less_than: float | None = None
+    present: bool | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if (self.slot is None) == (self.intent is None):
+            raise ValueError("give exactly one of 'slot' or 'intent'")
+        tests = [
+            k for k in ("equals", "greater_than", "less_than", "present") if getattr(self, k) is not None
+        ]
+        if self.intent is not None and tests:
+            raise ValueError(f"an intent condition takes no {tests[0]!r}")
+        if self.slot is not None and len(tests) != 1:
+            raise ValueError("a slot condition needs exactly one of equals, greater_than, less_than, present")
+        return self
+
+
+class BranchCase(_Model):
+    """One case of a branch: the first case whose condition holds wins."""
+
+    when: Condition
+    next: StepId
+
+
+class BranchStep(_Model):
+    """Go to the first case whose condition holds, else to ``default``."""
+
+    id: StepId
+    type: Literal["branch"]
+    cases: list[BranchCase] = Field(min_length=1)
+    default: StepId | None = Field(None, description="Default: the following step in the list.")
+
+
+class WebhookStep(_Model):
+    """Send collected slots as JSON to the customer's backend and save fields of the response."""
+
+    id: StepId
+    type: Literal["webhook"]
+    url: str
+    method: Literal["POST", "PUT"] = "POST"
+    send: list[SlotName] | None = Field(None, description="Slots to send. Default: all collected.")
+    timeout_s: float = Field(3.0, gt=0, le=60)
+    retries: int = Field(1, ge=0, le=5)
+    save: dict[str, SlotName] = Field(default_factory=dict, description="Response JSON field → slot name.")
+    say: str | None = Field(None, description="Spoken after success; may use saved slots.")
+    next: StepId | None = Field(None, description="Default: the following step in the list.")
+    on_failure: StepId | None = Field(None, description="On error or timeout. Default: polite hangup.")
+
+
+class TransferStep(_Model):
+    """Hand the call over (SIP REFER) to a sip:/sips:/tel: URI."""
+
+    id: StepId
+    type: Literal["transfer"]
+    to: str
+    message: str | None = None
+
+
+class HangupStep(_Model):
+    """Say goodbye and end the call."""
+
+    id: StepId
+    type: Literal["hangup"]
+    message: str | None = None
+
+
+Step = Annotated[
+    Union[SayStep, AskStep, BranchStep, WebhookStep, TransferStep, HangupStep],  # noqa: UP007
+    Field(discriminator="type"),
+]
+STEP_TYPES = ("say", "ask", "branch", "webhook", "transfer", "hangup")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A semantic problem in an agent: where (``loc``, as in pydantic errors), what, and a hint."""
+
+    loc: Loc
+    message: str
+    hint: str | None = None
+    key: bool = False  # True: point at the key of ``loc`` rather than its value
+    fragment: str | None = None  # the part of a text value at fault (e.g. "{name}"), to point inside it
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...], what: str = "") -> str | None:
+    """A hint naming the closest choices to ``word`` (or listing them all when none is close)."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    if not choices:
+        return None
+    shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
+    return f"{what or 'choices'} are: {shown}"
+
+
+def placeholders(text: str) -> list[str]:
+    """The ``{name}`` placeholders of a prompt (raises ValueError on malformed braces)."""
+    names = []
+    for _, field, _, _ in string.Formatter().parse(text):
+        if field is not None:
+            if not re.fullmatch(IDENTIFIER, field):
+                raise ValueError(f"placeholder {{{field}}} is not a slot name")
+            names.append(field)
+    return names
+
+
+class Agent(_Model):
+    """A voice agent: its voice, settings, intents and the steps of its dialogue."""
+
+    name: str = Field(pattern=SLUG, description="A slug, e.g. insurance-claim.")
+    description: str | None = None
+    language: str = "en-US"
+    voice: Voice = Field(default_factory=Voice)
+    settings: Settings = Field(default_factory=Settings)
+    intents: dict[IntentName, list[str]] = Field(
+        default_factory=dict, description="Intent name → example phrases the classifier trains on."
+    )
+    global_intents: dict[IntentName, GlobalIntentAction] = Field(
+        default_factory=dict, description="Intents recognised at any ask → goto a step or an action."
+    )
+    start: StepId | None = Field(None, description="Default: the first step.")
+    steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _semantics(self, info: ValidationInfo) -> Self:
+        if isinstance(info.context, dict) and info.context.get("semantic") is False:
+            return self
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(f"{'.'.join(map(str, p.loc))}: {p.message}" for p in problems))
+        return self
+
+    # --- navigation ---------------------------------------------------------------------------------
+
+    @property
+    def start_id(self) -> str:
+        """The id of the first step run."""
+        return self.start or self.steps[0].id
+
+    def step(self, step_id: str) -> Step:
+        """The step with this id (KeyError if none)."""
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def next_of(self, step: Step) -> str | None:
+        """The step after ``step`` on success: its ``next`` (branch: ``default``), else the following one.
+
+        None for transfer and hangup steps, and at the end of the list (the runtime then hangs up).
+        """
+        if isinstance(step, TransferStep | HangupStep):
+            return None
+        explicit = step.default if isinstance(step, BranchStep) else step.next
+        if explicit is not None:
+            return explicit
+        index = next(i for i, s in enumerate(self.steps) if s.id == step.id)
+        return self.steps[index + 1].id if index + 1 < len(self.steps) else None
+
+    def slots(self) -> dict[str, AskStep]:
+        """Slot name → the (first) ask step that collects it."""
+        out: dict[str, AskStep] = {}
+        for s in self.steps:
+            if isinstance(s, AskStep):
+                out.setdefault(s.slot, s)
+        return out
+
+    def collected_slots(self) -> set[str]:
+        """Every slot an ask collects or a webhook saves."""
+        names = {s.slot for s in self.steps if isinstance(s, AskStep)}
+        for s in self.steps:
+            if isinstance(s, WebhookStep):
+                names.update(s.save.values())
+        return names
+
+    def prompts(self) -> list[str]:
+        """Every static text the agent speaks (templates included), in order, without duplicates."""
+        return list(dict.fromkeys(text for _, text in self._texts()))
+
+    def phrases(self) -> list[str]:
+        """Prompts, intent examples and options: the text a per-agent language model is built from."""
+        out = self.prompts()
+        for examples in self.intents.values():
+            out.extend(examples)
+        for s in self.steps:
+            if isinstance(s, AskStep):
+                out.extend(s.options)
+        return list(dict.fromkeys(out))
+
+    def _texts(self) -> Iterator[tuple[Loc, str]]:
+        for i, s in enumerate(self.steps):
+            fields: tuple[str, ...] = {
+                "say": ("text",),
+                "ask": ("prompt", "no_input_prompt", "confirm_prompt"),
+                "webhook": ("say",),
+                "transfer": ("message",),
+                "hangup": ("message",),
+                "branch": (),
+            }[s.type]
+            for f in fields:
+                text = getattr(s, f)
+                if text:
+                    yield ("steps", i, f), text
+            if isinstance(s, AskStep):
+                for j, text in enumerate(s.reprompts):
+                    yield ("steps", i, "reprompts", j), text
+
+    # --- semantic checks ----------------------------------------------------------------------------
+
+    def problems(self) -> list[Problem]:
+        """Every semantic problem, each located by a loc tuple (see :class:`Problem`)."""
+        out: list[Problem] = []
+        ids = [s.id for s in self.steps]
+        seen: dict[str, int] = {}
+        for i, s in enumerate(self.steps):
+            if s.id in seen:
+                out.append(
+                    Problem(
+                        ("steps", i, "id"),
+                        f"duplicate step id {s.id!r}",
+                        f"the first step with this id is number {seen[s.id] + 1}; rename one of them",
+                    )
+                )
+            else:
+                seen[s.id] = i
+
+        def ref(loc: Loc, target: str | None) -> None:
+            if target is not None and target not in seen:
+                out.append(
+                    Problem(loc, f"no step has the id {target!r}", did_you_mean(target, ids, "step ids"))
+                )
+
+        ref(("start",), self.start)
+        for name, act in self.global_intents.items():
+            ref(("global_intents", name, "goto"), act.goto)
+            if name not in self.intents:
+                out.append(
+                    Problem(
+                        ("global_intents", name),
+                        f"global intent {name!r} is not defined under 'intents'",
+                        self._intent_hint(name),
+                        key=True,
+                    )
+                )
+        collected = self.collected_slots()
+        for i, s in enumerate(self.steps):
+            here: Loc = ("steps", i)
+            if isinstance(s, SayStep):
+                ref((*here, "next"), s.next)
+            elif isinstance(s, AskStep):
+                ref((*here, "next"), s.next)
+                ref((*here, "on_failure"), s.on_failure)
+                out.extend(self._ask_problems(here, s))
+            elif isinstance(s, BranchStep):
+                for j, case in enumerate(s.cases):
+                    ref((*here, "cases", j, "next"), case.next)
+                    cond = case.when
+                    if cond.slot is not None and cond.slot not in collected:
+                        out.append(
+                            Problem(
+                                (*here, "cases", j, "when", "slot"),
+                                f"branch on slot {cond.slot!r}, which no ask or webhook collects",
+                                did_you_mean(cond.slot, sorted(collected), "collected slots"),
+                            )
+                        )
+                    if cond.intent is not None and cond.intent not in self.intents:
+                        out.append(
+                            Problem(
+                                (*here, "cases", j, "when", "intent"),
+                                f"intent {cond.intent!r} is not defined under 'intents'",
+                                self._intent_hint(cond.intent),
+                            )
+                        )
+                ref((*here, "default"), s.default)
+            elif isinstance(s, WebhookStep):
+                ref((*here, "next"), s.next)
+                ref((*here, "on_failure"), s.on_failure)
+                scheme = s.url.partition(":")[0].lower()
+                if scheme not in WEBHOOK_SCHEMES or not re.match(r"^[A-Za-z]+://[^/\s]+", s.url):
+                    out.append(
+                        Problem(
+                            (*here, "url"),
+                            f"webhook URL {s.url!r} is not an http(s) URL",
+                            "use http://host[:port]/path or https://host[:port]/path",
+                        )
+                    )
+                for j, name in enumerate(s.send or ()):
+                    if name not in collected:
+                        out.append(
+                            Problem(
+                                (*here, "send", j),
+                                f"slot {name!r} is sent but never collected",
+                                did_you_mean(name, sorted(collected), "collected slots"),
+                            )
+                        )
+            elif isinstance(s, TransferStep):
+                scheme, colon, rest = s.to.partition(":")
+                if scheme.lower() not in TRANSFER_SCHEMES or not colon or not rest.strip():
+                    out.append(
+                        Problem(
+                            (*here, "to"),
+                            f"transfer target {s.to!r} is not a sip:, sips: or tel: URI",
+                            "e.g. 'sip:operator@pbx.example.com', 'tel:+442071234567'",
+                        )
+                    )
+        for loc, text in self._texts():
+            try:
+                names = placeholders(text)
+            except ValueError as exc:
+                out.append(
+                    Problem(loc, f"bad placeholder in prompt: {exc}", "write {slot_name}; '{{' for '{'")
+                )
+                continue
+            for name in names:
+                if name not in collected:
+                    out.append(
+                        Problem(
+                            loc,
+                            f"placeholder {{{name}}} names a slot that is never collected",
+                            did_you_mean(name, sorted(collected), "collected slots"),
+                            fragment=f"{{{name}",
+                        )
+                    )
+        if any(p.message.startswith("no step has the id") for p in out):
+            return out  # reachability means little until every reference resolves
+        reachable = self._reachable()
+        for i, s in enumerate(self.steps):
+            if s.id not in reachable and seen.get(s.id) == i:
+                out.append(
+                    Problem(
+                        ("steps", i, "id"),
+                        f"step {s.id!r} is unreachable",
+                        f"nothing leads to it from {self.start_id!r} (next, branch, on_failure, global"
+                        " intent); link it or remove it",
+                    )
+                )
+        return out
+
+    def _ask_problems(self, here: Loc, s: AskStep) -> list[Problem]:
+        out: list[Problem] = []
+        if s.slot_type is SlotKind.CHOICE and not s.options:
+            out.append(
+                Problem(
+                    (*here, "slot_type"),
+                    "a 'choice' question needs 'options'",
+                    "add options: [first option, second option]",
+                )
+            )
+        if s.digits is not None and s.slot_type is not SlotKind.DIGITS:
+            out.append(
+                Problem(
+                    (*here, "digits"),
+                    f"'digits' applies only to slot_type digits, not {s.slot_type.value}",
+                    "remove 'digits' or use slot_type: digits",
+                    key=True,
+                )
+            )
+        if s.options and s.slot_type not in (SlotKind.CHOICE, SlotKind.NAME):
+            out.append(
+                Problem(
+                    (*here, "options"),
+                    f"'options' applies only to choice and name slots, not {s.slot_type.value}",
+                    "remove 'options' or use slot_type: choice",
+                    key=True,
+                )
+            )
+        if s.dtmf and s.slot_type not in DTMF_KINDS:
+            out.append(
+                Problem(
+                    (*here, "dtmf"),
+                    f"a {s.slot_type.value} slot cannot be answered by keypad",
+                    "dtmf applies to digits, phone, yes_no and choice",
+                    key=True,
+                )
+            )
+        for j, name in enumerate(s.intents):
+            if name not in self.intents:
+                out.append(
+                    Problem(
+                        (*here, "intents", j),
+                        f"intent {name!r} is not defined under 'intents'",
+                        self._intent_hint(name),
+                    )
+                )
+        return out
+
+    def _intent_hint(self, name: str) -> str:
+        close = did_you_mean(name, list(self.intents), "defined intents")
+        if close and close.startswith("did"):
+            return close
+        return f"add '{name}: [example phrases]' under 'intents'" + (f"; {close}" if close else "")
+
+    def _reachable(self) -> set[str]:
+        edges: list[str] = [a.goto for a in self.global_intents.values() if a.goto]
+        todo = [self.start_id, *edges]
+        seen: set[str] = set()
+        while todo:
+            sid = todo.pop()
+            if sid in seen:
+                continue
+            seen.add(sid)
+            try:
+                s = self.step(sid)
+            except KeyError:
+                continue
+            nxt = self.next_of(s)
+            if nxt:
+                todo.append(nxt)
+            if isinstance(s, AskStep | WebhookStep) and s.on_failure:
+                todo.append(s.on_failure)
+            if isinstance(s, BranchStep):
+                todo.extend(c.next for c in s.cases)
+        return seen
+
+
+def agent_json_schema() -> dict[str, Any]:
+    """The JSON schema of agent files, for editors."""
+    schema = Agent.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema.setdefault("title", "Parley agent")
+    return schema
