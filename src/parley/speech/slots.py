@@ -1,7 +1,8 @@
 """Does a transcript parse as a valid answer to the question? (the arbiter's strongest signal)
 
 These are deliberately small, strict readers of *spoken* forms ("four two seven", "double
-seven", "oh"), used to judge hypotheses; the understanding layer has the full extractors.
+seven", "oh"), used to judge hypotheses; the understanding layer (:mod:`parley.nlu`) has the full
+extractors and owns the shared spoken-form primitives (:mod:`parley.nlu.spoken`) imported here.
 """
 
 from __future__ import annotations
@@ -11,42 +12,39 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from parley.nlu.spoken import (
+    DIGIT_WORDS,
+    MONTHS,
+    MULTIPLIERS,
+    NUMBER_WORDS,
+    ORDINALS,
+    WEEKDAYS,
+    read_number,
+    read_year,
+    strip_carrier,
+    words,
+)
 from parley.speech.types import Question, SlotType
 
-DIGIT_WORDS = {
-    "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
-    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
-}  # fmt: skip
-MULTIPLIERS = {"double": 2, "triple": 3}
+__all__ = [
+    "DIGIT_WORDS",
+    "MONTHS",
+    "MULTIPLIERS",
+    "NUMBER_WORDS",
+    "ORDINALS",
+    "WEEKDAYS",
+    "SlotReading",
+    "read_amount",
+    "read_date",
+    "read_digits",
+    "read_number",
+    "read_slot",
+    "read_year",
+    "words",
+]
+
 YES = {"yes", "yeah", "yep", "yup", "correct", "right", "sure", "absolutely", "affirmative", "indeed"}
 NO = {"no", "nope", "nah", "not", "incorrect", "wrong", "negative"}
-NUMBER_WORDS = {
-    **{w: int(d) for w, d in DIGIT_WORDS.items() if w not in ("oh", "o")},
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30,
-    "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
-}  # fmt: skip
-MONTHS = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-]
-ORDINALS = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14,
-    "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
-    "twentieth": 20, "thirtieth": 30,
-}  # fmt: skip
-WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 CURRENCIES = {
     "pound": "GBP",
     "pounds": "GBP",
@@ -63,10 +61,6 @@ class SlotReading:
 
     value: object
     complete: bool  # e.g. the expected number of digits is there
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z']+|\d+", text.lower())
 
 
 def read_digits(text: str) -> str | None:
@@ -93,28 +87,6 @@ def read_digits(text: str) -> str | None:
     return "".join(best) or None
 
 
-def read_number(tokens: list[str]) -> int | None:
-    """'two hundred and fifty' -> 250 (up to the millions); None when not a number."""
-    total = current = 0
-    seen = False
-    for word in tokens:
-        if word == "and" and seen:
-            continue
-        if word.isdigit():
-            current += int(word)
-        elif word in NUMBER_WORDS:
-            current += NUMBER_WORDS[word]
-        elif word == "hundred" and seen:
-            current *= 100
-        elif word in ("thousand", "million") and seen:
-            total += current * (1000 if word == "thousand" else 1_000_000)
-            current = 0
-        else:
-            return None
-        seen = True
-    return total + current if seen else None
-
-
 def read_amount(text: str) -> tuple[float, str | None] | None:
     """'fifty five dollars and twenty cents' -> (55.2, 'USD')."""
     tokens = words(text)
@@ -138,24 +110,6 @@ def read_amount(text: str) -> tuple[float, str | None] | None:
         cents = cent_value
     number = read_number(tokens)
     return (number + cents / 100, currency) if number is not None else None
-
-
-def read_year(tokens: list[str]) -> int | None:
-    """'nineteen sixty five' -> 1965, 'two thousand and five' -> 2005, 'twenty twenty four' -> 2024."""
-    if not tokens:
-        return None
-    if tokens[:2] == ["two", "thousand"]:
-        return read_number(tokens)
-    high = NUMBER_WORDS.get(tokens[0])
-    if high is None or not 10 <= high <= 29:
-        return None
-    rest = tokens[1:]
-    if rest == ["hundred"]:
-        return high * 100
-    if len(rest) == 2 and rest[0] in ("oh", "o") and rest[1] in DIGIT_WORDS:
-        return high * 100 + int(DIGIT_WORDS[rest[1]])
-    low = read_number(rest)
-    return high * 100 + low if low is not None and 10 <= low < 100 else None
 
 
 def read_date(text: str, reference: date | None = None) -> date | None:
@@ -228,22 +182,8 @@ def read_slot(question: Question, text: str, reference: date | None = None) -> S
     return SlotReading(" ".join(tokens), True)  # FREE: any speech is an answer
 
 
-CARRIER_PHRASES = (
-    ("my", "name", "is"), ("my", "name's"), ("it's",), ("it", "is"), ("i'm",), ("i", "am"), ("this", "is"),
-    ("yeah",), ("yes",), ("sure",), ("um",), ("uh",),
-)  # fmt: skip
-
-
 def _strip_carrier(tokens: list[str]) -> list[str]:
-    """Drop leading carrier phrases ("my name is", "it's", "um") from a short answer."""
-    changed = True
-    while changed:
-        changed = False
-        for phrase in CARRIER_PHRASES:
-            if tuple(tokens[: len(phrase)]) == phrase:
-                tokens = tokens[len(phrase) :]
-                changed = True
-    return tokens
+    return strip_carrier(tokens)
 
 
 def _longest_run(tokens: list[str], keep: Callable[[str], bool]) -> list[str]:
