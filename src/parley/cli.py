@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from parley.apps.echo import echo
+
+if TYPE_CHECKING:
+    from parley.agent.runtime import Action, Conversation
 
 
 @click.group()
@@ -143,3 +148,129 @@ def schema(out: Path | None) -> None:
     else:
         out.write_text(text)
         click.echo(f"schema written to {out}")
+
+
+@main.command()
+@click.argument("agent_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-webhooks", is_flag=True, help="Don't call webhooks: each succeeds with an empty body.")
+@click.option(
+    "--record", type=click.Path(dir_okay=False, path_type=Path), help="Append the call record (JSONL)."
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.0, 1.0),
+    default=1.0,
+    show_default=True,
+    help="ASR confidence given to typed answers (below the agent's threshold: read-backs).",
+)
+@click.option("--today", type=click.DateTime(["%Y-%m-%d"]), help="Reference date for relative dates.")
+def chat(
+    agent_file: Path, no_webhooks: bool, record: Path | None, confidence: float, today: datetime | None
+) -> None:
+    """Talk to AGENT_FILE in the terminal: typed lines are the caller's final transcripts.
+
+    Each line is fed word by word as partial transcripts first (then once more whole, as a recogniser
+    repeats its partial when the caller falls silent), so early close shows as "[early close]".
+    Commands: /dtmf DIGITS (keypad), /silence or an empty line (no input), /quit (caller hangs up).
+    """
+    import sys
+    import uuid
+
+    from parley.agent.loader import AgentFileError, load_agent
+    from parley.agent.runtime import Conversation
+
+    try:
+        agent = load_agent(agent_file)
+    except AgentFileError as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(1) from exc
+    conversation = Conversation(
+        agent, call_id=f"chat-{uuid.uuid4().hex[:12]}", today=today.date() if today else None
+    )
+    actions = conversation.start()
+    while True:
+        ended = _chat_perform(conversation, actions, no_webhooks)
+        if ended:
+            break
+        click.echo("you> ", nl=False)
+        line = sys.stdin.readline()
+        if not line:  # end of input: the caller hangs up
+            click.echo()
+            line = "/quit"
+        line = line.strip()
+        if line == "/quit":
+            conversation.on_hangup()
+            click.echo("[caller hung up]")
+            break
+        if line in ("", "/silence"):
+            actions = conversation.on_no_input()
+        elif line.startswith("/dtmf"):
+            actions = conversation.on_dtmf(line.removeprefix("/dtmf").strip().replace(" ", ""))
+            if not actions:
+                click.echo("[keypad input not accepted here]")
+        elif line.startswith("/"):
+            click.echo("[commands: /dtmf DIGITS, /silence, /quit]")
+            actions = []
+        else:
+            actions = _chat_say(conversation, line, confidence)
+    click.echo("--- call record ---")
+    click.echo(conversation.record.summary(show_values=True))
+    if record is not None:
+        conversation.record.write_jsonl(record)
+        click.echo(f"record appended to {record}")
+
+
+def _chat_say(conversation: Conversation, line: str, confidence: float) -> list[Action]:
+    """Feed a typed line as word-by-word partials, then as the final transcript."""
+    from parley.agent.runtime import EarlyClose
+
+    words = line.split()
+    partials = [" ".join(words[: i + 1]) for i in range(len(words))] + [line]
+    heard = line
+    for partial in partials:
+        if any(isinstance(a, EarlyClose) for a in conversation.on_partial(partial)):
+            heard = partial
+            unheard = " ".join(words[len(partial.split()) :])
+            click.echo("[early close]" + (f" (not heard: {unheard!r})" if unheard else ""))
+            break
+    return conversation.on_final(heard, confidence)
+
+
+def _chat_perform(conversation: Conversation, actions: list[Action], no_webhooks: bool) -> bool:
+    """Carry out the conversation's actions in the terminal; True once the call has ended."""
+    from parley.agent.runtime import CallWebhook, Hangup, Listen, Say, Transfer
+    from parley.agent.webhook import perform_webhook_sync
+
+    queue = list(actions)
+    while queue:
+        action = queue.pop(0)
+        if isinstance(action, Say):
+            click.echo(f"agent> {action.text}")
+        elif isinstance(action, Listen):
+            if action.dtmf_allowed:
+                click.echo("[keypad accepted: /dtmf DIGITS]")
+        elif isinstance(action, CallWebhook):
+            if no_webhooks:
+                click.echo(f"[webhook {action.method} {action.url}: simulated 200 {{}}]")
+                queue += conversation.on_webhook_result(200, {}, None)
+            else:
+                result = perform_webhook_sync(action)
+                outcome = f"{result.status}" + (f", {result.error}" if result.error else "")
+                click.echo(
+                    f"[webhook {action.method} {action.url} → {outcome} in {result.latency_s * 1000:.0f} ms]"
+                )
+                queue += conversation.on_webhook_result(
+                    result.status,
+                    result.body,
+                    result.error,
+                    latency_s=result.latency_s,
+                    attempts=result.attempts,
+                )
+        elif isinstance(action, Transfer):
+            click.echo(f"[transfer to {action.to}: end of chat]")
+            conversation.on_transfer_result(200)
+            return True
+        elif isinstance(action, Hangup):
+            click.echo("[agent hung up: end of chat]")
+            return True
+    return conversation.finished

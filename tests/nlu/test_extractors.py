@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from parley.nlu.extractors import SLOT_TYPES, Address, Money, extract
+from parley.nlu.extractors import SLOT_TYPES, Address, Money, extract, extract_name
 
 REFERENCE = datetime(2025, 3, 12, 9, 0)  # a Wednesday morning
 
@@ -357,3 +357,10 @@ def test_address_parts_still_being_spoken(text, expected, complete):
     found = extract("address", text)
     assert (found.value.town, found.value.state, found.value.zip) == expected
     assert found.complete == complete
+
+
+@pytest.mark.parametrize(
+    "sentence", ["the weather is nice", "hmm let me think", "I would like to pay my bill"]
+)
+def test_a_sentence_is_not_a_name(sentence):
+    assert extract_name(sentence) is None

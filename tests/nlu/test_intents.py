@@ -126,3 +126,11 @@ def test_invalid_agents_are_rejected():
         IntentClassifier({"operator": []})
     with pytest.raises(ValueError, match="reserved"):
         IntentClassifier({NONE: ["x"]})
+
+
+def test_an_agent_with_a_single_intent_classifies():
+    classifier = IntentClassifier({"operator": ["speak to an agent", "a real person please", "operator"]})
+    assert classifier.classify("can I speak to an agent").name == "operator"
+    assert classifier.classify("what a lovely day it is").name is None
+    text = "speak to an agent"
+    assert np.allclose(classifier.probabilities(text), classifier.pipeline.predict_proba([text])[0])

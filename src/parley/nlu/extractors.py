@@ -385,8 +385,8 @@ def _read_name(toks: list[Token], options: tuple[str, ...]) -> Extraction | None
             return None
         return Extraction(best[0], True, best[1] * 0.95, (toks[best[2]].start, toks[best[3]].end))
     candidates = [(i, w) for i, w in body if w not in namelists.NOT_NAMES]
-    if not candidates or len(candidates) > 3:
-        return None
+    if not candidates or len(candidates) > 3 or len(candidates) < len(body):
+        return None  # other words around them: a sentence ("the weather is nice"), not a name
     known = sum(namelists.is_name(w) for _, w in candidates)
     value = " ".join(w.title() if "'" not in w else w.title().replace("'S", "'s") for _, w in candidates)
     confidence = 0.9 if known == len(candidates) else 0.65 if known else 0.45

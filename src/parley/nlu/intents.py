@@ -167,4 +167,7 @@ class IntentClassifier:
         if parts_index:
             index = np.concatenate(parts_index)
             scores += np.concatenate(parts_value) @ self._coef[index]
+        if len(self.classes) == 2:  # one intent + "none": a binary model has one score (class 1's logit)
+            positive = 1.0 / (1.0 + np.exp(-scores[0]))
+            return np.array([1.0 - positive, positive])
         return softmax(scores)

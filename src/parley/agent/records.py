@@ -1,0 +1,221 @@
+"""The per-call record: what was said, heard, understood and done, as one JSON line per call.
+
+Caller data is marked **sensitive with an envelope**: anywhere in the record, a value that came from
+the caller (slot values, transcripts, ASR hypotheses' text, extracted values, prompts rendered with
+slot values, webhook response fields saved into slots) is written as::
+
+    {"sensitive": true, "value": ...}
+
+and nothing else in the record uses a ``"sensitive"`` key, so a later step (encryption at rest) can
+walk the JSON and replace every envelope's ``value`` without knowing the layout. :meth:`CallRecord.
+redacted` is the view for logs: every envelope becomes ``{"sensitive": true, "redacted": true}``.
+
+Layout of a record (``to_dict``)::
+
+    {"record": "parley.call/1", "call_id", "agent", "started_at" (ISO 8601 UTC), "duration_s",
+     "outcome": "completed" | "transferred" | "abandoned" | "failed", "outcome_reason", "end_step",
+     "prompts": [{"t", "step", "text", "interruptible"}],
+     "turns": [{"step", "kind": "answer" | "confirm", "t_listen", "t_end", "input": "speech" | "dtmf" |
+                "no_input" | "hangup", "transcript", "confidence", "hypotheses": [{"engine", "text",
+                "confidence", "chosen"}], "arbiter_reason", "partials", "t_early_close",
+                "nlu": {"intent", "intent_confidence", "value", "value_confidence", "complete"},
+                "result"}],
+     "slots": {name: envelope},
+     "webhooks": [{"step", "url", "method", "t", "status", "latency_ms", "error", "attempts"}]}
+
+Times ``t`` are seconds since the call started, from the conversation's (monotonic) clock.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+RECORD_FORMAT = "parley.call/1"
+OUTCOMES = ("completed", "transferred", "abandoned", "failed")
+
+
+def sensitive(value: Any) -> dict[str, Any]:
+    """Wrap caller data in the sensitive envelope."""
+    return {"sensitive": True, "value": value}
+
+
+def is_sensitive(node: Any) -> bool:
+    """Whether ``node`` is a sensitive envelope."""
+    return (
+        isinstance(node, dict) and node.get("sensitive") is True and ("value" in node or "redacted" in node)
+    )
+
+
+def redact(node: Any) -> Any:
+    """A copy of ``node`` with every sensitive envelope's value removed."""
+    if is_sensitive(node):
+        return {"sensitive": True, "redacted": True}
+    if isinstance(node, dict):
+        return {key: redact(value) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [redact(value) for value in node]
+    return node
+
+
+def jsonable(value: Any) -> Any:
+    """JSON form of slot values and NLU results: dates ISO 8601, Decimals as strings, enums by value."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+@dataclass(slots=True)
+class Turn:
+    """One caller turn: a Listen and what ended it."""
+
+    step: str
+    kind: str  # "answer" (the ask's question) or "confirm" (the read-back yes/no)
+    t_listen: float
+    t_end: float | None = None
+    input: str | None = None  # speech | dtmf | no_input | hangup
+    transcript: str | None = None
+    confidence: float | None = None
+    hypotheses: list[dict[str, Any]] = field(default_factory=list)
+    arbiter_reason: str | None = None
+    partials: int = 0
+    t_early_close: float | None = None
+    nlu: dict[str, Any] = field(default_factory=dict)
+    result: str | None = None  # accepted | no_match | no_input | intent:NAME | global:NAME | yes | no ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "kind": self.kind,
+            "t_listen": _round(self.t_listen),
+            "t_end": _round(self.t_end),
+            "input": self.input,
+            "transcript": None if self.transcript is None else sensitive(self.transcript),
+            "confidence": self.confidence,
+            "hypotheses": self.hypotheses,
+            "arbiter_reason": self.arbiter_reason,
+            "partials": self.partials,
+            "t_early_close": _round(self.t_early_close),
+            "nlu": self.nlu,
+            "result": self.result,
+        }
+
+
+@dataclass(slots=True)
+class WebhookCall:
+    """One webhook step's call as the I/O side reported it."""
+
+    step: str
+    url: str
+    method: str
+    t: float
+    status: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    attempts: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["t"] = _round(self.t)
+        out["latency_ms"] = None if self.latency_ms is None else round(self.latency_ms, 1)
+        return out
+
+
+def _round(t: float | None) -> float | None:
+    return None if t is None else round(t, 3)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """Everything one call did; filled in by :class:`parley.agent.runtime.Conversation`."""
+
+    call_id: str
+    agent: str
+    started_at: str  # ISO 8601, UTC
+    duration_s: float | None = None
+    outcome: str | None = None  # one of OUTCOMES once the call ended
+    outcome_reason: str | None = None
+    end_step: str | None = None
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    slots: dict[str, Any] = field(default_factory=dict)  # raw values; enveloped in to_dict()
+    webhooks: list[WebhookCall] = field(default_factory=list)
+
+    def add_prompt(self, t: float, step: str, text: str, *, personal: bool, interruptible: bool) -> None:
+        """Record a spoken prompt; ``personal`` when it was rendered with slot values (then sensitive)."""
+        self.prompts.append(
+            {
+                "t": _round(t),
+                "step": step,
+                "text": sensitive(text) if personal else text,
+                "interruptible": interruptible,
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data, caller data in sensitive envelopes."""
+        return {
+            "record": RECORD_FORMAT,
+            "call_id": self.call_id,
+            "agent": self.agent,
+            "started_at": self.started_at,
+            "duration_s": _round(self.duration_s),
+            "outcome": self.outcome,
+            "outcome_reason": self.outcome_reason,
+            "end_step": self.end_step,
+            "prompts": copy.deepcopy(self.prompts),
+            "turns": [turn.to_dict() for turn in self.turns],
+            "slots": {name: sensitive(jsonable(value)) for name, value in self.slots.items()},
+            "webhooks": [call.to_dict() for call in self.webhooks],
+        }
+
+    def to_json(self) -> str:
+        """One line of JSON (no newline inside)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, default=jsonable)
+
+    def write_jsonl(self, path: str | Path) -> None:
+        """Append this record as one line to ``path`` (created if missing)."""
+        with Path(path).open("a", encoding="utf-8") as out:
+            out.write(self.to_json() + "\n")
+
+    def redacted(self) -> dict[str, Any]:
+        """The record without caller data, safe for logs."""
+        return redact(self.to_dict())
+
+    def summary(self, *, show_values: bool = False) -> str:
+        """A few human lines (``parley chat``); slot values only with ``show_values``."""
+        lines = [
+            f"call {self.call_id} · agent {self.agent} · outcome {self.outcome or 'in progress'}"
+            + (f" ({self.outcome_reason})" if self.outcome_reason else "")
+            + (f" at step {self.end_step}" if self.end_step else ""),
+            f"{len(self.turns)} turns, {len(self.prompts)} prompts, {len(self.webhooks)} webhook calls"
+            + (f", {self.duration_s:.1f} s" if self.duration_s is not None else ""),
+        ]
+        for name, value in self.slots.items():
+            lines.append(f"  {name} = {jsonable(value)!r}" if show_values else f"  {name} = <sensitive>")
+        for call in self.webhooks:
+            latency = f"{call.latency_ms:.0f} ms" if call.latency_ms is not None else "?"
+            lines.append(
+                f"  webhook {call.method} {call.url} → {call.status} in {latency}"
+                + (f" ({call.error})" if call.error else "")
+            )
+        return "\n".join(lines)
