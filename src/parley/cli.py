@@ -7,7 +7,7 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -51,6 +51,13 @@ def _port_range(text: str) -> tuple[int, int]:
 @click.option(
     "--stats-file", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON stats at exit."
 )
+@click.option(
+    "--records",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("parley-calls.jsonl"),
+    show_default=True,
+    help="Append each agent call's record (JSON lines; caller data marked sensitive).",
+)
 def serve(
     agent: str,
     host: str,
@@ -62,19 +69,27 @@ def serve(
     media_timeout: float,
     drain: float,
     stats_file: Path | None,
+    records: Path,
 ) -> None:
-    """Answer calls with AGENT (an agent YAML file, or `echo`)."""
-    if agent != "echo":
-        raise click.BadParameter(f"unknown agent {agent!r}: only 'echo' exists so far", param_hint="AGENT")
+    """Answer calls with AGENT: an agent YAML file (see `parley validate`), or `echo`."""
     transports = ("UDP", "TCP") if transport == "both" else (transport.upper(),)
     from parley.telephony.server import run_server
+
+    if agent != "echo":
+        from parley.agent.loader import AgentFileError, load_agent
+
+        try:
+            load_agent(Path(agent))  # fail fast with the file's errors, before any warm-up
+        except (AgentFileError, OSError) as exc:
+            for error in getattr(exc, "errors", [exc]):
+                click.echo(str(error), err=True)
+            raise SystemExit(1) from exc
 
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         uvloop = None
-    coro = run_server(
-        echo,
+    options: dict[str, Any] = dict(
         host=host,
         port=port,
         transports=transports,
@@ -84,6 +99,12 @@ def serve(
         media_timeout=media_timeout,
         drain=drain,
     )
+    if agent == "echo":
+        coro = run_server(echo, **options)
+    else:
+        from parley.agent.voice import serve_agent
+
+        coro = serve_agent(Path(agent), records, **options)
     stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
     if stats_file is not None:
         stats_file.write_text(json.dumps(stats, indent=2))

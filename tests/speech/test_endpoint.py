@@ -151,3 +151,14 @@ def test_same_audio_same_events_after_reset():
     endpointer.reset()
     assert endpointer.state is TurnState.WAITING and endpointer.elapsed_ms == 0
     assert run(endpointer, pcm_frames) == first
+
+
+def test_no_input_clock_is_held_while_the_prompt_plays():
+    endpointer = Endpointer(make_vad(), no_input_ms=400)
+    quiet = np.zeros(160, dtype=np.int16)
+    for _ in range(100):  # a 2 s prompt: no-input must not fire during it
+        endpointer.hold_no_input()
+        assert endpointer.feed(quiet) is None
+    events = [endpointer.feed(quiet) for _ in range(25)]
+    fired = [i for i, e in enumerate(events) if isinstance(e, NoInput)]
+    assert len(fired) == 1 and 17 <= fired[0] <= 20  # ~400 ms after the prompt ended

@@ -310,6 +310,20 @@ class _AskState:
     questions: list[Say] = field(default_factory=list)  # what the last Listen followed (for repeat)
 
 
+def ask_question(agent: Agent, step: AskStep, prompt: str = "", *, confirm: bool = False) -> Question:
+    """What the speech layer is told about an ask (or its yes/no read-back) before the caller answers."""
+    phrases = [e for name in step.intents for e in agent.intents.get(name, [])]
+    phrases += [e for name in agent.global_intents for e in agent.intents.get(name, [])]
+    return Question(
+        slot_type=SlotType.YES_NO if confirm else step.speech_slot_type,
+        prompt=prompt,
+        digit_count=None if confirm else step.digits,
+        options=() if confirm else tuple(step.options),
+        phrases=tuple(dict.fromkeys(phrases)),
+        language=agent.language,
+    )
+
+
 class Conversation:
     """One call's dialogue with an agent. Not thread-safe: feed events from one task.
 
@@ -661,21 +675,12 @@ class Conversation:
         assert self._ask is not None
         step = self._ask.step
         self._ask.questions = list(says)
-        kind = SlotKind.YES_NO if confirm else step.slot_type
-        phrases = [e for name in step.intents for e in self.agent.intents.get(name, [])]
-        phrases += [e for name in self.agent.global_intents for e in self.agent.intents.get(name, [])]
-        question = Question(
-            slot_type=SlotType.YES_NO if confirm else step.speech_slot_type,
-            prompt=says[-1].text if says else "",
-            digit_count=None if confirm else step.digits,
-            options=() if confirm else tuple(step.options),
-            phrases=tuple(dict.fromkeys(phrases)),
-            language=self.agent.language,
-        )
+        question = ask_question(self.agent, step, says[-1].text if says else "", confirm=confirm)
         self._waiting = "confirm" if confirm else "answer"
         self._listen = Listen(question, step.id, step.dtmf_enabled)
         self._turn = Turn(step.id, "confirm" if confirm else "answer", self._now())
         self.record.turns.append(self._turn)
+        kind = SlotKind.YES_NO if confirm else step.slot_type
         self._turn_nlu = self.nlu.turn(question, kind, today=self.today())
         self._early_closed = False
         return [*says, self._listen]

@@ -161,6 +161,7 @@ class ArbiterTurn:
         self.question = question
         self.on_partial = on_partial
         self.record = TurnRecord(question)
+        self.finished = False
         self._pending: list[np.ndarray] = []
         self.workers = [_EngineWorker(engine, self) for engine in arbiter.engines_for(question)]
 
@@ -187,6 +188,7 @@ class ArbiterTurn:
     async def finish(self) -> TurnRecord:
         """End of speech: gather finals until the deadline and choose the winner."""
         started = time.perf_counter()
+        self.finished = True
         self._flush()
         for worker in self.workers:
             worker.queue.put_nowait(None)

@@ -108,6 +108,14 @@ class Endpointer:
         self.last_speech_frame: int | None = None
         self.early_close_requested = False
 
+    def hold_no_input(self) -> None:
+        """The prompt is still playing: the no-input clock starts when it ends (call per frame).
+
+        Speech onset (barge-in) is still detected meanwhile.
+        """
+        if self.state is TurnState.WAITING and self.run == 0:
+            self.frames = 0
+
     def feed(self, frame: np.ndarray) -> EndpointEvent | None:
         """Add one 20 ms frame; returns the event it caused, if any."""
         if self.state is TurnState.ENDED:
