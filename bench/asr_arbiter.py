@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -62,25 +63,50 @@ def reference(record: dict[str, Any]) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-def run_engines(engines: list[AsrEngine], directory: Path, records: list[dict[str, Any]]) -> list[dict]:
+_ENGINES: list[AsrEngine] = []
+
+
+def _load_worker() -> None:
+    _ENGINES[:] = load_engines()
+
+
+def _decode_all(job: tuple[str, dict[str, Any]]) -> list[tuple[str, str, float, float]]:
+    """In a worker process: every engine's final for one utterance, as plain tuples."""
+    path, record = job
+    audio, _ = read_wav(Path(path))
+    finals = []
+    for engine in _ENGINES:
+        hypothesis = decode(engine, record, audio)
+        if hypothesis is not None:
+            finals.append((engine.name, hypothesis.text, hypothesis.confidence, hypothesis.cpu_seconds))
+    return finals
+
+
+def run_engines(directory: Path, records: list[dict[str, Any]], workers: int) -> list[dict]:
+    """Decode every utterance with every engine (in ``workers`` processes; cached in the corpus dir)."""
+    cache_file = directory / "decodes-cache.json"
+    cache: dict[str, list] = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    todo = [r for r in records if r["id"] not in cache]
+    with ProcessPoolExecutor(workers, initializer=_load_worker) as pool:
+        jobs = [(str(directory / r["file"]), r) for r in todo]
+        for done, (record, finals) in enumerate(zip(todo, pool.map(_decode_all, jobs), strict=True), 1):
+            cache[record["id"]] = finals
+            if done % 10 == 0 or done == len(todo):
+                cache_file.write_text(json.dumps(cache))
+            print(
+                f"\r  decoded {done}/{len(todo)} (cached {len(records) - len(todo)})", end="", file=sys.stderr
+            )
+    print(file=sys.stderr)
     rows = []
-    for index, record in enumerate(records):
-        audio, _ = read_wav(directory / record["file"])
+    for record in records:
         question = question_for(record)
         row: dict[str, Any] = {"record": record, "hypotheses": {}, "correct": {}, "cpu": {}}
-        for engine in engines:
-            hypothesis = decode(engine, record, audio)
-            if hypothesis is None:
-                continue
-            row["hypotheses"][engine.name] = hypothesis
-            row["correct"][engine.name] = is_correct(
-                question, hypothesis.text, record["value"], reference(record)
-            )
-            row["cpu"][engine.name] = hypothesis.cpu_seconds
-        row["audio_seconds"] = len(audio) / 8000
+        for name, text, confidence, cpu in cache[record["id"]]:
+            row["hypotheses"][name] = Hypothesis(name, text, confidence, True, cpu_seconds=cpu)
+            row["correct"][name] = is_correct(question, text, record["value"], reference(record))
+            row["cpu"][name] = cpu
+        row["audio_seconds"] = record["duration_s"]
         rows.append(row)
-        print(f"\r  decoded {index + 1}/{len(records)}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
     return rows
 
 
@@ -169,6 +195,7 @@ async def main() -> None:
         "--train-per-type", type=int, default=12, help="prior-learning utterances per slot type"
     )
     parser.add_argument("--latency-sample", type=int, default=27)
+    parser.add_argument("--workers", type=int, default=2, help="decoding processes")
     parser.add_argument("--workdir", type=Path, default=RESULTS / "asr")
     args = parser.parse_args()
     engines = load_engines()
@@ -180,7 +207,7 @@ async def main() -> None:
     test_records = await corpus(test_dir, 2, args.per_type)
 
     print("learning priors", file=sys.stderr)
-    train_rows = run_engines(engines, train_dir, train_records)
+    train_rows = run_engines(train_dir, train_records, args.workers)
     outcomes = [
         (name, row["record"]["slot_type"], right)
         for row in train_rows
@@ -190,7 +217,7 @@ async def main() -> None:
     priors.save(args.workdir / "priors.json")
 
     print(f"evaluating on {len(test_records)} utterances", file=sys.stderr)
-    rows = run_engines(engines, test_dir, test_records)
+    rows = run_engines(test_dir, test_records, args.workers)
     raw = [
         {"id": row["record"]["id"], "slot_type": row["record"]["slot_type"], "correct": row["correct"],
          "cpu": row["cpu"], "audio_seconds": row["audio_seconds"],
