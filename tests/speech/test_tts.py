@@ -306,3 +306,13 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "parley" / "tts"
+
+
+@pytest.mark.parametrize(("name", "voice"), [("flite", "slt"), ("festival", None)])
+def test_engines_render_under_uvloop_whose_subprocess_pipes_are_socketpairs(name, voice):
+    """`parley serve` runs on uvloop: an engine that writes to /dev/stdout by path gets no audio there."""
+    import uvloop
+
+    engine = engine_or_skip(name, voice)
+    pcm = uvloop.run(render(engine, "Thank you for calling.", voice))
+    assert len(pcm) > 4000 and np.abs(pcm.astype(np.int32)).max() > 1000

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,7 @@ class _CallSession:
                 following += self.conversation.on_transfer_result(status)
                 if 200 <= status < 300:
                     self.call.hangup()
-            elif isinstance(action, Hangup):
-                if action.message:
-                    self.pending.append(Say(action.message, interruptible=False))
+            elif isinstance(action, Hangup):  # its message came as a Say just before it
                 await self._play_pending(wait=True)
                 self.call.hangup()
                 return []
@@ -230,7 +229,7 @@ class _CallSession:
                     return self.conversation.on_final(
                         winner.text if winner else "",
                         winner.confidence if winner else 0.0,
-                        hypotheses=record.hypotheses,
+                        hypotheses=[h for h in record.hypotheses if h.is_final],
                         arbiter_reason=record.reason,
                         winner=winner.engine if winner else None,
                     )
@@ -259,7 +258,8 @@ async def serve_agent(path: Path, records: Path | None, **options: Any) -> dict[
 
     agent = load_agent(path)
     engines = load_engines()
-    pool = DecodePool([engine.name for engine in engines], workers=1)
+    # One decoder process per core beside the event loop's (at least one): decoding scales with cores.
+    pool = DecodePool([engine.name for engine in engines], workers=max(1, (os.cpu_count() or 2) - 1))
     app = VoiceAgent(agent, engines=engines, pool=pool, records=records)
     try:
         await app.start()

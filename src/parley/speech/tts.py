@@ -352,8 +352,12 @@ class FliteTts(ClauseTts):
             args += ["--setf", f"duration_stretch={1.0 / rate:.4f}"]
         if pitch != 1.0:
             args += ["--setf", f"f0_shift={pitch:.4f}"]
-        args += ["-t", clause, "-o", "/dev/stdout"]
-        return self._decode_wav(await self._run(*args))
+        # A temp file, not /dev/stdout: under uvloop a subprocess's stdout is a socketpair, which
+        # flite cannot open by path (it then exits 0 with no audio).
+        with tempfile.TemporaryDirectory(prefix="parley-tts-") as tmp:
+            out = Path(tmp) / "clause.wav"
+            await self._run(*args, "-t", clause, "-o", str(out))
+            return self._decode_wav(out.read_bytes())
 
 
 class FestivalTts(ClauseTts):
@@ -396,10 +400,10 @@ class FestivalTts(ClauseTts):
         return f"(begin {' '.join(forms)})"
 
     async def _render(self, clause: str, voice: str, rate: float, pitch: float) -> tuple[np.ndarray, int]:
-        data = await self._run(
-            "-eval", self._setup(voice, rate, pitch), "-o", "/dev/stdout", stdin=clause.encode()
-        )
-        return self._decode_wav(data)
+        with tempfile.TemporaryDirectory(prefix="parley-tts-") as tmp:  # see FliteTts: no /dev/stdout
+            out = Path(tmp) / "clause.wav"
+            await self._run("-eval", self._setup(voice, rate, pitch), "-o", str(out), stdin=clause.encode())
+            return self._decode_wav(out.read_bytes())
 
 
 class EspeakTts(SubprocessTts):

@@ -53,7 +53,11 @@ def _init(specs: Sequence[EngineSpec]) -> None:
 
 
 def _prepare(engine: str, question: Question) -> None:
-    _ENGINES[engine].prepare(question)
+    instance = _ENGINES[engine]
+    instance.prepare(question)
+    decoders = getattr(instance, "pool", None)
+    if decoders is not None and hasattr(decoders, "warm"):
+        decoders.warm(2)  # decoders now (0.1-0.45 s each), not on a caller's first words
 
 
 def _start(engine: str, question: Question, sid: int) -> None:

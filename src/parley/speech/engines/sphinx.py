@@ -146,8 +146,8 @@ class DecoderPool:
                 self._idle.append(pooled)
 
     def warm(self, count: int = 1) -> None:
-        """Create decoders ahead of the first call."""
-        for _ in range(count):
+        """Create decoders ahead of the first call, until ``count`` are idle."""
+        while len(self._idle) < min(count, self.max_idle):
             self.release(_PooledDecoder(self._make()))
 
 
