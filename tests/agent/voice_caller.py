@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from integration.harness import spawn_until_ready
 from parley.media import g711
 from parley.speech.tts import TtsEngine, render
 from parley.speech.vad import make_vad
@@ -38,7 +39,6 @@ from parley.telephony.call import Call
 from parley.telephony.manager import CallManager
 
 HOST = "127.0.0.1"
-READY_LINE = "answering calls"
 FRAME_MS = 20
 NO_UVLOOP = "import sys; sys.modules['uvloop'] = None; from parley.cli import main; main(prog_name='parley')"
 TRIM_LEVEL = 30  # flite's own background is ≈ 20-40
@@ -136,28 +136,10 @@ def start_agent_server(
     if records is not None:
         cmd += ["--records", str(records)]
     cmd += extra or []
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        cwd=cwd, start_new_session=True,
-        env={**os.environ, "PARLEY_CACHE_DIR": str(cache_dir)} if cache_dir is not None else None,
-    )  # fmt: skip
-    server = AgentServer(proc, port)
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            server.lines.append(line)
-            if READY_LINE in line:
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + startup_timeout
-    while not ready.wait(0.05):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_agent_server(server)
-            raise RuntimeError(f"parley serve did not start (exit {proc.returncode}): {cmd}\n{server.log()}")
-    return server
+    lines: list[str] = []
+    env = {**os.environ, "PARLEY_CACHE_DIR": str(cache_dir)} if cache_dir is not None else None
+    proc = spawn_until_ready(cmd, lines, cwd=cwd, env=env, startup_timeout=startup_timeout)
+    return AgentServer(proc, port, lines)
 
 
 def stop_agent_server(server: AgentServer, timeout: float = 10.0) -> int | None:

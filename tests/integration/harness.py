@@ -158,16 +158,36 @@ def start_server(
     if media_timeout is not None:
         cmd += ["--media-timeout", str(media_timeout)]
     cmd += extra or []
+    lines: list[str] = []
+    try:
+        proc = spawn_until_ready(cmd, lines, cwd=ROOT, startup_timeout=startup_timeout)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    return ParleyServer(port, transport, rtp, stats_file, proc, stderr_lines=lines)
+
+
+def spawn_until_ready(
+    cmd: list[str],
+    lines: list[str],
+    *,
+    cwd: Path | None,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 15.0,
+) -> subprocess.Popen:
+    """Start ``cmd`` (a ``parley serve``), collecting its stderr into ``lines``; return once it is ready.
+
+    Raises RuntimeError, after killing it, when it exits or is not ready within ``startup_timeout``.
+    """
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True
-    )
-    server = ParleyServer(port, transport, rtp, stats_file, proc)
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
+        start_new_session=True,
+    )  # fmt: skip
     ready = threading.Event()
 
     def pump() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            server.stderr_lines.append(line)
+            lines.append(line)
             if READY_LINE in line:
                 ready.set()
 
@@ -179,8 +199,9 @@ def start_server(
                 proc.kill()
             proc.wait(timeout=5)
             time.sleep(0.1)
-            pytest.fail(f"parley serve did not start (exit {proc.returncode}): {cmd}\n{server.log()}")
-    return server
+            tail = "".join(lines[-60:])
+            raise RuntimeError(f"parley serve did not start (exit {proc.returncode}): {cmd}\n{tail}")
+    return proc
 
 
 # -- SIPp -----------------------------------------------------------------------------------
