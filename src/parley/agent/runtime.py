@@ -746,14 +746,7 @@ class Conversation:
         if self._turn.result is None or self._turn.result == "no_match":
             self._turn.result = "no_match"
         self._ask.no_match += 1
-        log.info(
-            "call %s: no match at %s (%d/%d)", self.call_id, step.id, self._ask.no_match, step.no_match_limit
-        )
-        if self._ask.no_match > step.no_match_limit:
-            return self._fail(step, f"no-match limit at {step.id}")
-        if self._waiting == "confirm":
-            return self._relisten()
-        return self._question(self._reprompt(None))
+        return self._retry("no match", self._ask.no_match, step.no_match_limit, None)
 
     def _no_input(self) -> list[Action]:
         assert self._ask is not None and self._turn is not None
@@ -761,14 +754,18 @@ class Conversation:
         self._turn.input = "no_input"
         self._turn.result = "no_input"
         self._ask.no_input += 1
-        log.info(
-            "call %s: no input at %s (%d/%d)", self.call_id, step.id, self._ask.no_input, step.no_input_limit
-        )
-        if self._ask.no_input > step.no_input_limit:
-            return self._fail(step, f"no-input limit at {step.id}")
+        return self._retry("no input", self._ask.no_input, step.no_input_limit, step.no_input_prompt)
+
+    def _retry(self, miss: str, count: int, limit: int, prompt: str | None) -> list[Action]:
+        """After a no-match or no-input: reprompt (or re-ask the read-back) until ``limit``, then fail."""
+        assert self._ask is not None
+        step = self._ask.step
+        log.info("call %s: %s at %s (%d/%d)", self.call_id, miss, step.id, count, limit)
+        if count > limit:
+            return self._fail(step, f"{miss.replace(' ', '-')} limit at {step.id}")
         if self._waiting == "confirm":
             return self._relisten()
-        return self._question(self._reprompt(step.no_input_prompt))
+        return self._question(self._reprompt(prompt))
 
     def _reprompt(self, preferred: str | None) -> Say:
         assert self._ask is not None
