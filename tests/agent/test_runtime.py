@@ -159,9 +159,12 @@ def test_happy_path_collects_slots_and_renders_spoken_values() -> None:
     assert not question.dtmf_allowed
     assert "operator please" in question.question.phrases  # global intents bias the recognisers
 
+    assert [a.personal for a in actions if isinstance(a, Say)] == [False, False]
+
     clock.tick()
     actions = c.on_final("my name is john", 0.95)
     assert says(actions) == ["Thanks John. What is your four digit account number?"]
+    assert only(actions, Say).personal  # made from the caller's data: kept out of the prompt cache
     question = listen(actions)
     assert question.question.digit_count == 4 and question.dtmf_allowed
 

@@ -69,6 +69,7 @@ class Say:
 
     text: str
     interruptible: bool = True
+    personal: bool = False  # rendered from the caller's data: never written to the prompt cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,8 +704,8 @@ class Conversation:
             template = step.confirm_prompt or DEFAULT_CONFIRM_PROMPT
             extra = {step.slot: reading.value, "value": reading.value}
             text = self._render(template, extra, spell={step.slot, "value"})
-            say = Say(text, step.interruptible and self.agent.settings.barge_in)
             personal = _has_placeholders(template)
+            say = Say(text, step.interruptible and self.agent.settings.barge_in, personal)
             self.record.add_prompt(
                 self._now(), step.id, text, personal=personal, interruptible=say.interruptible
             )
@@ -836,8 +837,8 @@ class Conversation:
 
     def _say(self, template: str, step: Step, *, interruptible: bool = True) -> Say:
         text = self._render(template)
-        say = Say(text, interruptible and self.agent.settings.barge_in)
         personal = _has_placeholders(template)
+        say = Say(text, interruptible and self.agent.settings.barge_in, personal)
         self.record.add_prompt(self._now(), step.id, text, personal=personal, interruptible=say.interruptible)
         return say
 

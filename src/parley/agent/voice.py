@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,13 @@ from parley.agent.runtime import (
     ask_question,
 )
 from parley.agent.webhook import perform_webhook
+from parley.media.stream import Playback
 from parley.speech.arbiter import Arbiter, EnginePriors
 from parley.speech.endpoint import Endpointer, NoInput, SpeechEnded, SpeechStarted
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import DecodePool
-from parley.speech.tts import CachedTts, TtsEngine, load_tts, render
-from parley.speech.types import AsrEngine, Hypothesis, SlotType
+from parley.speech.tts import CachedTts, TtsEngine, load_tts, render, trim_silence
+from parley.speech.types import FRAME_SAMPLES, AsrEngine, Hypothesis, SlotType
 from parley.speech.vad import make_vad
 from parley.telephony.call import Call, DtmfDigit
 
@@ -52,6 +55,12 @@ LEAN_SELECTION: dict[SlotType, tuple[str, ...]] = {
     SlotType.FREE: ("sphinx-lm", "sphinx-agent-lm"),
 }
 DTMF_INTERDIGIT_S = 3.0
+# The recognisers hear the caller only from the VAD's speech onset (no decoding of silence or of
+# the prompt's echo), plus this much audio before the onset: weak first sounds ("f" of "four").
+PREROLL_MS = 300
+FRAME_MS = 20
+PROMPT_TAIL_MS = 150  # silence kept after a static prompt's last word (the caller's cue to speak)
+PREROLL_FRAMES_MAX = 100  # frames kept while waiting for an onset (the VAD confirms within a few)
 
 
 class VoiceAgent:
@@ -73,17 +82,21 @@ class VoiceAgent:
         self.engines = engines if engines is not None else load_engines()
         self.pool = pool
         self.arbiter = Arbiter(self.engines, pool=pool, priors=priors, deadline=1.0, selection=LEAN_SELECTION)
-        self.tts = tts or CachedTts(load_tts(agent.voice.engine))
+        engine = tts or load_tts(agent.voice.engine)
+        self.tts = engine if isinstance(engine, CachedTts) else CachedTts(engine)
         self.records = records
+        self.static_audio: dict[str, np.ndarray] = {}  # static prompts, rendered once at start
 
     async def start(self) -> None:
         """Warm up before the first call: decoder processes, static prompts, question grammars."""
         if self.pool is not None:
             await self.pool.warm()
+        voice = self.agent.voice
         for text in self.agent.prompts():
             if "{" not in text:
                 try:
-                    await self.speak(text)
+                    audio = await render(self.tts, text, voice.voice, voice.rate)
+                    self.static_audio[text] = trim_silence(audio, tail_ms=PROMPT_TAIL_MS)
                 except Exception as exc:  # rendered again on first use; never fatal at start-up
                     log.warning("could not pre-render a prompt of %s: %s", self.agent.name, exc)
         for step in self.agent.slots().values():
@@ -93,9 +106,22 @@ class VoiceAgent:
         if self.pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
 
-    async def speak(self, text: str) -> np.ndarray:
+    async def prompt_audio(self, say: Say) -> AsyncIterator[np.ndarray]:
+        """The prompt's 8 kHz audio as it is rendered: static prompts from memory at once, others
+        streamed clause by clause. Prompts made from the caller's data never reach the disk cache."""
+        static = self.static_audio.get(say.text)
+        if static is not None:
+            yield static
+            return
         voice = self.agent.voice
-        return await render(self.tts, text, voice.voice, voice.rate)
+        engine = self.tts.engine if say.personal else self.tts
+        started = False
+        async for chunk in engine.stream(say.text, voice.voice, voice.rate):
+            if not started:
+                chunk = trim_silence(chunk)  # the reply starts with the first word, not 250 ms later
+                started = len(chunk) > 0
+            if len(chunk):
+                yield chunk
 
     async def __call__(self, call: Call) -> None:
         await _CallSession(self, call).run()
@@ -110,6 +136,7 @@ class _CallSession:
         self.conversation = Conversation(app.agent, app.nlu, call_id=call.call_id)
         self.inbox: asyncio.Queue[np.ndarray | DtmfDigit | None] = asyncio.Queue()
         self.pending: list[Say] = []
+        self.prompts = _PromptPlayer(app, call)
 
     async def _pump(self) -> None:
         async for item in self.call.incoming():
@@ -126,6 +153,7 @@ class _CallSession:
             pass
         finally:
             pump.cancel()
+            self.prompts.cancel()
             if self.call.ended.is_set() and self.conversation.outcome is None:
                 self.conversation.on_hangup()
             if self.app.records is not None:
@@ -161,13 +189,12 @@ class _CallSession:
         return following
 
     async def _play_pending(self, *, wait: bool) -> bool:
-        """Render and queue the pending prompts; wait for the end if asked. Interruptible if all are."""
+        """Start speaking the pending prompts; wait for their end if asked. Interruptible if all are."""
         says, self.pending = self.pending, []
-        last = None
-        for say in says:
-            last = self.call.play(await self.app.speak(say.text))
-        if wait and last is not None:
-            await self.call.wait_played(last)
+        if says:
+            self.prompts.speak(says)
+        if wait:
+            await self.prompts.wait()
         return all(s.interruptible for s in says)
 
     async def _listen(self, listen: Listen) -> list[Action]:
@@ -181,6 +208,7 @@ class _CallSession:
             max_speech_ms=settings.max_turn_ms,
         )
         early: list[bool] = []
+        before_onset: deque[np.ndarray] = deque(maxlen=PREROLL_FRAMES_MAX)
 
         def on_partial(hypothesis: Hypothesis) -> None:
             if any(isinstance(a, EarlyClose) for a in self.conversation.on_partial(hypothesis.text)):
@@ -200,29 +228,35 @@ class _CallSession:
                 if isinstance(item, DtmfDigit):
                     if not listen.dtmf_allowed:
                         continue
-                    self.call.stop_playback()
+                    self.prompts.cancel()
                     if item.digit == "#":
                         return self.conversation.on_dtmf(digits)
                     digits += item.digit
                     if _keypad_complete(listen, digits):
                         return self.conversation.on_dtmf(digits)
                     continue
-                playing = self.call.stream.playing
+                playing = self.prompts.active
                 if playing and not interruptible:
                     endpointer.reset()  # the caller's turn starts when the prompt ends
+                    before_onset.clear()
                     continue
                 if playing:
                     endpointer.hold_no_input()
-                turn.feed(item)
                 event = endpointer.feed(item)
-                if early and not speaking:
-                    early.clear()  # a partial before any speech onset: not an answer yet
-                elif early:
+                if speaking:
+                    turn.feed(item)
+                else:
+                    before_onset.append(item)
+                if early and speaking:
                     event = endpointer.request_early_close() or event
                 if isinstance(event, SpeechStarted):
                     speaking = True
                     if playing:
-                        self.call.stop_playback()  # barge-in
+                        self.prompts.cancel()  # barge-in
+                    onset = len(before_onset) - (endpointer.elapsed_ms - event.at_ms + PREROLL_MS) // FRAME_MS
+                    for frame in list(before_onset)[max(0, onset) :]:
+                        turn.feed(frame)
+                    before_onset.clear()
                 elif isinstance(event, SpeechEnded):
                     record = await turn.finish()
                     winner = record.winner
@@ -242,6 +276,57 @@ class _CallSession:
 
 class CallGone(Exception):
     """The caller hung up during a turn."""
+
+
+class _PromptPlayer:
+    """Speaks a call's prompts in the background, so listening (and barge-in) starts with the first
+    audio, not after the whole prompt is rendered. Streamed chunks are queued whole 20 ms frames at a
+    time (a ragged chunk end would be padded with silence: a click inside a word)."""
+
+    def __init__(self, app: VoiceAgent, call: Call) -> None:
+        self.app = app
+        self.call = call
+        self.task: asyncio.Task[None] | None = None
+        self.last: Playback | None = None
+
+    def speak(self, says: list[Say]) -> None:
+        """Queue ``says`` after whatever is still being rendered."""
+        self.task = asyncio.ensure_future(self._render(says, self.task))
+
+    async def _render(self, says: list[Say], previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        for say in says:
+            carry = np.empty(0, dtype=np.int16)
+            try:
+                async for chunk in self.app.prompt_audio(say):
+                    pcm = np.concatenate((carry, chunk)) if len(carry) else chunk
+                    whole = len(pcm) - len(pcm) % FRAME_SAMPLES
+                    if whole:
+                        self.last = self.call.play(pcm[:whole])
+                    carry = pcm[whole:]
+            except Exception:  # the call goes on without this prompt
+                log.exception("call %s: could not render a prompt", self.call.call_id)
+            if len(carry):
+                self.last = self.call.play(carry)
+
+    @property
+    def active(self) -> bool:
+        """A prompt is being rendered or is still queued for sending."""
+        return (self.task is not None and not self.task.done()) or self.call.stream.playing
+
+    async def wait(self) -> None:
+        """Until everything spoken so far has been sent (or stopped)."""
+        if self.task is not None:
+            await asyncio.wait([self.task])
+        if self.last is not None:
+            await self.call.wait_played(self.last)
+
+    def cancel(self) -> None:
+        """Stop at once: rendering and queued audio (barge-in, end of call)."""
+        if self.task is not None:
+            self.task.cancel()
+        self.call.stop_playback()
 
 
 def _keypad_complete(listen: Listen, digits: str) -> bool:

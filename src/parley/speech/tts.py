@@ -496,6 +496,22 @@ def load_tts(name: str, **options: object) -> TtsEngine:
     raise LookupError(f"no TTS engine {name!r} (registered: {available_tts()})")
 
 
+def trim_silence(
+    pcm: np.ndarray, *, level: int = 100, lead_ms: int = 20, tail_ms: int | None = None
+) -> np.ndarray:
+    """``pcm`` without the silence a synthesiser puts before the speech (200-300 ms for flite and
+    festival: all of it added to the agent's reply latency), keeping ``lead_ms`` before the first
+    sample louder than ``level``; also the trailing silence beyond ``tail_ms`` when given.
+    Empty when nothing is louder than ``level``."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > level)
+    if not len(loud):
+        return pcm[:0]
+    per_ms = TELEPHONE_RATE // 1000
+    start = max(0, int(loud[0]) - lead_ms * per_ms)
+    end = len(pcm) if tail_ms is None else min(len(pcm), int(loud[-1]) + 1 + tail_ms * per_ms)
+    return pcm[start:end]
+
+
 async def render(
     engine: TtsEngine, text: str, voice: str | None = None, rate: float = 1.0, pitch: float = 1.0
 ) -> np.ndarray:

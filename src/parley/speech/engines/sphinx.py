@@ -71,6 +71,7 @@ Tuning (measured on this machine, flite slt/kal16/awb/rms utterances â†’ 8 kHz â
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -371,12 +372,24 @@ class SphinxGrammarEngine(_SphinxEngine):
         return _Search(g.name, install)
 
 
+@functools.cache
+def _cmudict_lines() -> dict[str, list[str]]:
+    """The pocketsphinx dictionary's lines by word (alternates such as ``read(2)`` under ``read``)."""
+    lines: dict[str, list[str]] = {}
+    with open(DICTIONARY, encoding="utf-8") as f:
+        for line in f:
+            head = line.split(" ", 1)[0]
+            lines.setdefault(head.split("(", 1)[0], []).append(line.rstrip("\n"))
+    return lines
+
+
 def _slot_sentences(slot_type: SlotType) -> list[str]:
     """Generic answer sentences per slot type, so the agent LM knows the slot vocabulary."""
     g = grammar_mod
     digits = " ".join(g.DIGIT_WORDS)
     if slot_type in (SlotType.DIGITS, SlotType.PHONE):
-        return [digits, f"double {digits}", f"triple {digits}", f"my number is {digits}", digits[::-1]]
+        backwards = " ".join(reversed(g.DIGIT_WORDS))
+        return [digits, f"double {digits}", f"triple {digits}", f"my number is {digits}", backwards]
     if slot_type is SlotType.YES_NO:
         return list(g.YES_WORDS + g.NO_WORDS)
     if slot_type is SlotType.SPELLED:
@@ -463,22 +476,26 @@ class SphinxAgentLmEngine(_SphinxEngine):
         if not corpus:
             corpus = _slot_sentences(SlotType.YES_NO)
         arpa = build_arpa(corpus)
-        known = grammar_mod.dictionary_words(DICTIONARY)
-        prons: dict[str, str] = {}
-        for word in {w for s in corpus for w in grammar_mod.normalise(s)} - known:
-            phones = grammar_mod.g2p(word)
-            if phones is None:
+        entries: list[str] = []  # the LM's words only (cmudict lines, else espeak-ng's phones)
+        for word in sorted({w for s in corpus for w in grammar_mod.normalise(s)}):
+            known = _cmudict_lines().get(word)
+            phones = None if known else grammar_mod.g2p(word)
+            if known:
+                entries += known
+            elif phones is None:
                 self.dictionary_misses.add(word)
             else:
-                prons[word] = phones
+                entries.append(f"{word} {phones}")
         name = "lm" + hashlib.sha1(arpa.encode()).hexdigest()[:12]
         path = Path(self._dir.name) / f"{name}.arpa"
         path.write_text(arpa, encoding="utf-8")
+        dictionary = Path(self._dir.name) / f"{name}.dict"
+        dictionary.write_text("\n".join(entries) + "\n", encoding="utf-8")
 
         def install(dec: Decoder) -> None:
-            for word, phones in sorted(prons.items()):
-                if dec.lookup_word(word) is None:
-                    dec.add_word(word, phones, False)
+            # A dictionary of the LM's words: with the whole cmudict loaded, pocketsphinx 5.1's
+            # add_lm_file costs ~13 s of CPU even for this tiny LM; with these words, ~2 ms.
+            dec.load_dict(str(dictionary))
             dec.add_lm_file(name, str(path))
 
         search = _Search(name, install)
