@@ -84,6 +84,7 @@ class StepResult:
     early_closed: int = 0
     complete_answers: int = 0
     close_reasons: dict[str, int] = field(default_factory=dict)
+    timing: dict[str, list[float]] = field(default_factory=dict)  # server-side parts of the reply time
 
     def percentile(self, q: float) -> float | None:
         return percentile(self.latencies_ms, q)
@@ -249,6 +250,8 @@ async def run_step(
                 result.early_closed += early
                 reason = "early-close" if early else "silence"
                 result.close_reasons[reason] = result.close_reasons.get(reason, 0) + 1
+            for part, ms in turn.get("timing", {}).items():
+                result.timing.setdefault(part, []).append(ms)
     return result
 
 
@@ -329,6 +332,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "p95_ms": _r(s.percentile(95)),
                 "max_ms": _r(max(s.latencies_ms) if s.latencies_ms else None),
                 "by_turn_p50_ms": {k: _r(percentile(v, 50)) for k, v in s.by_turn.items()},
+                "server_timing_p50_ms": {k: _r(percentile(v, 50)) for k, v in s.timing.items()},
+                "server_timing_p95_ms": {k: _r(percentile(v, 95)) for k, v in s.timing.items()},
                 "cpu_s_per_call": round(s.cpu_s / max(1, s.completed + s.failed), 3),
                 "cpu_share_of_core": round(s.cpu_s / s.wall_s, 3) if s.wall_s else None,
                 "latencies_ms": [round(x, 1) for x in s.latencies_ms],
@@ -361,6 +366,11 @@ def print_row(s: StepResult) -> None:
     )
     for error in s.errors[:3]:
         print(f"      ! {error}", flush=True)
+    parts = ", ".join(
+        f"{part} p50 {percentile(v, 50):.0f} p95 {percentile(v, 95):.0f}" for part, v in s.timing.items()
+    )
+    if parts:
+        print(f"      server side: {parts}", flush=True)
 
 
 def main() -> None:

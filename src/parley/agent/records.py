@@ -99,6 +99,7 @@ class Turn:
     arbiter_reason: str | None = None
     partials: int = 0
     t_early_close: float | None = None
+    timing: dict[str, float] = field(default_factory=dict)  # where the turn's reply time went (ms)
     nlu: dict[str, Any] = field(default_factory=dict)
     result: str | None = None  # accepted | no_match | no_input | intent:NAME | global:NAME | yes | no ...
 
@@ -115,6 +116,7 @@ class Turn:
             "arbiter_reason": self.arbiter_reason,
             "partials": self.partials,
             "t_early_close": _round(self.t_early_close),
+            "timing": self.timing,
             "nlu": self.nlu,
             "result": self.result,
         }

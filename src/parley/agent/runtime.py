@@ -442,12 +442,15 @@ class Conversation:
         hypotheses: Sequence[Hypothesis | dict[str, Any]] = (),
         arbiter_reason: str | None = None,
         winner: str | None = None,
+        timing: dict[str, float] | None = None,
     ) -> list[Action]:
-        """The caller's answer (the arbiter's choice); ``hypotheses`` are all engines' finals."""
+        """The caller's answer (the arbiter's choice); ``hypotheses`` are all engines' finals;
+        ``timing``: milliseconds the speech layer spent closing the turn, for the call record."""
         if self._waiting not in ("answer", "confirm") or self._turn is None:
             return []
         turn = self._turn
         turn.t_end = self._now()
+        turn.timing = {k: round(v, 1) for k, v in (timing or {}).items()}
         turn.input = "speech"
         turn.transcript = text
         turn.confidence = round(confidence, 3)

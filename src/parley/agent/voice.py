@@ -260,12 +260,17 @@ class _CallSession:
                 elif isinstance(event, SpeechEnded):
                     record = await turn.finish()
                     winner = record.winner
+                    timing = {
+                        "close_after_speech_ms": event.at_ms - event.last_speech_ms,  # VAD hangover included
+                        "asr_finish_ms": record.finish_seconds * 1000,
+                    }
                     return self.conversation.on_final(
                         winner.text if winner else "",
                         winner.confidence if winner else 0.0,
                         hypotheses=[h for h in record.hypotheses if h.is_final],
                         arbiter_reason=record.reason,
                         winner=winner.engine if winner else None,
+                        timing=timing,
                     )
                 elif isinstance(event, NoInput):
                     return self.conversation.on_no_input()
