@@ -45,7 +45,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(kind: str, port: int, stats_file: Path) -> subprocess.Popen:
+def start_server(kind: str, port: int, stats_file: Path, max_load: float | None = None) -> subprocess.Popen:
     if kind == "parley":
         cmd = [
             sys.executable,
@@ -63,6 +63,7 @@ def start_server(kind: str, port: int, stats_file: Path) -> subprocess.Popen:
             str(stats_file),
             "--rtp-ports",
             "20000-40000",
+            *(["--max-load", str(max_load)] if max_load is not None else []),
         ]
         ready = "answering calls"
     else:
@@ -83,11 +84,11 @@ def start_server(kind: str, port: int, stats_file: Path) -> subprocess.Popen:
     raise RuntimeError(f"{kind} server did not start")
 
 
-def run_step(kind: str, calls: int, workdir: Path) -> dict[str, object]:
+def run_step(kind: str, calls: int, workdir: Path, max_load: float | None = None) -> dict[str, object]:
     port = free_port()
     stats_file = workdir / f"{kind}-{calls}.json"
     stat_csv = workdir / f"{kind}-{calls}.csv"
-    server = start_server(kind, port, stats_file)
+    server = start_server(kind, port, stats_file, max_load)
     rate = max(calls / RAMP_S, 10)
     sipp = subprocess.Popen(
         [
@@ -188,6 +189,9 @@ def main() -> None:
     )
     parser.add_argument("--steps", default="250,500,750,1000,1250", help="concurrent call counts to try")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "calls_per_core.json")
+    parser.add_argument(
+        "--max-load", type=float, help="parley serve --max-load (default: the server's; 0 = off)"
+    )
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     results = []
@@ -195,7 +199,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for calls in steps:
             bare = run_step("bare", calls, Path(tmp))
-            parley = run_step("parley", calls, Path(tmp))
+            parley = run_step("parley", calls, Path(tmp), args.max_load)
             parley["cpu_ratio_vs_bare"] = round(
                 float(parley["cpu_percent"]) / max(float(bare["cpu_percent"]), 0.1), 2
             )

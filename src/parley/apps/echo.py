@@ -7,5 +7,6 @@ from parley.telephony.call import Call
 
 async def echo(call: Call) -> None:
     """Play every received 20 ms frame back on the next tick until the caller hangs up."""
-    call.on_audio = call.play_frame
+    # The stream's own play_frame (what Call.play_frame calls): one Python frame less per packet.
+    call.on_audio = call.stream.play_frame
     await call.wait_ended()

@@ -20,6 +20,9 @@ arrives with the buffer empty and its slot further ahead than the target delay (
 or resumption after a gap), an SSRC change, or a timestamp jump of more than ``resync_frames``
 re-synchronises the playout point. RFC 4733 events and comfort noise must be demultiplexed
 before the buffer; it only carries one frame per packet of ``frame_samples`` samples.
+
+Compiled with Cython, typed by ``jitter.pxd``: it runs for every packet and every tick of every
+call (see :mod:`parley.media.stream`).
 """
 
 from __future__ import annotations
@@ -63,14 +66,17 @@ class JitterBuffer:
         "_cur_rmax",
         "_cur_rmin",
         "_frames",
+        "_have_transit",
         "_holding",
         "_jitter",
         "_last_ts",
         "_newest",
         "_next_slot",
         "_next_ts",
+        "_played",
         "_prebuffer",
         "_prev_spread",
+        "_received",
         "_seen",
         "_ssrc",
         "_stats",
@@ -120,10 +126,13 @@ class JitterBuffer:
         self._stretch = 0
         self._holding = 0
         self._seen = 0  # bit i: slot next_slot - 1 - i held a frame (duplicate vs late)
-        self._transit: int | None = None
-        self._last_ts: int | None = None
+        self._received = 0  # the two per-packet counters live here, copied into stats on demand
+        self._played = 0
+        self._transit = 0
+        self._have_transit = False
+        self._last_ts = -1  # none yet (timestamps are unsigned)
         self._jitter = 0.0
-        self._prev_spread: int | None = None  # transit spread of the previous window
+        self._prev_spread = -1  # transit spread of the previous window (-1: none yet)
         self._cur_rmin = _NO_RMIN  # transit extremes of the current window
         self._cur_rmax = _NO_RMAX
         self._reset_window()
@@ -132,6 +141,8 @@ class JitterBuffer:
     def stats(self) -> JitterStats:
         """The counters, with the current delay and jitter filled in."""
         stats = self._stats
+        stats.received = self._received
+        stats.played = self._played
         stats.current_delay_frames = self.target
         stats.jitter_ms = self._jitter * 1000.0 / self.clock_rate
         return stats
@@ -152,9 +163,9 @@ class JitterBuffer:
             stats.resyncs += 1
             stats.overflow_drops += len(self._frames)
         if hard:
-            self._transit = None
-            self._last_ts = None
-            self._prev_spread = None
+            self._have_transit = False
+            self._last_ts = -1
+            self._prev_spread = -1
             self._cur_rmin, self._cur_rmax = _NO_RMIN, _NO_RMAX
         self._frames.clear()
         self._frames[0] = slot_payload
@@ -170,25 +181,27 @@ class JitterBuffer:
 
     def push(self, packet: RtpPacket, arrival_ts: int) -> None:
         """Buffer ``packet``, which arrived at ``arrival_ts`` (local clock, samples)."""
-        stats = self._stats
-        stats.received += 1
-        timestamp = packet.timestamp
-        if not self._synced or packet.ssrc != self._ssrc:
-            self._resync(packet.payload, timestamp, packet.ssrc, True)
+        self.insert(packet.payload, packet.timestamp, packet.ssrc, arrival_ts)
+
+    def insert(self, payload: bytes, timestamp: int, ssrc: int, arrival_ts: int) -> None:
+        """:meth:`push` from the header fields and payload (the receive path's way, no packet object)."""
+        self._received += 1
+        if not self._synced or ssrc != self._ssrc:
+            self._resync(payload, timestamp, ssrc, True)
             self._observe(timestamp, arrival_ts)
             return
         slot_off = (((timestamp - self._next_ts + _HALF32) & _MASK32) - _HALF32) // self.frame_samples
         if slot_off < 0:
             if slot_off < -self.resync_frames:
-                self._resync(packet.payload, timestamp, packet.ssrc, True)
+                self._resync(payload, timestamp, ssrc, True)
                 self._observe(timestamp, arrival_ts)
                 return
             back = -slot_off
             if back <= 64 and (self._seen >> (back - 1)) & 1:
-                stats.duplicates += 1
+                self._stats.duplicates += 1
                 return
             self._observe(timestamp, arrival_ts)
-            stats.late += 1
+            self._stats.late += 1
             self._win_events += 1
             if self.target < self.max_delay:
                 self.target += 1
@@ -198,16 +211,16 @@ class JitterBuffer:
             hard = slot_off > self.resync_frames
             if not hard:
                 self._observe(timestamp, arrival_ts)
-            self._resync(packet.payload, timestamp, packet.ssrc, hard)
+            self._resync(payload, timestamp, ssrc, hard)
             if hard:
                 self._observe(timestamp, arrival_ts)
             return
         slot = self._next_slot + slot_off
         frames = self._frames
         if slot in frames:
-            stats.duplicates += 1
+            self._stats.duplicates += 1
             return
-        frames[slot] = packet.payload
+        frames[slot] = payload
         self._observe(timestamp, arrival_ts)
         if self._holding:
             if slot_off == 0 and self.target < self.max_delay:
@@ -225,11 +238,11 @@ class JitterBuffer:
             return
         self._last_ts = timestamp
         transit = ((arrival_ts - timestamp + _HALF32) & _MASK32) - _HALF32
-        previous = self._transit
-        self._transit = transit
-        if previous is not None:
-            d = ((transit - previous + _HALF32) & _MASK32) - _HALF32
+        if self._have_transit:
+            d = ((transit - self._transit + _HALF32) & _MASK32) - _HALF32
             self._jitter += ((d if d >= 0 else -d) - self._jitter) * 0.0625
+        self._transit = transit
+        self._have_transit = True
         if transit < self._cur_rmin:
             self._cur_rmin = transit
         if transit > self._cur_rmax:
@@ -261,26 +274,25 @@ class JitterBuffer:
         if self._prebuffer:
             self._prebuffer -= 1
             return None
-        stats = self._stats
         if self._stretch:
             self._stretch -= 1
-            stats.stretches += 1
+            self._stats.stretches += 1
             return None
         slot = self._next_slot
         level = self._newest - slot
         if level < 0:
             self._holding += 1
-            stats.underruns += 1
+            self._stats.underruns += 1
             self._win_events += 1
             return None
         frame = self._frames.pop(slot, None)
         self._next_slot = slot + 1
         self._next_ts = (self._next_ts + self.frame_samples) & _MASK32
         if frame is None:
-            stats.lost += 1
+            self._stats.lost += 1
             self._seen = (self._seen << 1) & _MASK64
         else:
-            stats.played += 1
+            self._played += 1
             self._seen = ((self._seen << 1) | 1) & _MASK64
         if level < self._win_min_level:
             self._win_min_level = level
@@ -294,19 +306,19 @@ class JitterBuffer:
         spread = self._prev_spread
         if self._cur_rmax >= self._cur_rmin:
             current = self._cur_rmax - self._cur_rmin
-            spread = current if spread is None else max(spread, current)
+            spread = max(spread, current)
             self._prev_spread = current
-        desired = None
-        if spread is not None:
+        desired = -1  # unknown until a window has seen two packets
+        if spread >= 0:
             desired = max(self.min_delay, -(-spread // self.frame_samples) + 1)
-        if desired is not None and desired > self.target:
+        if desired > self.target:
             grow = min(desired, self.max_delay) - self.target
             self.target += grow
             self._stretch += grow
         elif self._win_events == 0:
             if self._win_min_level > self.target and self._frames:
                 self._skip(1, overflow=False)
-            if desired is not None and desired < self.target:
+            if 0 <= desired < self.target:
                 self.target -= 1
         self._cur_rmin, self._cur_rmax = _NO_RMIN, _NO_RMAX
         self._reset_window()

@@ -4,6 +4,8 @@ Sans-I/O and hand-written on ``struct`` because every call carries 50 packets/s 
 server must hold 1,000 calls on one core: parsing is a single ``unpack_from`` of the fixed header,
 and no general-purpose RTP library offers a cheap path plus the RFC 3550 Appendix A.1/A.3/A.8
 receiver algorithms (sequence validation, loss and interarrival jitter) this module implements.
+Compiled with Cython, typed by ``rtp.pxd``, for the same reason (see :mod:`parley.media.stream`);
+the receive path feeds :meth:`ReceptionStats.update_header` the header fields it parsed itself.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ TS_MOD = 1 << 32
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 MIN_SEQUENTIAL = 2
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+_ONE = 1  # typed unsigned 64-bit in rtp.pxd, so shifts of it stay in C
 
 
 class RtpError(ValueError):
@@ -167,6 +171,7 @@ class ReceptionStats:
         "_base_seq",
         "_cycles",
         "_expected_prior",
+        "_have_transit",
         "_jitter",
         "_last_ts",
         "_max_seq",
@@ -174,18 +179,18 @@ class ReceptionStats:
         "_received",
         "_received_prior",
         "_seen",
+        "_ssrc",
         "_transit",
         "clock_rate",
         "duplicates",
         "min_sequential",
         "out_of_order",
-        "ssrc",
     )
 
     def __init__(self, clock_rate: int = 8000, min_sequential: int = MIN_SEQUENTIAL) -> None:
         self.clock_rate = clock_rate
         self.min_sequential = max(1, min_sequential)
-        self.ssrc: int | None = None
+        self._ssrc = -1  # no source yet (SSRCs are unsigned)
         self._reset()
 
     def _reset(self) -> None:
@@ -198,8 +203,9 @@ class ReceptionStats:
         self._received_prior = 0
         self._expected_prior = 0
         self._seen = 0  # bit i: extended_max_seq - i was received (duplicate detection)
-        self._transit: int | None = None
-        self._last_ts: int | None = None
+        self._transit = 0
+        self._have_transit = False
+        self._last_ts = -1  # no packet yet (timestamps are unsigned)
         self._jitter = 0.0
         self.duplicates = 0
         self.out_of_order = 0
@@ -216,13 +222,25 @@ class ReceptionStats:
 
     def update(self, packet: RtpPacket, arrival_ts: int) -> bool:
         """Account for ``packet`` arriving at ``arrival_ts`` (local clock, RTP timestamp units)."""
-        seq = packet.sequence
-        if packet.ssrc != self.ssrc:
-            self.ssrc = packet.ssrc
+        return self.update_header(packet.sequence, packet.timestamp, packet.ssrc, arrival_ts)
+
+    def update_header(self, seq: int, timestamp: int, ssrc: int, arrival_ts: int) -> bool:
+        """:meth:`update` from the header fields alone (the receive path's way, no packet object)."""
+        if ssrc != self._ssrc:
+            self._ssrc = ssrc
             self._reset()
             self._max_seq = (seq - 1) & 0xFFFF
             self._probation = self.min_sequential
-        self._update_jitter(packet.timestamp, arrival_ts)
+        if timestamp != self._last_ts:  # RFC 3550 A.8 interarrival jitter
+            self._last_ts = timestamp
+            transit = arrival_ts - timestamp
+            if self._have_transit:
+                d = ((transit - self._transit + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+                if d < 0:
+                    d = -d
+                self._jitter += (d - self._jitter) / 16.0
+            self._transit = transit
+            self._have_transit = True
         max_seq = self._max_seq
         udelta = (seq - max_seq) & 0xFFFF
         if self._probation:
@@ -243,7 +261,7 @@ class ReceptionStats:
             if seq < max_seq:
                 self._cycles += SEQ_MOD
             self._max_seq = seq
-            self._seen = ((self._seen << udelta) | 1) & 0xFFFFFFFFFFFFFFFF if udelta < 64 else 1
+            self._seen = ((self._seen << udelta) | 1) & _MASK64 if udelta < 64 else 1
         elif udelta <= SEQ_MOD - MAX_MISORDER:
             if seq == self._bad_seq:
                 self._init_seq(seq)  # two sequential packets: the source restarted
@@ -252,28 +270,19 @@ class ReceptionStats:
                 return False
         else:
             back = SEQ_MOD - udelta
-            bit = 1 << back
-            if back < 64 and self._seen & bit:
+            if back < 64 and (self._seen >> back) & 1:
                 self.duplicates += 1
             else:
                 self.out_of_order += 1
                 if back < 64:
-                    self._seen |= bit
+                    self._seen |= _ONE << back
         self._received += 1
         return True
 
-    def _update_jitter(self, timestamp: int, arrival_ts: int) -> None:
-        if timestamp == self._last_ts:
-            return
-        self._last_ts = timestamp
-        transit = arrival_ts - timestamp
-        previous = self._transit
-        self._transit = transit
-        if previous is not None:
-            d = ((transit - previous + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-            if d < 0:
-                d = -d
-            self._jitter += (d - self._jitter) / 16.0
+    @property
+    def ssrc(self) -> int | None:
+        """SSRC of the source the statistics are about (None before the first packet)."""
+        return None if self._ssrc < 0 else self._ssrc
 
     @property
     def received(self) -> int:
@@ -288,7 +297,7 @@ class ReceptionStats:
     @property
     def expected(self) -> int:
         """Packets expected since the source was validated (0 while on probation)."""
-        if self.ssrc is None or self._probation:
+        if self._ssrc < 0 or self._probation:
             return 0
         return self._cycles + self._max_seq - self._base_seq + 1
 
