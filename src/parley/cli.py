@@ -111,6 +111,75 @@ def serve(
 
 
 @main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", help="The agent to call, sip:HOST:PORT (default: the scenario's target).")
+@click.option("--calls", type=click.IntRange(1), help="Place this many calls (overrides the scenario).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Calls per second.")
+@click.option("--concurrency", type=click.IntRange(1), help="At most this many calls at once.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Place calls for S seconds.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for calls.jsonl, summary.json, report.html (default: loadtest-results/<time>).",
+)
+@click.option("--seed", default=0, show_default=True, help="Same seed, same per-call values.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Processes.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Local address for SIP and RTP.")
+@click.option("--sip-port", type=click.IntRange(0, 65535), default=0, help="Local SIP port (0: a free one).")
+@click.option("--rtp-ports", default="40000-60000", show_default=True, help="Local RTP port range.")
+@click.option("--webhook-port", type=click.IntRange(0, 65535), help="Sink port (overrides the scenario).")
+def loadtest(
+    scenario: Path,
+    target: str | None,
+    calls: int | None,
+    rate: float | None,
+    concurrency: int | None,
+    duration: float | None,
+    out: Path | None,
+    seed: int,
+    workers: int,
+    host: str,
+    sip_port: int,
+    rtp_ports: str,
+    webhook_port: int | None,
+) -> None:
+    """Place conversational calls from SCENARIO (YAML) at an agent; exit 1 when thresholds are missed.
+
+    Writes one JSON line per call, a summary and an HTML report; Ctrl-C stops cleanly (exit 130).
+    """
+    from parley.loadtest.run import EXIT_USAGE, RunOptions, run_loadtest
+    from parley.loadtest.scenario import ScenarioFileError
+
+    if calls is not None and duration is not None:
+        raise click.UsageError("give --calls or --duration, not both")
+    if target is not None and not target.startswith(("sip:", "sips:")):
+        raise click.BadParameter("expected sip:HOST:PORT", param_hint="--target")
+    overrides = {"calls": calls, "rate": rate, "concurrency": concurrency, "duration_s": duration}
+    options = RunOptions(
+        scenario_path=scenario,
+        target=target,
+        out=out,
+        seed=seed,
+        workers=workers,
+        host=host,
+        sip_port=sip_port,
+        rtp_ports=_port_range(rtp_ports),
+        webhook_port=webhook_port,
+        overrides=overrides,
+    )
+    try:
+        result = run_loadtest(options)
+    except ScenarioFileError as exc:
+        for error in exc.errors:
+            click.echo(str(error), err=True)
+        raise SystemExit(EXIT_USAGE) from exc
+    except (ValueError, OSError) as exc:
+        click.echo(f"parley loadtest: error: {exc}", err=True)
+        raise SystemExit(EXIT_USAGE) from exc
+    raise SystemExit(result.exit_code)
+
+
+@main.command()
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write."
 )

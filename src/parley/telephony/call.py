@@ -51,6 +51,7 @@ class Call:
         self._transfer: asyncio.Future[int] | None = None
         self._reinvite: asyncio.Future[int] | None = None
         self.dtmf_received: list[str] = []
+        self.on_ended: Callable[[str], None] | None = None  # called once when the call ends
         stream.on_audio = self._audio_in
         stream.on_dtmf = self._dtmf_in
 
@@ -161,6 +162,8 @@ class Call:
         self.end_reason = reason
         self.ended.set()
         self._wake()
+        if self.on_ended is not None:
+            self.on_ended(reason)
         for future in (self._transfer, self._reinvite):
             if future is not None and not future.done():
                 future.set_result(481)

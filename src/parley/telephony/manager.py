@@ -43,10 +43,12 @@ App = Callable[[Call], Awaitable[None]]
 class DialError(Exception):
     """An outgoing call was not answered; ``status`` is the final SIP status (408 on timeout)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, final_response: bool = True) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+        self.final_response = final_response  # False: no final response came (we gave up waiting)
+        self.call_id: str | None = None  # set by dial()
 
 
 @dataclass(slots=True)
@@ -381,6 +383,9 @@ class CallManager:
         self._flush()
         try:
             return await asyncio.wait_for(asyncio.shield(leg.answered), timeout)  # type: ignore[arg-type]
+        except DialError as exc:
+            exc.call_id = session.call_id
+            raise
         except (TimeoutError, asyncio.CancelledError) as exc:
             # Nobody awaits the answer any more: a late failure is not reported, and a 2xx that
             # crosses our CANCEL is hung up at once (see _on_answered) instead of left running.
@@ -388,7 +393,9 @@ class CallManager:
             self.ua.cancel(session, self._now())
             self._flush()
             if isinstance(exc, TimeoutError):
-                raise DialError(408, "no answer") from None
+                error = DialError(408, "no answer", final_response=False)
+                error.call_id = session.call_id
+                raise error from None
             raise
 
     def _on_answered(self, session: InviteSession, leg: _Leg, answer: bytes) -> None:

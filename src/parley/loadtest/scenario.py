@@ -1,0 +1,544 @@
+"""Load-test scenario files: pydantic models, YAML loading with line/column errors, variables, templates.
+
+A scenario holds the traffic shape, transport and codecs, the webhook sink, the pass/fail thresholds,
+per-call variables and one or more weighted caller scripts (see ``examples/loadtest/``). Errors are
+reported like agent files' (:class:`parley.agent.loader.AgentError`: ``file:line:col: error: ...``);
+the YAML-position machinery is the agent loader's.
+
+Templates are answer texts and expected slot values with ``{variable}`` or ``{variable|filter}``
+placeholders; filters: ``words`` (each digit as a word: "4 2" → "four two"), ``spell`` (letters one
+by one), ``spoken`` (an ISO date as said aloud: "the third of May nineteen eighty five"), ``upper``,
+``lower``. Each call draws its variables from ``random.Random(f"{seed}:{index}")``, so a call's values
+depend only on the seed and its index (not on the number of workers).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import types
+import typing
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
+
+from parley.agent.loader import AgentError, _at_node, _dupes, _resolve
+from parley.agent.model import did_you_mean
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|([a-z_]+))?\}")
+FILTERS = ("words", "spell", "spoken", "upper", "lower")
+STEP_KINDS = (
+    "wait_prompt",
+    "say",
+    "pause",
+    "barge_in",
+    "dtmf",
+    "silence",
+    "hangup",
+    "expect_transfer",
+    "expect_hangup",
+)
+THRESHOLD_KEYS = (
+    "max_failed_pct",
+    "max_p95_turn_latency_ms",
+    "max_p95_setup_ms",
+    "min_slot_accuracy_pct",
+    "max_rtp_loss_pct",
+)
+Loc = tuple[str | int, ...]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- traffic, media, sink, thresholds -------------------------------------------------------------
+class Traffic(_Model):
+    """When calls are placed: a rate that ramps up, holds, ramps down; a number of calls or a duration."""
+
+    calls: int | None = Field(None, ge=1, description="Place this many calls in all.")
+    duration_s: float | None = Field(None, gt=0, description="Place calls for this long.")
+    rate: float = Field(1.0, gt=0, description="Calls per second on the plateau.")
+    concurrency: int = Field(100, ge=1, description="At most this many calls at once.")
+    ramp_up_s: float = Field(0.0, ge=0)
+    ramp_down_s: float = Field(0.0, ge=0)
+    setup_timeout_s: float = Field(10.0, gt=0, le=30, description="INVITE → answer, else no_answer.")
+    max_call_s: float = Field(300.0, gt=0, description="A call still up after this long is hung up.")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Self:
+        if (self.calls is None) == (self.duration_s is None):
+            raise ValueError("give either 'calls' or 'duration_s'")
+        if self.duration_s is not None and self.ramp_up_s + self.ramp_down_s > self.duration_s:
+            raise ValueError("ramp_up_s + ramp_down_s is longer than duration_s")
+        return self
+
+
+class PromptDetection(_Model):
+    """How the caller tells the agent's prompt has ended: speech, then this much silence."""
+
+    silence_ms: int = Field(700, ge=100, le=10000)
+    min_speech_ms: int = Field(300, ge=20, le=10000)
+    timeout_s: float = Field(20.0, gt=0, le=600, description="Default wait_prompt timeout.")
+
+
+class CallerVoice(_Model):
+    engine: Literal["flite", "espeak-ng", "festival"] = "flite"
+    voice: str = "slt"  # pocketsphinx hears flite's slt; it does not hear espeak-ng well
+    rate: float = Field(1.0, gt=0.2, le=4.0)
+
+
+class Caller(_Model):
+    voice: CallerVoice = CallerVoice()
+    prompt: PromptDetection = PromptDetection()
+
+
+class HookResponse(_Model):
+    status: int = Field(200, ge=100, le=599)
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class Webhook(_Model):
+    """The sink the agent under test posts to (``http://HOST:PORT/...``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    responses: dict[str, HookResponse] = Field(
+        default_factory=dict, description="Answer per request path; others get 200 {}."
+    )
+
+
+class Thresholds(_Model):
+    """Limits; a run that misses any exits 1 (absent: not checked)."""
+
+    max_failed_pct: float | None = Field(None, ge=0, le=100)
+    max_p95_turn_latency_ms: float | None = Field(None, gt=0)
+    max_p95_setup_ms: float | None = Field(None, gt=0)
+    min_slot_accuracy_pct: float | None = Field(None, ge=0, le=100)
+    max_rtp_loss_pct: float | None = Field(None, ge=0, le=100)
+
+
+# -- variables ------------------------------------------------------------------------------------
+class DigitsGen(_Model):
+    length: int = Field(ge=1, le=64)
+    alphabet: str = Field("0123456789", min_length=1, pattern=r"^[0-9A-Za-z]+$")
+
+
+class NumberGen(_Model):
+    min: int = 0
+    max: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max < self.min:
+            raise ValueError("max is below min")
+        return self
+
+
+class DateGen(_Model):
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+class Variable(_Model):
+    """One generator: ``digits``, ``number``, ``date`` or ``choice`` (exactly one)."""
+
+    digits: DigitsGen | None = None
+    number: NumberGen | None = None
+    date: DateGen | None = None
+    choice: list[str | int | float | bool] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in ("digits", "number", "date", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a variable has exactly one generator: digits, number, date or choice")
+        return self
+
+    def draw(self, rng: random.Random) -> str:
+        if self.digits is not None:
+            return "".join(rng.choice(self.digits.alphabet) for _ in range(self.digits.length))
+        if self.number is not None:
+            return str(rng.randint(self.number.min, self.number.max))
+        if self.date is not None:
+            days = (self.date.end - self.date.start).days
+            return (self.date.start + timedelta(days=rng.randint(0, days))).isoformat()
+        assert self.choice is not None
+        return _text(rng.choice(self.choice))
+
+
+# -- steps ----------------------------------------------------------------------------------------
+class WaitPrompt(_Model):
+    timeout_s: float | None = Field(None, gt=0, le=600)
+
+
+class Say(_Model):
+    text: str | None = None
+    wav: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return {"text": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.text is None) == (self.wav is None):
+            raise ValueError("say needs either 'text' or 'wav'")
+        return self
+
+
+class Pause(_Model):
+    ms: int = Field(ge=0, le=600_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return {"ms": data} if isinstance(data, int) and not isinstance(data, bool) else data
+
+
+class BargeIn(Say):
+    after_ms: int = Field(500, ge=0, le=60_000, description="Speak this long after the agent starts.")
+    timeout_s: float | None = Field(None, gt=0, le=600)
+
+
+class Dtmf(_Model):
+    digits: str = Field(
+        pattern=r"^(?:[0-9*#A-Da-d]|\{[A-Za-z_][A-Za-z0-9_]*\})+$", description="Keys, or {variable}."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return {"digits": str(data)} if isinstance(data, str | int) and not isinstance(data, bool) else data
+
+
+class Expectation(_Model):
+    timeout_s: float = Field(30.0, gt=0, le=600)
+
+
+class Empty(_Model):
+    pass
+
+
+class Step(_Model):
+    """One caller action; written as ``- say: "..."``, ``- pause: 500`` or a bare ``- hangup``."""
+
+    wait_prompt: WaitPrompt | None = None
+    say: Say | None = None
+    pause: Pause | None = None
+    barge_in: BargeIn | None = None
+    dtmf: Dtmf | None = None
+    silence: Pause | None = None
+    hangup: Empty | None = None
+    expect_transfer: Expectation | None = None
+    expect_hangup: Expectation | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {data: {}}
+        if isinstance(data, dict):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("a step is one action: " + ", ".join(STEP_KINDS))
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(iter(self.model_fields_set))
+
+    @property
+    def args(self) -> Any:
+        return getattr(self, self.kind)
+
+
+class Expect(_Model):
+    value: str | int | float | bool
+    type: str = Field("text", pattern=r"^[a-z_]+$", description="Slot type, for per-type accuracy.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return data if isinstance(data, dict) else {"value": data}
+
+
+class Script(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    weight: float = Field(1.0, gt=0)
+    steps: list[Step] = Field(min_length=1)
+    expect: dict[str, Expect] = Field(default_factory=dict, description="Slot → expected value template.")
+
+
+class Scenario(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    target: str | None = Field(None, pattern=r"^sips?:")
+    transport: Literal["udp", "tcp"] = "udp"
+    codecs: list[Literal["PCMU", "PCMA"]] = Field(["PCMU", "PCMA"], min_length=1)
+    traffic: Traffic
+    caller: Caller = Caller()
+    webhook: Webhook = Webhook()
+    thresholds: Thresholds = Thresholds()
+    variables: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Variable] = Field(
+        default_factory=dict
+    )
+    scripts: list[Script] = Field(min_length=1)
+
+    def problems(self, base: Path | None = None) -> list[tuple[Loc, str, str | None]]:
+        """Meaning checks: (loc, message, hint) for unknown variables, filters, missing WAVs, names."""
+        out: list[tuple[Loc, str, str | None]] = []
+        names = list(self.variables)
+        seen: set[str] = set()
+        for i, script in enumerate(self.scripts):
+            if script.name in seen:
+                out.append((("scripts", i, "name"), f"duplicate script name {script.name!r}", None))
+            seen.add(script.name)
+            templates: list[tuple[Loc, str]] = []
+            for j, step in enumerate(script.steps):
+                args = step.args
+                if isinstance(args, Dtmf):
+                    templates.append((("scripts", i, "steps", j, step.kind, "digits"), args.digits))
+                if isinstance(args, Say):
+                    here: Loc = ("scripts", i, "steps", j, step.kind)
+                    if args.text is not None:
+                        templates.append(((*here, "text"), args.text))
+                    if args.wav is not None and not _resolve_path(args.wav, base).is_file():
+                        message = f"no such WAV file: {args.wav}"
+                        out.append(((*here, "wav"), message, "paths are relative to the scenario"))
+            for slot, expect in script.expect.items():
+                if isinstance(expect.value, str):
+                    templates.append((("scripts", i, "expect", slot, "value"), expect.value))
+            for loc, text in templates:
+                for match in PLACEHOLDER.finditer(text):
+                    name, filt = match.group(1), match.group(2)
+                    if name not in self.variables:
+                        hint = did_you_mean(name, names, "variables") if names else "declare it in variables:"
+                        out.append((loc, f"unknown variable {name!r} in {text!r}", hint))
+                    if filt is not None and filt not in FILTERS:
+                        hint = did_you_mean(filt, FILTERS, "filters")
+                        out.append((loc, f"unknown filter {filt!r} in {text!r}", hint))
+        return out
+
+    def thresholds_dict(self) -> dict[str, float]:
+        return {k: v for k, v in self.thresholds.model_dump().items() if v is not None}
+
+
+def _resolve_path(path: Path, base: Path | None) -> Path:
+    return path if path.is_absolute() or base is None else base / path
+
+
+# -- templates ------------------------------------------------------------------------------------
+ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TEENS = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"]
+TEENS.append("nineteen")
+TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
+ORDINALS += ["eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth"]
+ORDINALS += ["eighteenth", "nineteenth", "twentieth"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October"]
+MONTHS += ["November", "December"]
+
+
+def _below_100(n: int) -> str:
+    if n < 10:
+        return ONES[n]
+    if n < 20:
+        return TEENS[n - 10]
+    return TENS[n // 10] + ("" if n % 10 == 0 else " " + ONES[n % 10])
+
+
+def _ordinal(n: int) -> str:
+    if n <= 20:
+        return ORDINALS[n - 1]
+    return (TENS[n // 10][:-1] + "ieth") if n % 10 == 0 else TENS[n // 10] + " " + ORDINALS[n % 10 - 1]
+
+
+def _year(y: int) -> str:
+    if 2000 <= y < 2010:
+        return "two thousand" + ("" if y == 2000 else " and " + ONES[y - 2000])
+    high, low = divmod(y, 100)
+    return _below_100(high) + " " + ("hundred" if low == 0 else ("oh " if low < 10 else "") + _below_100(low))
+
+
+def spoken_date(iso: str) -> str:
+    """``1985-05-03`` → ``the third of May nineteen eighty five``."""
+    d = date.fromisoformat(iso)
+    return f"the {_ordinal(d.day)} of {MONTHS[d.month - 1]} {_year(d.year)}"
+
+
+def _apply(value: str, filt: str | None) -> str:
+    if filt is None:
+        return value
+    if filt == "words":
+        return " ".join(ONES[int(c)] if c.isdigit() else c for c in value if not c.isspace())
+    if filt == "spell":
+        return " ".join(c.upper() for c in value if c.isalnum())
+    if filt == "spoken":
+        return spoken_date(value)
+    if filt == "upper":
+        return value.upper()
+    if filt == "lower":
+        return value.lower()
+    raise ValueError(f"unknown filter {filt!r}")
+
+
+def render_template(text: str, values: dict[str, str]) -> str:
+    """Fill ``{name}`` / ``{name|filter}`` placeholders (``{{`` and ``}}`` are literal braces)."""
+    parts = text.split("{{")
+    out = []
+    for part in parts:
+        pieces = part.split("}}")
+        filled = (PLACEHOLDER.sub(lambda m: _apply(values[m.group(1)], m.group(2)), p) for p in pieces)
+        out.append("}".join(filled))
+    return "{".join(out)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def draw_values(scenario: Scenario, rng: random.Random) -> dict[str, str]:
+    """One call's variables (in declaration order, so a seed gives the same values)."""
+    return {name: var.draw(rng) for name, var in scenario.variables.items()}
+
+
+def choose_script(scenario: Scenario, rng: random.Random) -> Script:
+    return rng.choices(scenario.scripts, weights=[s.weight for s in scenario.scripts])[0]
+
+
+# -- loading --------------------------------------------------------------------------------------
+class ScenarioFileError(Exception):
+    """A scenario that cannot be loaded; ``errors`` lists every problem (``file:line:col: error: ...``)."""
+
+    def __init__(self, file: str, errors: list[AgentError]) -> None:
+        self.file = file
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and validate a scenario file (raises :class:`ScenarioFileError`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioFileError(str(path), [AgentError(str(path), 1, 1, f"cannot read file: {exc}")]) from exc
+    return load_scenario_text(text, str(path), base=path.parent)
+
+
+def load_scenario_text(text: str, file: str = "<scenario>", base: Path | None = None) -> Scenario:
+    """Load and validate a scenario from YAML text; WAV paths are relative to ``base``."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            empty = AgentError(file, 1, 1, "the file is empty", "see examples/loadtest/")
+            raise ScenarioFileError(file, [empty])
+        errors = [_at_node(file, k, f"duplicate key {k.value!r}", "remove one of them") for k in _dupes(root)]
+        data = loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        error = AgentError(file, line, col, message, "check indentation")
+        raise ScenarioFileError(file, [error]) from exc
+    except yaml.YAMLError as exc:
+        raise ScenarioFileError(file, [AgentError(file, 1, 1, f"invalid YAML: {exc}")]) from exc
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        errors.append(_at_node(file, root, "a scenario must be a mapping", "start with 'name: my-test'"))
+        raise ScenarioFileError(file, errors)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        errors += [_error(file, root, err) for err in exc.errors()]
+        raise ScenarioFileError(file, _sorted(errors)) from None
+    for loc, message, hint in scenario.problems(base):
+        _, node = _resolve(root, loc)
+        errors.append(_at_node(file, node, message, hint))
+    if errors:
+        raise ScenarioFileError(file, _sorted(errors))
+    return scenario
+
+
+def _sorted(errors: list[AgentError]) -> list[AgentError]:
+    return sorted(dict.fromkeys(errors), key=lambda e: (e.line, e.column))
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for arg in typing.get_args(annotation):
+            found = _inner_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _model_at(loc: Loc) -> type[BaseModel]:
+    """The model whose fields the mapping at ``loc`` holds (for unknown-field hints)."""
+    model: type[BaseModel] = Scenario
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is not None:
+            inner = _inner_model(field.annotation)
+            if inner is None:
+                break
+            model = inner
+    return model
+
+
+def _where(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part != "[key]":
+            out += f".{part}" if out else part
+    return out
+
+
+def _error(file: str, root: yaml.Node, err: ErrorDetails) -> AgentError:
+    loc: Loc = tuple(err["loc"])
+    kind = err["type"]
+    message = err["msg"].removeprefix("Value error, ")
+    hint: str | None = None
+    field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    key_wanted = False
+    if kind == "missing":
+        message = f"missing required field {field!r}"
+        hint = f"add {field}: ..."
+    elif kind == "extra_forbidden":
+        key_wanted = True
+        fields = list(_model_at(loc[:-1]).model_fields)
+        message = f"unknown field {field!r}"
+        if _model_at(loc[:-1]) is Step:
+            message = f"unknown step {field!r}"
+            fields = list(STEP_KINDS)
+        hint = did_you_mean(str(field), fields, "allowed fields")
+    else:
+        where = _where(loc)
+        message = f"{where}: {message[:1].lower()}{message[1:]}" if where else message
+    key, node = _resolve(root, loc)
+    target = key if key_wanted and key is not None else node
+    return _at_node(file, target, message, hint)
