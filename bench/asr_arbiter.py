@@ -7,8 +7,13 @@ engine decodes the audio as a stream of 20 ms frames; the arbiter's pick is scor
 same hypotheses with the learned priors (exactly the arbiter's policy, without re-decoding).
 "arbiter" runs every engine on every question; "arbiter-lean" runs only the grammar and the
 per-agent LM on closed questions (the general LM, the costliest, only on free speech).
-Latency (end of speech -> the arbiter's decision) is measured with the real arbiter on a sample
-of utterances streamed in real time, all engines in parallel.
+"oracle" counts an utterance right when any engine got it: no selection policy can beat it.
+Latency (end of speech -> the arbiter's decision) is measured with the real arbiter as the voice
+agent runs it (``LEAN_SELECTION``, 1 s deadline, engines in decode processes) on a sample of
+utterances streamed in real time.
+
+Decodes are cached per engine fingerprint (name, decoder settings, code revision) in each corpus
+directory, so re-running after changing one engine re-decodes only that engine.
 
 Usage: ``.venv/bin/python bench/asr_arbiter.py [--per-type 34] [--train-per-type 12]``
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import statistics
 import sys
@@ -29,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from parley.agent.voice import LEAN_SELECTION
 from parley.speech.arbiter import Arbiter, EnginePriors, score
 from parley.speech.corpus import generate_corpus, question_for, read_labels, read_wav
 from parley.speech.engines import load_engines
@@ -66,12 +73,19 @@ def reference(record: dict[str, Any]) -> date | None:
 _ENGINES: list[AsrEngine] = []
 
 
-def _load_worker() -> None:
-    _ENGINES[:] = load_engines()
+def fingerprint(engine: AsrEngine) -> str:
+    """What an engine's decodes depend on: its name, decoder settings and code revision."""
+    settings = {k: v for k, v in sorted(getattr(engine, "settings", {}).items()) if k != "dict"}
+    revision = getattr(engine, "revision", "")
+    return hashlib.sha1(f"{engine.name}|{revision}|{settings}".encode()).hexdigest()[:10]
+
+
+def _load_worker(names: list[str]) -> None:
+    _ENGINES[:] = load_engines(names)
 
 
 def _decode_all(job: tuple[str, dict[str, Any]]) -> list[tuple[str, str, float, float]]:
-    """In a worker process: every engine's final for one utterance, as plain tuples."""
+    """In a worker process: the finals of the loaded engines for one utterance, as plain tuples."""
     path, record = job
     audio, _ = read_wav(Path(path))
     finals = []
@@ -82,26 +96,35 @@ def _decode_all(job: tuple[str, dict[str, Any]]) -> list[tuple[str, str, float, 
     return finals
 
 
-def run_engines(directory: Path, records: list[dict[str, Any]], workers: int) -> list[dict]:
-    """Decode every utterance with every engine (in ``workers`` processes; cached in the corpus dir)."""
-    cache_file = directory / "decodes-cache.json"
-    cache: dict[str, list] = json.loads(cache_file.read_text()) if cache_file.exists() else {}
-    todo = [r for r in records if r["id"] not in cache]
-    with ProcessPoolExecutor(workers, initializer=_load_worker) as pool:
-        jobs = [(str(directory / r["file"]), r) for r in todo]
-        for done, (record, finals) in enumerate(zip(todo, pool.map(_decode_all, jobs), strict=True), 1):
-            cache[record["id"]] = finals
-            if done % 10 == 0 or done == len(todo):
-                cache_file.write_text(json.dumps(cache))
-            print(
-                f"\r  decoded {done}/{len(todo)} (cached {len(records) - len(todo)})", end="", file=sys.stderr
-            )
-    print(file=sys.stderr)
+def run_engines(
+    directory: Path, records: list[dict[str, Any]], engines: list[AsrEngine], workers: int
+) -> list[dict]:
+    """Decode every utterance with every engine in ``workers`` processes. Cached in the corpus
+    directory per engine :func:`fingerprint`: changing one engine re-decodes only that engine."""
+    cache_file = directory / "decodes-by-engine.json"
+    cache: dict[str, dict[str, list]] = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+    for engine in engines:
+        entries = cache.setdefault(fingerprint(engine), {})
+        todo = [r for r in records if r["id"] not in entries]
+        if not todo:
+            continue
+        with ProcessPoolExecutor(workers, initializer=_load_worker, initargs=([engine.name],)) as pool:
+            jobs = [(str(directory / r["file"]), r) for r in todo]
+            for done, (record, finals) in enumerate(zip(todo, pool.map(_decode_all, jobs), strict=True), 1):
+                entries[record["id"]] = finals[0] if finals else None
+                if done % 10 == 0 or done == len(todo):
+                    cache_file.write_text(json.dumps(cache))
+                print(f"\r  {engine.name}: decoded {done}/{len(todo)}", end="", file=sys.stderr)
+        print(file=sys.stderr)
     rows = []
     for record in records:
         question = question_for(record)
         row: dict[str, Any] = {"record": record, "hypotheses": {}, "correct": {}, "cpu": {}}
-        for name, text, confidence, cpu in cache[record["id"]]:
+        for engine in engines:
+            final = cache[fingerprint(engine)][record["id"]]
+            if final is None:
+                continue
+            name, text, confidence, cpu = final
             row["hypotheses"][name] = Hypothesis(name, text, confidence, True, cpu_seconds=cpu)
             row["correct"][name] = is_correct(question, text, record["value"], reference(record))
             row["cpu"][name] = cpu
@@ -129,12 +152,11 @@ def arbitrate(rows: list[dict], priors: EnginePriors, label: str, engines: set[s
 async def latency_sample(
     engines: list[AsrEngine], directory: Path, records: list[dict], priors: EnginePriors
 ) -> list[float]:
-    """End of speech -> decision, with the audio streamed in real time and engines in parallel."""
+    """End of speech -> decision, with the audio streamed in real time, as the voice agent runs it."""
     async with DecodePool([e.name for e in engines]) as pool:  # in production engines decode in processes
         await pool.warm()
-        return await _timed_turns(
-            Arbiter(engines, priors=priors, deadline=2.0, pool=pool), directory, records
-        )
+        arbiter = Arbiter(engines, priors=priors, deadline=1.0, pool=pool, selection=LEAN_SELECTION)
+        return await _timed_turns(arbiter, directory, records)
 
 
 async def _timed_turns(arbiter: Arbiter, directory: Path, records: list[dict]) -> list[float]:
@@ -149,8 +171,10 @@ async def _timed_turns(arbiter: Arbiter, directory: Path, records: list[dict]) -
             if start % (FRAME_SAMPLES * 5) == 0:
                 await asyncio.sleep(0.1)  # 5 frames = 100 ms of caller audio
         started = time.perf_counter()
-        await turn.finish()
+        turn_record = await turn.finish()
         delays.append(time.perf_counter() - started)
+        if turn_record.failed_engines:
+            print(f"  {record['id']}: {turn_record.failed_engines}", file=sys.stderr)
     return delays
 
 
@@ -207,7 +231,7 @@ async def main() -> None:
     test_records = await corpus(test_dir, 2, args.per_type)
 
     print("learning priors", file=sys.stderr)
-    train_rows = run_engines(train_dir, train_records, args.workers)
+    train_rows = run_engines(train_dir, train_records, engines, args.workers)
     outcomes = [
         (name, row["record"]["slot_type"], right)
         for row in train_rows
@@ -217,7 +241,7 @@ async def main() -> None:
     priors.save(args.workdir / "priors.json")
 
     print(f"evaluating on {len(test_records)} utterances", file=sys.stderr)
-    rows = run_engines(test_dir, test_records, args.workers)
+    rows = run_engines(test_dir, test_records, engines, args.workers)
     raw = [
         {"id": row["record"]["id"], "slot_type": row["record"]["slot_type"], "correct": row["correct"],
          "cpu": row["cpu"], "audio_seconds": row["audio_seconds"],
@@ -227,10 +251,12 @@ async def main() -> None:
     (args.workdir / "decodes.json").write_text(json.dumps(raw, indent=1))
     arbitrate(rows, priors, "arbiter")
     arbitrate(rows, priors, "arbiter-lean", {"sphinx-grammar", "sphinx-agent-lm"})
-    columns = [*names, "arbiter", "arbiter-lean"]
+    for row in rows:
+        row["correct"]["oracle"] = any(row["correct"].values())
+    columns = [*names, "arbiter", "arbiter-lean", "oracle"]
     accuracy = table(rows, columns)
-    cpu_closed = cpu_per_audio_second(rows, columns, closed_only=True)
-    cpu_all = cpu_per_audio_second(rows, columns, closed_only=False)
+    cpu_closed = cpu_per_audio_second(rows, columns[:-1], closed_only=True)
+    cpu_all = cpu_per_audio_second(rows, columns[:-1], closed_only=False)
     sample = [
         r for i, r in enumerate(test_records) if i % max(1, len(test_records) // args.latency_sample) == 0
     ]
@@ -245,8 +271,8 @@ async def main() -> None:
     for slot_type, values in accuracy.items():
         cells = "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>17}" for v in values.values())
         print(f"{slot_type:<15}{cells}")
-    print(f"{'CPU s/s closed':<15}" + "".join(f"{cpu_closed[c]:>17.3f}" for c in columns))
-    print(f"{'CPU s/s all':<15}" + "".join(f"{cpu_all[c]:>17.3f}" for c in columns))
+    print(f"{'CPU s/s closed':<15}" + "".join(f"{cpu_closed.get(c, 0):>17.3f}" for c in columns))
+    print(f"{'CPU s/s all':<15}" + "".join(f"{cpu_all.get(c, 0):>17.3f}" for c in columns))
     p50 = statistics.median(delays)
     p95 = float(np.percentile(delays, 95))
     print(f"\nbest single engine on closed questions: {best_single};", end=" ")

@@ -198,3 +198,27 @@ def test_selection_narrows_the_engines_per_slot_type(engines):
     assert [e.name for e in arbiter.engines_for(DIGITS)] == ["sphinx-grammar"]
     free = Question(SlotType.FREE)
     assert [e.name for e in arbiter.engines_for(free)] == ["sphinx-lm"]  # no policy: all that support it
+
+
+async def test_the_turn_ends_as_soon_as_no_engine_still_decoding_could_win(engines):
+    """The grammar's valid final, with a high prior, beats anything an engine with a low prior
+    could still return: the turn does not wait for that engine (nor for the deadline)."""
+    audio = await telephone_speech("four two seven one")
+    priors = EnginePriors.learn(
+        [("sphinx-grammar", "digits", True)] * 20 + [("hanging", "digits", False)] * 20
+    )
+    grammar = [e for e in engines if e.name == "sphinx-grammar"]
+    arbiter = Arbiter([*grammar, HangingEngine()], priors=priors, deadline=30)
+    record = await asyncio.wait_for(arbiter.recognize(DIGITS, audio), timeout=20)
+    assert record.not_awaited == ["hanging"] and "hanging" not in record.failed_engines
+    assert "hanging" not in record.scores  # a not-awaited engine's partial is not a candidate
+    assert record.winner is not None and record.winner.engine == "sphinx-grammar"
+    assert read_digits(record.winner.text) == "4271"
+
+
+async def test_equal_priors_wait_for_every_engine(engines):
+    """Without priors that settle it, a slower engine's final is awaited and recorded."""
+    audio = await telephone_speech("four two seven one")
+    record = await Arbiter(engines, deadline=30).recognize(DIGITS, audio)
+    assert record.not_awaited == [] and record.failed_engines == {}
+    assert {h.engine for h in record.hypotheses if h.is_final} == {"sphinx-lm", "sphinx-grammar"}

@@ -15,7 +15,7 @@ from pocketsphinx import Decoder
 
 from parley.media import g711
 from parley.speech.engines import available_engines, load_engines
-from parley.speech.engines.grammar import compile_question, default_dictionary
+from parley.speech.engines.grammar import DIGIT_WORDS, compile_question, default_dictionary
 from parley.speech.engines.pool import DecodePool
 from parley.speech.engines.sphinx import (
     SphinxAgentLmEngine,
@@ -23,6 +23,7 @@ from parley.speech.engines.sphinx import (
     SphinxLmEngine,
     build_arpa,
 )
+from parley.speech.slots import read_digits
 from parley.speech.types import FRAME_SAMPLES, AsrEngine, AsrSession, Hypothesis, Question, SlotType
 
 pytestmark = pytest.mark.skipif(
@@ -188,15 +189,59 @@ def test_grammar_compiles_every_closed_slot_type() -> None:
     ]
     for q in questions:
         g = compile_question(q, default_dictionary())
-        for word, phones in g.pronunciations:
-            decoder.add_word(word, phones, False)
-        decoder.add_jsgf_string(g.name, g.jsgf)
+        g.install(decoder)
         assert all(decoder.lookup_word(w) is not None for w in g.words), q
+        assert bool(g.transitions) == (q.digit_count is not None), q  # counted digits: a direct FSG
     okonkwo = compile_question(questions[8], default_dictionary())
     if shutil.which("espeak-ng"):
         assert "okonkwo" in dict(okonkwo.pronunciations)  # not in cmudict: espeak-ng g2p
     assert not SphinxGrammarEngine().supports(Question(SlotType.FREE))
     assert not SphinxGrammarEngine().supports(Question(SlotType.NAME))
+
+
+def test_counted_digits_grammar_grows_linearly_and_allows_doubles_at_any_length() -> None:
+    """A JSGF grammar for "exactly N digits with double/triple" grew like the tribonacci numbers."""
+    sizes = {}
+    for count in (4, 11, 16, 32):
+        g = compile_question(Question(SlotType.PHONE, digit_count=count), default_dictionary())
+        assert {"double", "triple", "oh", "plus"} <= set(g.words) and g.jsgf == ""
+        sizes[count] = len(g.transitions)
+        leaving: dict[int, float] = {}
+        for source, _, probability, _ in g.transitions:
+            leaving[source] = leaving.get(source, 0.0) + probability
+        assert all(abs(total - 1.0) < 1e-9 for total in leaving.values())  # a proper distribution
+        assert g.final_state not in leaving  # nothing after the last digit
+    per_digit = (sizes[32] - sizes[16]) / 16
+    assert sizes[16] - sizes[11] == pytest.approx(5 * per_digit)  # linear in the digit count
+
+
+def test_a_counted_digits_question_still_hears_the_agents_phrases(grammar_engine, speech) -> None:
+    question = Question(SlotType.DIGITS, digit_count=8, phrases=("I want to speak to an agent",))
+    assert grammar_engine.grammar(question).transitions  # still the linear FSG, phrases included
+    final, _ = recognise(grammar_engine, question, speech("I want to speak to an agent", "slt"))
+    assert final.text == "i want to speak to an agent"
+    digits = speech("nine nine three zero five two one eight", "kal16")
+    with_phrases, _ = recognise(grammar_engine, question, digits)
+    without, _ = recognise(grammar_engine, Question(SlotType.DIGITS, digit_count=8), digits)
+    assert with_phrases.text == without.text and len(read_digits(without.text) or "") == 8
+
+
+@pytest.mark.parametrize("voice", ["slt", "kal16"])
+def test_an_eleven_digit_number_with_doubles(grammar_engine, speech, voice) -> None:
+    question = Question(SlotType.PHONE, digit_count=11)
+    text = "zero two zero seven double one four three nine two one"
+    final, _ = recognise(grammar_engine, question, speech(text, voice))
+    assert final.text == text
+
+
+def test_a_grammar_path_that_never_ends_keeps_its_best_words(grammar_engine, speech) -> None:
+    """Two digits said where eight are expected: no path reaches the grammar's end, and the final
+    keeps the best partial path (with no confidence) instead of an empty transcript."""
+    question = Question(SlotType.DIGITS, digit_count=8)
+    final, _ = recognise(grammar_engine, question, speech("four two", "slt"))
+    assert final.is_final and final.confidence == 0.0
+    assert final.text and set(final.text.split()) <= set(DIGIT_WORDS) | {"double", "triple"}
+    assert len(final.text.split()) < 8
 
 
 def test_agent_lm_recognises_the_agents_phrases(speech) -> None:

@@ -65,7 +65,7 @@ class ScriptedCaller:
         self._transfer_waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
         call.on_ended = self._on_ended
-        # call.on_audio = _discard  # decoded frames are not needed: everything is done on arrival
+        call.on_audio = _discard  # decoded frames are not needed (all is done on arrival): never queued
         leg = manager._legs.get(id(call.session))
         self._codec = call.stream.codec
         self._pt = call.stream.payload_type

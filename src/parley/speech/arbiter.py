@@ -7,10 +7,12 @@ off the event loop, and the winner is chosen on three signals —
   :class:`EnginePriors`; ``bench/asr_arbiter.py`` learns them),
 - whether the transcript *reads as a valid answer* (a 5-digit account number beats a sentence:
   :func:`parley.speech.slots.read_slot`),
-- the engine's own confidence.
+- the engine's own confidence (a tie-breaker: see ``CONFIDENCE_WEIGHT``).
 
 A turn has a deadline counted from the end of speech: an engine that raises, hangs or is slow
 never blocks it — the best result available by then wins (a final, else the latest partial).
+The turn ends before the deadline as soon as the finals in cannot be beaten by any engine still
+decoding (:func:`best_possible`: its prior with a valid, fully confident answer).
 Every turn yields a :class:`TurnRecord` with all hypotheses, scores, the winner and why.
 """
 
@@ -36,7 +38,11 @@ if TYPE_CHECKING:
 
 PRIOR_WEIGHT = 0.45
 VALID_WEIGHT = 0.35
-CONFIDENCE_WEIGHT = 0.20
+# Engines' confidences are not comparable (the general LM's are lattice posteriors, the grammar's
+# and agent LM's, decoded without the costly lattice pass, are not): on the training corpus a
+# weight of 0.2 picked the agent LM's confident nonsense on free speech (1/12 right vs 2/12 at
+# 0.05; closed questions unchanged), so confidence only breaks ties.
+CONFIDENCE_WEIGHT = 0.05
 INCOMPLETE_CREDIT = 0.3  # a valid but incomplete reading (4 of 5 digits) earns this share
 
 
@@ -88,6 +94,12 @@ def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> t
         f" {question.slot_type.value}, confidence {confidence:.2f}"
     )
     return total, why
+
+
+def best_possible(engine: str, question: Question, priors: EnginePriors) -> float:
+    """The highest :func:`score` ``engine`` could still reach on ``question``: a valid answer
+    with full confidence. A final already in that scores more cannot be beaten by it."""
+    return PRIOR_WEIGHT * priors.get(engine, question.slot_type.value) + VALID_WEIGHT + CONFIDENCE_WEIGHT
 
 
 class _ThreadedSession:
@@ -186,17 +198,24 @@ class ArbiterTurn:
                 worker.queue.put_nowait(chunk)
 
     async def finish(self) -> TurnRecord:
-        """End of speech: gather finals until the deadline and choose the winner."""
+        """End of speech: gather finals until the decision cannot change (or the deadline) and
+        choose the winner. Engines still decoding when no result of theirs could win any more are
+        not waited for (``TurnRecord.not_awaited``); those still decoding at the deadline time out."""
         started = time.perf_counter()
         self.finished = True
         self._flush()
         for worker in self.workers:
             worker.queue.put_nowait(None)
-        tasks = [worker.task for worker in self.workers]
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.arbiter.deadline)
+        pending = {worker.task for worker in self.workers}
+        deadline = started + self.arbiter.deadline
+        while pending and not self._settled():
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         record = self.record
         candidates: list[Hypothesis] = []
+        settled = self._settled()
         for worker in self.workers:
             name = worker.engine.name
             if worker.final is not None:
@@ -207,14 +226,29 @@ class ArbiterTurn:
                     cleanup = asyncio.ensure_future(worker.abandon())  # a stuck thread's result is ignored
                     self.arbiter.background.add(cleanup)
                     cleanup.add_done_callback(self.arbiter.background.discard)
-                    record.failed_engines[name] = "timeout"
+                    if settled:
+                        record.not_awaited.append(name)
+                    else:
+                        record.failed_engines[name] = "timeout"
                 elif worker.error is not None:
                     record.failed_engines[name] = worker.error
-                if worker.partial is not None:
+                if worker.partial is not None and name not in record.not_awaited:
                     candidates.append(worker.partial)  # best available: its latest partial
         self._choose(candidates)
         record.finish_seconds = time.perf_counter() - started
         return record
+
+    def _settled(self) -> bool:
+        """Whether the finals already in beat anything the engines still decoding could return."""
+        waiting = [w for w in self.workers if w.final is None and w.error is None and not w.task.done()]
+        if not waiting:
+            return True
+        finals = [w.final for w in self.workers if w.final is not None]
+        if not finals:
+            return False
+        priors = self.arbiter.priors
+        best = max(score(h, self.question, priors)[0] for h in finals)
+        return all(best > best_possible(w.engine.name, self.question, priors) for w in waiting)
 
     def _choose(self, candidates: list[Hypothesis]) -> None:
         record = self.record

@@ -105,4 +105,5 @@ class TurnRecord:
     winner: Hypothesis | None = None
     reason: str = ""
     failed_engines: dict[str, str] = field(default_factory=dict)  # engine -> error / "timeout"
+    not_awaited: list[str] = field(default_factory=list)  # still decoding, but could no longer win
     finish_seconds: float = 0.0  # end of speech -> decision

@@ -6,11 +6,13 @@ engine both accurate and cheap. Every word must be in the acoustic model's pronu
 dictionary: words that are not get a pronunciation from espeak-ng (``g2p``), converted from IPA
 to the CMU phone set, or are skipped and reported in ``Grammar.skipped``.
 
-pocketsphinx expands every JSGF rule reference inline when it builds the FSG, so a grammar for
-"exactly N digits where 'double X' counts as two" grows like the tribonacci numbers (measured:
-N=8 compiles in 0.05 s, N=10 in 0.18 s, N=12 in 0.8 s, N=16 in 10 s). "double"/"triple" are
-therefore allowed only up to ``MAX_DOUBLES_DIGITS`` expected digits; longer numbers must be read
-digit by digit.
+pocketsphinx expands every JSGF rule reference inline when it builds the FSG, so a JSGF grammar
+for "exactly N digits where 'double X' counts as two" grows like the tribonacci numbers (measured:
+N=8 compiles in 0.05 s, N=10 in 0.18 s, N=12 in 0.8 s, N=16 in 10 s) and an 11-digit phone number
+could not allow "double". A question with an expected digit count is therefore compiled straight
+into a finite-state grammar (``Grammar.transitions``, installed with ``Decoder.create_fsg``): one
+state per digit consumed, "double"/"triple" jump two/three states, so it stays linear in N and
+callers may say "double seven" in numbers of any length.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from parley.speech.types import Question, SlotType
 
@@ -79,6 +82,21 @@ class Grammar:
     words: tuple[str, ...]  # every word the grammar uses
     pronunciations: tuple[tuple[str, str], ...] = ()  # (word, CMU phones) missing from the dictionary
     skipped: tuple[str, ...] = ()  # option words dropped: not in the dictionary, no g2p
+    # A finite-state grammar instead of ``jsgf`` (which is then ""): (from, to, probability, word or
+    # None for an empty move) from state 0 to ``final_state``.
+    transitions: tuple[tuple[int, int, float, str | None], ...] = ()
+    final_state: int = 0
+
+    def install(self, decoder: Any) -> None:
+        """Add this grammar as search ``name`` to a pocketsphinx ``Decoder`` (words first)."""
+        for word, phones in self.pronunciations:
+            if decoder.lookup_word(word) is None:
+                decoder.add_word(word, phones, False)
+        if self.transitions:
+            arcs = [arc if arc[3] is not None else arc[:3] for arc in self.transitions]
+            decoder.add_fsg(self.name, decoder.create_fsg(self.name, 0, self.final_state, arcs))
+        else:
+            decoder.add_jsgf_string(self.name, self.jsgf)
 
 
 @functools.cache
@@ -145,9 +163,9 @@ def _alt(items: list[str] | tuple[str, ...]) -> str:
     return "(" + " | ".join(dict.fromkeys(items)) + ")"
 
 
-_C_DIGITS = "it's | it is | my number is | the number is"
+_C_DIGITS = "it's | it is | yeah | yeah it's | my number is | the number is | my account number is"
 _C_PHONE = "it's | my number is"
-_C_ITS = "it's"
+_C_ITS = "it's | that's"
 _C_DATE = "it's | it was | on"
 _C_AMOUNT = "it's | about | around"
 _C_NAME = "my name is | it's | this is | i'm | the name is"
@@ -173,6 +191,76 @@ def _digits_rules(count: int | None) -> tuple[list[str], str]:
     for n in range(4, count + 1):
         rules.append(f"<d{n}> = <digit> <d{n - 1}> | double <digit> <d{n - 2}> | triple <digit> <d{n - 3}>;")
     return rules, f"<d{count}>"
+
+
+DOUBLE_ODDS = 0.08  # share of "double X" among the next words of a digit string
+TRIPLE_ODDS = 0.02
+_DIGIT_MOVES = (
+    (1, 1 - DOUBLE_ODDS - TRIPLE_ODDS, None), (2, DOUBLE_ODDS, "double"), (3, TRIPLE_ODDS, "triple")
+)  # (digits consumed, odds, word)
+
+
+def _carrier_phrases(carriers: str) -> list[list[str]]:
+    return [c.split() for c in carriers.split(" | ")]
+
+
+def counted_digits_fsg(
+    count: int, carriers: str, allow_plus: bool = False, phrases: tuple[str, ...] = ()
+) -> tuple[tuple[tuple[int, int, float, str | None], ...], int]:
+    """Transitions of "[carrier] [plus] exactly ``count`` digits" ("double"/"triple" included), or
+    one of ``phrases`` (the agent's other expected answers, as alternatives in the JSGF path).
+
+    States: 0 start; the carrier chains; then ``first + i`` = i digits said; each "double"/"triple"
+    goes through its own state to the digit it repeats. Probabilities leaving a state sum to 1.
+    """
+    arcs: list[tuple[int, int, float, str | None]] = []
+    states = 1
+
+    def new() -> int:
+        nonlocal states
+        states += 1
+        return states - 1
+
+    def chain(start: int, end: int, words: list[str], probability: float) -> None:
+        at = start
+        for k, word in enumerate(words):
+            to = end if k == len(words) - 1 else new()
+            arcs.append((at, to, probability if k == 0 else 1.0, word))
+            at = to
+
+    body = new() if phrases else 0
+    if phrases:
+        arcs.append((0, body, 1 / (1 + len(phrases)), None))  # JSGF alternatives weigh the same
+    after_carrier = new()
+    carrier_phrases = _carrier_phrases(carriers)
+    arcs.append((body, after_carrier, CARRIER_ODDS / (CARRIER_ODDS + 1), None))
+    for phrase in carrier_phrases:
+        at = body
+        for k, word in enumerate(phrase):
+            to = after_carrier if k == len(phrase) - 1 else new()
+            arcs.append((at, to, 1 / ((CARRIER_ODDS + 1) * len(carrier_phrases)) if k == 0 else 1.0, word))
+            at = to
+    first = new()
+    arcs.append((after_carrier, first, 0.9 if allow_plus else 1.0, None))
+    if allow_plus:
+        arcs.append((after_carrier, first, 0.1, "plus"))
+    digit_state = [first] + [new() for _ in range(count)]
+    for i in range(count):
+        moves = [m for m in _DIGIT_MOVES if i + m[0] <= count]
+        total = sum(m[1] for m in moves)
+        for step, odds, multiplier in moves:
+            share = odds / total
+            if multiplier is None:
+                each = share / len(DIGIT_WORDS)
+                arcs.extend((digit_state[i], digit_state[i + 1], each, w) for w in DIGIT_WORDS)
+            else:
+                middle = new()
+                arcs.append((digit_state[i], middle, share, multiplier))
+                arcs.extend((middle, digit_state[i + step], 1 / len(DIGIT_WORDS), w) for w in DIGIT_WORDS)
+    final = digit_state[count]
+    for phrase in phrases:
+        chain(0, final, phrase.split(), 1 / (1 + len(phrases)))
+    return tuple(arcs), final
 
 
 def _number_rules() -> list[str]:
@@ -253,6 +341,20 @@ def compile_question(question: Question, dictionary: str) -> Grammar:
 
     options = [" ".join(t) for o in question.options if (t := usable(normalise(o)))]
     phrases = [" ".join(t) for p in question.phrases if (t := normalise(p)) and len(usable(t)) == len(t)]
+    count = question.digit_count or 0
+    if question.slot_type in (SlotType.DIGITS, SlotType.PHONE) and count > 0:
+        is_phone = question.slot_type is SlotType.PHONE
+        arcs, final = counted_digits_fsg(count, _C_PHONE if is_phone else _C_DIGITS, is_phone, tuple(phrases))
+        name = "f" + hashlib.sha1(repr(arcs).encode()).hexdigest()[:12]
+        used = tuple(sorted({w for *_, w in arcs if w is not None}))
+        return Grammar(
+            name=name,
+            jsgf="",
+            words=used,
+            pronunciations=tuple(sorted(extra.items())),
+            transitions=arcs,
+            final_state=final,
+        )
     rules, body = _answer(question)
     alternatives: list[str] = []
     if question.slot_type is SlotType.NAME:
