@@ -57,6 +57,7 @@ AGENT = HERE / "agents" / "turn_latency.yaml"
 SINK_PLACEHOLDER = "http://127.0.0.1:18080"
 GOAL_P50_MS, GOAL_P95_MS, GOAL_EARLY = 250.0, 400.0, 0.80
 PROMPT_SILENCE_MS = 700
+CALL_SPREAD_S = 20.0  # a bench call lasts about this long: concurrent callers start spread over it
 # Digits pocketsphinx's grammar engine hears reliably in flite's slt voice: it took "six" for "eight",
 # "four" for "five" and "five" for "nine" (see the closing note); the bench measures latency, not that.
 DIGITS = "123789"
@@ -209,7 +210,9 @@ async def run_step(
 
     async def caller_loop(index: int) -> None:
         rng = random.Random(concurrency * 1000 + index)
-        await asyncio.sleep(index * 0.25)  # stagger: conversations do not start in lock-step
+        # Stagger the callers over about one call's length: turns of calls that started together would
+        # all fall at the same instants (every recogniser busy at once), which real traffic never does.
+        await asyncio.sleep(index * CALL_SPREAD_S / concurrency)
         for _ in range(rounds):
             try:
                 samples, call_id, slots = await one_call(manager, server, answers, rng, concurrency)

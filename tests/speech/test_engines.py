@@ -301,3 +301,26 @@ async def test_thread_pool_runs_sessions_with_the_same_results(speech) -> None:
         assert [f.text for f in finals] == ["four two seven one"] * 2
     finally:
         pool.close()
+
+
+async def test_an_abandoned_session_gives_its_decoder_back(speech) -> None:
+    """The arbiter drops the sessions it no longer waits for: their decoders must serve the next turn
+    (a new decoder costs 0.1-0.5 s of CPU, paid by the next caller's answer)."""
+    from parley.speech.engines import pool as pool_module
+
+    pool = DecodePool([SphinxGrammarEngine], workers=1, kind="thread")
+    try:
+        question = Question(SlotType.DIGITS, digit_count=4)
+        await pool.prepare("sphinx-grammar", question)
+        decoders = pool_module._ENGINES["sphinx-grammar"].pool
+        pcm = speech("four two seven one", "slt")
+        for _ in range(3):
+            session = await pool.start("sphinx-grammar", question)
+            await session.feed(pcm[: len(pcm) // 2])  # mid-utterance: the decoder is in use
+            await session.abandon()
+        session = await pool.start("sphinx-grammar", question)
+        await session.feed(pcm)
+        assert (await session.finish()).text == "four two seven one"  # the reused decoder starts clean
+        assert decoders.created == 0  # every session ran on a decoder warmed at start and given back
+    finally:
+        pool.close()

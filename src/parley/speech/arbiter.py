@@ -115,6 +115,12 @@ class _ThreadedSession:
     async def finish(self) -> Hypothesis:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.session.finish)
 
+    async def abandon(self) -> None:
+        """Let the engine give back what the session holds (``close()`` is optional in AsrSession)."""
+        close = getattr(self.session, "close", None)
+        if close is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, close)
+
 
 class _EngineWorker:
     """Opens one engine's session and feeds it in order, off the event loop."""

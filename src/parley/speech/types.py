@@ -65,7 +65,11 @@ class Hypothesis:
 
 @runtime_checkable
 class AsrSession(Protocol):
-    """One utterance being recognised. Not thread-safe: one feeder at a time."""
+    """One utterance being recognised. Not thread-safe: one feeder at a time.
+
+    A session may also have ``close()``: called instead of ``finish()`` when the arbiter no longer
+    needs the result (hang-up, the decision was already made), to give back what it holds.
+    """
 
     def feed(self, pcm: np.ndarray) -> Hypothesis | None:
         """Add 8 kHz int16 audio; returns a new partial hypothesis when the transcript changed."""

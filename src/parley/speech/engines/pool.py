@@ -73,7 +73,10 @@ def _finish(sid: int) -> Hypothesis:
 
 
 def _drop(sid: int) -> None:
-    _SESSIONS.pop(sid, None)
+    session = _SESSIONS.pop(sid, None)
+    close = getattr(session, "close", None)  # optional in AsrSession: gives back what it holds
+    if close is not None:
+        close()
 
 
 def _ping() -> int:

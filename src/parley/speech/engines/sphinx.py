@@ -116,6 +116,10 @@ DICTIONARY = str(MODEL_DIR / "cmudict-en-us.dict")
 # Cepstral mean of flite voices after the 8 kHz G.711 round trip, upsampled (see module docstring).
 TELEPHONE_CMNINIT = "40.0,24.3,-35.5,38.0,-17.9,-2.4,2.0,-27.7,18.2,-6.1,2.5,6.3,-12.9"
 
+# Idle decoders kept per engine and process: as many as the sessions one decode process runs at once,
+# or every turn above that creates a decoder (0.1-0.5 s of CPU, the turn's answer waits for it).
+MAX_IDLE_DECODERS = 16
+
 # How often a session asks for a partial (``hyp()`` backtraces the search: not free per 20 ms frame).
 PARTIAL_MS = 100
 
@@ -140,7 +144,7 @@ class _PooledDecoder:
 class DecoderPool:
     """Idle decoders of one configuration, shared by an engine's sessions (thread-safe)."""
 
-    def __init__(self, make: Callable[[], Decoder], max_idle: int = 4) -> None:
+    def __init__(self, make: Callable[[], Decoder], max_idle: int = MAX_IDLE_DECODERS) -> None:
         self._make = make
         self._idle: list[_PooledDecoder] = []
         self._lock = threading.Lock()
@@ -201,6 +205,7 @@ class SphinxSession:
         self._cpu = 0.0
         self._finished = False
         self._next_partial = 0
+        self._lock = threading.Lock()  # close() may come from another thread while a feed runs
 
     def _decoder(self) -> Decoder:
         if self._pooled is None:
@@ -224,6 +229,10 @@ class SphinxSession:
 
     def feed(self, pcm: np.ndarray) -> Hypothesis | None:
         """Decode 8 kHz int16 audio; a partial hypothesis when the best text changed."""
+        with self._lock:
+            return self._feed(pcm)
+
+    def _feed(self, pcm: np.ndarray) -> Hypothesis | None:
         if self._finished:
             raise RuntimeError("session already finished")
         if len(pcm) == 0:
@@ -252,8 +261,27 @@ class SphinxSession:
             cpu_seconds=self._cpu,
         )
 
+    def close(self) -> None:
+        """Abandon the utterance (the arbiter no longer needs it) and give the decoder back to the pool:
+        a dropped session must not take its decoder with it (a new one costs 0.1-0.5 s of CPU)."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            pooled, self._pooled = self._pooled, None
+            if pooled is not None:
+                try:
+                    pooled.decoder.end_utt()
+                except Exception:  # a decoder in an unknown state is not reused
+                    return
+                self._engine.pool.release(pooled)
+
     def finish(self) -> Hypothesis:
         """End the utterance: final text, word timings and confidence; returns the decoder to the pool."""
+        with self._lock:
+            return self._finish()
+
+    def _finish(self) -> Hypothesis:
         if self._finished:
             raise RuntimeError("session already finished")
         self._finished = True
@@ -305,7 +333,11 @@ class _SphinxEngine:
     revision = "3"  # bumped when decoding changes without a settings change (benchmark caches)
 
     def __init__(
-        self, max_idle: int = 4, cmninit: str = TELEPHONE_CMNINIT, partial_ms: int = PARTIAL_MS, **config: Any
+        self,
+        max_idle: int = MAX_IDLE_DECODERS,
+        cmninit: str = TELEPHONE_CMNINIT,
+        partial_ms: int = PARTIAL_MS,
+        **config: Any,
     ) -> None:
         self.cmninit = cmninit
         self.partial_samples = partial_ms * TELEPHONE_RATE // 1000
@@ -356,7 +388,7 @@ class SphinxGrammarEngine(_SphinxEngine):
     name = "sphinx-grammar"
     revision = "5"  # counted digits as direct FSGs, whose empty moves are not words
 
-    def __init__(self, max_idle: int = 4, **config: Any) -> None:
+    def __init__(self, max_idle: int = MAX_IDLE_DECODERS, **config: Any) -> None:
         super().__init__(max_idle=max_idle, **config)
         self._grammars: dict[Question, grammar_mod.Grammar] = {}
         self._lock = threading.Lock()
@@ -456,7 +488,7 @@ class SphinxAgentLmEngine(_SphinxEngine):
 
     name = "sphinx-agent-lm"
 
-    def __init__(self, phrases: Iterable[str] = (), max_idle: int = 4, **config: Any) -> None:
+    def __init__(self, phrases: Iterable[str] = (), max_idle: int = MAX_IDLE_DECODERS, **config: Any) -> None:
         super().__init__(max_idle=max_idle, **config)
         self._corpus: dict[str, None] = dict.fromkeys(phrases)
         self._seen: set[Question] = set()
