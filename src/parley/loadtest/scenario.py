@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-from parley.agent.loader import AgentError, _at_node, _dupes, _resolve
+from parley.agent.loader import AgentError, AgentFileError, _at_node, _dupes, _resolve
 from parley.agent.model import did_you_mean
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|([a-z_]+))?\}")
@@ -41,13 +41,6 @@ STEP_KINDS = (
     "hangup",
     "expect_transfer",
     "expect_hangup",
-)
-THRESHOLD_KEYS = (
-    "max_failed_pct",
-    "max_p95_turn_latency_ms",
-    "max_p95_setup_ms",
-    "min_slot_accuracy_pct",
-    "max_rtp_loss_pct",
 )
 Loc = tuple[str | int, ...]
 
@@ -425,13 +418,8 @@ def choose_script(scenario: Scenario, rng: random.Random) -> Script:
 
 
 # -- loading --------------------------------------------------------------------------------------
-class ScenarioFileError(Exception):
+class ScenarioFileError(AgentFileError):
     """A scenario that cannot be loaded; ``errors`` lists every problem (``file:line:col: error: ...``)."""
-
-    def __init__(self, file: str, errors: list[AgentError]) -> None:
-        self.file = file
-        self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
 
 
 def load_scenario(path: str | Path) -> Scenario:
