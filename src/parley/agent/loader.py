@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -99,29 +100,39 @@ def validate_file(path: str | Path) -> list[AgentError]:
     return []
 
 
-def load_agent_text(text: str, file: str = "<agent>") -> Agent:
-    """Load and validate an agent from YAML text; ``file`` names it in errors."""
+def read_yaml_mapping(
+    text: str, file: str, error: type[AgentFileError], *, kind: str, examples: str, first_line: str
+) -> tuple[yaml.Node, dict[str, Any], list[AgentError]]:
+    """Parse one YAML mapping keeping its nodes (for line/column errors): the root node, the data
+    and the duplicate keys found. Raises ``error`` for an empty file, invalid YAML or a non-mapping."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
-            raise AgentFileError(file, [AgentError(file, 1, 1, "the file is empty", "see examples/*.yaml")])
+            raise error(file, [AgentError(file, 1, 1, "the file is empty", f"see {examples}")])
         errors = [_at_node(file, k, f"duplicate key {k.value!r}", "remove one of them") for k in _dupes(root)]
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"invalid YAML: {exc.problem or exc.context}"
-        raise AgentFileError(
-            file, [AgentError(file, line, col, message, "check indentation and quoting")]
-        ) from exc
+        raise error(file, [AgentError(file, line, col, message, "check indentation and quoting")]) from exc
     except yaml.YAMLError as exc:
-        raise AgentFileError(file, [AgentError(file, 1, 1, f"invalid YAML: {exc}")]) from exc
+        raise error(file, [AgentError(file, 1, 1, f"invalid YAML: {exc}")]) from exc
     finally:
         loader.dispose()
     if not isinstance(data, dict):
-        errors.append(_at_node(file, root, "an agent file must be a mapping", "start with 'name: my-agent'"))
-        raise AgentFileError(file, errors)
+        errors.append(_at_node(file, root, f"{kind} must be a mapping", f"start with '{first_line}'"))
+        raise error(file, errors)
+    return root, data, errors
+
+
+def load_agent_text(text: str, file: str = "<agent>") -> Agent:
+    """Load and validate an agent from YAML text; ``file`` names it in errors."""
+    root, data, errors = read_yaml_mapping(
+        text, file, AgentFileError,
+        kind="an agent file", examples="examples/*.yaml", first_line="name: my-agent"
+    )
     try:
         agent = Agent.model_validate(data, context={"semantic": False})
     except ValidationError as exc:

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-from parley.agent.loader import AgentError, AgentFileError, _at_node, _dupes, _resolve
+from parley.agent.loader import AgentError, AgentFileError, _at_node, _resolve, _sorted, read_yaml_mapping
 from parley.agent.model import did_you_mean
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|([a-z_]+))?\}")
@@ -434,27 +434,10 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def load_scenario_text(text: str, file: str = "<scenario>", base: Path | None = None) -> Scenario:
     """Load and validate a scenario from YAML text; WAV paths are relative to ``base``."""
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            empty = AgentError(file, 1, 1, "the file is empty", "see examples/loadtest/")
-            raise ScenarioFileError(file, [empty])
-        errors = [_at_node(file, k, f"duplicate key {k.value!r}", "remove one of them") for k in _dupes(root)]
-        data = loader.construct_document(root)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = f"invalid YAML: {exc.problem or exc.context}"
-        error = AgentError(file, line, col, message, "check indentation")
-        raise ScenarioFileError(file, [error]) from exc
-    except yaml.YAMLError as exc:
-        raise ScenarioFileError(file, [AgentError(file, 1, 1, f"invalid YAML: {exc}")]) from exc
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        errors.append(_at_node(file, root, "a scenario must be a mapping", "start with 'name: my-test'"))
-        raise ScenarioFileError(file, errors)
+    root, data, errors = read_yaml_mapping(
+        text, file, ScenarioFileError,
+        kind="a scenario", examples="examples/loadtest/", first_line="name: my-test"
+    )
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -466,10 +449,6 @@ def load_scenario_text(text: str, file: str = "<scenario>", base: Path | None = 
     if errors:
         raise ScenarioFileError(file, _sorted(errors))
     return scenario
-
-
-def _sorted(errors: list[AgentError]) -> list[AgentError]:
-    return sorted(dict.fromkeys(errors), key=lambda e: (e.line, e.column))
 
 
 def _inner_model(annotation: Any) -> type[BaseModel] | None:
