@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from datetime import time as dt_time
 from decimal import Decimal
 from functools import cache
@@ -37,6 +37,8 @@ from parley.nlu.extractors import Money
 from parley.speech.types import Hypothesis, SlotType
 
 TODAY = date(2025, 6, 1)  # a Sunday: "next tuesday" is the 3rd of June
+# A fixed call start: the wall clock's time stamp sometimes held a caller "secret" ("…:50…").
+STARTED = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 
 AGENT = """
 name: test-bank
@@ -119,7 +121,12 @@ class Clock:
 def conversation(yaml_text: str = AGENT, clock: Clock | None = None) -> Conversation:
     agent = load_agent_text(yaml_text)
     return Conversation(
-        agent, understanding(yaml_text), call_id="call-1", clock=clock or Clock(), today=TODAY
+        agent,
+        understanding(yaml_text),
+        call_id="call-1",
+        clock=clock or Clock(),
+        today=TODAY,
+        started_at=STARTED,
     )
 
 
