@@ -11,7 +11,15 @@ from itertools import pairwise
 import numpy as np
 
 from parley.media import g711
-from parley.media.clock import MediaClock, _decode_and_deliver, _encode_and_send
+from parley.media.clock import (
+    MediaClock,
+    _decode_and_deliver,
+    _encode_and_send,
+    _housekeeping_all,
+    _next_out_all,
+    _Phases,
+    _pull_all,
+)
 from parley.media.dtmf import dtmf_payloads
 from parley.media.rtcp import SenderReport, parse_compound
 from parley.media.rtp import RtpPacket, RtpSender
@@ -144,12 +152,11 @@ def per_stream(streams):
 
 
 def batched(streams):
-    """What MediaClock._tick does, minus the timing."""
-    _decode_and_deliver(streams, [stream.pull() for stream in streams])
-    outgoing = [stream.next_out() for stream in streams]
-    _encode_and_send(streams, outgoing)
-    for stream in streams:
-        stream.housekeeping()
+    """What MediaClock._tick does, minus the socket reads and the timing."""
+    phases = [_Phases(stream) for stream in streams]
+    _decode_and_deliver(phases, _pull_all(phases))
+    _encode_and_send(phases, _next_out_all(phases))
+    _housekeeping_all(phases)
 
 
 def normalise_rtcp(data):
@@ -220,6 +227,15 @@ class FakeStream:
     def send_payload(self, payload):
         self.sent.append(payload)
 
+    def pull(self):
+        return None
+
+    def next_out(self):
+        return None
+
+    def housekeeping(self):
+        pass
+
 
 def test_decode_and_deliver_matches_g711_decode_per_stream():
     rng = random.Random(3)
@@ -234,7 +250,7 @@ def test_decode_and_deliver_matches_g711_decode_per_stream():
         bytes(rng.randrange(256) for _ in range(160)),
     ]
     streams = [FakeStream(c) for c in codecs]
-    _decode_and_deliver(streams, payloads)
+    _decode_and_deliver([_Phases(stream) for stream in streams], payloads)
     for stream, payload in zip(streams, payloads, strict=True):
         [got] = stream.delivered
         if payload is None:
@@ -259,7 +275,7 @@ def test_encode_and_send_matches_g711_encode_per_stream():
         for c, o in zip(codecs, outgoing, strict=True)
     ]
     streams = [FakeStream(c) for c in codecs]
-    _encode_and_send(streams, list(outgoing))
+    _encode_and_send([_Phases(stream) for stream in streams], list(outgoing))
     for stream, want in zip(streams, expected, strict=True):
         assert stream.sent == ([] if want is None else [want])
 

@@ -1,8 +1,9 @@
 """The media hot path as built by Cython: really compiled, current, and the same on every path.
 
 ``rtp``, ``jitter``, ``stream`` and ``clock`` are compiled from their ``.py`` sources (typed by the
-``.pxd`` files beside them) when the package is installed. The receive path has a C fast path for
-plain packets and the general parser for the rest; both must give the same result.
+``.pxd`` files beside them), and ``datagram_c`` from its ``.pyx``, when the package is installed.
+The receive path has a C fast path for plain packets and the general parser for the rest; both
+must give the same result.
 """
 
 import importlib
@@ -17,7 +18,7 @@ from parley.media.jitter import JitterBuffer
 from parley.media.rtp import ReceptionStats, RtpPacket, RtpSender
 from parley.media.stream import RtpStream
 
-HOT_PATH = ["rtp", "jitter", "stream", "clock"]
+HOT_PATH = ["rtp", "jitter", "stream", "clock", "datagram_c"]
 PEER = ("192.0.2.10", 40000)
 
 
@@ -26,7 +27,7 @@ def test_hot_path_module_is_compiled_and_newer_than_its_sources(name):
     module = importlib.import_module(f"parley.media.{name}")
     built = Path(module.__file__)
     assert built.suffix == ".so", f"{module.__name__} runs interpreted: reinstall with `pip install -e .`"
-    for source in (built.parent / f"{name}.py", built.parent / f"{name}.pxd"):
+    for source in (built.parent / f"{name}{suffix}" for suffix in (".py", ".pxd", ".pyx")):
         if source.exists():
             assert source.stat().st_mtime <= built.stat().st_mtime, (
                 f"{source.name} changed after {built.name} was built: rerun `pip install -e .`"

@@ -72,15 +72,14 @@ class ScriptedCaller:
         if leg is not None:
             receive = call.stream.receive
 
-            def tap(data: bytes, source: tuple[str, int]) -> None:
-                self._arrived(data)
-                receive(data, source)
+            def tap(data: bytes, source: tuple[str, int], arrival: float) -> None:
+                self._arrived(data, arrival)
+                receive(data, source, arrival)
 
             leg.endpoint.on_rtp(tap)
 
     # -- the tap (runs for every arriving datagram) ---------------------------------------------------
-    def _arrived(self, data: bytes) -> None:
-        now = time.monotonic()
+    def _arrived(self, data: bytes, now: float) -> None:
         if len(data) <= 12 or data[1] & 0x7F != self._pt:
             return
         self.packets += 1

@@ -2,12 +2,14 @@
 
 A timer per call would mean 1,000 timers drifting apart and 1,000 wake-ups per tick; here a
 single callback, scheduled on absolute times (``start + n * period``) so it never drifts,
-walks every registered stream. The G.711 work of all streams is done in one vectorised pass
-per codec and direction (numpy's per-call overhead, not the arithmetic, is what costs at 20 ms
-frames). Lateness and run time of each tick are recorded for the benchmark.
+walks every registered stream, after reading every call's sockets at once (its
+:class:`~parley.media.datagram.DatagramPoller`: no event-loop callback per packet). The G.711
+work of all streams is done in one vectorised pass per codec and direction (numpy's per-call
+overhead, not the arithmetic, is what costs at 20 ms frames). Lateness and run time of each
+tick are recorded for the benchmark.
 
-Compiled with Cython (no ``.pxd``: its loops over all streams run as C calls, the streams stay
-duck-typed :class:`Ticking` objects); see :mod:`parley.media.stream`.
+Compiled with Cython (``clock.pxd`` types only the per-stream records: the streams stay duck-typed
+:class:`Ticking` objects, their phase methods bound once); see :mod:`parley.media.stream`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from parley.media import g711
+from parley.media.endpoint import DatagramPoller
 from parley.media.g711 import FRAME_SAMPLES
 
 PERIOD = 0.020
@@ -48,6 +51,8 @@ class MediaClock:
     def __init__(self, period: float = PERIOD, time: Callable[[], float] | None = None) -> None:
         self.period = period
         self.streams: dict[int, Ticking] = {}
+        self._bound: dict[int, _Phases] = {}
+        self.poller = DatagramPoller()  # every call's RTP/RTCP sockets, read at the start of each tick
         self._loop: asyncio.AbstractEventLoop | None = None
         self._time = time
         self._handle: asyncio.TimerHandle | None = None
@@ -69,6 +74,7 @@ class MediaClock:
 
     def remove(self, stream: Ticking) -> None:
         self.streams.pop(id(stream), None)
+        self._bound.pop(id(stream), None)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -78,6 +84,7 @@ class MediaClock:
         self._schedule()
 
     def stop(self) -> None:
+        """Stop ticking (streams and sockets stay registered; :meth:`start` resumes)."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -112,23 +119,34 @@ class MediaClock:
                 self._handle = None
 
     def _run_streams(self, due: float, late: float) -> None:
-        streams = list(self.streams.values())
-        _decode_and_deliver(streams, [stream.pull() for stream in streams])
-        outgoing = [stream.next_out() for stream in streams]
+        try:
+            self.poller.poll()  # what arrived since the last tick, before the jitter buffers are read
+        except Exception:
+            log.exception("handling received RTP/RTCP failed")
+        streams = self._phases()
+        _decode_and_deliver(streams, _pull_all(streams))
+        outgoing = _next_out_all(streams)
         slot = (self.ticks - 1) % RING
         self._first_sent[slot] = self._now()
         _encode_and_send(streams, outgoing)
         self._last_sent[slot] = end = self._now()
-        for stream in streams:
-            try:
-                stream.housekeeping()
-            except Exception:
-                log.exception("stream housekeeping (RTCP, inactivity) failed")
+        _housekeeping_all(streams)
         self._durations[slot] = end - due - late
         if self.ticks % LOAD_TICKS == 0:
             wall, cpu = monotonic(), process_time()
             self.cpu_load = (cpu - self._load_mark[1]) / max(wall - self._load_mark[0], 1e-6)
             self._load_mark = (wall, cpu)
+
+    def _phases(self) -> list[_Phases]:
+        """Every stream's phase methods, bound once per stream rather than looked up every tick."""
+        bound = self._bound
+        phases = []
+        for key, stream in self.streams.items():
+            entry = bound.get(key)
+            if entry is None or entry.stream is not stream:
+                entry = bound[key] = _Phases(stream)
+            phases.append(entry)
+        return phases
 
     def lateness_percentile(self, q: float) -> float:
         """The ``q``-th percentile of recent tick start lateness, in seconds."""
@@ -158,7 +176,38 @@ class MediaClock:
         return float(np.percentile(ring[:count], q)) if count else 0.0
 
 
-def _by_codec(streams: list[Ticking], frames: list, wanted: type | None) -> dict[str, list[int]]:
+class _Phases:
+    """A stream's codec and its phase methods, bound once (a method lookup per call per tick adds up)."""
+
+    __slots__ = ("codec", "deliver", "housekeeping", "next_out", "pull", "send_payload", "stream")
+
+    def __init__(self, stream: Ticking) -> None:
+        self.stream = stream
+        self.codec = stream.codec
+        self.pull = stream.pull
+        self.deliver = stream.deliver
+        self.next_out = stream.next_out
+        self.send_payload = stream.send_payload
+        self.housekeeping = stream.housekeeping
+
+
+def _pull_all(streams: list[_Phases]) -> list[bytes | None]:
+    return [stream.pull() for stream in streams]
+
+
+def _next_out_all(streams: list[_Phases]) -> list[bytes | np.ndarray | None]:
+    return [stream.next_out() for stream in streams]
+
+
+def _housekeeping_all(streams: list[_Phases]) -> None:
+    for stream in streams:
+        try:
+            stream.housekeeping()
+        except Exception:
+            log.exception("stream housekeeping (RTCP, inactivity) failed")
+
+
+def _by_codec(streams: list[_Phases], frames: list, wanted: type | None) -> dict[str, list[int]]:
     """Indices of the streams whose frame needs G.711 work, grouped by codec, in one pass.
 
     ``wanted`` bytes: received payloads of a full frame; None: PCM frames still to encode.
@@ -181,7 +230,7 @@ def _by_codec(streams: list[Ticking], frames: list, wanted: type | None) -> dict
     return groups
 
 
-def _decode_and_deliver(streams: list[Ticking], payloads: list[bytes | None]) -> None:
+def _decode_and_deliver(streams: list[_Phases], payloads: list[bytes | None]) -> None:
     """Decode every stream's 20 ms payload with one table lookup per codec, then deliver."""
     frames: list[np.ndarray | None] = [None] * len(streams)
     for codec, index in _by_codec(streams, payloads, bytes).items():
@@ -201,15 +250,22 @@ def _decode_and_deliver(streams: list[Ticking], payloads: list[bytes | None]) ->
             log.exception("delivering audio to a stream's consumer failed")
 
 
-def _encode_and_send(streams: list[Ticking], outgoing: list[bytes | np.ndarray | None]) -> None:
+def _join_frames(frames: list[np.ndarray]) -> np.ndarray:
+    """The frames as one array: int16 ones joined as bytes (a third of np.concatenate's cost)."""
+    for frame in frames:
+        if frame.dtype != _INT16:
+            return np.concatenate(frames)  # float or wider ints: g711.encode clips them
+    try:
+        return np.frombuffer(b"".join(frames), np.int16)  # type: ignore[arg-type]
+    except (BufferError, TypeError, ValueError):  # a non-contiguous view among them
+        return np.concatenate(frames)
+
+
+def _encode_and_send(streams: list[_Phases], outgoing: list[bytes | np.ndarray | None]) -> None:
     """Encode every stream's pending PCM frame with one table lookup per codec, then send."""
     for codec, index in _by_codec(streams, outgoing, None).items():
         pcm = [outgoing[i] for i in index]
-        # int16 frames (decoded audio, echo) are joined as bytes: a third of np.concatenate's cost
-        if all(frame.dtype == _INT16 and frame.flags.c_contiguous for frame in pcm):  # type: ignore[union-attr]
-            joined = np.frombuffer(b"".join(pcm), np.int16)  # type: ignore[arg-type]
-        else:
-            joined = np.concatenate(pcm)  # type: ignore[arg-type]
+        joined = _join_frames(pcm)  # type: ignore[arg-type]
         encoded = g711.encode(codec, joined)
         for row, i in enumerate(index):
             outgoing[i] = encoded[row * FRAME_SAMPLES : (row + 1) * FRAME_SAMPLES]

@@ -1,89 +1,83 @@
-"""asyncio UDP sockets for RTP/RTCP: one even/odd port pair per call from a configured range."""
+"""RTP/RTCP sockets: one even/odd port pair per call from a configured range, read by the media clock."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
+import socket
 from collections.abc import Callable
+
+from parley.media.datagram import implementation
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
-
-
-class _Receiver(asyncio.DatagramProtocol):
-    __slots__ = ("handler", "transport")
-
-    def __init__(self) -> None:
-        self.handler: Callable[[bytes, Address], None] | None = None
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        handler = self.handler
-        if handler is not None:
-            handler(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("RTP socket error: %s", exc)
+Handler = Callable[..., None]  # (data, source, arrival)
+_datagram = implementation()
+DatagramPoller = _datagram.DatagramPoller
+DatagramSocket = _datagram.DatagramSocket
 
 
 class RtpEndpoint:
-    """A bound RTP socket and its RTCP neighbour (port + 1)."""
+    """A bound RTP socket and its RTCP neighbour (port + 1), watched by a :class:`DatagramPoller`."""
 
-    def __init__(self, host: str, port: int, rtp: _Receiver, rtcp: _Receiver) -> None:
+    def __init__(
+        self, host: str, port: int, rtp: DatagramSocket, rtcp: DatagramSocket, poller: DatagramPoller
+    ) -> None:
         self.host = host
         self.port = port
         self._rtp = rtp
         self._rtcp = rtcp
-        assert rtp.transport is not None
-        # The transport's own sendto, so sending a packet costs no Python frame of ours.
-        self.send: Callable[[bytes, Address], None] = rtp.transport.sendto
+        self._poller = poller
+        # The socket's own sendto, so sending a packet costs no Python frame of ours.
+        self.send: Callable[[bytes, Address], None] = rtp.sendto
+        self.send_rtcp: Callable[[bytes, Address], None] = rtcp.sendto
+        poller.add(rtp)
+        poller.add(rtcp)
 
-    def on_rtp(self, handler: Callable[[bytes, Address], None]) -> None:
+    def on_rtp(self, handler: Handler | None) -> None:
+        """``handler(data, source, arrival)`` for every RTP datagram, from the media clock's tick."""
         self._rtp.handler = handler
 
-    def on_rtcp(self, handler: Callable[[bytes, Address], None]) -> None:
+    def on_rtcp(self, handler: Handler | None) -> None:
         self._rtcp.handler = handler
 
-    def send_rtcp(self, data: bytes, addr: Address) -> None:
-        if self._rtcp.transport is not None:
-            self._rtcp.transport.sendto(data, addr)
-
     def close(self) -> None:
-        self._rtp.handler = self._rtcp.handler = None
-        for receiver in (self._rtp, self._rtcp):
-            if receiver.transport is not None:
-                receiver.transport.close()
+        for sock in (self._rtp, self._rtcp):
+            self._poller.remove(sock)
+            sock.close()
 
 
 class PortAllocator:
     """Hands out RTP/RTCP port pairs, cycling through ``[first, last)``."""
 
-    def __init__(self, host: str, first: int = 20000, last: int = 40000) -> None:
+    def __init__(self, host: str, first: int = 20000, last: int = 40000, *, poller: DatagramPoller) -> None:
         if first % 2 or last - first < 2:
             raise ValueError("the RTP port range must start on an even port and hold a pair")
         self.host = host
+        self.poller = poller
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._ports = itertools.cycle(range(first, last, 2))
         self._size = (last - first) // 2
 
     async def open(self) -> RtpEndpoint:
-        loop = asyncio.get_running_loop()
+        """Bind the next free pair (skipping ports in use)."""
         for _ in range(self._size):
             port = next(self._ports)
-            rtp = _Receiver()
-            try:
-                await loop.create_datagram_endpoint(lambda r=rtp: r, local_addr=(self.host, port))
-            except OSError:
+            rtp = self._bind(port)
+            if rtp is None:
                 continue
-            rtcp = _Receiver()
-            try:
-                await loop.create_datagram_endpoint(lambda r=rtcp: r, local_addr=(self.host, port + 1))
-            except OSError:
-                assert rtp.transport is not None
-                rtp.transport.close()
+            rtcp = self._bind(port + 1)
+            if rtcp is None:
+                rtp.close()
                 continue
-            return RtpEndpoint(self.host, port, rtp, rtcp)
+            return RtpEndpoint(self.host, port, DatagramSocket(rtp), DatagramSocket(rtcp), self.poller)
         raise OSError("no free RTP port pair in the configured range")
+
+    def _bind(self, port: int) -> socket.socket | None:
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, port))
+        except OSError:
+            sock.close()
+            return None
+        return sock

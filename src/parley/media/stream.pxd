@@ -11,7 +11,10 @@ cdef long long FRAME_SAMPLES, CLOCK_RATE, RTCP_INTERVAL_TICKS, INACTIVITY_CHECK_
 cdef class RtpStream:
     cdef public str codec, cname
     cdef public long long payload_type, rtcp_in
-    cdef public object dtmf_payload_type, remote, latched, dtmf, stats
+    cdef public long long packets_in, packets_out, strangers, malformed, unknown_payload, dtmf_in
+    cdef public object dtmf_payload_type, remote, latched, dtmf
+    cdef object _destination
+    cdef long long _dtmf_pt
     cdef public object on_audio, on_dtmf, on_inactive
     cdef public RtpSender sender
     cdef public JitterBuffer jitter
@@ -25,7 +28,7 @@ cdef class RtpStream:
 
     @cython.locals(raw=bytes, pt=cython.longlong, sequence=cython.longlong, timestamp=cython.longlong,
                    ssrc=cython.longlong, now=cython.double, arrival_ts=cython.longlong)
-    cpdef receive(self, data, source)
+    cpdef receive(self, data, source, double arrival=*)
     cpdef play_frame(self, pcm)
     cpdef _next_frame(self)
     cpdef pull(self)

@@ -37,6 +37,8 @@ Address = tuple[str, int]
 
 @dataclass(slots=True)
 class StreamStats:
+    """A snapshot of a stream's packet counters (:attr:`RtpStream.stats`)."""
+
     packets_in: int = 0
     packets_out: int = 0
     strangers: int = 0
@@ -86,15 +88,19 @@ class RtpStream:
         self.codec = codec
         self.payload_type = payload_type
         self.dtmf_payload_type = dtmf_payload_type
+        self._dtmf_pt = -1 if dtmf_payload_type is None else dtmf_payload_type  # C-typed copy
         self.remote = remote
         self.latched: Address | None = None
+        self._destination = remote  # where frames go: the latched source, else the signalled address
         self._send = send
         self._time = time
         self.sender = RtpSender(payload_type)
         self.jitter = JitterBuffer()
         self.reception = ReceptionStats()
         self.dtmf = DtmfReceiver()
-        self.stats = StreamStats()
+        # counters (read together through ``stats``)
+        self.packets_in = self.packets_out = self.strangers = 0
+        self.malformed = self.unknown_payload = self.dtmf_in = 0
         self.sending = True
         self.receiving = True
         self.on_audio: Callable[[np.ndarray], None] | None = None
@@ -123,8 +129,8 @@ class RtpStream:
         self.rtcp_in = 0
 
     # -- receive ------------------------------------------------------------------------------
-    def receive(self, data: bytes, source: Address) -> None:
-        """Handle one datagram from the RTP socket."""
+    def receive(self, data: bytes, source: Address, arrival: float = -1.0) -> None:
+        """Handle one datagram from the RTP socket; ``arrival`` is its receive time (default: now)."""
         if not self.receiving:
             return
         raw = data if type(data) is bytes else bytes(data)
@@ -135,22 +141,22 @@ class RtpStream:
             try:
                 packet = RtpPacket.parse(raw)
             except RtpError:
-                self.stats.malformed += 1
+                self.malformed += 1
                 return
             pt = packet.payload_type
         if self.latched is None:
             # Symmetric RTP: answer where the media really comes from — but only latch on our
             # negotiated payload types (RTCP or junk on this port must not capture the stream),
             # and not on a straggler from the address a re-INVITE just moved away from.
-            if (pt != self.payload_type and pt != self.dtmf_payload_type) or source == self._previous:
-                self.stats.strangers += 1
+            if (pt != self.payload_type and pt != self._dtmf_pt) or source == self._previous:
+                self.strangers += 1
                 return
-            self.latched = source
-        elif source != self.latched:
-            self.stats.strangers += 1
+            self.latched = self._destination = source
+        elif source is not self.latched and source != self.latched:
+            self.strangers += 1
             return
-        self.stats.packets_in += 1
-        self.last_rx = now = self._time()
+        self.packets_in += 1
+        self.last_rx = now = arrival if arrival >= 0.0 else self._time()
         arrival_ts = int((now - self.started) * CLOCK_RATE)
         if pt == self.payload_type:
             if packet is None:
@@ -170,17 +176,17 @@ class RtpStream:
                 self.jitter.push(packet, arrival_ts)
             else:
                 self._reframe(packet, arrival_ts)
-        elif pt == self.dtmf_payload_type:
+        elif pt == self._dtmf_pt:
             if packet is None:
                 packet = RtpPacket.parse(raw)
             self.reception.update(packet, arrival_ts)  # same sequence space as the audio
             digit = self.dtmf.feed(packet)
             if digit is not None:
-                self.stats.dtmf_in += 1
+                self.dtmf_in += 1
                 if self.on_dtmf is not None:
                     self.on_dtmf(digit)
         else:
-            self.stats.unknown_payload += 1
+            self.unknown_payload += 1
 
     def _reframe(self, packet: RtpPacket, arrival_ts: int) -> None:
         """Cut packets of other durations (10, 30, 40 ms ...) into 20 ms frames for the jitter buffer.
@@ -225,6 +231,12 @@ class RtpStream:
                 item._finish(True)
 
     @property
+    def stats(self) -> StreamStats:
+        """The packet counters so far."""
+        return StreamStats(self.packets_in, self.packets_out, self.strangers, self.malformed,
+                           self.unknown_payload, self.dtmf_in)  # fmt: skip
+
+    @property
     def playing(self) -> bool:
         return bool(self._playbacks)
 
@@ -254,21 +266,21 @@ class RtpStream:
                 return chunk
         return self._silence
 
-    def receive_rtcp(self, data: bytes, source: Address) -> None:
+    def receive_rtcp(self, data: bytes, source: Address, arrival: float = -1.0) -> None:
         """Note the peer's sender reports (for LSR/DLSR in our receiver reports)."""
         try:
             packets = parse_compound(data)
         except RtcpError:
-            self.stats.malformed += 1
+            self.malformed += 1
             return
         self.rtcp_in += 1
         for packet in packets:
             if isinstance(packet, SenderReport):
                 self._last_sr = packet.ntp_middle
-                self._last_sr_at = self._time()
+                self._last_sr_at = arrival if arrival >= 0.0 else self._time()
 
     def _report(self) -> None:
-        remote = self.latched or self.remote
+        remote = self._destination
         if self._send_rtcp is None or remote[0] in ("0.0.0.0", "::") or remote[1] == 0:
             return
         now = self._time()
@@ -312,8 +324,8 @@ class RtpStream:
 
     def send_payload(self, payload: bytes) -> None:
         """Phase 4: packetize and send one encoded frame, then the periodic checks."""
-        self._send(self.sender.packet(payload), self.latched or self.remote)
-        self.stats.packets_out += 1
+        self._send(self.sender.packet(payload), self._destination)
+        self.packets_out += 1
 
     def housekeeping(self) -> None:
         """Phase 5 (every tick, cheap): RTCP reports every 5 s and the inactivity check every 1 s."""
@@ -338,8 +350,8 @@ class RtpStream:
             self._event_ts = self.sender.timestamp
         if payload:
             packet = self.sender.packet_at(payload, self._event_ts, marker, self.dtmf_payload_type)
-            self._send(packet, self.latched or self.remote)
-            self.stats.packets_out += 1
+            self._send(packet, self._destination)
+            self.packets_out += 1
         self.sender.advance(FRAME_SAMPLES)
 
     def _check_inactivity(self) -> None:
@@ -356,7 +368,7 @@ class RtpStream:
     def update_remote(self, remote: Address, send: bool, receive: bool) -> None:
         """Apply a new offer/answer: address change or hold (sendonly/inactive)."""
         if remote != self.remote:
-            self.remote = remote
+            self.remote = self._destination = remote
             self._previous = self.latched
             self.latched = None
         self.sending = send

@@ -94,11 +94,11 @@ class CallManager:
             host, port, transport=transports[0], max_sessions=max_calls, credentials=credentials
         )
         self.transports = transports
-        self.ports = PortAllocator(host, *rtp_ports)
+        self.clock = MediaClock()
+        self.ports = PortAllocator(host, *rtp_ports, poller=self.clock.poller)
         self.codecs = codecs
         self.media_timeout = media_timeout
         self.on_refer = on_refer
-        self.clock = MediaClock()
         self.max_load = max_load
         if max_load is not None:
             # Overload: reject new calls cleanly (503) rather than degrade every call in progress.
@@ -140,6 +140,7 @@ class CallManager:
             await self._transport.close()
         for leg in self._legs.values():
             leg.endpoint.close()
+        self.clock.poller.close()
 
     async def _all_ended(self) -> None:
         while self.calls:
