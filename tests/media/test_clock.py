@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import gc
 import math
 import random
 import time
@@ -10,8 +11,11 @@ from itertools import pairwise
 
 import numpy as np
 
+from parley.media import clock as clock_module
 from parley.media import g711
 from parley.media.clock import (
+    FULL_EVERY_S,
+    YOUNG_THRESHOLD,
     MediaClock,
     _decode_and_deliver,
     _encode_and_send,
@@ -419,3 +423,51 @@ async def test_a_failing_stream_callback_does_not_stop_the_clock():
     finally:
         clock.stop()
         loop.set_exception_handler(None)
+
+
+class GarbageMaker(CountingStream):
+    """A stream whose consumer leaves reference cycles behind every tick (as callbacks often do)."""
+
+    def deliver(self, pcm):
+        super().deliver(pcm)
+        for _ in range(300):
+            cycle = []
+            cycle.append(cycle)
+
+
+def collections_so_far():
+    return sum(stats["collections"] for stats in gc.get_stats())
+
+
+async def test_while_a_clock_ticks_it_runs_the_garbage_collector_itself_and_hands_it_back_after():
+    assert gc.isenabled()
+    clock, other = MediaClock(), MediaClock()
+    try:
+        clock.add(GarbageMaker())
+        other.add(CountingStream())
+        await wait_until(lambda: clock.ticks >= 2)
+        assert not gc.isenabled()  # no automatic collection can start inside a tick
+        before = collections_so_far()
+        await wait_until(lambda: clock.ticks >= 30)
+        assert collections_so_far() > before  # ... the clocks collect after their sends instead
+        assert gc.get_count()[0] < 2 * YOUNG_THRESHOLD
+        clock.stop()
+        assert not gc.isenabled()  # the other clock still ticks
+    finally:
+        clock.stop()
+        other.stop()
+    assert gc.isenabled()
+
+
+async def test_a_clock_that_never_idles_still_gets_a_full_collection_every_few_minutes():
+    pacer = clock_module._GC
+    clock = MediaClock()
+    try:
+        clock.add(GarbageMaker())
+        await wait_until(lambda: clock.ticks >= 2)
+        pauses = len(pacer.full_pauses)
+        pacer.last_full -= FULL_EVERY_S  # as if the clock had been busy for that long
+        await wait_until(lambda: len(pacer.full_pauses) > pauses)
+        assert time.monotonic() - pacer.last_full < 1.0
+    finally:
+        clock.stop()
