@@ -158,8 +158,8 @@ def per_stream(streams):
 def batched(streams):
     """What MediaClock._tick does, minus the socket reads and the timing."""
     phases = [_Phases(stream) for stream in streams]
-    _decode_and_deliver(phases, _pull_all(phases))
     _encode_and_send(phases, _next_out_all(phases))
+    _decode_and_deliver(phases, _pull_all(phases))
     _housekeeping_all(phases)
 
 

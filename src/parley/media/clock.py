@@ -134,17 +134,19 @@ class MediaClock:
                 self._idle()
 
     def _run_streams(self, due: float, late: float) -> None:
-        try:
-            self.poller.poll()  # what arrived since the last tick, before the jitter buffers are read
-        except Exception:
-            log.exception("handling received RTP/RTCP failed")
+        # Sending comes first, so every frame leaves at the tick's start whatever the receiving
+        # costs (it varies with what arrived); a frame queued by this tick's audio leaves next tick.
         streams = self._phases()
-        _decode_and_deliver(streams, _pull_all(streams))
         outgoing = _next_out_all(streams)
         slot = (self.ticks - 1) % RING
         self._first_sent[slot] = self._now()
         _encode_and_send(streams, outgoing)
         self._last_sent[slot] = end = self._now()
+        try:
+            self.poller.poll()  # what arrived since the last tick, before the jitter buffers are read
+        except Exception:
+            log.exception("handling received RTP/RTCP failed")
+        _decode_and_deliver(streams, _pull_all(streams))
         _housekeeping_all(streams)
         self._durations[slot] = end - due - late
         _GC.collect_young()  # after the sends: what it costs delays no frame of this tick

@@ -296,12 +296,12 @@ class RtpStream:
 
     # -- the media clock's phases (see MediaClock._tick, which batches the G.711 work) ---------
     def pull(self) -> bytes | None:
-        """Phase 1: the received payload due for this 20 ms slot (None when missing)."""
+        """Phase 3: the received payload due for this 20 ms slot (None when missing)."""
         self._ticks += 1
         return self.jitter.pop()
 
     def deliver(self, pcm: np.ndarray | None) -> None:
-        """Phase 2: hand the decoded frame (or concealment for a missing one) to the consumer."""
+        """Phase 4: hand the decoded frame (or concealment for a missing one) to the consumer."""
         on_audio = self.on_audio
         if pcm is not None:
             self._last_pcm = pcm
@@ -313,7 +313,7 @@ class RtpStream:
             on_audio(conceal(self._last_pcm, self._losses))
 
     def next_out(self) -> bytes | np.ndarray | None:
-        """Phase 3: the frame to send now (PCM still to be encoded), or None (held, or DTMF sent)."""
+        """Phase 1: the frame to send now (PCM still to be encoded), or None (held, or DTMF sent)."""
         if not self.sending:
             self.sender.advance(FRAME_SAMPLES)  # the RTP clock keeps running through a hold
             return None
@@ -323,7 +323,7 @@ class RtpStream:
         return self._next_frame()
 
     def send_payload(self, payload: bytes) -> None:
-        """Phase 4: packetize and send one encoded frame, then the periodic checks."""
+        """Phase 2: packetize and send one encoded frame."""
         self._send(self.sender.packet(payload), self._destination)
         self.packets_out += 1
 
@@ -336,12 +336,12 @@ class RtpStream:
             self._check_inactivity()
 
     def tick(self) -> None:
-        """All phases for this stream alone (the clock batches them across streams instead)."""
-        payload = self.pull()
-        self.deliver(g711.decode(self.codec, payload) if payload is not None else None)
+        """All phases for this stream alone, in the clock's order (it batches them across streams)."""
         frame = self.next_out()
         if frame is not None:
             self.send_payload(frame if type(frame) is bytes else g711.encode(self.codec, frame))
+        payload = self.pull()
+        self.deliver(g711.decode(self.codec, payload) if payload is not None else None)
         self.housekeeping()
 
     def _send_dtmf_frame(self) -> None:
