@@ -13,7 +13,8 @@ cdef class JitterBuffer:
     cdef unsigned long long _seen
     cdef bint _have_transit, _synced
     cdef double _jitter
-    cdef dict _frames
+    cdef list _ring
+    cdef long long _mask, _count
     cdef object _stats
     cdef public long long adapt_window, clock_rate, frame_samples, max_delay, min_delay, resync_frames, target
 
@@ -21,12 +22,13 @@ cdef class JitterBuffer:
     cpdef _resync(self, slot_payload, long long timestamp, long long ssrc, bint hard)
     cpdef push(self, packet, long long arrival_ts)
     @cython.locals(slot_off=cython.longlong, back=cython.longlong, slot=cython.longlong,
-                   excess=cython.longlong, hard=cython.bint)
+                   excess=cython.longlong, hard=cython.bint, ring=list)
     cpdef insert(self, payload, long long timestamp, long long ssrc, long long arrival_ts)
     @cython.locals(transit=cython.longlong, d=cython.longlong)
     cpdef _observe(self, long long timestamp, long long arrival_ts)
+    @cython.locals(index=cython.longlong, ring=list)
     cpdef _skip(self, long long count, bint overflow)
-    @cython.locals(slot=cython.longlong, level=cython.longlong)
+    @cython.locals(slot=cython.longlong, level=cython.longlong, index=cython.longlong)
     cpdef pop(self)
     @cython.locals(spread=cython.longlong, current=cython.longlong, desired=cython.longlong,
                    grow=cython.longlong)

@@ -63,13 +63,14 @@ class JitterBuffer:
     """Reorders one incoming RTP audio stream into 20 ms playout slots (see the module docstring)."""
 
     __slots__ = (
+        "_count",
         "_cur_rmax",
         "_cur_rmin",
-        "_frames",
         "_have_transit",
         "_holding",
         "_jitter",
         "_last_ts",
+        "_mask",
         "_newest",
         "_next_slot",
         "_next_ts",
@@ -77,6 +78,7 @@ class JitterBuffer:
         "_prebuffer",
         "_prev_spread",
         "_received",
+        "_ring",
         "_seen",
         "_ssrc",
         "_stats",
@@ -116,7 +118,11 @@ class JitterBuffer:
         start = 2 if initial_delay is None else initial_delay
         self.target = max(min_delay, min(max_delay, start))
         self._stats = JitterStats()
-        self._frames: dict[int, bytes] = {}
+        # Slot n's payload sits at ring[n & mask]: buffered slots never span more than resync_frames.
+        size = 1 << self.resync_frames.bit_length()
+        self._ring: list[bytes | None] = [None] * size
+        self._mask = size - 1
+        self._count = 0  # payloads in the ring
         self._synced = False
         self._ssrc = 0
         self._next_slot = 0
@@ -150,7 +156,7 @@ class JitterBuffer:
     @property
     def buffered(self) -> int:
         """Frames buffered and not yet played."""
-        return len(self._frames)
+        return self._count
 
     def _reset_window(self) -> None:
         self._win_pops = 0
@@ -161,14 +167,15 @@ class JitterBuffer:
         stats = self._stats
         if self._synced:
             stats.resyncs += 1
-            stats.overflow_drops += len(self._frames)
+            stats.overflow_drops += self._count
         if hard:
             self._have_transit = False
             self._last_ts = -1
             self._prev_spread = -1
             self._cur_rmin, self._cur_rmax = _NO_RMIN, _NO_RMAX
-        self._frames.clear()
-        self._frames[0] = slot_payload
+        self._ring = [None] * len(self._ring)
+        self._ring[0] = slot_payload
+        self._count = 1
         self._synced = True
         self._ssrc = ssrc
         self._next_slot = 0
@@ -216,11 +223,12 @@ class JitterBuffer:
                 self._observe(timestamp, arrival_ts)
             return
         slot = self._next_slot + slot_off
-        frames = self._frames
-        if slot in frames:
+        ring = self._ring
+        if ring[slot & self._mask] is not None:
             self._stats.duplicates += 1
             return
-        frames[slot] = payload
+        ring[slot & self._mask] = payload
+        self._count += 1
         self._observe(timestamp, arrival_ts)
         if self._holding:
             if slot_off == 0 and self.target < self.max_delay:
@@ -251,15 +259,19 @@ class JitterBuffer:
     def _skip(self, count: int, overflow: bool) -> None:
         """Discard the ``count`` oldest slots (played never)."""
         stats = self._stats
-        frames = self._frames
+        ring = self._ring
         for _ in range(count):
-            frame = frames.pop(self._next_slot, None)
+            index = self._next_slot & self._mask
+            frame = ring[index]
             if frame is None:
                 stats.lost += 1
-            elif overflow:
-                stats.overflow_drops += 1
             else:
-                stats.shrinks += 1
+                ring[index] = None
+                self._count -= 1
+                if overflow:
+                    stats.overflow_drops += 1
+                else:
+                    stats.shrinks += 1
             self._next_slot += 1
             self._next_ts = (self._next_ts + self.frame_samples) & _MASK32
             self._seen = ((self._seen << 1) | (frame is not None)) & _MASK64
@@ -285,7 +297,11 @@ class JitterBuffer:
             self._stats.underruns += 1
             self._win_events += 1
             return None
-        frame = self._frames.pop(slot, None)
+        index = slot & self._mask
+        frame = self._ring[index]
+        if frame is not None:
+            self._ring[index] = None
+            self._count -= 1
         self._next_slot = slot + 1
         self._next_ts = (self._next_ts + self.frame_samples) & _MASK32
         if frame is None:
@@ -316,7 +332,7 @@ class JitterBuffer:
             self.target += grow
             self._stretch += grow
         elif self._win_events == 0:
-            if self._win_min_level > self.target and self._frames:
+            if self._win_min_level > self.target and self._count:
                 self._skip(1, overflow=False)
             if 0 <= desired < self.target:
                 self.target -= 1
