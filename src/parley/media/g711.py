@@ -118,6 +118,15 @@ def decode_table(codec: str) -> np.ndarray:
     raise ValueError(f"unsupported G.711 codec {codec!r}")
 
 
+def encode_table(codec: str) -> np.ndarray:
+    """The 65,536-entry uint8 table encoding ``codec`` (indexed by the int16 sample as uint16)."""
+    if codec == "PCMU":
+        return _ULAW_ENCODE
+    if codec == "PCMA":
+        return _ALAW_ENCODE
+    raise ValueError(f"unsupported G.711 codec {codec!r}")
+
+
 def decode(codec: str, payload: bytes) -> np.ndarray:
     """Decode ``payload`` of ``codec`` ("PCMU" or "PCMA") to int16 PCM."""
     # ndarray.take is markedly cheaper than fancy indexing on 160-sample frames (hot path).
