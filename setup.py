@@ -19,7 +19,10 @@ setup(
             Extension(f"parley.media.{name}", [f"src/parley/media/{name}.py"], optional=True)
             for name in HOT_PATH
         ]
-        + [Extension("parley.media.datagram_c", ["src/parley/media/datagram_c.pyx"], optional=True)],
+        + [
+            Extension("parley.media.datagram_c", ["src/parley/media/datagram_c.pyx"], optional=True),
+            Extension("parley.loadtest.listen", ["src/parley/loadtest/listen.py"], optional=True),
+        ],
         compiler_directives={
             "language_level": 3,
             "annotation_typing": False,  # types come from the .pxd files only: Python semantics stay

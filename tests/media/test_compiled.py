@@ -1,9 +1,9 @@
 """The media hot path as built by Cython: really compiled, current, and the same on every path.
 
 ``rtp``, ``jitter``, ``stream`` and ``clock`` are compiled from their ``.py`` sources (typed by the
-``.pxd`` files beside them), and ``datagram_c`` from its ``.pyx``, when the package is installed.
-The receive path has a C fast path for plain packets and the general parser for the rest; both
-must give the same result.
+``.pxd`` files beside them), and ``datagram_c`` from its ``.pyx``, when the package is installed;
+so is the load tester's per-packet tap (``parley.loadtest.listen``). The receive path has a C fast
+path for plain packets and the general parser for the rest; both must give the same result.
 """
 
 import importlib
@@ -18,14 +18,16 @@ from parley.media.jitter import JitterBuffer
 from parley.media.rtp import ReceptionStats, RtpPacket, RtpSender
 from parley.media.stream import RtpStream
 
-HOT_PATH = ["rtp", "jitter", "stream", "clock", "datagram_c"]
+HOT_PATH = [f"parley.media.{name}" for name in ("rtp", "jitter", "stream", "clock", "datagram_c")]
+HOT_PATH += ["parley.loadtest.listen"]
 PEER = ("192.0.2.10", 40000)
 
 
 @pytest.mark.parametrize("name", HOT_PATH)
 def test_hot_path_module_is_compiled_and_newer_than_its_sources(name):
-    module = importlib.import_module(f"parley.media.{name}")
+    module = importlib.import_module(name)
     built = Path(module.__file__)
+    name = name.rpartition(".")[2]
     assert built.suffix == ".so", f"{module.__name__} runs interpreted: reinstall with `pip install -e .`"
     for source in (built.parent / f"{name}{suffix}" for suffix in (".py", ".pxd", ".pyx")):
         if source.exists():

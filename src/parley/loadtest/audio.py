@@ -4,12 +4,13 @@
   :class:`~parley.speech.tts.CachedTts`: content-addressed on disk, so later runs skip the engine
   too, plus an in-memory map), trims its leading and trailing silence so the last frame sent is the
   end of speech, and shares one in-flight render between calls asking for the same text at once.
-* :func:`loud_payload` tells whether a G.711 payload carries speech energy (a sample above
-  :data:`LOUD`) straight from the encoded bytes: one ``bytes.translate`` with a 256-entry table,
-  no decoding, no numpy call: ≈ 0.5 µs per packet, against ≈ 2.3 µs for a WebRTC VAD call on the
-  decoded frame (plus the decoding) and ≈ 2.8 µs for a numpy peak (``bench/loadtest_capacity.py``
-  measures them). Agents' prompts are clean TTS over G.711 silence, so energy with a hang-over
-  (the prompt's ``silence_ms``) tells speech from silence as well as a VAD does here.
+* :data:`QUIET` lists the G.711 byte values whose sample is not speech (at most :data:`LOUD`):
+  the caller's tap (:class:`parley.loadtest.listen.PacketTap`) tests a packet's energy straight
+  from its encoded bytes with it — no decoding, no numpy call: a fraction of a µs per packet,
+  against ≈ 2.3 µs for a WebRTC VAD call on the decoded frame (plus the decoding) and ≈ 2.8 µs
+  for a numpy peak (``bench/loadtest_capacity.py`` measures them). Agents' prompts are clean TTS
+  over G.711 silence, so energy with a hang-over (the prompt's ``silence_ms``) tells speech from
+  silence as well as a VAD does here.
 """
 
 from __future__ import annotations
@@ -36,11 +37,6 @@ def _quiet_bytes(codec: str) -> bytes:
 
 
 QUIET = {codec: _quiet_bytes(codec) for codec in ("PCMU", "PCMA")}
-
-
-def loud_payload(payload: bytes, codec: str) -> bool:
-    """True when any sample of the G.711 ``payload`` exceeds :data:`LOUD` in magnitude."""
-    return bool(payload.translate(None, QUIET[codec]))
 
 
 def loud_frame(pcm: np.ndarray) -> bool:

@@ -1,12 +1,12 @@
 """One call's scripted caller: hears the agent on arriving RTP, speaks answers, presses keys.
 
-:class:`ScriptedCaller` taps the call's RTP socket: every arriving packet is time-stamped and tested
-for speech energy on its encoded bytes (:func:`parley.loadtest.audio.loud_payload`) before the
-caller's jitter buffer, so
+:class:`ScriptedCaller` taps the call's RTP socket (a compiled
+:class:`~parley.loadtest.listen.PacketTap`): every arriving packet, with its kernel arrival time,
+is tested for speech energy on its encoded bytes before the caller's jitter buffer, so
 
 * prompt-end detection (:meth:`ScriptedCaller.wait_prompt_end`: at least ``min_speech_ms`` of loud
   packets, then ``silence_ms`` without one — the silence is the hang-over that bridges pauses
-  between words) costs one C call per packet and one timer per wait, no task per call;
+  between words) runs Python only for loud packets and one timer per wait, no task per call;
 * reply latency is measured at packet arrival: the first loud packet after the caller's end of
   speech (:meth:`ScriptedCaller.say` returns the time its last frame was sent);
 * inter-arrival gaps (> 60 ms) are counted for the audio-quality figures.
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from parley.loadtest.audio import FRAME_MS, loud_payload
+from parley.loadtest.audio import FRAME_MS, QUIET
+from parley.loadtest.listen import PacketTap
 
 if TYPE_CHECKING:
     from parley.telephony.call import Call
@@ -54,9 +55,6 @@ class ScriptedCaller:
         self.speech_frames = 0  # loud packets since the last mark
         self.last_loud: float | None = None  # monotonic arrival of the last loud packet
         self.loud_packets: deque[float] = deque(maxlen=3000)  # arrival times of loud packets (60 s)
-        self.packets = 0
-        self.gaps = 0
-        self.last_arrival: float | None = None
         self.transfer_to: str | None = None
         self._pending: list[PendingReply] = []
         self._waiters: set[asyncio.Future[None]] = set()
@@ -66,31 +64,24 @@ class ScriptedCaller:
         self._loop = asyncio.get_running_loop()
         call.on_ended = self._on_ended
         call.on_audio = _discard  # decoded frames are not needed (all is done on arrival): never queued
+        stream = call.stream
+        self.tap = PacketTap(stream.payload_type, QUIET[stream.codec], stream.receive, self._loud, GAP_S)
         leg = manager._legs.get(id(call.session))
-        self._codec = call.stream.codec
-        self._pt = call.stream.payload_type
         if leg is not None:
-            receive = call.stream.receive
+            leg.endpoint.on_rtp(self.tap)
 
-            def tap(data: bytes, source: tuple[str, int], arrival: float) -> None:
-                self._arrived(data, arrival)
-                receive(data, source, arrival)
+    @property
+    def packets(self) -> int:
+        """Packets of the call's audio payload type received so far."""
+        return self.tap.packets
 
-            leg.endpoint.on_rtp(tap)
+    @property
+    def gaps(self) -> int:
+        """Inter-arrival intervals longer than :data:`GAP_S` so far."""
+        return self.tap.gaps
 
-    # -- the tap (runs for every arriving datagram) ---------------------------------------------------
-    def _arrived(self, data: bytes, now: float) -> None:
-        if len(data) <= 12 or data[1] & 0x7F != self._pt:
-            return
-        self.packets += 1
-        if self.last_arrival is not None and now - self.last_arrival > GAP_S:
-            self.gaps += 1
-        self.last_arrival = now
-        header = 12 + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10 and len(data) >= header + 4:  # header extension
-            header += 4 + 4 * int.from_bytes(data[header + 2 : header + 4], "big")
-        if not loud_payload(data[header:], self._codec):
-            return
+    # -- loud packets (the tap calls this for each; the rest of the per-packet work is compiled) ------
+    def _loud(self, now: float) -> None:
         self.speech_frames += 1
         self.last_loud = now
         self.loud_packets.append(now)
