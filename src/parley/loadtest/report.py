@@ -402,7 +402,9 @@ def _verdicts_html(verdicts: Sequence[Verdict], failures: Sequence[str]) -> str:
             f"<td>{html.escape(verdict.key)}</td><td>{html.escape(verdict.sentence)}</td></tr>"
             for verdict in verdicts
         )
-        parts.append(f"<table><thead><tr><th>verdict</th><th>threshold</th><th>figure</th></tr></thead>{rows}</table>")
+        parts.append(
+            f"<table><thead><tr><th>verdict</th><th>threshold</th><th>figure</th></tr></thead>{rows}</table>"
+        )
     return "".join(parts)
 
 

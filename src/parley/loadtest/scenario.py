@@ -435,8 +435,12 @@ def load_scenario(path: str | Path) -> Scenario:
 def load_scenario_text(text: str, file: str = "<scenario>", base: Path | None = None) -> Scenario:
     """Load and validate a scenario from YAML text; WAV paths are relative to ``base``."""
     root, data, errors = read_yaml_mapping(
-        text, file, ScenarioFileError,
-        kind="a scenario", examples="examples/loadtest/", first_line="name: my-test"
+        text,
+        file,
+        ScenarioFileError,
+        kind="a scenario",
+        examples="examples/loadtest/",
+        first_line="name: my-test",
     )
     try:
         scenario = Scenario.model_validate(data)
