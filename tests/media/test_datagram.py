@@ -159,3 +159,25 @@ def test_the_media_clock_reads_sockets_with_the_c_implementation():
     from parley.media.clock import MediaClock
 
     assert type(MediaClock().poller) is datagram_c.DatagramPoller
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_ipv6_sources_arrive_as_host_and_port(impl):
+    try:
+        first, second = (socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) for _ in range(2))
+        first.bind(("::1", 0))
+        second.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    poller = impl.DatagramPoller()
+    sender, receiver = impl.DatagramSocket(first), impl.DatagramSocket(second)
+    poller.add(receiver)
+    received = []
+    receiver.handler = lambda data, source, arrival: received.append((data, source))
+    sender.sendto(b"over v6", ("::1", second.getsockname()[1]))
+    poll_until(poller, received, 1)
+    assert received == [(b"over v6", ("::1", first.getsockname()[1]))]
+    poller.remove(receiver)
+    for sock in (sender, receiver):
+        sock.close()
+    poller.close()
