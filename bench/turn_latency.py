@@ -4,7 +4,8 @@ For every caller turn: the time from the caller's end of speech (the last frame 
 answers are flite renderings trimmed of silence) to the first RTP packet of the agent's reply with
 speech energy (time-stamped on arrival at the caller's socket, before its jitter buffer). Also:
 
-- the share of complete answers closed early (``t_early_close`` in the server's call records),
+- the share of complete answers closed early (``t_early_close`` in the server's call records: on a
+  complete partial, or on the recognisers' final at a short pause — ``close_reasons`` tells them apart),
 - CPU per call: CPU time of the server process tree (the server, its decoder workers, reaped TTS
   processes; from /proc) over the calls of a step,
 - a step-up of concurrent conversational calls (each caller loops: dial, answer every question,
@@ -245,13 +246,20 @@ async def run_step(
         else:
             result.failed += 1
             wrong = sorted(k for k, v in want.items() if got.get(k) != v)
-            result.errors.append(f"{record['outcome']} ({record['outcome_reason']}), wrong slots: {wrong}")
+            # the bench's own made-up values: said vs understood, to tell misrecognitions from the rest
+            heard = ", ".join(f"{k} said {want[k]} understood {got.get(k)}" for k in wrong)
+            result.errors.append(
+                f"{record['outcome']} ({record['outcome_reason']}), wrong slots: {wrong} ({heard})"
+            )
         for turn in record["turns"]:
             if turn["input"] == "speech" and turn["result"] == "accepted":
                 result.complete_answers += 1
                 early = turn["t_early_close"] is not None
                 result.early_closed += early
-                reason = "early-close" if early else "silence"
+                # early: on a complete partial, or on the final at a pause (semantic endpointing)
+                reason = "silence"
+                if early:
+                    reason = "pause-close" if turn.get("close") == "pause" else "early-close"
                 result.close_reasons[reason] = result.close_reasons.get(reason, 0) + 1
             for part, ms in turn.get("timing", {}).items():
                 result.timing.setdefault(part, []).append(ms)

@@ -737,6 +737,49 @@ def test_early_close_state_resets_per_turn_and_partials_outside_a_turn_are_ignor
     assert feed(c, ["yes", "yes please"]) == [1]
 
 
+def test_a_complete_final_at_a_pause_closes_the_turn_when_the_partials_end_the_same_way() -> None:
+    c = conversation()
+    to_account(c)
+    # "two" taken for the carrier "it is" in every partial; the count-forced final has all four digits
+    assert feed(c, ["it is", "it is seven", "it is seven three nine"]) == []
+    assert c.on_pause("two seven three nine", 0.9, heard="it is seven three nine") == [EarlyClose()]
+    turn = c.record.turns[-1]
+    assert turn.t_early_close is not None and turn.close == "pause"
+    assert c.on_pause("two seven three nine", 0.9, heard="it is seven three nine") == []  # once per turn
+    assert c.on_partial("two seven three nine") == []
+    c.on_final("two seven three nine", 0.9)
+    assert c.slots["account"] == "2739"
+    assert c.record.to_dict()["turns"][1]["close"] == "pause"
+
+
+@pytest.mark.parametrize(
+    ("final", "heard"),
+    [
+        ("four two seven seven", "four two seven"),  # a digit invented at the end: maybe still to be said
+        ("four two seven", "four two seven"),  # incomplete
+        ("four two seven one", ""),  # no partial to agree with
+        ("four two seven double", "four two seven"),  # announces more
+        ("can I talk to a real person", "can I talk to a real person"),  # no digits
+    ],
+)
+def test_no_close_at_a_pause_unless_the_final_completes_what_was_heard(final: str, heard: str) -> None:
+    c = conversation()
+    to_account(c)
+    assert c.on_pause(final, 0.9, heard=heard) == []
+    assert c.record.turns[-1].t_early_close is None and c.record.turns[-1].close is None
+    assert feed(c, ["four two seven one", "four two seven one"]) == [1]  # partials still close it
+    assert c.record.turns[-1].close == "partial"
+
+
+def test_pauses_outside_an_answer_are_ignored() -> None:
+    c = conversation()
+    assert c.on_pause("four two seven one", 0.9, heard="four two seven one") == []  # not started
+    to_account(c)
+    c.on_final("four two seven one", 0.4)  # low confidence: read back for a yes/no
+    assert c.listening is not None and c.listening.question.slot_type is SlotType.YES_NO
+    assert c.on_pause("yes", 0.9, heard="yes") == []  # a read-back is left to the partials
+
+
 # --- the call record ------------------------------------------------------------------------------------
 
 

@@ -177,3 +177,32 @@ def test_final_scales_confidence_and_reports_completeness():
     assert final.extraction.confidence == pytest.approx(0.45)
     assert not understanding.final("four two seven", confidence=0.9).complete_and_stable
     assert understanding.final("", confidence=0.9).extraction is None
+
+
+@pytest.mark.parametrize(
+    ("final", "heard", "settled"),
+    [
+        ("two seven three nine", "it is seven three nine", True),  # the first digit taken for a carrier
+        ("yeah nine nine one three", "yeah nine one three", True),
+        ("four two seven one", "four two seven one", True),
+        ("one seven eight eight", "one seven eight", False),  # the last digit invented: maybe unsaid
+        ("five oh one nine", "five one", False),
+        ("zero oh oh nine", "zero nine", False),  # two digits invented in front: a pause after "zero nine"?
+        ("four two seven one", "", False),
+        ("four two seven", "four two seven", False),  # not complete
+        ("four two seven double", "four two seven", False),  # open-ended
+        ("four two no four three seven one", "four two no four three seven one", True),  # corrected
+    ],
+)
+def test_a_final_at_a_pause_settles_only_when_the_partials_end_the_same_way(final, heard, settled):
+    understanding = PartialUnderstanding("digits", digits=4)
+    assert understanding.settled(final, 0.9, heard) is settled
+
+
+def test_settled_needs_confidence_and_agreement_for_other_slot_types():
+    digits = PartialUnderstanding("digits", digits=4)
+    assert not digits.settled("four two seven one", 0.3, "four two seven one")  # below min_confidence
+    yes_no = PartialUnderstanding("yes_no")
+    assert yes_no.settled("yes", 0.9, "yes please")
+    assert not yes_no.settled("yes", 0.9, "no")
+    assert not yes_no.settled("yes", 0.9, "")

@@ -150,6 +150,41 @@ async def test_a_hung_engine_misses_the_deadline_and_the_best_available_result_w
     assert record.winner is not None and read_digits(record.winner.text) == "4271"
 
 
+async def test_finish_can_be_given_a_shorter_deadline_than_the_arbiters():
+    arbiter = Arbiter([HangingEngine()], deadline=10)
+    turn = arbiter.start_turn(DIGITS)
+    turn.feed(np.zeros(FRAME_SAMPLES * 5, dtype=np.int16))
+    started = time.perf_counter()
+    record = await turn.finish(deadline=0.2)  # a pause check: no waiting 10 s for a hung engine
+    assert time.perf_counter() - started < 1.0
+    assert record.failed_engines["hanging"] == "timeout"
+    assert record.winner is not None and not record.winner.is_final  # only its partial was there
+
+
+class SlowEngine(ExplodingEngine):
+    """Decodes 100 ms of audio in 50 ms: behind the caller while audio comes faster than that."""
+
+    name = "slow"
+
+    def feed(self, pcm: np.ndarray) -> Hypothesis | None:
+        time.sleep(0.05)
+        return None
+
+    def finish(self) -> Hypothesis:
+        return Hypothesis(self.name, "one", 0.9, is_final=True)
+
+
+async def test_a_turn_tells_when_an_engine_lags_behind_the_audio():
+    turn = Arbiter([SlowEngine()], deadline=10).start_turn(DIGITS)
+    for _ in range(4 * 5):  # four chunks at once
+        turn.feed(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+    await asyncio.sleep(0.01)
+    assert turn.lagging
+    await asyncio.sleep(0.4)
+    assert not turn.lagging  # caught up
+    await turn.finish()
+
+
 async def test_learned_priors_break_ties_between_equally_valid_answers(engines):
     question = Question(SlotType.YES_NO)
     priors = EnginePriors.learn(

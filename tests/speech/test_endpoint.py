@@ -8,7 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parley.speech.endpoint import Endpointer, EndpointEvent, NoInput, SpeechEnded, SpeechStarted, TurnState
+from parley.speech.endpoint import (
+    Endpointer,
+    EndpointEvent,
+    NoInput,
+    Paused,
+    SpeechEnded,
+    SpeechStarted,
+    TurnState,
+)
 from parley.speech.vad import make_vad
 
 from .vad_audio import VAD_NAMES, flite, frames, n_frames, needs_flite, noise, silence
@@ -162,3 +170,52 @@ def test_no_input_clock_is_held_while_the_prompt_plays():
     events = [endpointer.feed(quiet) for _ in range(25)]
     fired = [i for i, e in enumerate(events) if isinstance(e, NoInput)]
     assert len(fired) == 1 and 17 <= fired[0] <= 20  # ~400 ms after the prompt ended
+
+
+def test_a_pause_check_comes_once_per_pause_and_can_end_the_turn_there():
+    first, second = flite("four two seven"), flite("nine one")
+    first_end = 25 + n_frames(first)
+    pcm_frames = frames(silence(500), first, silence(400), second, silence(1500))
+    second_end = first_end + 20 + n_frames(second)
+    events = run(Endpointer(make_vad(), pause_check_ms=250), pcm_frames)
+    assert [type(e) for _, e in events] == [SpeechStarted, Paused, Paused, SpeechEnded]
+    (_, _), (p1, paused), (p2, _), (end_index, ended) = events
+    assert abs(p1 + 1 - first_end - 250 // 20) <= 2  # 250 ms into the caller's pause
+    assert paused.at_ms == (p1 + 1) * 20 and paused.last_speech_ms < paused.at_ms
+    assert abs(p2 + 1 - second_end - 250 // 20) <= 2
+    assert ended.reason == "silence"  # refused checks change nothing: the timeout still ends it
+    assert abs(end_index + 1 - second_end - 35) <= 2
+
+    endpointer = Endpointer(make_vad(), pause_check_ms=250)
+    assert endpointer.end_on_pause() is None  # before speech
+    events = run(endpointer, pcm_frames[: p1 + 1])
+    assert isinstance(events[-1][1], Paused)
+    ended = endpointer.end_on_pause()
+    assert isinstance(ended, SpeechEnded) and ended.reason == "pause" and ended.at_ms == (p1 + 1) * 20
+    assert endpointer.state is TurnState.ENDED and endpointer.end_on_pause() is None
+
+
+def test_end_on_pause_is_refused_once_the_caller_speaks_again():
+    first, second = flite("four two seven"), flite("nine one")
+    pcm_frames = frames(silence(500), first, silence(400), second, silence(1500))
+    endpointer = Endpointer(make_vad(), pause_check_ms=250)
+    paused = next(i for i, e in run(endpointer, pcm_frames) if isinstance(e, Paused))
+    endpointer.reset()
+    run(endpointer, pcm_frames[: paused + 1])
+    resumed = 25 + n_frames(first) + 20 + n_frames(second) // 2  # a check answered late: "nine" began
+    run(endpointer, pcm_frames[paused + 1 : resumed])
+    assert endpointer.end_on_pause() is None
+    assert endpointer.state is TurnState.SPEAKING
+
+
+def test_no_pause_checks_unless_asked_or_when_not_shorter_than_the_silence_timeout():
+    pcm_frames = frames(silence(500), flite("four two seven"), silence(400), flite("nine one"), silence(1500))
+    for endpointer in (Endpointer(make_vad()), Endpointer(make_vad(), silence_ms=700, pause_check_ms=700)):
+        assert [type(e) for _, e in run(endpointer, pcm_frames)] == [SpeechStarted, SpeechEnded]
+        assert endpointer.end_on_pause() is None
+    early = Endpointer(make_vad(), pause_check_ms=250)  # an early close requested: no check needed
+    started = next(i for i, e in run(early, pcm_frames) if isinstance(e, SpeechStarted))
+    early.reset()
+    run(early, pcm_frames[: started + 5])
+    early.request_early_close()
+    assert [type(e) for _, e in run(early, pcm_frames[started + 5 :])] == [SpeechEnded]

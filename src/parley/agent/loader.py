@@ -130,8 +130,12 @@ def read_yaml_mapping(
 def load_agent_text(text: str, file: str = "<agent>") -> Agent:
     """Load and validate an agent from YAML text; ``file`` names it in errors."""
     root, data, errors = read_yaml_mapping(
-        text, file, AgentFileError,
-        kind="an agent file", examples="examples/*.yaml", first_line="name: my-agent"
+        text,
+        file,
+        AgentFileError,
+        kind="an agent file",
+        examples="examples/*.yaml",
+        first_line="name: my-agent",
     )
     try:
         agent = Agent.model_validate(data, context={"semantic": False})

@@ -18,6 +18,7 @@ Layout of a record (``to_dict``)::
      "turns": [{"step", "kind": "answer" | "confirm", "t_listen", "t_end", "input": "speech" | "dtmf" |
                 "no_input" | "hangup", "transcript", "confidence", "hypotheses": [{"engine", "text",
                 "confidence", "chosen"}], "arbiter_reason", "partials", "t_early_close",
+                "close": "partial" | "pause" | null (what closed it early), "timing",
                 "nlu": {"intent", "intent_confidence", "value", "value_confidence", "complete"},
                 "result"}],
      "slots": {name: envelope},
@@ -99,6 +100,7 @@ class Turn:
     arbiter_reason: str | None = None
     partials: int = 0
     t_early_close: float | None = None
+    close: str | None = None  # what closed it early: "partial" (complete partial), "pause" (final at a pause)
     timing: dict[str, float] = field(default_factory=dict)  # where the turn's reply time went (ms)
     nlu: dict[str, Any] = field(default_factory=dict)
     result: str | None = None  # accepted | no_match | no_input | intent:NAME | global:NAME | yes | no ...
@@ -116,6 +118,7 @@ class Turn:
             "arbiter_reason": self.arbiter_reason,
             "partials": self.partials,
             "t_early_close": _round(self.t_early_close),
+            "close": self.close,
             "timing": self.timing,
             "nlu": self.nlu,
             "result": self.result,

@@ -147,6 +147,9 @@ class TurnUnderstanding(Protocol):
         """The slot value of the final transcript, or None when it holds no valid value."""
         ...
 
+    # Optional: ``settled(final, confidence, heard) -> bool`` — at a pause, whether the final of the
+    # answer so far (``heard``: the winning engine's last partial) closes the turn (Conversation.on_pause).
+
 
 class Understanding(Protocol):
     """What the runtime needs from the NLU: intents, and per-turn slot understanding."""
@@ -171,6 +174,9 @@ class ParleyTurn:
 
     def update(self, partial: str) -> bool:
         return bool(self.partial.update(partial).complete_and_stable)
+
+    def settled(self, text: str, confidence: float, heard: str) -> bool:
+        return bool(self.partial.settled(text, confidence, heard))
 
     def final(self, text: str, confidence: float) -> Reading | None:
         extraction = self.partial.final(text, confidence).extraction
@@ -430,9 +436,29 @@ class Conversation:
         if self._turn_nlu.update(text):
             self._early_closed = True
             self._turn.t_early_close = self._now()
+            self._turn.close = "partial"
             log.debug("call %s: early close at %s", self.call_id, self.step_id)
             return [EarlyClose()]
         return []
+
+    def on_pause(self, text: str, confidence: float = 1.0, *, heard: str = "") -> list[Action]:
+        """The caller paused mid-turn; ``text`` is the recognisers' final of the answer so far and
+        ``heard`` the winning engine's last partial. ``[EarlyClose()]`` when that final completes the
+        answer (semantic endpointing: the I/O side ends the turn and sends the same final to
+        :meth:`on_final`); ``[]`` to keep listening. A likely global intent is left to the final."""
+        if self._waiting != "answer" or self._turn_nlu is None or self._turn is None or self._early_closed:
+            return []
+        settled = getattr(self._turn_nlu, "settled", None)
+        if settled is None or not text.strip() or not settled(text, confidence, heard):
+            return []
+        guess = self.nlu.classify(text)
+        if guess.name is not None and guess.name in self.agent.global_intents:
+            return []
+        self._early_closed = True
+        self._turn.t_early_close = self._now()
+        self._turn.close = "pause"
+        log.debug("call %s: closed at a pause at %s", self.call_id, self.step_id)
+        return [EarlyClose()]
 
     def on_final(
         self,

@@ -4,9 +4,10 @@ Per call, prompts are rendered by TTS (static ones come from the prompt cache) a
 RTP; while a prompt plays and after it, the caller's 20 ms frames feed the endpointer (VAD) and
 the ASR arbiter (engines decoding in worker processes). Every partial goes to the NLU; when the
 answer is complete and stable the turn closes at once (early close) instead of waiting out the
-silence. Speech during an interruptible prompt stops it (barge-in). RFC 4733 digits answer
-keypad-capable questions. Webhooks, transfers (REFER) and hang-ups are performed here, and the
-call record is appended to a JSON-lines file when the call ends.
+silence; at a short pause in a digits answer the recognisers' final is checked too (semantic
+endpointing, :meth:`Conversation.on_pause`). Speech during an interruptible prompt stops it
+(barge-in). RFC 4733 digits answer keypad-capable questions. Webhooks, transfers (REFER) and
+hang-ups are performed here, and the call record is appended to a JSON-lines file when the call ends.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ from parley.agent.runtime import (
 from parley.agent.webhook import perform_webhook
 from parley.media.stream import Playback
 from parley.speech.arbiter import Arbiter, EnginePriors
-from parley.speech.endpoint import Endpointer, NoInput, SpeechEnded, SpeechStarted
+from parley.speech.endpoint import Endpointer, NoInput, Paused, SpeechEnded, SpeechStarted
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import DecodePool
 from parley.speech.tts import CachedTts, TtsEngine, load_tts, render, trim_silence
-from parley.speech.types import FRAME_SAMPLES, AsrEngine, Hypothesis, SlotType
+from parley.speech.types import FRAME_SAMPLES, AsrEngine, Hypothesis, Question, SlotType, TurnRecord
 from parley.speech.vad import make_vad
 from parley.telephony.call import Call, DtmfDigit
 
@@ -62,6 +63,13 @@ PREROLL_MS = 300
 FRAME_MS = 20
 PROMPT_TAIL_MS = 150  # silence kept after a static prompt's last word (the caller's cue to speak)
 PREROLL_FRAMES_MAX = 100  # frames kept while waiting for an onset (the VAD confirms within a few)
+# Semantic endpointing: after this much of the caller's silence in a counted-digits answer, take the
+# recognisers' final and close if the understanding layer finds it complete (Conversation.on_pause);
+# else restart the recognisers on the turn's audio and listen on. Answers whose partials never held
+# every digit (a first digit heard as "it is") waited the whole silence timeout before.
+PAUSE_CHECK_MS = 250
+PAUSE_CHECKS_MAX = 3  # per turn: each refused check re-decodes the turn's audio so far
+PAUSE_CHECK_DEADLINE_S = 0.3  # a check waits this long for finals (frames queue meanwhile); else refused
 
 
 class VoiceAgent:
@@ -76,8 +84,10 @@ class VoiceAgent:
         tts: TtsEngine | None = None,
         records: Path | None = None,
         priors: EnginePriors | None = None,
+        pause_check_ms: int | None = PAUSE_CHECK_MS,
     ) -> None:
         self.agent = agent
+        self.pause_check_ms = pause_check_ms  # None: no semantic endpointing
         # One partial with a complete value closes the turn: engines only emit changed partials.
         self.nlu = ParleyUnderstanding(agent, stable_partials=1)
         self.engines = engines if engines is not None else load_engines()
@@ -207,14 +217,17 @@ class _CallSession:
         """One caller turn, from the start of the prompt (barge-in) to the answer, silence or keys."""
         settings = self.app.agent.settings
         interruptible = await self._play_pending(wait=False) and settings.barge_in
+        checks = PAUSE_CHECKS_MAX if _pause_checkable(listen.question) else 0
         endpointer = Endpointer(
             make_vad(),
             silence_ms=settings.silence_ms,
             no_input_ms=settings.no_input_ms,
             max_speech_ms=settings.max_turn_ms,
+            pause_check_ms=self.app.pause_check_ms if checks else None,
         )
         early: list[bool] = []
         before_onset: deque[np.ndarray] = deque(maxlen=PREROLL_FRAMES_MAX)
+        heard: list[np.ndarray] = []  # every frame the recognisers got this turn (replayed on a restart)
 
         def on_partial(hypothesis: Hypothesis) -> None:
             if any(isinstance(a, EarlyClose) for a in self.conversation.on_partial(hypothesis.text)):
@@ -251,10 +264,23 @@ class _CallSession:
                 event = endpointer.feed(item)
                 if speaking:
                     turn.feed(item)
+                    heard.append(item)
                 else:
                     before_onset.append(item)
                 if early and speaking:
                     event = endpointer.request_early_close() or event
+                record: TurnRecord | None = None
+                # a check needs recognisers that kept up: a lagging one's final would come too late
+                if isinstance(event, Paused) and checks and not turn.lagging:
+                    checks -= 1
+                    record = await turn.finish(deadline=PAUSE_CHECK_DEADLINE_S)
+                    ended = endpointer.end_on_pause() if self._closes_at_pause(record) else None
+                    if ended is None:  # listen on: fresh sessions, fed the turn's audio so far
+                        turn = self.app.arbiter.start_turn(listen.question, on_partial=on_partial)
+                        for frame in heard:
+                            turn.feed(frame)
+                        continue
+                    event = ended
                 if isinstance(event, SpeechStarted):
                     speaking = True
                     if playing:
@@ -262,9 +288,11 @@ class _CallSession:
                     onset = len(before_onset) - (endpointer.elapsed_ms - event.at_ms + PREROLL_MS) // FRAME_MS
                     for frame in list(before_onset)[max(0, onset) :]:
                         turn.feed(frame)
+                        heard.append(frame)
                     before_onset.clear()
                 elif isinstance(event, SpeechEnded):
-                    record = await turn.finish()
+                    if record is None:
+                        record = await turn.finish()
                     winner = record.winner
                     timing = {
                         "close_after_speech_ms": event.at_ms - event.last_speech_ms,  # VAD hangover included
@@ -283,6 +311,16 @@ class _CallSession:
         finally:
             if not turn.finished:
                 await turn.abandon()
+
+    def _closes_at_pause(self, record: TurnRecord) -> bool:
+        """Whether the arbiter's final at a pause completes the answer (the conversation decides)."""
+        winner = record.winner
+        if winner is None or not winner.is_final:
+            return False
+        partials = [h.text for h in record.hypotheses if h.engine == winner.engine and not h.is_final]
+        heard = partials[-1] if partials else ""
+        actions = self.conversation.on_pause(winner.text, winner.confidence, heard=heard)
+        return any(isinstance(a, EarlyClose) for a in actions)
 
 
 class CallGone(Exception):
@@ -338,6 +376,11 @@ class _PromptPlayer:
         if self.task is not None:
             self.task.cancel()
         self.call.stop_playback()
+
+
+def _pause_checkable(question: Question) -> bool:
+    """Counted digits: the grammar forces its final to the count, which partials may never reach."""
+    return question.slot_type in (SlotType.DIGITS, SlotType.PHONE) and bool(question.digit_count)
 
 
 def _keypad_complete(listen: Listen, digits: str) -> bool:

@@ -15,6 +15,13 @@ early-close hook (``Endpointer.request_early_close``) — only when all of these
 Corrections ("four two... no, four three") therefore never close on the corrected value: the
 extractors read what follows the last cue, and the value must settle again before the turn closes.
 Free speech closes early only on a stable, confident intent.
+
+At a short pause the speech layer may also ask :meth:`PartialUnderstanding.settled` whether the
+recognisers' *final* of the answer so far closes the turn (semantic endpointing). A grammar that
+knows the digit count forces its final to that many digits, inventing the missing ones where they
+fit best, so a final alone is no proof: the last partial of the engine that won must hold all its
+digits but at most the first ("it is seven three nine" for "two seven three nine": the first word
+taken for a carrier). Digits missing at the end or several missing may be still to be said.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ CONNECTIVES = frozenset(
     {"and", "but", "or", "plus", "then", "with", "um", "uh", "er", "erm", "hmm", "the", "a", "of", "to"}
 )
 LETTER_SLOTS = frozenset({"spelled", "name", "email", "address"})
+DIGIT_SLOTS = frozenset({"digits", "phone"})
+FORCED_DIGITS_MAX = 1  # digits a final at a pause may hold beyond its partial (in front: see settled)
 PENDING_WORDS: dict[str, frozenset[str]] = {
     "digits": frozenset({"double", "triple", "oh", "o", "hundred", "thousand", *TENS}),
     "phone": frozenset({"double", "triple", "oh", "o", "plus", *TENS}),
@@ -118,6 +127,27 @@ class PartialUnderstanding:
         intent = self.intents.classify(text) if self.intents is not None else None
         return PartialResult(extraction, intent, extraction is not None and extraction.complete)
 
+    def settled(self, final_text: str, confidence: float = 1.0, heard: str = "") -> bool:
+        """At a pause: whether ``final_text`` (the recognisers' final of the answer so far, ASR
+        ``confidence``) closes the turn. ``heard`` is the last partial of the engine whose final it is.
+
+        The value must be complete, valid and confident, the final must not end open (a correction
+        cue, "double"...), and the partial must agree: the same value, or for digits the final's
+        digits being the partial's with at most one more in front (module docstring).
+        """
+        extraction = self.final(final_text, confidence).extraction
+        if extraction is None or not extraction.complete or extraction.value is None:
+            return False
+        if extraction.confidence < self.min_confidence or self._open_ended(final_text):
+            return False
+        if self.slot_type in DIGIT_SLOTS:
+            partial = extract(self.slot_type, heard, reference=self.reference)  # no count: nothing forced
+            said = _digits(partial.value) if partial is not None else ""
+            value = _digits(extraction.value)
+            return bool(said) and value.endswith(said) and len(value) - len(said) <= FORCED_DIGITS_MAX
+        partial = self._extract(heard)
+        return partial is not None and partial.complete and partial.value == extraction.value
+
     def _extract(self, text: str) -> Extraction | None:
         return extract(
             self.slot_type, text, options=self.options, digits=self.digits, reference=self.reference
@@ -136,6 +166,10 @@ class PartialUnderstanding:
             or last in connectives
             or last in PENDING_WORDS.get(self.slot_type, frozenset())
         )
+
+
+def _digits(value: object) -> str:
+    return "".join(ch for ch in str(value) if ch.isdigit())
 
 
 _NOTHING = object()

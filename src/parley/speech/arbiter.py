@@ -188,6 +188,11 @@ class ArbiterTurn:
         if self.on_partial is not None:
             self.on_partial(hypothesis)
 
+    @property
+    def lagging(self) -> bool:
+        """Whether an engine still decoding has audio queued: it is a chunk or more behind the caller."""
+        return any(not w.queue.empty() for w in self.workers if w.error is None and not w.task.done())
+
     def feed(self, frame: np.ndarray) -> None:
         """Add one frame; engines get audio in chunks of ``chunk_frames`` to keep overhead low."""
         self._pending.append(frame)
@@ -203,17 +208,18 @@ class ArbiterTurn:
             if worker.error is None:
                 worker.queue.put_nowait(chunk)
 
-    async def finish(self) -> TurnRecord:
-        """End of speech: gather finals until the decision cannot change (or the deadline) and
-        choose the winner. Engines still decoding when no result of theirs could win any more are
-        not waited for (``TurnRecord.not_awaited``); those still decoding at the deadline time out."""
+    async def finish(self, deadline: float | None = None) -> TurnRecord:
+        """End of speech: gather finals until the decision cannot change (or the deadline: the
+        arbiter's, or ``deadline`` seconds) and choose the winner. Engines still decoding when no
+        result of theirs could win any more are not waited for (``TurnRecord.not_awaited``); those
+        still decoding at the deadline time out."""
         started = time.perf_counter()
         self.finished = True
         self._flush()
         for worker in self.workers:
             worker.queue.put_nowait(None)
         pending = {worker.task for worker in self.workers}
-        deadline = started + self.arbiter.deadline
+        deadline = started + (self.arbiter.deadline if deadline is None else deadline)
         while pending and not self._settled():
             remaining = deadline - time.perf_counter()
             if remaining <= 0:

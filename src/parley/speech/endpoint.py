@@ -20,6 +20,11 @@ events (tests assert frame-exact timings). One :class:`Endpointer` follows one c
   some hundred milliseconds after the words, by which time the pause is already there. One
   frame of silence alone is not trusted (a stop consonant's closure can read as one); with the
   VAD's hangover subtracted, at least one frame the VAD calls non-speech is always required.
+* ``Paused`` (only with ``pause_check_ms``), once per pause: the caller has been silent that long
+  (less than ``silence_ms``) and no early close was requested. The I/O side may take the
+  recognisers' final of the answer so far and, when the understanding layer finds it complete,
+  end the turn with :meth:`end_on_pause` (``SpeechEnded(reason="pause")``, semantic endpointing);
+  otherwise the turn goes on to the silence timeout or the next pause.
 * ``SpeechEnded(reason="max-speech")`` after ``max_speech_ms`` since the start of speech.
 * ``NoInput`` when no speech started within ``no_input_ms`` (deferred while a run of speech frames
   that may still become a start is in progress).
@@ -39,7 +44,7 @@ from parley.speech.vad import Vad
 
 FRAME_MS = 20
 
-EndReason = Literal["silence", "early-close", "max-speech"]
+EndReason = Literal["silence", "early-close", "pause", "max-speech"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +60,17 @@ class SpeechEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class Paused:
+    at_ms: int  # end of the frame that made the pause ``pause_check_ms`` long
+    last_speech_ms: int  # end of the last frame the VAD called speech (its hangover included)
+
+
+@dataclass(frozen=True, slots=True)
 class NoInput:
     at_ms: int
 
 
-EndpointEvent = SpeechStarted | SpeechEnded | NoInput
+EndpointEvent = SpeechStarted | SpeechEnded | Paused | NoInput
 
 
 class TurnState(StrEnum):
@@ -85,6 +96,7 @@ class Endpointer:
         no_input_ms: int = 5000,
         threshold: float = 0.5,
         early_close_ms: int = 40,
+        pause_check_ms: int | None = None,
     ) -> None:
         self.vad = vad
         hangover = getattr(vad, "hangover_ms", 0) // FRAME_MS  # the VAD's own "speech" after speech
@@ -93,6 +105,12 @@ class Endpointer:
         self.max_speech_frames = _frames(max_speech_ms)
         self.no_input_frames = _frames(no_input_ms)
         self.early_close_frames = max(1, _frames(early_close_ms) - hangover)
+        # None (no Paused events) when unset or not shorter than the silence timeout
+        self.pause_check_frames = (
+            max(1, _frames(pause_check_ms) - hangover) if pause_check_ms is not None else None
+        )
+        if self.pause_check_frames is not None and self.pause_check_frames >= self.silence_frames:
+            self.pause_check_frames = None
         self.threshold = threshold
         self.reset()
 
@@ -148,6 +166,8 @@ class Endpointer:
             return self._ended("silence")
         if self.frames - self.start_frame >= self.max_speech_frames:
             return self._ended("max-speech")
+        if self.silence == self.pause_check_frames and not self.early_close_requested:
+            return Paused(self.frames * FRAME_MS, self._last_speech_ms())
         return None
 
     def request_early_close(self) -> SpeechEnded | None:
@@ -163,11 +183,26 @@ class Endpointer:
             return self._ended("early-close")
         return None
 
+    def end_on_pause(self) -> SpeechEnded | None:
+        """The answer heard up to this pause is complete: end the turn now (``reason="pause"``).
+
+        Only while the caller is still pausing (no speech frame since the last ``Paused``); otherwise
+        None, and the turn goes on.
+        """
+        if self.state is not TurnState.SPEAKING or self.pause_check_frames is None:
+            return None
+        if self.silence < self.pause_check_frames:
+            return None
+        return self._ended("pause")
+
     @property
     def elapsed_ms(self) -> int:
         return self.frames * FRAME_MS
 
+    def _last_speech_ms(self) -> int:
+        last = self.last_speech_frame
+        return (last + 1) * FRAME_MS if last is not None else 0
+
     def _ended(self, reason: EndReason) -> SpeechEnded:
         self.state = TurnState.ENDED
-        last = self.last_speech_frame
-        return SpeechEnded(self.frames * FRAME_MS, reason, (last + 1) * FRAME_MS if last is not None else 0)
+        return SpeechEnded(self.frames * FRAME_MS, reason, self._last_speech_ms())

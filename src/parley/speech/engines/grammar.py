@@ -196,7 +196,9 @@ def _digits_rules(count: int | None) -> tuple[list[str], str]:
 DOUBLE_ODDS = 0.08  # share of "double X" among the next words of a digit string
 TRIPLE_ODDS = 0.02
 _DIGIT_MOVES = (
-    (1, 1 - DOUBLE_ODDS - TRIPLE_ODDS, None), (2, DOUBLE_ODDS, "double"), (3, TRIPLE_ODDS, "triple")
+    (1, 1 - DOUBLE_ODDS - TRIPLE_ODDS, None),
+    (2, DOUBLE_ODDS, "double"),
+    (3, TRIPLE_ODDS, "triple"),
 )  # (digits consumed, odds, word)
 
 

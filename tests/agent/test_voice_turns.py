@@ -1,0 +1,144 @@
+"""A voice agent's caller turn (``_CallSession._listen``) on real speech with scripted recognisers:
+semantic endpointing at a pause, and listening on (recognisers restarted on the turn's audio) when
+the final at the pause does not complete the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from parley.agent.loader import load_agent_text
+from parley.agent.runtime import Listen
+from parley.agent.voice import PAUSE_CHECK_MS, VoiceAgent, _CallSession
+from parley.media import g711
+from parley.speech.tts import CachedTts, FliteTts, PromptCache, load_tts, render, trim_silence
+from parley.speech.types import FRAME_SAMPLES, Hypothesis, Question
+
+pytestmark = pytest.mark.skipif(shutil.which("flite") is None, reason="flite renders the caller's speech")
+
+AGENT = """
+name: turns-test
+settings: {silence_ms: 700, barge_in: true}
+steps:
+  - id: account
+    type: ask
+    slot: account
+    slot_type: digits
+    digits: 4
+    prompt: "What is your account number?"
+    confirm: never
+"""
+RATE = 8000
+
+
+class ScriptedSession:
+    """Partials and final chosen by how much audio the session got (seconds → text)."""
+
+    def __init__(self, engine: ScriptedEngine) -> None:
+        self.engine = engine
+        self.samples = 0
+        self.text = ""
+
+    def feed(self, pcm: np.ndarray) -> Hypothesis | None:
+        self.samples += len(pcm)
+        text = self.engine.text_at(self.engine.partials, self.samples)
+        if text == self.text:
+            return None
+        self.text = text
+        return Hypothesis(self.engine.name, text, 0.0, is_final=False)
+
+    def finish(self) -> Hypothesis:
+        self.engine.finished.append(self.samples / RATE)
+        return Hypothesis(self.engine.name, self.engine.text_at(self.engine.finals, self.samples), 0.9, True)
+
+
+class ScriptedEngine:
+    name = "sphinx-grammar"
+
+    def __init__(self, partials: list[tuple[float, str]], finals: list[tuple[float, str]]) -> None:
+        self.partials = partials
+        self.finals = finals
+        self.finished: list[float] = []  # seconds of audio each finished session had heard
+
+    @staticmethod
+    def text_at(script: list[tuple[float, str]], samples: int) -> str:
+        return next((text for at, text in reversed(script) if samples >= at * RATE), "")
+
+    def supports(self, question: Question) -> bool:
+        return True
+
+    def prepare(self, question: Question) -> None:
+        pass
+
+    def start(self, question: Question) -> ScriptedSession:
+        return ScriptedSession(self)
+
+
+async def speech(text: str) -> np.ndarray:
+    pcm = trim_silence(await render(load_tts("flite"), text, "slt"), lead_ms=0)
+    return g711.decode("PCMU", g711.encode("PCMU", pcm))
+
+
+def silence(ms: int) -> np.ndarray:
+    return np.zeros(ms * RATE // 1000, dtype=np.int16)
+
+
+async def listen(tmp_path, engine: ScriptedEngine, audio: np.ndarray) -> _CallSession:
+    """Run the first turn of AGENT over ``audio`` (20 ms frames, paced a little like RTP)."""
+    app = VoiceAgent(
+        load_agent_text(AGENT), engines=[engine], tts=CachedTts(FliteTts(), PromptCache(tmp_path))
+    )
+    call = SimpleNamespace(call_id="t1", stream=SimpleNamespace(playing=False), stop_playback=lambda: None)
+    session = _CallSession(app, call)  # type: ignore[arg-type]
+    listen_action = next(a for a in session.conversation.start() if isinstance(a, Listen))
+    frames = [audio[i : i + FRAME_SAMPLES] for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
+
+    async def caller() -> None:
+        for frame in frames:
+            session.inbox.put_nowait(frame)
+            await asyncio.sleep(0.002)  # the scripted engines answer between frames
+
+    feeding = asyncio.ensure_future(caller())
+    await asyncio.wait_for(session._listen(listen_action), 20)
+    feeding.cancel()
+    return session
+
+
+async def test_a_complete_final_at_a_pause_ends_the_turn_there(tmp_path):
+    answer = await speech("two seven three nine")
+    end_s = 0.5 + len(answer) / RATE
+    engine = ScriptedEngine(  # "two" heard as "it is" in every partial: no early close on partials
+        partials=[(0.3, "it is"), (0.9, "it is seven three"), (end_s - 0.2, "it is seven three nine")],
+        finals=[(0.0, "two seven three nine")],
+    )
+    session = await listen(tmp_path, engine, np.concatenate([silence(500), answer, silence(1500)]))
+    assert session.conversation.slots["account"] == "2739"
+    turn = session.conversation.record.turns[0]
+    assert turn.close == "pause" and turn.t_early_close is not None
+    assert abs(turn.timing["close_after_speech_ms"] - PAUSE_CHECK_MS) <= 100  # not the 700 ms timeout
+    assert len(engine.finished) == 1
+
+
+async def test_a_final_that_invents_the_last_digit_at_a_pause_is_refused_and_listening_goes_on(tmp_path):
+    first, second = await speech("four two seven"), await speech("one")
+    audio = np.concatenate([silence(500), first, silence(400), second, silence(1500)])
+    # seconds of the turn's audio (it starts 300 ms before the speech onset, at about 0.2 s)
+    pause_s = 0.3 + len(first) / RATE
+    engine = ScriptedEngine(
+        partials=[(0.3, "four"), (0.8, "four two"), (pause_s - 0.1, "four two seven")],
+        # at the pause the count-forced final repeats the last digit; with "one" heard it is right
+        finals=[(0.0, "four two seven seven"), (pause_s + 0.4, "four two seven one")],
+    )
+    session = await listen(tmp_path, engine, audio)
+    assert session.conversation.slots["account"] == "4271"
+    turn = session.conversation.record.turns[0]
+    assert turn.close is None and turn.t_early_close is None  # ended by the silence timeout
+    # checked at both pauses (refused: the partials never ended in "one"), then the final; every
+    # restarted session was fed the turn's audio from its start again
+    assert len(engine.finished) == 3
+    assert engine.finished[0] < pause_s + 0.4 < engine.finished[1] < engine.finished[2]
+    assert engine.finished[2] >= pause_s + 0.4 + len(second) / RATE + 0.4  # and the silence after
