@@ -6,9 +6,10 @@
    arriving RTP), holds on, says a second answer, waits again, presses two keys and hangs up; the
    calls overlap for ``--hold`` seconds at full concurrency. Reported per step: calls completed, RTP
    loss and gaps on the load tester's side, prompt timeouts, the load tester's CPU (share of one
-   core, from ``getrusage``) and its media clock's lateness. A step "holds" when every call
-   completed, loss < 0.1 %, no prompt timed out and the load tester's own media clock kept time
-   (p99 lateness < 20 ms: beyond that its outgoing audio and its arrival times are skewed).
+   core, from ``getrusage``) and its media clock's lateness. A step "holds" (the issue's measure)
+   when every call completed, loss < 0.1 % and no prompt timed out; it is also "on time" when the
+   load tester's own media clock kept time (p99 lateness < 20 ms: beyond that a few of its outgoing
+   frames leave in bursts, though arrival times stay the kernel's).
 2. **Prompt-detection cost** — CPU per 20 ms packet of the energy test on the encoded G.711 bytes
    (what the caller uses) beside a WebRTC VAD call on the decoded frame and a numpy peak.
 3. **End to end** — ``parley serve examples/card_block.yaml`` (its webhook URL pointed at the load
@@ -116,10 +117,8 @@ def capacity_step(calls: int, args: argparse.Namespace, server_uri: str, workdir
         "cpu_share_of_core": round(cpu / wall, 3),
         "clock": clock,
         "gaps_per_call": round(sum(r["rtp"]["gaps"] for r in records) / max(1, len(records)), 2),
-        "holds": completed == calls
-        and loss_pct < LOSS_GOAL_PCT
-        and timeouts == 0
-        and clock["lateness_p99_ms"] < CLOCK_LATENESS_GOAL_MS,
+        "holds": completed == calls and loss_pct < LOSS_GOAL_PCT and timeouts == 0,
+        "on_time": clock["lateness_p99_ms"] < CLOCK_LATENESS_GOAL_MS,
     }
 
 
@@ -218,7 +217,7 @@ def main() -> None:
     lines: list[str] = []
     proc = spawn_until_ready(cmd, lines, cwd=ROOT, startup_timeout=30)
     header = f"{'calls':>6} {'done':>5} {'fail':>5} {'loss %':>8} {'gaps':>6} {'p-t/o':>5} {'cpu %':>6}"
-    print(header + f" {'holds':>5}")
+    print(header + f" {'holds':>5} {'clock p99 ms':>12}")
     report["capacity"] = []
     try:
         for calls in steps:
@@ -227,7 +226,7 @@ def main() -> None:
             print(
                 f"{row['calls']:>6} {row['completed']:>5} {row['failed']:>5} {row['loss_pct']:>8.3f} "
                 f"{row['gaps']:>6} {row['prompt_timeouts']:>5} {100 * row['cpu_share_of_core']:>6.0f} "
-                f"{'yes' if row['holds'] else 'no':>5}",
+                f"{'yes' if row['holds'] else 'no':>5} {row['clock']['lateness_p99_ms']:>12.1f}",
                 flush=True,
             )
             for error in row["errors"]:
@@ -239,8 +238,13 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
     holding = [r["calls"] for r in report["capacity"] if r["holds"]]
+    on_time = [r["calls"] for r in report["capacity"] if r["holds"] and r["on_time"]]
     report["max_calls_held"] = held = max(holding) if holding else 0
-    print(f"one load-tester process held {held} calls (< {LOSS_GOAL_PCT} % loss, its clock on time)")
+    report["max_calls_held_on_time"] = timely = max(on_time) if on_time else 0
+    print(
+        f"one load-tester process held {held} calls (all completed, < {LOSS_GOAL_PCT} % loss, no prompt "
+        f"timeout); {timely} with its clock on time (p99 lateness < {CLOCK_LATENESS_GOAL_MS:.0f} ms)"
+    )
 
     if args.agent_calls:
         report["agent_run"] = run = agent_run(args, workdir, prefix)
