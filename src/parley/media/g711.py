@@ -109,22 +109,24 @@ def alaw_encode(pcm: np.ndarray) -> bytes:
 CODECS = ("PCMU", "PCMA")
 
 
+_TABLES = {"PCMU": (_ULAW_DECODE, _ULAW_ENCODE), "PCMA": (_ALAW_DECODE, _ALAW_ENCODE)}
+
+
+def _tables(codec: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return _TABLES[codec]
+    except KeyError:
+        raise ValueError(f"unsupported G.711 codec {codec!r}") from None
+
+
 def decode_table(codec: str) -> np.ndarray:
     """The 256-entry int16 table decoding ``codec``, for callers that decode frame by frame."""
-    if codec == "PCMU":
-        return _ULAW_DECODE
-    if codec == "PCMA":
-        return _ALAW_DECODE
-    raise ValueError(f"unsupported G.711 codec {codec!r}")
+    return _tables(codec)[0]
 
 
 def encode_table(codec: str) -> np.ndarray:
     """The 65,536-entry uint8 table encoding ``codec`` (indexed by the int16 sample as uint16)."""
-    if codec == "PCMU":
-        return _ULAW_ENCODE
-    if codec == "PCMA":
-        return _ALAW_ENCODE
-    raise ValueError(f"unsupported G.711 codec {codec!r}")
+    return _tables(codec)[1]
 
 
 def decode(codec: str, payload: bytes) -> np.ndarray:
