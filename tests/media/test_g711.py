@@ -102,6 +102,18 @@ def test_unknown_codec_rejected(codec):
         g711.decode(codec, b"\x00")
     with pytest.raises(ValueError):
         g711.encode(codec, np.zeros(1, dtype=np.int16))
+    for table in (g711.decode_table, g711.encode_table):
+        with pytest.raises(ValueError, match=r"unsupported G\.711 codec"):
+            table(codec)
+
+
+def test_tables_are_what_decode_and_encode_use():
+    codes = np.arange(256, dtype=np.uint8)
+    samples = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
+    for codec in g711.CODECS:
+        assert np.array_equal(g711.decode_table(codec)[codes], g711.decode(codec, codes.tobytes()))
+        encoded = g711.encode_table(codec)[samples.view(np.uint16)].tobytes()
+        assert encoded == g711.encode(codec, samples)
 
 
 def test_encode_does_not_modify_input_and_accepts_memoryview():
