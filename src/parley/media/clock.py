@@ -2,11 +2,11 @@
 
 A timer per call would mean 1,000 timers drifting apart and 1,000 wake-ups per tick; here a
 single callback, scheduled on absolute times (``start + n * period``) so it never drifts,
-walks every registered stream, after reading every call's sockets at once (its
-:class:`~parley.media.datagram.DatagramPoller`: no event-loop callback per packet). The G.711
-work of all streams is done in one vectorised pass per codec and direction (numpy's per-call
-overhead, not the arithmetic, is what costs at 20 ms frames). Lateness and run time of each
-tick are recorded for the benchmark.
+walks every registered stream: it sends each one's frame, then reads every call's sockets at
+once (its :class:`~parley.media.datagram.DatagramPoller`: no event-loop callback per packet) and
+delivers what is due. The G.711 work of all streams is done in one vectorised pass per codec
+and direction (numpy's per-call overhead, not the arithmetic, is what costs at 20 ms frames).
+Lateness and run time of each tick are recorded for the benchmark.
 
 Compiled with Cython (``clock.pxd`` types only the per-stream records: the streams stay duck-typed
 :class:`Ticking` objects, their phase methods bound once); see :mod:`parley.media.stream`.
