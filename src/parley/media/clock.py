@@ -147,15 +147,15 @@ class MediaClock:
         slot = (self.ticks - 1) % RING
         self._first_sent[slot] = self._now()
         _encode_and_send(streams, outgoing)
-        self._last_sent[slot] = end = self._now()
+        self._last_sent[slot] = self._now()
         try:
             self.poller.poll()  # what arrived since the last tick, before the jitter buffers are read
         except Exception:
             log.exception("handling received RTP/RTCP failed")
         _decode_and_deliver(streams, _pull_all(streams))
         _housekeeping_all(streams)
-        self._durations[slot] = end - due - late
         _GC.collect_young()  # after the sends: what it costs delays no frame of this tick
+        self._durations[slot] = self._now() - due - late
         if self.ticks % LOAD_TICKS == 0:
             wall, cpu = monotonic(), process_time()
             self.cpu_load = (cpu - self._load_mark[1]) / max(wall - self._load_mark[0], 1e-6)
@@ -177,7 +177,8 @@ class MediaClock:
         return self._percentile(self._lateness, q)
 
     def duration_percentile(self, q: float) -> float:
-        """The ``q``-th percentile of recent tick run time (the last stream's extra delay), in seconds."""
+        """The ``q``-th percentile of recent tick run time (sends, reads, deliveries, collection), in
+        seconds: near the period, the process is out of CPU."""
         return self._percentile(self._durations, q)
 
     def departure_jitter_percentile(self, q: float) -> float:
