@@ -272,16 +272,32 @@ class Verdict:
     sentence: str
 
 
-def _failed_pct_verdict(summary: Mapping[str, Any], limit: float) -> Verdict:
-    value = summary["failed_pct"]
+def _percent_verdict(
+    key: str, limit: float, label: str, value: float | None, detail: str, unmeasured: str, decimals: int
+) -> Verdict:
+    """A percentage against a ``max_`` (at most) or ``min_`` (at least) threshold ``key``."""
     if value is None:
-        return Verdict("max_failed_pct", limit, None, False, "failed calls: no calls were attempted")
-    met = value <= limit
-    sentence = (
-        f"failed calls {value:.2f} % {'<=' if met else '>'} max {limit:g} % "
-        f"({summary['failed']} of {summary['attempted']} calls rejected, not answered or failed)"
-    )
-    return Verdict("max_failed_pct", limit, value, met, sentence)
+        return Verdict(key, limit, None, False, f"{label}: {unmeasured}")
+    at_least = key.startswith("min_")
+    met = value >= limit if at_least else value <= limit
+    comparison = (">=" if met else "<") if at_least else ("<=" if met else ">")
+    bound = "min" if at_least else "max"
+    sentence = f"{label} {value:.{decimals}f} % {comparison} {bound} {limit:g} % ({detail})"
+    return Verdict(key, limit, value, met, sentence)
+
+
+def _percent_figure(summary: Mapping[str, Any], key: str) -> tuple[str, float | None, str, str, int]:
+    """What a percentage threshold checks: label, value, detail, why it may be unmeasured, decimals."""
+    if key == "max_failed_pct":
+        detail = f"{summary['failed']} of {summary['attempted']} calls rejected, not answered or failed"
+        return "failed calls", summary["failed_pct"], detail, "no calls were attempted", 2
+    if key == "min_slot_accuracy_pct":
+        slots = summary["slots"]
+        detail = f"{slots['correct']} of {slots['total']} slots right"
+        return "slot accuracy", slots["pct"], detail, "no slots were checked", 1
+    rtp = summary["rtp"]
+    detail = f"{rtp['lost']} of {rtp['expected']} packets lost"
+    return "RTP loss", rtp["loss_pct"], detail, "no audio was received", 2
 
 
 def _p95_verdict(key: str, what: str, figures: Mapping[str, Any], limit: float, none_reason: str) -> Verdict:
@@ -292,31 +308,6 @@ def _p95_verdict(key: str, what: str, figures: Mapping[str, Any], limit: float, 
     comparison = "<=" if met else ">"
     sentence = f"p95 {what} {value:.1f} ms {comparison} max {limit:g} ms ({figures['count']} measured)"
     return Verdict(key, limit, value, met, sentence)
-
-
-def _slot_verdict(summary: Mapping[str, Any], limit: float) -> Verdict:
-    slots = summary["slots"]
-    value = slots["pct"]
-    if value is None:
-        return Verdict("min_slot_accuracy_pct", limit, None, False, "slot accuracy: no slots were checked")
-    met = value >= limit
-    sentence = (
-        f"slot accuracy {value:.1f} % {'>=' if met else '<'} min {limit:g} % "
-        f"({slots['correct']} of {slots['total']} slots right)"
-    )
-    return Verdict("min_slot_accuracy_pct", limit, value, met, sentence)
-
-
-def _rtp_verdict(summary: Mapping[str, Any], limit: float) -> Verdict:
-    value = summary["rtp"]["loss_pct"]
-    if value is None:
-        return Verdict("max_rtp_loss_pct", limit, None, False, "RTP loss: no audio was received")
-    met = value <= limit
-    sentence = (
-        f"RTP loss {value:.2f} % {'<=' if met else '>'} max {limit:g} % "
-        f"({summary['rtp']['lost']} of {summary['rtp']['expected']} packets lost)"
-    )
-    return Verdict("max_rtp_loss_pct", limit, value, met, sentence)
 
 
 THRESHOLD_KEYS = (
@@ -342,18 +333,14 @@ def threshold_verdicts(summary: Mapping[str, Any], thresholds: Mapping[str, floa
             raise ValueError(f"threshold {key} must be a finite number, not {limit!r}")
         if limit < 0:
             raise ValueError(f"threshold {key} must be >= 0, not {limit!r}")
-        if key == "max_failed_pct":
-            verdicts.append(_failed_pct_verdict(summary, limit))
-        elif key == "max_p95_turn_latency_ms":
+        if key == "max_p95_turn_latency_ms":
             latency = summary["reply_latency_ms"]
             verdicts.append(_p95_verdict(key, "turn latency", latency, limit, "no agent reply was measured"))
         elif key == "max_p95_setup_ms":
             setup = summary["setup_ms"]
             verdicts.append(_p95_verdict(key, "setup time", setup, limit, "no call was answered"))
-        elif key == "min_slot_accuracy_pct":
-            verdicts.append(_slot_verdict(summary, limit))
         else:
-            verdicts.append(_rtp_verdict(summary, limit))
+            verdicts.append(_percent_verdict(key, limit, *_percent_figure(summary, key)))
     return verdicts
 
 
