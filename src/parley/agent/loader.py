@@ -81,14 +81,18 @@ class AgentFileError(Exception):
         super().__init__("\n".join(str(e) for e in errors))
 
 
+def read_source(path: Path, error: type[AgentFileError]) -> str:
+    """The text of an agent or scenario file; ``error`` (with a located message) if it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(str(path), [AgentError(str(path), 1, 1, f"cannot read file: {exc}")]) from exc
+
+
 def load_agent(path: str | Path) -> Agent:
     """Load and validate an agent file (raises :class:`AgentFileError`)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentFileError(str(path), [AgentError(str(path), 1, 1, f"cannot read file: {exc}")]) from exc
-    return load_agent_text(text, str(path))
+    return load_agent_text(read_source(path, AgentFileError), str(path))
 
 
 def validate_file(path: str | Path) -> list[AgentError]:

@@ -26,7 +26,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-from parley.agent.loader import AgentError, AgentFileError, _at_node, _resolve, _sorted, read_yaml_mapping
+from parley.agent.loader import (
+    AgentError,
+    AgentFileError,
+    _at_node,
+    _resolve,
+    _sorted,
+    read_source,
+    read_yaml_mapping,
+)
 from parley.agent.model import did_you_mean
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|([a-z_]+))?\}")
@@ -425,11 +433,7 @@ class ScenarioFileError(AgentFileError):
 def load_scenario(path: str | Path) -> Scenario:
     """Load and validate a scenario file (raises :class:`ScenarioFileError`)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioFileError(str(path), [AgentError(str(path), 1, 1, f"cannot read file: {exc}")]) from exc
-    return load_scenario_text(text, str(path), base=path.parent)
+    return load_scenario_text(read_source(path, ScenarioFileError), str(path), base=path.parent)
 
 
 def load_scenario_text(text: str, file: str = "<scenario>", base: Path | None = None) -> Scenario:
