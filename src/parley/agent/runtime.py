@@ -147,8 +147,10 @@ class TurnUnderstanding(Protocol):
         """The slot value of the final transcript, or None when it holds no valid value."""
         ...
 
-    # Optional: ``settled(final, confidence, heard) -> bool`` — at a pause, whether the final of the
-    # answer so far (``heard``: the winning engine's last partial) closes the turn (Conversation.on_pause).
+    def settled(self, text: str, confidence: float, heard: str) -> bool:
+        """At a pause: whether the final of the answer so far closes the turn (``heard``: the winning
+        engine's last partial; see :meth:`Conversation.on_pause`)."""
+        ...
 
 
 class Understanding(Protocol):
@@ -448,8 +450,7 @@ class Conversation:
         :meth:`on_final`); ``[]`` to keep listening. A likely global intent is left to the final."""
         if self._waiting != "answer" or self._turn_nlu is None or self._turn is None or self._early_closed:
             return []
-        settled = getattr(self._turn_nlu, "settled", None)
-        if settled is None or not text.strip() or not settled(text, confidence, heard):
+        if not text.strip() or not self._turn_nlu.settled(text, confidence, heard):
             return []
         guess = self.nlu.classify(text)
         if guess.name is not None and guess.name in self.agent.global_intents:
