@@ -12,7 +12,7 @@ cdef class RtpStream:
     cdef public str codec, cname
     cdef public long long payload_type, rtcp_in
     cdef public long long packets_in, packets_out, strangers, malformed, unknown_payload, dtmf_in
-    cdef public object dtmf_payload_type, remote, latched, dtmf
+    cdef public object remote, latched, dtmf
     cdef object _destination
     cdef long long _dtmf_pt
     cdef public object on_audio, on_dtmf, on_inactive

@@ -87,8 +87,7 @@ class RtpStream:
     ) -> None:
         self.codec = codec
         self.payload_type = payload_type
-        self.dtmf_payload_type = dtmf_payload_type
-        self._dtmf_pt = -1 if dtmf_payload_type is None else dtmf_payload_type  # C-typed copy
+        self._dtmf_pt = -1 if dtmf_payload_type is None else dtmf_payload_type  # -1: not negotiated
         self.remote = remote
         self.latched: Address | None = None
         self._destination = remote  # where frames go: the latched source, else the signalled address
@@ -229,6 +228,11 @@ class RtpStream:
             item = playbacks.popleft()
             if type(item) is Playback:
                 item._finish(True)
+
+    @property
+    def dtmf_payload_type(self) -> int | None:
+        """The negotiated telephone-event payload type (None: the peer offered none)."""
+        return None if self._dtmf_pt < 0 else self._dtmf_pt
 
     @property
     def stats(self) -> StreamStats:
