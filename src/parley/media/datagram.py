@@ -3,12 +3,13 @@
 asyncio (uvloop too) hands each datagram to Python through an event-loop callback: an epoll
 wake-up, the source address formatted into a string, a Python frame — per packet. At 1,000
 calls that is 50,000 times a second in each direction, and that glue cost more CPU than Parley's
-own RTP work. Instead the media clock calls :meth:`DatagramPoller.poll` at the start of each
-20 ms tick: it asks which sockets have data, reads all of each one's datagrams, and hands each
-to its socket's ``handler`` as ``(data, source, arrival)``. A packet waits at most one tick in
+own RTP work. Instead the media clock calls :meth:`DatagramPoller.poll` once in each 20 ms
+tick, after its sends: it asks which sockets have data, reads all of each one's datagrams, and
+hands each to its socket's ``handler`` as ``(data, source, arrival)``. A packet waits at most one tick in
 the kernel and is still played out at the same tick as before (the jitter buffer is only read
 at ticks); ``arrival`` is the kernel's receive time (``SO_TIMESTAMPNS``) on the monotonic clock,
-so jitter and latency figures do not see the tick's 20 ms grid.
+so jitter and latency figures do not see the tick's 20 ms grid (Linux enables receive stamps
+a moment after the first socket asks; datagrams before that are stamped when read).
 
 This module is the portable implementation (selectors and the ``socket`` module). The one used
 in production is :mod:`parley.media.datagram_c`, the same classes in C (``recvmmsg(2)``, cached

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import socket
 from collections.abc import Callable
 
-from parley.media.datagram import implementation
+from parley.media.datagram import Address, Handler, implementation
 
-log = logging.getLogger(__name__)
-Address = tuple[str, int]
-Handler = Callable[..., None]  # (data, source, arrival)
 _datagram = implementation()
 DatagramPoller = _datagram.DatagramPoller
 DatagramSocket = _datagram.DatagramSocket
