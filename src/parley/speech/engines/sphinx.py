@@ -386,7 +386,7 @@ class SphinxGrammarEngine(_SphinxEngine):
     """pocketsphinx FSG search on a JSGF grammar compiled from each closed question."""
 
     name = "sphinx-grammar"
-    revision = "5"  # counted digits as direct FSGs, whose empty moves are not words
+    revision = "6"  # alternate pronunciation of a leading "seven"; no bare "yeah" before digits
 
     def __init__(self, max_idle: int = MAX_IDLE_DECODERS, **config: Any) -> None:
         super().__init__(max_idle=max_idle, **config)
