@@ -61,7 +61,8 @@ GOAL_P50_MS, GOAL_P95_MS, GOAL_EARLY = 250.0, 400.0, 0.80
 PROMPT_SILENCE_MS = 700
 CALL_SPREAD_S = 20.0  # a bench call lasts about this long: concurrent callers start spread over it
 # Digits pocketsphinx's grammar engine hears reliably in flite's slt voice: it took "six" for "eight",
-# "four" for "five" and "five" for "nine" (see the closing note); the bench measures latency, not that.
+# "four" for "five" and "five" for "nine"; the bench measures latency, not that. (A leading "seven",
+# once "yeah nine", is heard since the grammar's alternate pronunciation: see grammar.py.)
 DIGITS = "123789"
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
