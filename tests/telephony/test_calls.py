@@ -354,6 +354,19 @@ async def test_call_limit_gives_503(pair):
     assert p.callee.ua.stats["rejected_busy"] == 1
 
 
+async def test_a_saturated_load_source_gives_503_until_it_eases(pair):
+    """Admission watches the app's load sources (an agent's speech decoders) beside the media clock."""
+    decoders = [0.95]
+    p = await pair(until_ended, callee_options={"load_sources": [lambda: decoders[0]]})
+    with pytest.raises(DialError) as error:
+        await within(p.caller.dial(agent_uri(p.callee), timeout=5), 6, "the refused dial")
+    assert error.value.status == 503
+    assert p.callee.ua.stats["rejected_busy"] == 1
+    decoders[0] = 0.3
+    await p.connect()
+    assert p.callee.load() == 0.3
+
+
 async def test_no_common_codec_gives_488(pair):
     p = await pair(until_ended, callee_options={"codecs": ("PCMU",)}, caller_options={"codecs": ("PCMA",)})
     with pytest.raises(DialError) as error:

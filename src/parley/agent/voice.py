@@ -47,6 +47,7 @@ from parley.speech.tts import CachedTts, TtsEngine, load_tts, render, trim_silen
 from parley.speech.types import FRAME_SAMPLES, AsrEngine, Hypothesis, Question, SlotType, TurnRecord
 from parley.speech.vad import make_vad
 from parley.telephony.call import Call, DtmfDigit
+from parley.telephony.load import CpuMeter, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,18 @@ class VoiceAgent:
         self.records = records
         self.static_audio: dict[str, np.ndarray] = {}  # static prompts, rendered once at start
         self.http: httpx.AsyncClient | None = None  # one client for every call's webhooks (start())
+        self._decoders_load: CpuMeter | None = None  # decode processes, each one core (start())
+        self._cores_load: CpuMeter | None = None  # this process and its decoders on their cores
 
     async def start(self) -> None:
         """Warm up before the first call: decoder processes, static prompts, question grammars, and
         the webhook client (a client per call cost ~40 ms of CPU: its TLS context)."""
         self.http = httpx.AsyncClient()
         if self.pool is not None:
-            await self.pool.warm()
+            workers = await self.pool.warm()
+            if self.pool.kind == "process":
+                self._decoders_load = CpuMeter(workers, cores=len(workers))
+                self._cores_load = CpuMeter([os.getpid(), *workers], cores=usable_cores())
         voice = self.agent.voice
         for text in self.agent.prompts():
             if "{" not in text:
@@ -115,6 +121,13 @@ class VoiceAgent:
                     log.warning("could not pre-render a prompt of %s: %s", self.agent.name, exc)
         for step in self.agent.slots().values():
             await self.arbiter.prepare(ask_question(self.agent, step, step.prompt))
+
+    def cpu_load(self) -> float:
+        """Load of the speech decoding beyond the event loop's process (admission control): its
+        worker processes, or the cores they share with the event loop, whichever is busier."""
+        if self._decoders_load is None or self._cores_load is None:
+            return 0.0
+        return max(self._decoders_load(), self._cores_load())
 
     async def close(self) -> None:
         if self.http is not None:
@@ -402,7 +415,7 @@ async def serve_agent(path: Path, records: Path | None, **options: Any) -> dict[
     app = VoiceAgent(agent, engines=engines, pool=pool, records=records)
     try:
         await app.start()
-        return await run_server(app, **options)
+        return await run_server(app, load_sources=[app.cpu_load], **options)
     finally:
         with contextlib.suppress(Exception):
             await app.close()

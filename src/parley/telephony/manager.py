@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from parley.media.clock import MediaClock
@@ -88,6 +88,7 @@ class CallManager:
         credentials: DigestCredentials | None = None,
         on_refer: Callable[[Call, str], Awaitable[int]] | None = None,
         max_load: float | None = 0.85,
+        load_sources: Sequence[Callable[[], float]] = (),
     ) -> None:
         self.app = app
         self.ua = UserAgent(
@@ -100,15 +101,21 @@ class CallManager:
         self.media_timeout = media_timeout
         self.on_refer = on_refer
         self.max_load = max_load
+        self.load_sources = [lambda: self.clock.cpu_load, *load_sources]
         if max_load is not None:
             # Overload: reject new calls cleanly (503) rather than degrade every call in progress.
-            self.ua.admit = lambda: self.clock.cpu_load < max_load
+            self.ua.admit = lambda: self.load() < max_load
         self.calls: dict[str, Call] = {}
         self.stats = ManagerStats()
         self._transport: SipTransport | None = None
         self._legs: dict[int, _Leg] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def load(self) -> float:
+        """The busiest of the loads admission watches (1.0 = saturated): the media clock's process
+        and ``load_sources`` (e.g. an agent's speech decoders)."""
+        return max(source() for source in self.load_sources)
 
     @property
     def host(self) -> str:
