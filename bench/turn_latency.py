@@ -20,6 +20,7 @@ Usage::
 
     .venv/bin/python bench/turn_latency.py --steps 1,2,4,8,16 --rounds 2
     .venv/bin/python bench/turn_latency.py --no-uvloop ...   # server on asyncio's loop instead
+    .venv/bin/python bench/turn_latency.py --max-load 0.85 ...  # with the server's admission control
 
 Writes ``bench/results/turn_latency-<time>.json`` and prints a table.
 """
@@ -292,7 +293,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             port=free_port(),
             rtp_ports=free_range(2 * max(args.steps) + 40),
             records=records,
-            extra=["--max-load", "0", "--media-timeout", "60"],
+            extra=["--max-load", str(args.max_load), "--media-timeout", "60"],
             startup_timeout=180,
             prefix=prefix,
             uvloop=not args.no_uvloop,
@@ -398,6 +399,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="Calls each concurrent caller makes per step.")
     parser.add_argument("--server-cpu", type=int, default=None, help="Core for the server (default: last).")
     parser.add_argument("--no-uvloop", action="store_true", help="Run the server on asyncio's loop.")
+    parser.add_argument(
+        "--max-load", type=float, default=0.0,
+        help="Server's admission control (503 above this CPU load); default 0: off, to find capacity.",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="JSON output (default: bench/results/...).")
     args = parser.parse_args()
     args.steps = [int(x) for x in args.steps.split(",")]
