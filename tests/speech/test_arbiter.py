@@ -161,6 +161,32 @@ async def test_finish_can_be_given_a_shorter_deadline_than_the_arbiters():
     assert record.winner is not None and not record.winner.is_final  # only its partial was there
 
 
+class RevisingEngine(HangingEngine):
+    """Catching up late: its partials go from complete ("4271") to incomplete, and its final never comes."""
+
+    name = "revising"
+
+    def start(self, question: Question) -> RevisingEngine:
+        self.said = iter(["four two", "four two seven one", "four two seven"])
+        return self
+
+    def feed(self, pcm: np.ndarray) -> Hypothesis | None:
+        text = next(self.said, None)
+        return None if text is None else Hypothesis(self.name, text, 0.9, is_final=False)
+
+
+async def test_a_late_final_falls_back_on_the_engines_best_partial_not_its_latest():
+    turn = Arbiter([RevisingEngine()], deadline=10).start_turn(DIGITS)
+    for _ in range(3 * 5):  # three chunks
+        turn.feed(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+    await asyncio.sleep(0.1)
+    record = await turn.finish(deadline=0.2)
+    assert record.failed_engines["revising"] == "timeout"
+    assert [h.text for h in record.hypotheses] == ["four two", "four two seven one", "four two seven"]
+    assert record.winner is not None and record.winner.text == "four two seven one"
+    assert "partial (engine missed the deadline)" in record.reason and "valid digits" in record.reason
+
+
 class SlowEngine(ExplodingEngine):
     """Decodes 100 ms of audio in 50 ms: behind the caller while audio comes faster than that."""
 

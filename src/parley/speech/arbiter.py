@@ -129,7 +129,7 @@ class _EngineWorker:
         self.engine = engine
         self.turn = turn
         self.queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
-        self.partial: Hypothesis | None = None
+        self.partials: list[Hypothesis] = []  # as they came: the fallback when the final is late
         self.final: Hypothesis | None = None
         self.error: str | None = None
         self.session: Any = None
@@ -153,7 +153,7 @@ class _EngineWorker:
                     return
                 partial = await session.feed(chunk)
                 if partial is not None:
-                    self.partial = partial
+                    self.partials.append(partial)
                     self.turn._on_partial(partial)
         except asyncio.CancelledError:
             raise
@@ -244,8 +244,9 @@ class ArbiterTurn:
                         record.failed_engines[name] = "timeout"
                 elif worker.error is not None:
                     record.failed_engines[name] = worker.error
-                if worker.partial is not None and name not in record.not_awaited:
-                    candidates.append(worker.partial)  # best available: its latest partial
+                fallback = self._best_partial(worker)
+                if fallback is not None and name not in record.not_awaited:
+                    candidates.append(fallback)
         self._choose(candidates)
         record.finish_seconds = time.perf_counter() - started
         return record
@@ -261,6 +262,17 @@ class ArbiterTurn:
         priors = self.arbiter.priors
         best = max(score(h, self.question, priors)[0] for h in finals)
         return all(best > best_possible(w.engine.name, self.question, priors) for w in waiting)
+
+    def _best_partial(self, worker: _EngineWorker) -> Hypothesis | None:
+        """An engine without a final: its best-scoring partial, the latest of equals. A decoder that
+        fell behind may revise a complete partial (the one that closed the turn early) into an
+        incomplete one while it catches up, and its latest alone would then be a no-match."""
+        best: tuple[float, Hypothesis] | None = None
+        for hypothesis in worker.partials:
+            value = score(hypothesis, self.question, self.arbiter.priors)[0]
+            if best is None or value >= best[0]:
+                best = (value, hypothesis)
+        return None if best is None else best[1]
 
     def _choose(self, candidates: list[Hypothesis]) -> None:
         record = self.record
