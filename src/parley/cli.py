@@ -43,7 +43,8 @@ def _port_range(text: str) -> tuple[int, int]:
     type=float,
     default=0.85,
     show_default=True,
-    help="Answer 503 to new calls while the process uses more than this share of a core (0 = off).",
+    help="Answer 503 to new calls while the process (or an agent's speech decoders) uses more than "
+    "this share of a core (0 = off).",
 )
 @click.option("--rtp-ports", default="20000-40000", show_default=True, help="RTP port range FIRST-LAST.")
 @click.option("--media-timeout", default=30.0, show_default=True, help="Hang up after this long without RTP.")

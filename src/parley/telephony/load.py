@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import psutil
 
@@ -25,20 +25,13 @@ class CpuMeter:
     """CPU time the processes ``pids`` used over the last window, as a fraction of ``cores``
     (1.0: every one of those cores busy all the time). Processes that exit are dropped."""
 
-    def __init__(
-        self,
-        pids: Sequence[int],
-        cores: int,
-        window: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, pids: Sequence[int], cores: int, window: float = 1.0) -> None:
         if cores < 1:
             raise ValueError(f"cores must be at least 1, not {cores}")
         self.cores = cores
         self.window = window
-        self._clock = clock
         self._processes = [psutil.Process(pid) for pid in pids]
-        self._mark = (clock(), self._cpu_seconds())
+        self._mark = (time.monotonic(), self._cpu_seconds())
         self._load = 0.0
 
     def _cpu_seconds(self) -> float:
@@ -54,7 +47,7 @@ class CpuMeter:
 
     def __call__(self) -> float:
         """The load over the last complete window (0.0 until the first has passed)."""
-        now = self._clock()
+        now = time.monotonic()
         started, cpu_then = self._mark
         if now - started >= self.window:
             cpu = self._cpu_seconds()
