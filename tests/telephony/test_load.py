@@ -41,7 +41,7 @@ def test_an_exited_process_is_dropped_and_loads_nothing() -> None:
     busy.kill()
     busy.wait()
     time.sleep(0.3)
-    assert meter() == 0.0  # psutil's NoSuchProcess did not escape; what it had used is not counted
+    assert meter() < 0.1  # psutil's NoSuchProcess did not escape; what it had used is not counted
     time.sleep(0.3)
     assert meter() < 0.2  # this test process alone, asleep
 
