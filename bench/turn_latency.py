@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -134,37 +136,17 @@ def free_range(size: int) -> tuple[int, int]:
 
 
 # -- CPU of the server's process tree ------------------------------------------------------------
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
 def tree_cpu_seconds(root: int) -> float:
-    """utime+stime of ``root`` and its live descendants, plus reaped children (cutime+cstime)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields is not None:
-                parents[int(entry)] = int(fields[1])
-                stats[int(entry)] = fields
-    tree, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        for child, parent in parents.items():
-            if parent == pid and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    total = 0
-    for pid in tree:
-        fields = stats.get(pid)
-        if fields is not None:  # fields[11..14]: utime stime cutime cstime
-            total += sum(int(x) for x in fields[11:15])
-    return total / tick
+    """CPU time of ``root`` and its live descendants, plus their reaped children's."""
+    top = psutil.Process(root)
+    total = 0.0
+    for process in [top, *top.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # exited meanwhile: its parent's children_* times count it once reaped
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 # -- one caller ----------------------------------------------------------------------------------
