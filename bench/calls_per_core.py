@@ -54,6 +54,8 @@ def start_server(kind: str, port: int, stats_file: Path, max_load: float | None 
             "parley",
             "serve",
             "echo",
+            "--workers",
+            "1",
             "--host",
             "127.0.0.1",
             "--port",

@@ -212,7 +212,7 @@ def main() -> None:
 
     port = free_port()
     cmd = [*prefix, sys.executable, "-m", "parley", "serve", "echo", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port)]
+    cmd += ["--workers", "1", "--port", str(port)]
     cmd += ["--transport", "udp", "--rtp-ports", f"20000-{20000 + 4 * max(steps) + 100}", "--max-load", "0"]
     lines: list[str] = []
     proc = spawn_until_ready(cmd, lines, cwd=ROOT, startup_timeout=30)

@@ -59,6 +59,22 @@ def _port_range(text: str) -> tuple[int, int]:
     show_default=True,
     help="Append each agent call's record (JSON lines; caller data marked sensitive).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    help="Worker processes, each on its own SIP port (PORT, PORT+1, ...) and slice of --rtp-ports, "
+    "under one supervisor (default: one per core). --max-calls is per worker.",
+)
+@click.option(
+    "--admin-port",
+    type=click.IntRange(0, 65535),
+    help="With several workers: HTTP on HOST for GET /status, POST /roll, GET /metrics (0: a free port).",
+)
+@click.option(
+    "--decode-processes",
+    type=click.IntRange(1),
+    help="An agent's speech decoder processes per worker (default: the cores left beside the workers).",
+)
 def serve(
     agent: str,
     host: str,
@@ -71,6 +87,9 @@ def serve(
     drain: float,
     stats_file: Path | None,
     records: Path,
+    workers: int | None,
+    admin_port: int | None,
+    decode_processes: int | None,
 ) -> None:
     """Answer calls with AGENT: an agent YAML file (see `parley validate`), or `echo`."""
     transports = ("UDP", "TCP") if transport == "both" else (transport.upper(),)
@@ -86,6 +105,25 @@ def serve(
                 click.echo(str(error), err=True)
             raise SystemExit(1) from exc
 
+    from parley.telephony.load import usable_cores
+
+    workers = workers or usable_cores()
+    if workers > 1:
+        from parley.cluster.node import serve_node
+
+        context = click.get_current_context()
+        try:
+            clean = serve_node(
+                context.params,
+                rtp_ports=_port_range(rtp_ports),
+                verbose=context.find_root().params["verbose"],
+                workers=workers,
+                admin_port=admin_port,
+                stats_file=stats_file,
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        raise SystemExit(0 if clean else 1)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -105,7 +143,7 @@ def serve(
     else:
         from parley.agent.voice import serve_agent
 
-        coro = serve_agent(Path(agent), records, **options)
+        coro = serve_agent(Path(agent), records, decode_processes=decode_processes, **options)
     stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
     if stats_file is not None:
         stats_file.write_text(json.dumps(stats, indent=2))

@@ -86,7 +86,7 @@ def start_agent_server(
     """
     launcher = ["-m", "parley"] if uvloop else ["-c", NO_UVLOOP]
     cmd = [*(prefix or []), sys.executable, *launcher, "-v", "serve", str(agent_file)]
-    cmd += ["--host", HOST, "--port", str(port), "--transport", "udp"]
+    cmd += ["--workers", "1", "--host", HOST, "--port", str(port), "--transport", "udp"]
     cmd += ["--rtp-ports", f"{rtp_ports[0]}-{rtp_ports[1]}"]
     if records is not None:
         cmd += ["--records", str(records)]

@@ -151,7 +151,8 @@ def start_server(
     port = free_port()
     rtp = rtp_range()
     stats_file = tmp_path / f"parley-{port}-stats.json"
-    cmd = [sys.executable, "-m", "parley", "serve", "echo", "--host", HOST, "--port", str(port)]
+    cmd = [sys.executable, "-m", "parley", "serve", "echo", "--workers", "1"]  # one process: this port only
+    cmd += ["--host", HOST, "--port", str(port)]
     cmd += ["--transport", transport, "--rtp-ports", f"{rtp[0]}-{rtp[1]}", "--stats-file", str(stats_file)]
     if max_calls is not None:
         cmd += ["--max-calls", str(max_calls)]
@@ -173,8 +174,10 @@ def spawn_until_ready(
     cwd: Path | None,
     env: dict[str, str] | None = None,
     startup_timeout: float = 15.0,
+    ready_line: str = READY_LINE,
 ) -> subprocess.Popen:
-    """Start ``cmd`` (a ``parley serve``), collecting its stderr into ``lines``; return once it is ready.
+    """Start ``cmd`` (a ``parley serve``), collecting its stderr into ``lines``; return once it is ready
+    (has printed ``ready_line``).
 
     Raises RuntimeError, after killing it, when it exits or is not ready within ``startup_timeout``.
     """
@@ -188,7 +191,7 @@ def spawn_until_ready(
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
-            if READY_LINE in line:
+            if ready_line in line:
                 ready.set()
 
     threading.Thread(target=pump, daemon=True).start()

@@ -462,6 +462,27 @@ def test_busy_above_max_sessions_gets_503_with_retry_after():
     assert [e.status for e in net.events_of(alice, CallFailed)] == [503]
 
 
+def test_draining_answers_options_and_new_invites_503_and_keeps_calls_in_progress():
+    alice, bob = ua(ALICE, "alice"), ua(BOB, "bob")
+    net = Net.of(alice, bob)
+    uac, uas = establish(net, alice, bob)
+    bob.draining = True
+    bob.receive(raw("OPTIONS", call_id="probe-1"), ALICE, "UDP", net.now)
+    (probe,) = outbox_messages(bob)
+    assert (probe.status, probe.cseq[1]) == (503, "OPTIONS")
+    assert probe.headers.get("Retry-After") == "5"
+    refused = alice.invite("sip:bob@10.0.0.2", OFFER, net.now)
+    net.flush()
+    assert refused.state == SessionState.TERMINATED
+    assert [e.status for e in net.events_of(alice, CallFailed)] == [503]
+    alice.bye(uac, net.now)  # the call in progress still ends normally
+    net.flush()
+    assert uas.state == SessionState.TERMINATED and uac.state == SessionState.TERMINATED
+    bob.draining = False
+    bob.receive(raw("OPTIONS", call_id="probe-2", branch="z9hG4bKp2"), ALICE, "UDP", net.now)
+    assert [m.status for m in outbox_messages(bob)] == [200]
+
+
 def test_admission_control_rejects_new_calls_with_503_while_overloaded():
     alice, bob = ua(ALICE, "alice"), ua(BOB, "bob")
     net = Net.of(alice, bob)

@@ -198,9 +198,10 @@ class CallRecord:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, default=jsonable)
 
     def write_jsonl(self, path: str | Path) -> None:
-        """Append this record as one line to ``path`` (created if missing)."""
-        with Path(path).open("a", encoding="utf-8") as out:
-            out.write(self.to_json() + "\n")
+        """Append this record as one line to ``path`` (created if missing), in one ``write``: the
+        workers of a node (``parley serve --workers N``) append to the same file without interleaving."""
+        with Path(path).open("ab", buffering=0) as out:
+            out.write((self.to_json() + "\n").encode("utf-8"))
 
     def redacted(self) -> dict[str, Any]:
         """The record without caller data, safe for logs."""

@@ -403,7 +403,9 @@ def _keypad_complete(listen: Listen, digits: str) -> bool:
     return question.digit_count is not None and len(digits) >= question.digit_count
 
 
-async def serve_agent(path: Path, records: Path | None, **options: Any) -> dict[str, Any]:
+async def serve_agent(
+    path: Path, records: Path | None, *, decode_processes: int | None = None, **options: Any
+) -> dict[str, Any]:
     """``parley serve AGENT.yaml``: load, warm up and answer calls with the agent until stopped."""
     from parley.agent.loader import load_agent
     from parley.telephony.server import run_server
@@ -411,7 +413,8 @@ async def serve_agent(path: Path, records: Path | None, **options: Any) -> dict[
     agent = load_agent(path)
     engines = load_engines()
     # One decoder process per core beside the event loop's (at least one): decoding scales with cores.
-    pool = DecodePool([engine.name for engine in engines], workers=max(1, (os.cpu_count() or 2) - 1))
+    default = max(1, (os.cpu_count() or 2) - 1)
+    pool = DecodePool([engine.name for engine in engines], workers=decode_processes or default)
     app = VoiceAgent(agent, engines=engines, pool=pool, records=records)
     try:
         await app.start()

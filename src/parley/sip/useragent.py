@@ -1,9 +1,9 @@
 """Sans-I/O SIP user agent core (UAS and UAC), RFC 3261 §8, §12–§15, RFC 3515 REFER.
 
 Fed datagrams/stream messages and the time, it drives transactions and dialogs, answers what
-it can by itself (100 Trying, OPTIONS, 481, 501, 503 over the call limit, CANCEL → 487, BYE,
-glare 491, digest challenges) and reports the rest as :class:`CallEvent` objects. SDP bodies
-pass through untouched: offer/answer belongs to the media layer above.
+it can by itself (100 Trying, OPTIONS, 481, 501, 503 over the call limit or while draining,
+CANCEL → 487, BYE, glare 491, digest challenges) and reports the rest as :class:`CallEvent`
+objects. SDP bodies pass through untouched: offer/answer belongs to the media layer above.
 """
 
 from __future__ import annotations
@@ -205,6 +205,10 @@ class UserAgent:
         self.max_sessions = max_sessions
         # Admission control beyond the call limit (e.g. CPU load): False answers new INVITEs 503.
         self.admit: Callable[[], bool] | None = None
+        # Draining: new INVITEs and out-of-dialog OPTIONS get 503, so a load balancer probing with
+        # OPTIONS (Kamailio's dispatcher) stops sending calls while the calls in progress finish.
+        self.draining = False
+        self.on_refused: Callable[[str], None] | None = None  # a new INVITE got 503: why (metrics)
         self.credentials = credentials
         self.user_agent = user_agent
         self.layer = TransactionLayer()
@@ -346,6 +350,8 @@ class UserAgent:
             return
         if method == "INVITE":
             self._on_invite(txn, event, now)
+        elif method == "OPTIONS" and self.draining:
+            txn.respond_with(503, now=now, to_tag=secrets.token_hex(6), extra=[("Retry-After", "5")])
         elif method == "OPTIONS":
             txn.respond_with(
                 200,
@@ -369,8 +375,11 @@ class UserAgent:
             txn.respond_with(415, now=now, extra=[("Accept", "application/sdp")])
             return
         over_limit = self.max_sessions is not None and self.active_sessions >= self.max_sessions
-        if over_limit or (self.admit is not None and not self.admit()):
+        overloaded = not (self.draining or over_limit) and self.admit is not None and not self.admit()
+        if self.draining or over_limit or overloaded:
             self.stats["rejected_busy"] += 1
+            if self.on_refused is not None:
+                self.on_refused("draining" if self.draining else "limit" if over_limit else "load")
             txn.respond_with(503, now=now, extra=[("Retry-After", "5")])
             return
         try:

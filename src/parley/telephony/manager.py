@@ -34,6 +34,7 @@ from parley.sip.useragent import (
     SessionState,
     UserAgent,
 )
+from parley.telephony import metrics
 from parley.telephony.call import Call
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class CallManager:
         if max_load is not None:
             # Overload: reject new calls cleanly (503) rather than degrade every call in progress.
             self.ua.admit = lambda: self.load() < max_load
+        self.ua.on_refused = lambda reason: metrics.CALLS_REFUSED.labels(reason).inc()
         self.calls: dict[str, Call] = {}
         self.stats = ManagerStats()
         self._transport: SipTransport | None = None
@@ -115,7 +117,9 @@ class CallManager:
     def load(self) -> float:
         """The busiest of the loads admission watches (1.0 = saturated): the media clock's process
         and ``load_sources`` (e.g. an agent's speech decoders)."""
-        return max(source() for source in self.load_sources)
+        load = max(source() for source in self.load_sources)
+        metrics.LOAD.set(load)
+        return load
 
     @property
     def host(self) -> str:
@@ -132,8 +136,7 @@ class CallManager:
 
     async def stop(self, drain: float = 0.0) -> None:
         """Stop taking calls; wait up to ``drain`` seconds for calls to end, then hang up the rest."""
-        if self.ua.max_sessions is None or self.ua.max_sessions > 0:
-            self.ua.max_sessions = 0  # new INVITEs now get 503
+        self.ua.draining = True  # new INVITEs and OPTIONS probes now get 503
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._all_ended(), drain)
         for call in list(self.calls.values()):
@@ -178,7 +181,7 @@ class CallManager:
             session = event.session
             leg = self._legs.get(id(session))
             if isinstance(event, IncomingCall):
-                self._spawn(self._accept(session))
+                self._spawn(self._accept(session, self._now()))
             elif isinstance(event, CallAnswered) and leg is not None:
                 self._on_answered(session, leg, event.answer)
             elif isinstance(event, CallFailed) and leg is not None:
@@ -208,13 +211,14 @@ class CallManager:
                 if event.final and future is not None and not future.done():
                     future.set_result(event.status)
 
-    async def _accept(self, session: InviteSession) -> None:
+    async def _accept(self, session: InviteSession, received: float) -> None:
         """Answer an incoming INVITE: open RTP, negotiate SDP, send 200, run the app."""
         try:
             endpoint = await self.ports.open()
         except OSError:
             self.ua.reject(session, 503, self._now())
             self.stats.rejected += 1
+            metrics.CALLS_REFUSED.labels("rtp-ports").inc()
             self._flush()
             return
         if session.state != SessionState.INCOMING:  # cancelled while we opened the sockets
@@ -226,12 +230,14 @@ class CallManager:
         except NoCommonCodec:
             endpoint.close()
             self.stats.rejected += 1
+            metrics.CALLS_REFUSED.labels("codec").inc()
             self.ua.reject(session, 488, self._now())
             self._flush()
             return
         except SdpError as exc:
             endpoint.close()
             self.stats.rejected += 1
+            metrics.CALLS_REFUSED.labels("sdp").inc()
             self.ua.reject(session, 488, self._now(), reason=f"Bad SDP: {exc}"[:60])
             self._flush()
             return
@@ -241,6 +247,9 @@ class CallManager:
         self.ua.answer(session, answer, self._now())
         self._flush()
         self.stats.answered += 1
+        metrics.CALLS_ADMITTED.inc()
+        metrics.CALLS_ACTIVE.inc()
+        metrics.CALL_SETUP_SECONDS.observe(self._now() - received)
         if self.app is not None:
             leg.tasks.add(self._spawn(self._run_app(call)))
 
@@ -317,6 +326,9 @@ class CallManager:
             return
         if leg.call is not None:
             self._add_media_totals(leg.call.stream)
+            if leg.call.direction == "inbound":
+                metrics.CALLS_ACTIVE.dec()
+                metrics.CALLS_ENDED.labels(reason).inc()
             self.clock.remove(leg.call.stream)
             self.calls.pop(session.call_id + session.local_tag, None)
             leg.call._ended(reason)
@@ -339,6 +351,10 @@ class CallManager:
             ("concealed", jitter.lost),
         ):
             totals[name] = totals.get(name, 0) + int(value)
+        metrics.RTP_PACKETS_EXPECTED.inc(max(stream.reception.expected, 0))
+        metrics.RTP_PACKETS_LOST.inc(max(stream.reception.lost, 0))
+        if stream.stats.packets_in:
+            metrics.RTP_JITTER_SECONDS.observe(stream.reception.jitter / 8000)  # G.711: 8 kHz timestamps
 
     def report(self) -> dict[str, object]:
         """Counters and media-clock timing for benchmarks and operators."""

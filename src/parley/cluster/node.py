@@ -1,0 +1,174 @@
+"""One node of a cluster: the :class:`Supervisor` run until SIGTERM/SIGINT, with its admin endpoint.
+
+Signals: SIGTERM or SIGINT drains every worker and exits; SIGHUP rolls the workers one at a time.
+The admin endpoint (``--admin-port``, HTTP on the node's address) serves ``GET /status`` (each
+worker's state, JSON), ``POST /roll?settle=S`` (start a roll: 202, or 409 while one runs) and
+``GET /metrics`` (Prometheus, every worker of the node summed: see :mod:`parley.cluster.metrics`).
+It is served by the standard library's WSGI server in a thread: a handful of requests a minute
+need no web framework, and the event loop only ever runs the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from parley.cluster.supervisor import Supervisor, WorkerPlan
+
+NODE_READY_LINE = "parley: node ready,"
+Wsgi = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def admin_app(
+    supervisor: Supervisor, loop: asyncio.AbstractEventLoop, metrics: Callable[[], bytes] | None
+) -> Wsgi:
+    """The admin endpoint's WSGI application (runs in the server's thread)."""
+
+    def call_in_loop(function: Callable[[], Any]) -> Any:
+        async def run() -> Any:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout=5)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        status, content_type, body = "404 Not Found", "text/plain", b"not found\n"
+        if path == "/status" and method == "GET":
+            status, content_type = "200 OK", "application/json"
+            body = json.dumps(call_in_loop(supervisor.status), indent=2).encode() + b"\n"
+        elif path == "/roll" and method == "POST":
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            try:
+                settle = float(query.get("settle", ["0"])[0])
+            except ValueError:
+                settle = -1.0
+            if not 0 <= settle <= 600:
+                status, body = "400 Bad Request", b"settle must be seconds between 0 and 600\n"
+            elif call_in_loop(lambda: supervisor.request_roll(settle)):
+                status, body = "202 Accepted", b"roll started\n"
+            else:
+                status, body = "409 Conflict", b"a roll is running or the node is stopping\n"
+        elif path == "/metrics" and method == "GET" and metrics is not None:
+            status, content_type, body = "200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics()
+        elif path in ("/status", "/roll", "/metrics"):
+            status, body = "405 Method Not Allowed", b"method not allowed\n"
+        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+class _ThreadingServer(WSGIServer):
+    daemon_threads = True
+
+
+def start_admin(host: str, port: int, app: Wsgi) -> WSGIServer:
+    """Serve ``app`` on ``host:port`` from a daemon thread; ``shutdown()`` stops it."""
+    server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="parley-admin", daemon=True).start()
+    return server
+
+
+async def run_node(
+    command: Callable[[WorkerPlan, Path], list[str]],
+    plans: list[WorkerPlan],
+    *,
+    host: str,
+    admin_port: int | None = None,
+    env: dict[str, str] | None = None,
+    metrics: Callable[[], bytes] | None = None,
+    on_exit: Callable[[int], None] | None = None,
+    ready_timeout: float = 180.0,
+) -> tuple[dict[str, Any], bool]:
+    """Run the node until SIGTERM/SIGINT; its workers' summed stats, and whether all exited cleanly."""
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory(prefix="parley-node-") as state_dir:
+        supervisor = Supervisor(command, plans, host=host, state_dir=Path(state_dir), env=env,
+                                ready_timeout=ready_timeout, on_exit=on_exit)  # fmt: skip
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, supervisor.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, supervisor.request_roll)
+        admin = None
+        if admin_port is not None:
+            admin = start_admin(host, admin_port, admin_app(supervisor, loop, metrics))
+        starting = asyncio.ensure_future(supervisor.start())
+
+        def announce(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is None and task.result():
+                ports = f"{plans[0].port}-{plans[-1].port}" if len(plans) > 1 else str(plans[0].port)
+                where = f", admin http://{host}:{admin.server_port}" if admin is not None else ""
+                print(f"{NODE_READY_LINE} {len(plans)} workers on sip:{host}:{ports}{where}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+
+        starting.add_done_callback(announce)
+        try:
+            exits = await supervisor.run_until_stopped()
+            starting.cancel()
+        finally:
+            if admin is not None:
+                admin.shutdown()
+                admin.server_close()
+        stats = supervisor.collected_stats()
+    return stats, all(code == 0 for code in exits if code is not None)
+
+
+def worker_command(options: dict[str, Any], verbose: int) -> Callable[[WorkerPlan, Path], list[str]]:
+    """A worker's ``parley serve --workers 1`` command line, from the node's ``serve`` options."""
+
+    def command(plan: WorkerPlan, stats_file: Path) -> list[str]:
+        cmd = [sys.executable, "-m", "parley", *(["-" + "v" * verbose] if verbose else []), "serve"]
+        cmd += [options["agent"], "--workers", "1", "--host", options["host"], "--port", str(plan.port)]
+        first, last = plan.rtp_ports
+        cmd += ["--transport", options["transport"], "--rtp-ports", f"{first}-{last}"]
+        cmd += ["--max-load", str(options["max_load"]), "--media-timeout", str(options["media_timeout"])]
+        cmd += ["--drain", str(options["drain"]), "--stats-file", str(stats_file)]
+        cmd += ["--records", str(options["records"]), "--decode-processes", str(options["decode_processes"])]
+        if options.get("max_calls") is not None:
+            cmd += ["--max-calls", str(options["max_calls"])]
+        return cmd
+
+    return command
+
+
+def serve_node(
+    options: dict[str, Any],
+    *,
+    rtp_ports: tuple[int, int],
+    verbose: int,
+    workers: int,
+    admin_port: int | None,
+    stats_file: Path | None,
+) -> bool:
+    """``parley serve --workers N`` (N > 1) with ``serve``'s options: run the node until SIGTERM, write
+    the workers' summed stats to ``stats_file``; True when every worker exited cleanly."""
+    from parley.cluster.metrics import NodeMetrics
+    from parley.cluster.supervisor import plan_workers
+    from parley.telephony.load import usable_cores
+
+    if options["transport"] == "tcp":
+        raise ValueError("a node's workers need UDP: their health probe is an OPTIONS over UDP")
+    plans = plan_workers(workers, options["port"], rtp_ports)
+    decoders = options.get("decode_processes") or max(1, (usable_cores() - workers) // workers)
+    command = worker_command({**options, "decode_processes": decoders}, verbose)
+    with NodeMetrics() as metrics:
+        stats, clean = asyncio.run(
+            run_node(command, plans, host=options["host"], admin_port=admin_port, env=metrics.worker_env(),
+                     metrics=metrics.exposition, on_exit=metrics.process_exited)
+        )  # fmt: skip
+    if stats_file is not None:
+        stats_file.write_text(json.dumps(stats, indent=2))
+    return clean

@@ -1,0 +1,192 @@
+"""``parley serve echo --workers 2``: a real node (supervisor + two worker processes) called by SIPp.
+
+One node goes through its whole life in one test (each start costs seconds on a busy machine):
+calls to both workers, the metrics endpoint checked against SIPp's counts, ``kill -9`` of a worker
+(restarted, its port answering again), a roll while a call is in progress (the draining worker
+answers OPTIONS 503, the call completes, the new worker takes calls), and SIGTERM (exit 0, the
+stats summed over every worker that exited cleanly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from integration.harness import (
+    HOST,
+    ROOT,
+    SippResult,
+    assert_sipp_ok,
+    free_port,
+    needs_sipp,
+    rtp_range,
+    run_sipp,
+    spawn_until_ready,
+)
+from parley.cluster.node import NODE_READY_LINE
+from parley.cluster.probe import probe
+from parley.cluster.supervisor import combine_stats, plan_workers
+
+
+def test_plan_gives_each_worker_its_own_sip_port_and_an_even_slice_of_the_rtp_range():
+    plans = plan_workers(3, 5060, (20000, 20100))
+    assert [p.port for p in plans] == [5060, 5061, 5062]
+    assert [p.rtp_ports for p in plans] == [(20000, 20032), (20032, 20064), (20064, 20096)]
+    assert all(first % 2 == 0 and last - first >= 2 for first, last in (p.rtp_ports for p in plans))
+
+
+@pytest.mark.parametrize(
+    ("count", "port", "rtp", "message"),
+    [
+        (0, 5060, (20000, 20100), "at least one worker"),
+        (3, 65534, (20000, 20100), "not all valid ports"),
+        (2, 5060, (20001, 20100), "even port"),
+        (4, 5060, (20000, 20006), "cannot give 4 workers"),
+    ],
+)
+def test_plan_refuses_what_cannot_work(count, port, rtp, message):
+    with pytest.raises(ValueError, match=message):
+        plan_workers(count, port, rtp)
+
+
+def test_combined_stats_sum_counters_and_leave_timings_out():
+    one = {"answered": 3, "ended": {"remote-bye": 3}, "media": {"lost": 1}, "clock": {"tick_p99_ms": 2.0}}
+    two = {"answered": 2, "ended": {"remote-bye": 1, "media-timeout": 1}, "media": {"lost": 0}}
+    assert combine_stats([one, two]) == {
+        "answered": 5,
+        "ended": {"remote-bye": 4, "media-timeout": 1},
+        "media": {"lost": 1},
+    }
+
+
+# -- a real node ---------------------------------------------------------------------------------
+class Node:
+    def __init__(self, tmp_path) -> None:
+        self.port = free_port(block=2)  # worker 0 on port, worker 1 on port + 1
+        self.admin = free_port()
+        first, last = rtp_range(80)
+        self.stats_file = tmp_path / "node-stats.json"
+        cmd = [sys.executable, "-m", "parley", "serve", "echo", "--workers", "2", "--host", HOST]
+        cmd += ["--port", str(self.port), "--transport", "udp", "--rtp-ports", f"{first}-{last}"]
+        cmd += ["--admin-port", str(self.admin), "--drain", "20", "--stats-file", str(self.stats_file)]
+        self.lines: list[str] = []
+        self.proc = spawn_until_ready(
+            cmd, self.lines, cwd=ROOT, startup_timeout=60, ready_line=NODE_READY_LINE
+        )
+
+    def log(self) -> str:
+        return "".join(self.lines[-60:])
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://{HOST}:{self.admin}{path}", timeout=5) as response:
+            return response.read().decode()
+
+    def post(self, path: str) -> int:
+        request = urllib.request.Request(f"http://{HOST}:{self.admin}{path}", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+
+    def status(self) -> dict:
+        return json.loads(self.get("/status"))
+
+    def metric(self, name: str) -> float:
+        """A metric's value summed over its label sets, from the node's /metrics."""
+        values = re.findall(rf"(?m)^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", self.get("/metrics"))
+        assert values, f"{name} not exposed"
+        return sum(float(v) for v in values)
+
+    def wait_for(self, check: Callable[[dict], bool], what: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status()
+            if check(status):
+                return status
+            time.sleep(0.2)
+        pytest.fail(f"node never {what}: {self.status()}\n{self.log()}")
+
+
+@pytest.fixture
+def node(tmp_path) -> Iterator[Node]:
+    started = Node(tmp_path)
+    yield started
+    if started.proc.poll() is None:
+        os.killpg(started.proc.pid, signal.SIGKILL)
+        started.proc.wait(timeout=5)
+
+
+def calls(node: Node, worker: int, count: int, tmp_path, duration_ms: int = 500) -> SippResult:
+    target = f"{HOST}:{node.port + worker}"
+    return run_sipp("uac_pcmu.xml", target, tmp_path=tmp_path, calls=count, duration_ms=duration_ms)
+
+
+@needs_sipp
+@pytest.mark.sipp
+@pytest.mark.timeout(240)
+def test_a_node_serves_restarts_rolls_and_drains_its_workers(node, tmp_path):
+    for worker in (0, 1):
+        assert_sipp_ok(calls(node, worker, 3, tmp_path), calls=3)
+    # One scrape of the node sums both workers (prometheus-client multiprocess mode).
+    assert node.metric("parley_calls_admitted_total") == 6
+    assert node.metric("parley_calls_ended_total") == 6
+    assert node.metric("parley_calls_active") == 0
+    assert node.metric("parley_call_setup_seconds_count") == 6
+    assert node.metric("parley_rtp_packets_expected_total") >= 6 * 20  # 0.5 s calls: 25 packets each
+
+    # kill -9: the supervisor notices, starts a new worker on the same port, and it takes calls.
+    killed = node.status()["workers"][1]["pid"]
+    os.kill(killed, signal.SIGKILL)
+    restarted = lambda s: s["workers"][1]["restarts"] == 1 and s["workers"][1]["state"] == "ready"  # noqa: E731
+    status = node.wait_for(restarted, "restarted worker 1")
+    assert status["workers"][1]["pid"] != killed and status["workers"][1]["last_exit"] == -signal.SIGKILL
+    assert status["workers"][0]["generation"] == 1  # the other worker was left alone
+    assert_sipp_ok(calls(node, 1, 2, tmp_path), calls=2)
+    assert node.metric("parley_calls_admitted_total") == 8  # the killed worker's counts are kept
+
+    # A roll while a 6 s call is in progress on worker 0: it drains (OPTIONS 503), the call ends
+    # normally, then the new worker 0 answers; worker 1 follows.
+    long_call: list[SippResult] = []
+    caller = threading.Thread(target=lambda: long_call.append(calls(node, 0, 1, tmp_path, duration_ms=6000)))
+    caller.start()
+    node.wait_for(lambda s: node.metric("parley_calls_active") == 1, "had the long call up", timeout=10)
+    assert node.post("/roll?settle=0") == 202
+    node.wait_for(lambda s: s["workers"][0]["state"] == "draining", "drained worker 0", timeout=10)
+    assert asyncio.run(probe(HOST, node.port)) == 503
+    assert asyncio.run(probe(HOST, node.port + 1)) == 200  # the other worker still takes calls
+    caller.join(timeout=60)
+    assert_sipp_ok(long_call[0], calls=1)
+    status = node.wait_for(lambda s: s["rolls_completed"] == 1, "completed the roll")
+    assert [w["generation"] for w in status["workers"]] == [2, 3]
+    assert [w["state"] for w in status["workers"]] == ["ready", "ready"]
+    for worker in (0, 1):
+        assert_sipp_ok(calls(node, worker, 1, tmp_path), calls=1)
+
+    # SIGTERM drains the whole node; it exits 0 with the stats of every worker that exited cleanly
+    # (the killed worker's 3 calls are in the metrics above, not in a stats file).
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(timeout=30) == 0, node.log()
+    stats = json.loads(node.stats_file.read_text())
+    assert stats["answered"] == 6 + 2 + 1 + 1 + 1 - 3, stats
+    assert stats["ended"] == {"remote-bye": stats["answered"]}
+    assert stats["restarts"] == 1
+    reports = sorted((r["worker"], r["generation"]) for r in stats["workers"])
+    assert reports == [(0, 1), (0, 2), (1, 2), (1, 3)]
+
+
+def test_serve_refuses_tcp_only_workers_clearly():
+    result = subprocess.run(
+        [sys.executable, "-m", "parley", "serve", "echo", "--workers", "2", "--transport", "tcp"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "need UDP" in result.stderr
