@@ -230,7 +230,14 @@ def loadtest(
     help="ENGINE:VOICE, repeatable or comma-separated (default: all installed flite/festival/espeak-ng).",
 )
 @click.option("--workers", default=2, show_default=True, help="Utterances rendered at once.")
-def corpus(out: Path, seed: int, per_type: int, voices: tuple[str, ...], workers: int) -> None:
+@click.option(
+    "--split",
+    type=click.Choice(["all", "train", "eval"]),
+    default="all",
+    show_default=True,
+    help="train: no held-out voices or noise; train and eval never share a voice+text pair.",
+)
+def corpus(out: Path, seed: int, per_type: int, voices: tuple[str, ...], workers: int, split: str) -> None:
     """Generate labelled synthetic caller audio (8 kHz WAVs + labels.jsonl) for every slot type."""
     from parley.speech.corpus import generate_corpus
 
@@ -238,7 +245,7 @@ def corpus(out: Path, seed: int, per_type: int, voices: tuple[str, ...], workers
         raise click.BadParameter("must be at least 1", param_hint="--per-type")
     try:
         records = asyncio.run(
-            generate_corpus(out, seed=seed, per_type=per_type, voices=voices, workers=workers)
+            generate_corpus(out, seed=seed, per_type=per_type, voices=voices, workers=workers, split=split)
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--voices") from exc

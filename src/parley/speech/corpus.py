@@ -4,28 +4,61 @@ Why synthetic: no labelled English telephone corpus ships in a package here, and
 per-slot priors and the benchmarks need thousands of answers whose truth is known exactly. Each
 utterance is an answer a caller might give (account numbers read digit by digit with "oh" and
 "double", phone numbers in groups, names, spelled names, yes/no variants, dates, amounts, menu
-choices, reasons for calling), spoken by Debian's flite and festival voices (and espeak-ng as a
-hard case) at varied rates and pitches, then sent down a simulated phone line:
+choices, reasons for calling). Synthetic speech flatters every engine, so the corpus makes it hard:
+
+* **Voices and rates**: Debian's flite (slt, kal16, awb, rms, kal) and festival (kal_diphone,
+  ked_diphone, the slt HTS voice) voices, and espeak-ng (en-us, en-gb-x-rp+f3) as a robotic hard
+  case drawn half as often; rates 0.8–1.25 and three pitches. (mbrola voices are not packaged.)
+* **Disfluent callers** (about a quarter, :data:`DISFLUENCY_SHARES`): *hesitations* ("um, ...",
+  "let me see, ...", "four two seven, uh, one nine three"), *restarts* ("it's four two, it's four
+  two seven one") and *corrections* ("four two, no sorry, four three ..."; "Jones, no sorry,
+  Taylor"; "the third, sorry I mean, the fourth of May"). Each piece is rendered on its own with
+  a real pause after it. The label's ``value`` is the FINAL intended value; for free speech it is
+  the words said (restarts included) without the filler sounds uh/um/er/erm. ``disfluency``
+  names the kind (null for a plain answer), ``text`` is everything said, ``answer_text`` the
+  plain answer.
+
+Then every utterance goes down a simulated phone line:
 
 1. the TTS plugin resamples to 8 kHz with soxr (``parley.speech.tts``);
-2. silence is padded around the speech and white or pink noise is mixed in at a set SNR. The SNR
-   is measured after the resample, in the band the line carries, against the speech frames only;
-3. G.711 µ-law round trip (``parley.media.g711``);
-4. packet loss: 20 ms frames are dropped at random and concealed like the receiver would
-   (``parley.media.jitter.conceal``).
+2. silence is padded around the speech and noise is mixed in at a set SNR: white, pink, *street*
+   (traffic rumble, hiss, horns and bangs) or *babble* (five TTS talkers summed, rendered once per
+   corpus from a fixed text list), see ``parley.speech.noise``. The SNR is measured after the
+   resample, in the band the line carries, against the speech frames only;
+3. a G.711 round trip, µ-law (PCMU) or A-law (PCMA) (``parley.media.g711``);
+4. packet loss: 20 ms frames are dropped, independently or in bursts (Gilbert model, mean burst 3
+   frames), and concealed like the receiver does (``parley.media.jitter.conceal``).
 
-Everything random comes from the seed: the plan (texts, voices, rates, line conditions) from one
-``random.Random(seed)``, and each utterance's noise and losses from ``numpy.random.default_rng
-([seed, index])``, so rendering order and parallelism cannot change a byte of the output.
+The label records all of it: voice, rate, pitch, ``noise`` kind and ``snr_db``, ``codec``,
+``loss_rate``, ``loss_burst`` and ``lost_frames``, and the ``question`` (slot type, digit count,
+options, prompt, reference date) the engines are biased with.
 
-Cost here (2 cores, all seven default voices, 2 workers): ``parley corpus --per-type 34`` writes
-306 utterances (959 s of audio) in 45 s; festival's start-up is most of it.
+**Splits.** ``split="train"`` (the priors' corpus) leaves out :data:`HELD_OUT_VOICES` (festival's
+ked_diphone and espeak-ng's en-gb-x-rp+f3) and :data:`HELD_OUT_NOISES` (street), so an
+evaluation rendered with ``split="eval"`` has voices and a noise the priors never heard (about a
+quarter of its utterances are in a held-out voice). And short answers would otherwise meet the
+same voice in both ("yes" by slt): a stable hash of each (voice, text) pair gives it to one split
+only (:func:`pair_allowed`), so train and eval never share one. ``split="all"`` (the default) has
+no such limits.
+
+Everything random comes from the seed: the plan (texts, disfluencies, voices, rates, line
+conditions) from one ``random.Random(seed)``, and each utterance's noise and losses from
+``numpy.random.default_rng([seed, index])``, so rendering order and parallelism cannot change a
+byte of the output.
+
+Cost here (2 cores shared with other work, load 4–6, all ten default voices, 2 workers), side by
+side in one run of ``generate_corpus(out, seed=2, per_type=34)`` (what ``parley corpus --per-type
+34 --seed 2`` does): 306 utterances, 1,099 s of audio in 77.6 s, against 957 s in 59.5 s for the
+former plain corpus (7 voices, fluent answers, white/pink noise): 1.3× the time. Festival's
+start-up (one process per clause and per disfluent piece) is most of it; the babble bed costs
+about 2 s once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import hashlib
 import json
 import random
 import re
@@ -40,6 +73,7 @@ import numpy as np
 
 from parley.media import g711
 from parley.media.jitter import conceal
+from parley.speech.noise import BABBLE_TALKERS, BABBLE_TEXTS, make_noise, mix_babble
 from parley.speech.tts import SubprocessTts, TtsEngine, load_tts, render
 from parley.speech.types import FRAME_SAMPLES, TELEPHONE_RATE, Question, SlotType
 
@@ -49,15 +83,25 @@ DEFAULT_VOICES = (
     "flite:kal16",
     "flite:awb",
     "flite:rms",
+    "flite:kal",
     "festival:kal_diphone",
+    "festival:ked_diphone",
     "festival:cmu_us_slt_arctic_hts",
     "espeak-ng:en-us",
+    "espeak-ng:en-gb-x-rp+f3",
 )
-RATES = (0.85, 1.0, 1.15)
+# Never in the training split: the evaluation has voices and a noise the priors never heard.
+HELD_OUT_VOICES = frozenset({"festival:ked_diphone", "espeak-ng:en-gb-x-rp+f3"})
+HELD_OUT_NOISES = frozenset({"street"})
+SPLITS = ("all", "train", "eval")
+VOICE_WEIGHTS = {"espeak-ng": 0.5}  # robotic: a hard case, not half the corpus
+RATES = (0.8, 0.9, 1.0, 1.1, 1.25)
 PITCHES = (0.9, 1.0, 1.12)
-SNRS: tuple[float | None, ...] = (None, None, 25.0, 15.0, 8.0)  # None: no added noise
-NOISES = ("white", "pink")
+SNRS: tuple[float | None, ...] = (None, None, 25.0, 18.0, 12.0, 8.0)  # None: no added noise
+NOISES = ("white", "pink", "babble", "babble", "street", "street")  # a draw, so weights by repeats
+CODECS = ("PCMU", "PCMA")
 LOSS_RATES = (0.0, 0.0, 0.02, 0.05)
+LOSS_BURSTS = (1.0, 1.0, 3.0)  # mean lost frames per loss event (1: independent losses)
 REFERENCE_DATE = date(2025, 3, 12)  # "today" for relative dates (a Wednesday)
 
 # Common English names, all in pocketsphinx's en-us dictionary.
@@ -368,6 +412,140 @@ ANSWER_MAKERS: dict[SlotType, Callable[[random.Random], Answer]] = {
 }
 
 
+# --- disfluent callers -----------------------------------------------------------------------
+
+DISFLUENCY_SHARES = {"hesitation": 0.10, "restart": 0.07, "correction": 0.08}  # ~25 % disfluent
+FILLERS = (
+    "uh", "um", "er", "erm", "let me see", "hang on", "hang on a second", "just a moment",
+    "let me think", "oh what is it",
+)  # fmt: skip
+SHORT_FILLERS = ("uh", "um", "er")
+FILLER_WORDS = frozenset({"uh", "um", "er", "erm", "hmm"})  # not part of a free answer's transcript
+CORRECTION_MARKERS = ("no sorry", "no wait", "sorry I mean", "no no", "actually", "oh sorry")
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One stretch of speech rendered on its own, and the silence the caller leaves after it."""
+
+    text: str
+    pause_s: float = 0.0
+
+
+def _pause(rng: random.Random, low: float = 0.15, high: float = 0.7) -> float:
+    return round(rng.uniform(low, high), 2)
+
+
+def _cut_points(words: list[str]) -> list[int]:
+    """Word boundaries a caller can stop at (not straight after "double")."""
+    return [i for i in range(1, len(words)) if words[i - 1].rstrip(",") != "double"]
+
+
+def _hesitation(answer: Answer, rng: random.Random) -> list[Piece]:
+    """ "um, it's four two seven" or "four two seven, uh, one nine three"."""
+    words = answer.text.split()
+    cuts = _cut_points(words)
+    if len(words) >= 4 and cuts and rng.random() < 0.35:
+        cut = rng.choice(cuts)
+        return [
+            Piece(" ".join(words[:cut]).rstrip(","), _pause(rng)),
+            Piece(rng.choice(SHORT_FILLERS), _pause(rng)),
+            Piece(" ".join(words[cut:])),
+        ]
+    return [Piece(rng.choice(FILLERS), _pause(rng, 0.3, 0.9)), Piece(answer.text)]
+
+
+def _restart(answer: Answer, rng: random.Random) -> list[Piece]:
+    """ "it's four two... it's four two seven one": a false start, then the whole answer."""
+    words = answer.text.split()
+    target = len(words) * rng.uniform(0.3, 0.6)
+    cut = min(_cut_points(words) or [len(words)], key=lambda i: abs(i - target))
+    return [Piece(" ".join(words[:cut]).rstrip(","), _pause(rng)), Piece(answer.text)]
+
+
+def _other(options: Iterable[str], value: str, rng: random.Random) -> str | None:
+    others = sorted(set(options) - {value})
+    return rng.choice(others) if others else None
+
+
+def _wrong_start(answer: Answer, rng: random.Random) -> str | None:
+    """What a caller says before correcting themselves to ``answer`` (None: no correction fits)."""
+    value = answer.value
+    if answer.slot_type in (SlotType.DIGITS, SlotType.PHONE):
+        digits = list(value[: rng.randint(2, min(5, len(value) - 1))])
+        digits[-1] = rng.choice([d for d in "0123456789" if d != digits[-1]])
+        return speak_digits("".join(digits), rng)
+    if answer.slot_type in (SlotType.NAME, SlotType.CHOICE):
+        return _other(answer.options, value, rng)
+    if answer.slot_type is SlotType.SPELLED:
+        letters = list(value[: rng.randint(2, len(value) - 1)])
+        letters[-1] = rng.choice([c for c in "ABCDEFGHIJKLMNOPRSTUVWY" if c != letters[-1]])
+        return " ".join(letters)
+    if answer.slot_type is SlotType.YES_NO:
+        return "no" if value else "yes"
+    if answer.slot_type is SlotType.DATE:
+        day = date.fromisoformat(value)
+        if answer.text.startswith("next "):
+            return f"next {_WEEKDAYS[(day.weekday() + rng.choice((1, 2, 5, 6))) % 7]}"
+        if "tomorrow" in answer.text:
+            return "today"
+        ordinal = ordinal_words(day.day)
+        wrong = min(28, max(1, day.day + rng.choice((-2, -1, 1, 2))))
+        wrong = wrong if wrong != day.day else day.day % 28 + 1
+        return answer.text[: answer.text.index(ordinal)] + ordinal_words(wrong)  # "the fourth"
+    if answer.slot_type is SlotType.AMOUNT:
+        units = int(value["value"])
+        many = next(words[2] for words in _CURRENCIES if words[0] == value["currency"])
+        wrong = units + rng.choice((-10, -5, -1, 1, 5, 10, 100))
+        wrong = wrong if wrong > 0 and wrong != units else units + 10
+        return f"{number_words(wrong)} {many}"
+    return None  # free speech: nothing to correct
+
+
+def _correction(answer: Answer, rng: random.Random) -> list[Piece] | None:
+    """ "four two, no sorry, four three ...": a wrong start, a repair marker, the right answer."""
+    wrong = _wrong_start(answer, rng)
+    if wrong is None:
+        return None
+    marker = rng.choice(CORRECTION_MARKERS)
+    return [Piece(wrong, _pause(rng, 0.05, 0.4)), Piece(marker, _pause(rng, 0.05, 0.3)), Piece(answer.text)]
+
+
+def disfluent(answer: Answer, rng: random.Random) -> tuple[str | None, tuple[Piece, ...]]:
+    """(disfluency kind or None, the pieces the caller says) for ``answer``: about 25 % of
+    callers hesitate, restart or correct themselves (see :data:`DISFLUENCY_SHARES`)."""
+    draw, kind = rng.random(), None
+    for candidate, share in DISFLUENCY_SHARES.items():
+        if draw < share:
+            kind = candidate
+            break
+        draw -= share
+    if kind is None:
+        return None, (Piece(answer.text),)
+    pieces = None
+    if kind == "correction":
+        pieces = _correction(answer, rng)
+        if pieces is None:
+            kind = "hesitation"
+    if kind == "restart":
+        pieces = _restart(answer, rng)
+    elif pieces is None:
+        pieces = _hesitation(answer, rng)
+    return kind, tuple(pieces)
+
+
+def spoken_text(pieces: Iterable[Piece]) -> str:
+    """What the caller said, pieces joined by commas (where they paused)."""
+    return ", ".join(piece.text for piece in pieces)
+
+
+def transcript_value(answer: Answer, pieces: Iterable[Piece]) -> Any:
+    """The label's value: the final intended value; for free speech, the words said (fillers out)."""
+    if answer.slot_type is not SlotType.FREE:
+        return answer.value
+    return " ".join(w for w in normalise_text(spoken_text(pieces)).split() if w not in FILLER_WORDS)
+
+
 # --- telephone line --------------------------------------------------------------------------
 
 
@@ -381,20 +559,6 @@ def speech_power(pcm: np.ndarray, frame: int = FRAME_SAMPLES) -> float:
     return float(loud.mean())
 
 
-def make_noise(kind: str, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-power white or pink (1/f) noise, float64."""
-    white = rng.standard_normal(samples)
-    if kind == "white" or samples < 2:
-        return white
-    if kind != "pink":
-        raise ValueError(f"unknown noise {kind!r}")
-    spectrum = np.fft.rfft(white)
-    freqs = np.fft.rfftfreq(samples, 1.0 / TELEPHONE_RATE)
-    spectrum /= np.sqrt(np.maximum(freqs, 20.0))
-    pink = np.fft.irfft(spectrum, samples)
-    return pink / np.sqrt(np.mean(pink**2))
-
-
 @dataclass(frozen=True, slots=True)
 class Line:
     """The simulated phone line one utterance goes through."""
@@ -404,10 +568,35 @@ class Line:
     loss_rate: float = 0.0
     lead_s: float = 0.3
     tail_s: float = 0.5
+    codec: str = "PCMU"
+    loss_burst: float = 1.0  # mean frames lost per loss event (Gilbert model; 1: independent)
 
 
-def degrade(pcm: np.ndarray, line: Line, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """Send 8 kHz int16 ``pcm`` down ``line``: (received int16 audio, frames lost and concealed)."""
+def lost_frames(frames: int, rate: float, burst: float, rng: np.random.Generator) -> np.ndarray:
+    """Which of ``frames`` packets are lost: independently at ``rate``, or in bursts of mean length
+    ``burst`` with the same long-run rate (two-state Gilbert model)."""
+    if rate <= 0:
+        return np.zeros(frames, dtype=bool)
+    if burst <= 1.0:
+        return rng.random(frames) < rate
+    leave = 1.0 / burst  # P(bad -> good)
+    enter = min(1.0, rate * leave / (1.0 - rate))  # P(good -> bad), so that loss = rate
+    draws = rng.random(frames)
+    lost = np.empty(frames, dtype=bool)
+    bad = False
+    for index, draw in enumerate(draws):
+        bad = draw >= leave if bad else draw < enter
+        lost[index] = bad
+    return lost
+
+
+def degrade(
+    pcm: np.ndarray, line: Line, rng: np.random.Generator, babble: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """Send 8 kHz int16 ``pcm`` down ``line``: (received int16 audio, frames lost and concealed).
+
+    ``babble`` is the babble bed (:func:`parley.speech.noise.mix_babble`) for babble lines.
+    """
     lead = round(line.lead_s * TELEPHONE_RATE)
     total = lead + len(pcm) + round(line.tail_s * TELEPHONE_RATE)
     total += -total % FRAME_SAMPLES
@@ -415,11 +604,11 @@ def degrade(pcm: np.ndarray, line: Line, rng: np.random.Generator) -> tuple[np.n
     signal[lead : lead + len(pcm)] = pcm
     if line.snr_db is not None:
         noise_power = speech_power(pcm) / 10 ** (line.snr_db / 10)
-        signal += make_noise(line.noise, total, rng) * np.sqrt(noise_power)
-    received = g711.ulaw_decode(g711.ulaw_encode(signal))  # rounds and clips to int16 first
+        signal += make_noise(line.noise, total, rng, babble) * np.sqrt(noise_power)
+    received = g711.decode(line.codec, g711.encode(line.codec, signal))  # rounds, clips to int16 first
     lost = 0
     if line.loss_rate > 0:
-        drops = rng.random(total // FRAME_SAMPLES) < line.loss_rate
+        drops = lost_frames(total // FRAME_SAMPLES, line.loss_rate, line.loss_burst, rng)
         frames = received.reshape(-1, FRAME_SAMPLES).copy()
         last_good: np.ndarray | None = None
         run = 0
@@ -469,6 +658,18 @@ class Utterance:
     rate: float
     pitch: float
     line: Line
+    disfluency: str | None = None  # "hesitation", "restart", "correction" or None (fluent)
+    pieces: tuple[Piece, ...] = ()  # what is said, in order (empty: just the answer)
+
+    @property
+    def said(self) -> tuple[Piece, ...]:
+        """The pieces the caller says (the plain answer if none were planned)."""
+        return self.pieces or (Piece(self.answer.text),)
+
+    @property
+    def text(self) -> str:
+        """Everything the caller says."""
+        return spoken_text(self.said)
 
 
 def parse_voices(voices: Iterable[str]) -> list[tuple[str, str]]:
@@ -496,39 +697,94 @@ def available_voices(voices: Iterable[str] = DEFAULT_VOICES) -> list[tuple[str, 
     return found
 
 
+def voice_spec(engine: str, voice: str) -> str:
+    """``("flite", "slt")`` → ``"flite:slt"``."""
+    return f"{engine}:{voice}"
+
+
+def pair_allowed(split: str, engine: str, voice: str, text: str) -> bool:
+    """Whether ``split`` may have ``voice`` say ``text``.
+
+    Training and evaluation corpora must not share a (voice, text) pair, which short answers
+    ("yes", "card") would by chance: a stable hash of each pair assigns it to one split. Held-out
+    voices are evaluation-only, so they may say anything there.
+    """
+    if split == "all":
+        return True
+    spec = voice_spec(engine, voice)
+    if spec in HELD_OUT_VOICES:
+        return split == "eval"
+    bucket = hashlib.sha256(f"{spec}|{normalise_text(text)}".encode()).digest()[0] & 1
+    return bucket == (0 if split == "train" else 1)
+
+
 def plan_corpus(
     seed: int,
     per_type: int,
     voices: list[tuple[str, str]],
     pitch_support: Callable[[str, str], bool] = lambda engine, voice: True,
     slot_types: Iterable[SlotType] = SlotType,
+    split: str = "all",
 ) -> list[Utterance]:
-    """Decide every utterance (text, voice, rate, pitch, line) from ``seed`` alone."""
+    """Decide every utterance (text, disfluency, voice, rate, pitch, line) from ``seed`` alone.
+
+    ``split`` "train" leaves out :data:`HELD_OUT_VOICES` and :data:`HELD_OUT_NOISES`; "train" and
+    "eval" never give the same (voice, text) pair (:func:`pair_allowed`); "all" has no limits.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    if split == "train":
+        voices = [v for v in voices if voice_spec(*v) not in HELD_OUT_VOICES]
     if not voices:
-        raise ValueError("no voices to render with")
+        raise ValueError(
+            "no voices to render with" + (" (all are held out of training)" * (split == "train"))
+        )
+    noises = [n for n in NOISES if split != "train" or n not in HELD_OUT_NOISES]
     rng = random.Random(seed)
     plan = []
     for slot_type in slot_types:
         for k in range(per_type):
-            answer = ANSWER_MAKERS[slot_type](rng)
-            engine, voice = rng.choice(voices)
+            while True:  # a few answers have no (voice, text) pair left in this split: draw again
+                answer = ANSWER_MAKERS[slot_type](rng)
+                disfluency, pieces = disfluent(answer, rng)
+                text = spoken_text(pieces)
+                allowed = [v for v in voices if pair_allowed(split, *v, text)]
+                if allowed:
+                    break
+            weights = [VOICE_WEIGHTS.get(engine, 1.0) for engine, _ in allowed]
+            engine, voice = rng.choices(allowed, weights)[0]
             rate = rng.choice(RATES)
             pitch = rng.choice(PITCHES) if pitch_support(engine, voice) else 1.0
             line = Line(
                 snr_db=rng.choice(SNRS),
-                noise=rng.choice(NOISES),
+                noise=rng.choice(noises),
                 loss_rate=rng.choice(LOSS_RATES),
                 lead_s=round(rng.uniform(0.2, 0.5), 2),
                 tail_s=round(rng.uniform(0.4, 0.8), 2),
+                codec=rng.choice(CODECS),
+                loss_burst=rng.choice(LOSS_BURSTS),
             )
             index = len(plan)
             plan.append(
-                Utterance(index, f"{slot_type.value}-{k:04d}", answer, engine, voice, rate, pitch, line)
+                Utterance(
+                    index,
+                    f"{slot_type.value}-{k:04d}",
+                    answer,
+                    engine,
+                    voice,
+                    rate,
+                    pitch,
+                    line,
+                    disfluency,
+                    pieces,
+                )
             )
     return plan
 
 
-def label(utterance: Utterance, seed: int, lost_frames: int, samples: int) -> dict[str, Any]:
+def label(
+    utterance: Utterance, seed: int, lost_frames: int, samples: int, split: str = "all"
+) -> dict[str, Any]:
     """The labels.jsonl record of one rendered utterance."""
     answer = utterance.answer
     line = utterance.line
@@ -543,16 +799,22 @@ def label(utterance: Utterance, seed: int, lost_frames: int, samples: int) -> di
         "id": utterance.id,
         "file": f"{utterance.id}.wav",
         "slot_type": answer.slot_type.value,
-        "text": answer.text,
-        "value": answer.value,
-        "voice": f"{utterance.engine}:{utterance.voice}",
+        "text": utterance.text,
+        "value": transcript_value(answer, utterance.said),
+        "answer_text": answer.text,
+        "disfluency": utterance.disfluency,
+        "voice": voice_spec(utterance.engine, utterance.voice),
+        "held_out_voice": voice_spec(utterance.engine, utterance.voice) in HELD_OUT_VOICES,
         "rate": utterance.rate,
         "pitch": utterance.pitch,
         "snr_db": line.snr_db,
         "noise": line.noise if line.snr_db is not None else None,
+        "codec": line.codec,
         "loss_rate": line.loss_rate,
+        "loss_burst": line.loss_burst if line.loss_rate > 0 else None,
         "lost_frames": lost_frames,
         "seed": seed,
+        "split": split,
         "question": question,
         "duration_s": round(samples / TELEPHONE_RATE, 3),
         "speech_start_s": line.lead_s,
@@ -578,6 +840,51 @@ def read_labels(directory: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def babble_talkers(
+    voices: list[tuple[str, str]], pitch_support: Callable[[str, str], bool]
+) -> list[tuple[str, str, float, float]]:
+    """The babble bed's talkers (engine, voice, rate, pitch): the corpus's voices in turn, the
+    quick non-festival ones if there are any, each at its own pitch and rate."""
+    quick = sorted(voices, key=lambda v: (v[0] == "festival", VOICE_WEIGHTS.get(v[0], 1.0) < 1, v))
+    quick = [v for v in quick if v[0] != "festival"] or quick
+    pitches, rates = (1.0, 1.12, 0.9, 1.06, 0.94), (1.0, 1.1, 0.92, 1.05, 0.96)
+    talkers = []
+    for i in range(BABBLE_TALKERS):
+        engine, voice = quick[i % len(quick)]
+        pitch = pitches[i % len(pitches)] if pitch_support(engine, voice) else 1.0
+        talkers.append((engine, voice, rates[i % len(rates)], pitch))
+    return talkers
+
+
+_BABBLE_BEDS: dict[tuple[tuple[str, str, float, float], ...], np.ndarray] = {}
+
+
+async def babble_bed(
+    engines: dict[str, TtsEngine], talkers: list[tuple[str, str, float, float]]
+) -> np.ndarray:
+    """Render and mix the babble bed of ``talkers`` (each reads :data:`BABBLE_TEXTS` from its own
+    starting sentence); cached per talker list for the life of the process."""
+    key = tuple(talkers)
+    if key not in _BABBLE_BEDS:
+        tracks = []
+        for i, (engine, voice, rate, pitch) in enumerate(talkers):
+            start = i * 2 % len(BABBLE_TEXTS)
+            text = " ".join(BABBLE_TEXTS[start:] + BABBLE_TEXTS[:start])
+            tracks.append(await render(engines[engine], text, voice, rate, pitch))
+        _BABBLE_BEDS[key] = mix_babble(tracks)
+    return _BABBLE_BEDS[key]
+
+
+async def speak(engine: TtsEngine, utterance: Utterance) -> np.ndarray:
+    """The caller's speech (8 kHz int16): each piece rendered, the planned pauses between them."""
+    parts = []
+    for piece in utterance.said:
+        parts.append(await render(engine, piece.text, utterance.voice, utterance.rate, utterance.pitch))
+        if piece.pause_s:
+            parts.append(np.zeros(round(piece.pause_s * TELEPHONE_RATE), dtype=np.int16))
+    return np.concatenate(parts)
+
+
 async def generate_corpus(
     out: Path,
     seed: int = 0,
@@ -585,11 +892,14 @@ async def generate_corpus(
     voices: Iterable[str] | None = None,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    split: str = "all",
 ) -> list[dict[str, Any]]:
     """Render the corpus for ``seed`` into ``out`` (WAVs + labels.jsonl); returns the labels.
 
     ``voices`` are ENGINE:VOICE specs (default: every installed one of :data:`DEFAULT_VOICES`).
-    At most ``workers`` utterances render at once.
+    At most ``workers`` utterances render at once. ``split`` is "train", "eval" or "all" (see
+    :func:`plan_corpus`): render the priors' training corpus with "train" and the benchmark's with
+    "eval", so the evaluation has voices and noise the training never had.
     """
     chosen = parse_voices(voices) if voices else available_voices()
     engines: dict[str, TtsEngine] = {}
@@ -608,24 +918,26 @@ async def generate_corpus(
         engine = engines[engine_name]
         return engine.supports_pitch(voice) if isinstance(engine, SubprocessTts) else True
 
-    plan = plan_corpus(seed, per_type, chosen, pitch_support)
+    plan = plan_corpus(seed, per_type, chosen, pitch_support, split=split)
+    babble = None
+    if any(u.line.noise == "babble" and u.line.snr_db is not None for u in plan):
+        in_split = [v for v in chosen if split != "train" or voice_spec(*v) not in HELD_OUT_VOICES]
+        babble = await babble_bed(engines, babble_talkers(in_split, pitch_support))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gate = asyncio.Semaphore(max(1, workers))
     done = 0
 
     def finish(utterance: Utterance, pcm: np.ndarray) -> dict[str, Any]:
-        received, lost = degrade(pcm, utterance.line, np.random.default_rng([seed, utterance.index]))
+        rng = np.random.default_rng([seed, utterance.index])
+        received, lost = degrade(pcm, utterance.line, rng, babble)
         write_wav(out / f"{utterance.id}.wav", received)
-        return label(utterance, seed, lost, len(received))
+        return label(utterance, seed, lost, len(received), split)
 
     async def one(utterance: Utterance) -> dict[str, Any]:
         nonlocal done
         async with gate:
-            engine = engines[utterance.engine]
-            pcm = await render(
-                engine, utterance.answer.text, utterance.voice, utterance.rate, utterance.pitch
-            )
+            pcm = await speak(engines[utterance.engine], utterance)
             record = await asyncio.to_thread(finish, utterance, pcm)
         done += 1
         if progress is not None:

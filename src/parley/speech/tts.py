@@ -39,7 +39,7 @@ for festival), so the whole render takes longer, but every clause is still rende
 faster than it plays, and the caller hears the first words sooner.
 
 Pitch is honoured by flite's slt, kal16 and awb voices (``f0_shift``), festival's kal_diphone and
-espeak-ng; flite's rms and festival's HTS voice ignore it (see :meth:`supports_pitch`).
+ked_diphone, and espeak-ng; flite's rms and festival's HTS voice ignore it (see :meth:`supports_pitch`).
 """
 
 from __future__ import annotations
@@ -371,7 +371,8 @@ class FestivalTts(ClauseTts):
     binary = "text2wave"
     default_voice = "kal_diphone"
     voice_root = Path("/usr/share/festival/voices")
-    _F0 = {"kal_diphone": (105, 14)}  # int_lr target mean/std of voices with LR intonation
+    # int_lr target mean/std of voices with LR intonation
+    _F0 = {"kal_diphone": (105, 14), "ked_diphone": (105, 15)}
 
     def _list_voices(self) -> list[str]:
         if not self.voice_root.is_dir():
@@ -379,7 +380,7 @@ class FestivalTts(ClauseTts):
         return sorted(path.name for path in self.voice_root.glob("*/*") if path.is_dir())
 
     def supports_pitch(self, voice: str) -> bool:
-        """Only voices driven by linear-regression intonation targets (kal_diphone)."""
+        """Only voices driven by linear-regression intonation targets (kal_diphone, ked_diphone)."""
         return voice in self._F0
 
     def _setup(self, voice: str, rate: float, pitch: float) -> str:
