@@ -25,6 +25,23 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _port_in_use(host: str, port: int, transports: tuple[str, ...]) -> str | None:
+    """Why ``host:port`` cannot be bound for one of ``transports`` (None when it can)."""
+    import socket
+
+    for name in transports:
+        kind = socket.SOCK_DGRAM if name == "UDP" else socket.SOCK_STREAM
+        try:
+            family = socket.getaddrinfo(host, port, type=kind)[0][0]
+            with socket.socket(family, kind) as probe:
+                if kind == socket.SOCK_STREAM:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+                probe.bind((host, port))
+        except OSError as exc:
+            return f"cannot listen on {host}:{port} ({name}): {exc.strerror or exc}"
+    return None
+
+
 def _port_range(text: str) -> tuple[int, int]:
     first, _, last = text.partition("-")
     if not (first.isdigit() and last.isdigit()):
@@ -108,6 +125,11 @@ def serve(
     from parley.telephony.load import usable_cores
 
     workers = workers or usable_cores()
+    for worker_port in range(port, port + workers):  # each worker's SIP port; before any warm-up
+        busy = _port_in_use(host, worker_port, transports)
+        if busy:
+            click.echo(f"parley serve: error: {busy}", err=True)
+            raise SystemExit(2)
     if workers > 1:
         from parley.cluster.node import serve_node
 
@@ -144,7 +166,11 @@ def serve(
         from parley.agent.voice import serve_agent
 
         coro = serve_agent(Path(agent), records, decode_processes=decode_processes, **options)
-    stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
+    try:
+        stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
+    except OSError as exc:  # e.g. the port was taken between the check and the bind
+        click.echo(f"parley serve: error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise SystemExit(2) from None
     if stats_file is not None:
         stats_file.write_text(json.dumps(stats, indent=2))
 
@@ -288,7 +314,11 @@ def schema(out: Path | None) -> None:
 
 @main.command()
 @click.argument("agent_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--no-webhooks", is_flag=True, help="Don't call webhooks: each succeeds with an empty body.")
+@click.option(
+    "--no-webhooks",
+    is_flag=True,
+    help="Don't call webhooks: each succeeds with made-up values for the fields it saves.",
+)
 @click.option(
     "--record", type=click.Path(dir_okay=False, path_type=Path), help="Append the call record (JSONL)."
 )
@@ -315,6 +345,9 @@ def chat(
     from parley.agent.loader import AgentFileError, load_agent
     from parley.agent.runtime import Conversation
 
+    root = logging.getLogger()
+    if not root.isEnabledFor(logging.INFO):  # the dialogue shows failures itself; -v brings logs back
+        root.setLevel(logging.ERROR)
     try:
         agent = load_agent(agent_file)
     except AgentFileError as exc:
@@ -375,7 +408,7 @@ def _chat_say(conversation: Conversation, line: str, confidence: float) -> list[
 def _chat_perform(conversation: Conversation, actions: list[Action], no_webhooks: bool) -> bool:
     """Carry out the conversation's actions in the terminal; True once the call has ended."""
     from parley.agent.runtime import CallWebhook, Hangup, Listen, Say, Transfer
-    from parley.agent.webhook import perform_webhook_sync
+    from parley.agent.webhook import perform_webhook_sync, sample_body
 
     queue = list(actions)
     while queue:
@@ -387,10 +420,17 @@ def _chat_perform(conversation: Conversation, actions: list[Action], no_webhooks
                 click.echo("[keypad accepted: /dtmf DIGITS]")
         elif isinstance(action, CallWebhook):
             if no_webhooks:
-                click.echo(f"[webhook {action.method} {action.url}: simulated 200 {{}}]")
-                queue += conversation.on_webhook_result(200, {}, None)
+                body = sample_body(conversation.agent.step(action.step_id))  # type: ignore[arg-type]
+                click.echo(f"[webhook {action.method} {action.url}: simulated 200 {json.dumps(body)}]")
+                queue += conversation.on_webhook_result(200, body, None)
             else:
-                result = perform_webhook_sync(action)
+
+                def hold() -> None:
+                    for said in conversation.on_webhook_slow():
+                        if isinstance(said, Say):
+                            click.echo(f"agent> {said.text}")
+
+                result = perform_webhook_sync(action, hold)
                 outcome = f"{result.status}" + (f", {result.error}" if result.error else "")
                 click.echo(
                     f"[webhook {action.method} {action.url} → {outcome} in {result.latency_s * 1000:.0f} ms]"
@@ -401,6 +441,7 @@ def _chat_perform(conversation: Conversation, actions: list[Action], no_webhooks
                     result.error,
                     latency_s=result.latency_s,
                     attempts=result.attempts,
+                    unknown=result.unknown,
                 )
         elif isinstance(action, Transfer):
             click.echo(f"[transfer to {action.to}: end of chat]")

@@ -37,9 +37,9 @@ from parley.agent.runtime import (
     Transfer,
     ask_question,
 )
-from parley.agent.webhook import perform_webhook
+from parley.agent.webhook import perform_with_hold
 from parley.media.stream import Playback
-from parley.speech.arbiter import Arbiter, EnginePriors
+from parley.speech.arbiter import Arbiter, ArbiterTurn, EnginePriors
 from parley.speech.endpoint import Endpointer, NoInput, Paused, SpeechEnded, SpeechStarted
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import DecodePool
@@ -57,7 +57,6 @@ LEAN_SELECTION: dict[SlotType, tuple[str, ...]] = {
     **{t: ("sphinx-grammar", "sphinx-agent-lm") for t in SlotType if t is not SlotType.FREE},
     SlotType.FREE: ("sphinx-lm", "sphinx-agent-lm"),
 }
-DTMF_INTERDIGIT_S = 3.0
 # The recognisers hear the caller only from the VAD's speech onset (no decoding of silence or of
 # the prompt's echo), plus this much audio before the onset: weak first sounds ("f" of "four").
 PREROLL_MS = 300
@@ -197,13 +196,21 @@ class _CallSession:
                 following += await self._listen(action)
             elif isinstance(action, CallWebhook):
                 await self._play_pending(wait=False)
-                result = await perform_webhook(action, client=self.app.http)
+
+                def hold() -> None:  # the backend is slow: "one moment, please" (queued after prompts)
+                    self.pending += [a for a in self.conversation.on_webhook_slow() if isinstance(a, Say)]
+                    if self.pending:
+                        self.prompts.speak(self.pending)
+                        self.pending = []
+
+                result = await perform_with_hold(action, hold, client=self.app.http)
                 following += self.conversation.on_webhook_result(
                     result.status,
                     result.body,
                     result.error,
                     latency_s=result.latency_s,
                     attempts=result.attempts,
+                    unknown=result.unknown,
                 )
             elif isinstance(action, Transfer):
                 await self._play_pending(wait=True)
@@ -247,25 +254,27 @@ class _CallSession:
                 early.append(True)
 
         turn = self.app.arbiter.start_turn(listen.question, on_partial=on_partial)
-        digits = ""
+        keys = KeypadEntry(listen)
         speaking = False
+        spoke_before_keys = False
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(self.inbox.get(), DTMF_INTERDIGIT_S if digits else None)
+                    # the inter-digit deadline runs from the last key: audio frames do not extend it
+                    item = await asyncio.wait_for(self.inbox.get(), keys.remaining(loop.time()))
                 except TimeoutError:
-                    return self.conversation.on_dtmf(digits)
+                    return await self._keyed(keys.digits, turn, spoke_before_keys)
                 if item is None:
                     raise CallGone
                 if isinstance(item, DtmfDigit):
                     if not listen.dtmf_allowed:
                         continue
                     self.prompts.cancel()
-                    if item.digit == "#":
-                        return self.conversation.on_dtmf(digits)
-                    digits += item.digit
-                    if _keypad_complete(listen, digits):
-                        return self.conversation.on_dtmf(digits)
+                    if not keys.digits and speaking:
+                        spoke_before_keys = True  # "four two…" then keys: one answer
+                    if keys.press(item.digit, loop.time()):
+                        return await self._keyed(keys.digits, turn, spoke_before_keys)
                     continue
                 playing = self.prompts.active
                 if playing and not interruptible:
@@ -304,6 +313,9 @@ class _CallSession:
                         heard.append(frame)
                     before_onset.clear()
                 elif isinstance(event, SpeechEnded):
+                    if keys.digits:  # keying goes on: the keypad ends this turn
+                        speaking = False
+                        continue
                     if record is None:
                         record = await turn.finish()
                     winner = record.winner
@@ -319,11 +331,19 @@ class _CallSession:
                         winner=winner.engine if winner else None,
                         timing=timing,
                     )
-                elif isinstance(event, NoInput):
+                elif isinstance(event, NoInput) and not keys.digits:
                     return self.conversation.on_no_input()
         finally:
             if not turn.finished:
                 await turn.abandon()
+
+    async def _keyed(self, digits: str, turn: ArbiterTurn, spoke_before_keys: bool) -> list[Action]:
+        """The keypad ended the turn; words spoken before the first key (if any) begin the answer."""
+        spoken = ""
+        if spoke_before_keys and not turn.finished:
+            record = await turn.finish()
+            spoken = record.winner.text if record.winner is not None else ""
+        return self.conversation.on_dtmf(digits, spoken=spoken)
 
     def _closes_at_pause(self, record: TurnRecord) -> bool:
         """Whether the arbiter's final at a pause completes the answer (the conversation decides)."""
@@ -396,11 +416,29 @@ def _pause_checkable(question: Question) -> bool:
     return question.slot_type in (SlotType.DIGITS, SlotType.PHONE) and bool(question.digit_count)
 
 
-def _keypad_complete(listen: Listen, digits: str) -> bool:
-    question = listen.question
-    if question.slot_type in (SlotType.YES_NO, SlotType.CHOICE):
-        return len(digits) >= 1
-    return question.digit_count is not None and len(digits) >= question.digit_count
+class KeypadEntry:
+    """The keys of one answer: complete at the terminator, at the maximum number of keys, or when the
+    inter-digit time has passed since the *last key* (an absolute deadline: the 20 ms audio frames
+    that keep arriving meanwhile must not restart it)."""
+
+    def __init__(self, listen: Listen) -> None:
+        self.listen = listen
+        self.digits = ""
+        self.deadline: float | None = None
+
+    def press(self, key: str, now: float) -> bool:
+        """Add a key pressed at ``now``; True when the answer is complete."""
+        if key == self.listen.dtmf_terminator:
+            self.deadline = now  # also ends an empty answer: on_dtmf("") is a no-match
+            return True
+        self.digits += key
+        self.deadline = now + self.listen.dtmf_interdigit_s
+        limit = self.listen.dtmf_max_digits
+        return limit is not None and len(self.digits) >= limit
+
+    def remaining(self, now: float) -> float | None:
+        """Seconds left until the inter-digit timeout (None: no key yet, wait for anything)."""
+        return None if self.deadline is None else max(0.0, self.deadline - now)
 
 
 async def serve_agent(

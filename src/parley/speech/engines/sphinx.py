@@ -110,6 +110,7 @@ from pocketsphinx import Decoder
 from pocketsphinx.lm import ArpaBoLM
 
 from parley.speech.engines import grammar as grammar_mod
+from parley.speech.engines.sphinx_log import log_path
 from parley.speech.types import TELEPHONE_RATE, Hypothesis, Question, SlotType, WordTiming
 
 MODEL_RATE = 16000
@@ -357,7 +358,8 @@ class _SphinxEngine:
         if not self.with_lm:
             settings["lm"] = None
         self.settings = settings
-        self.pool = DecoderPool(lambda: Decoder(**self.settings), max_idle=max_idle)
+        # the C library's log lines go to Python logging (DEBUG), not to stderr: sphinx_log
+        self.pool = DecoderPool(lambda: Decoder(**self.settings, logfn=log_path()), max_idle=max_idle)
 
     def supports(self, question: Question) -> bool:
         """Whether this engine should listen for answers to ``question``."""

@@ -1,0 +1,163 @@
+"""Keypad answers on a real call: ``parley serve`` over SIP, RFC 4733 events while RTP audio flows.
+
+The caller (Parley's own UAC, as the load tester uses it) sends RTP every 20 ms all through the call
+(silence when it has nothing to say) and keys answers as RFC 4733 events. A variable-length answer
+without the terminator must end by the inter-digit timeout from the *last key*: the audio frames
+that keep arriving may not restart it (issue 13: the digits were dropped and the turn became a
+no-input). Also: the terminator, the maximum number of keys, and a value rule on a keyed answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integration.harness import HOST, free_port, rtp_range
+from parley.telephony.manager import CallManager
+
+from .voice_caller import (
+    AgentServer,
+    CallEnded,
+    ScriptedCaller,
+    WebhookSink,
+    start_agent_server,
+    stop_agent_server,
+)
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
+    pytest.mark.timeout(120),
+]
+
+INTERDIGIT_S = 1.5
+PROMPT_SILENCE_MS = 700
+AGENT_YAML = """
+name: keypad-e2e
+voice: {{engine: flite, voice: slt}}
+settings: {{silence_ms: 700, no_input_ms: 6000, max_turn_ms: 20000}}
+steps:
+  - id: phone
+    type: ask
+    slot: phone
+    slot_type: phone
+    dtmf: true
+    dtmf_interdigit_s: {interdigit}
+    prompt: "Please key in your phone number."
+    confirm: never
+    no_input_limit: 0
+    on_failure: sorry
+  - id: pin
+    type: ask
+    slot: pin
+    slot_type: digits
+    dtmf: true
+    dtmf_max_digits: 6
+    prompt: "Now key in your PIN, then the hash key."
+    reprompts: ["Please key in your PIN again."]
+    rules: {{min_length: 4}}
+    confirm: never
+    on_failure: sorry
+  - id: submit
+    type: webhook
+    url: {url}
+    retries: 0
+    next: bye
+    on_failure: sorry
+  - id: bye
+    type: hangup
+    message: "Thank you, goodbye."
+  - id: sorry
+    type: hangup
+    message: "Sorry, goodbye."
+"""
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[WebhookSink]:
+    with WebhookSink({}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink) -> Iterator[AgentServer]:
+    directory = tmp_path_factory.mktemp("keypad")
+    agent_file = directory / "agent.yaml"
+    agent_file.write_text(AGENT_YAML.format(url=sink.url("/keypad"), interdigit=INTERDIGIT_S))
+    records = directory / "calls.jsonl"
+    try:
+        server = start_agent_server(
+            agent_file,
+            port=free_port(),
+            rtp_ports=rtp_range(20),
+            records=records,
+            startup_timeout=90,
+            cache_dir=directory / "cache",
+        )
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    server.records = records  # type: ignore[attr-defined]
+    yield server
+    assert stop_agent_server(server) == 0, server.log()
+
+
+@pytest.fixture
+async def manager() -> AsyncIterator[CallManager]:
+    manager = CallManager(None, host=HOST, port=free_port(), rtp_ports=rtp_range(20), max_load=None)
+    await manager.start()
+    yield manager
+    await asyncio.wait_for(manager.stop(), 5)
+
+
+async def step(awaitable: Any, what: str, server: AgentServer, seconds: float = 20.0) -> Any:
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except (TimeoutError, CallEnded) as exc:
+        pytest.fail(f"{type(exc).__name__} waiting for {what}\nserver log:\n{server.log()}")
+
+
+async def record_of(server: AgentServer, call_id: str) -> dict[str, Any]:
+    path: Path = server.records  # type: ignore[attr-defined]
+    for _ in range(100):
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if (record := json.loads(line))["call_id"] == call_id:
+                    return record
+        await asyncio.sleep(0.1)
+    pytest.fail(f"no record of {call_id}\n{server.log()}")
+
+
+async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rtp_flows(
+    agent_server: AgentServer, sink: WebhookSink, manager: CallManager
+) -> None:
+    caller = ScriptedCaller(manager, await manager.dial(agent_server.uri, timeout=10))
+    try:
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the phone prompt", agent_server)
+        last_key = await caller.press("07700900123")  # no terminator
+        await step(caller.wait_speech(), "the PIN prompt after the inter-digit timeout", agent_server)
+        reply_after_s = time.monotonic() - last_key
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the end of the PIN prompt", agent_server)
+        await caller.press("12#")  # too short: the rule re-asks
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the PIN reprompt", agent_server)
+        await caller.press("12345678")  # the maximum (6 keys) ends it: 7 and 8 come too late
+        await step(caller.wait_ended(), "the goodbye and BYE", agent_server, 30)
+    finally:
+        await caller.close()
+    record = await record_of(agent_server, caller.call.call_id)
+    turns = [(t["step"], t["input"], t["result"]) for t in record["turns"]]
+    assert turns == [
+        ("phone", "dtmf", "accepted"),
+        ("pin", "dtmf", "invalid:length"),
+        ("pin", "dtmf", "accepted"),
+    ], record["turns"]
+    posts = [body for _, path, body in sink.requests if body.get("call_id") == record["call_id"]]
+    assert [p["slots"] for p in posts] == [{"phone": "07700900123", "pin": "123456"}], posts
+    assert record["outcome"] == "completed", record
+    # ended by the timeout after the last key (not by the no-input timeout of 6 s)
+    assert INTERDIGIT_S - 0.2 < reply_after_s < INTERDIGIT_S + 2.5, reply_after_s
