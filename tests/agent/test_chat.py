@@ -45,7 +45,8 @@ def test_card_block_example_end_to_end(tmp_path: Path) -> None:
     assert "[keypad accepted: /dtmf DIGITS]" in out
     assert "on account 4 2 7 1 2 3 4 5. A new card" in out
     assert "agent> Just to be sure: you want me to block the card now?" in out
-    assert "[webhook POST http://127.0.0.1:8080/cards/block: simulated 200 {}]" in out
+    assert "[webhook POST http://127.0.0.1:8080/cards/block: simulated 200 {" in out
+    assert "Your card ending 1 2 3 4 is now blocked." in out  # made-up values, never blanks
     assert "[early close]" in out
     assert "agent> Thank you for calling Northbank. Goodbye." in out
     assert "[agent hung up: end of chat]" in out

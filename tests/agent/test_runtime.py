@@ -51,7 +51,7 @@ intents:
 global_intents:
   operator: {goto: handover}
   repeat: {action: repeat}
-  goodbye: {goto: bye}
+  goodbye: {goto: farewell}
 steps:
   - id: hello
     type: say
@@ -96,6 +96,9 @@ steps:
     type: transfer
     to: "sip:operator@example.com"
     message: "Transferring you to a colleague."
+  - id: farewell
+    type: hangup
+    message: "Goodbye."
 """
 
 
@@ -484,7 +487,7 @@ def test_goodbye_goes_to_its_step() -> None:
     c = conversation()
     to_account(c)
     actions = c.on_final("goodbye", 0.9)
-    assert says(actions) == ["Goodbye John."]
+    assert says(actions) == ["Goodbye."]  # not "Goodbye {first_name}": unset on the way from the first ask
     assert isinstance(actions[-1], Hangup)
     assert c.outcome == "completed"
 
@@ -576,7 +579,10 @@ def test_webhook_success_saves_fields_for_the_next_prompts() -> None:
         2.0,
         2,
         "submit",
+        idempotency_key=c.record.webhooks[0].idempotency_key,
+        hold_after_s=1.0,
     )
+    assert hook.idempotency_key and not hook.idempotent
     assert c.on_final("hello") == []  # nobody is listening while the webhook runs
     clock.tick(0.25)
     actions = c.on_webhook_result(200, {"claim_id": "C-77", "customer": {"first": "Ann"}}, None, attempts=1)
@@ -984,9 +990,11 @@ def backend() -> Iterator[str]:
     server.server_close()
 
 
-def hook(url: str, *, method: str = "POST", timeout_s: float = 2.0, retries: int = 0) -> CallWebhook:
+def hook(
+    url: str, *, method: str = "POST", timeout_s: float = 2.0, retries: int = 0, idempotent: bool = False
+) -> CallWebhook:
     payload = {"call_id": "c1", "agent": "hooks", "slots": {"policy": "1234"}}
-    return CallWebhook(url, method, payload, timeout_s, retries, "submit")
+    return CallWebhook(url, method, payload, timeout_s, retries, "submit", "key-1", idempotent)
 
 
 async def test_webhook_posts_json_and_returns_the_body(backend: str) -> None:
@@ -1006,13 +1014,13 @@ async def test_webhook_put_and_empty_body(backend: str) -> None:
 
 
 async def test_webhook_500_is_retried_then_fails(backend: str) -> None:
-    result = await perform_webhook(hook(backend + "/fail", retries=2), backoff_s=0.01)
+    result = await perform_webhook(hook(backend + "/fail", retries=2, idempotent=True), backoff_s=0.01)
     assert (result.status, result.body, result.error, result.attempts) == (500, None, "HTTP 500", 3)
     assert Backend.hits["/fail"] == 3
 
 
 async def test_webhook_retry_recovers(backend: str) -> None:
-    result = await perform_webhook(hook(backend + "/flaky", retries=1), backoff_s=0.01)
+    result = await perform_webhook(hook(backend + "/flaky", retries=1, idempotent=True), backoff_s=0.01)
     assert (result.status, result.body, result.error, result.attempts) == (200, {"claim_id": "C-2"}, None, 2)
 
 
@@ -1025,7 +1033,8 @@ async def test_webhook_4xx_and_non_json_are_not_retried(backend: str) -> None:
 
 async def test_webhook_timeout(backend: str) -> None:
     started = time.monotonic()
-    result = await perform_webhook(hook(backend + "/slow", timeout_s=0.2, retries=1), backoff_s=0.01)
+    action = hook(backend + "/slow", timeout_s=0.2, retries=1, idempotent=True)
+    result = await perform_webhook(action, backoff_s=0.01)
     assert (result.status, result.body, result.error, result.attempts) == (None, None, "timeout", 2)
     assert time.monotonic() - started < 0.9
 
@@ -1036,7 +1045,11 @@ async def test_webhook_connection_refused() -> None:
 
 
 async def test_conversation_with_real_webhook_failure_path(backend: str) -> None:
-    c = conversation(WEBHOOK_AGENT.replace("http://127.0.0.1:9/claims", backend + "/fail"))
+    c = conversation(
+        WEBHOOK_AGENT.replace("http://127.0.0.1:9/claims", backend + "/fail").replace(
+            "retries: 2", "retries: 2\n    idempotent: true"
+        )
+    )
     c.start()
     action = only(c.on_final("one two three four", 0.9), CallWebhook)
     result = await perform_webhook(action, backoff_s=0.01)
@@ -1054,5 +1067,8 @@ async def test_conversation_with_real_webhook_success(backend: str) -> None:
     action = only(c.on_final("one two three four", 0.9), CallWebhook)
     result = await perform_webhook(action)
     actions = c.on_webhook_result(result.status, result.body, result.error)
-    assert says(actions)[0] == "Thanks , your claim number is C-1."  # customer.first missing: says nothing
+    # customer.first is missing: the failure path, never "Thanks , your claim number is C-1."
+    assert says(actions) == ["Sorry, let me transfer you."]
+    assert c.record.webhooks[0].error == "response lacks field 'customer.first'"
+    assert c.record.webhooks[0].outcome == "failed" and "claim_id" not in c.slots
     assert Backend.received[0][2] == {"call_id": "call-1", "agent": "hooks", "slots": {"policy": "1234"}}

@@ -449,3 +449,110 @@ def test_cli_schema_out(tmp_path: Path) -> None:
     }
     slot_kinds = schema["$defs"]["SlotKind"]["enum"]
     assert len(slot_kinds) == 12
+
+
+# --- issue 13: the validation fixes, one test each --------------------------------------------------
+
+
+def test_top_level_step_type_key_is_named(tmp_path: Path) -> None:
+    text = VALID + "webhook: {url: 'http://127.0.0.1:8080/x'}\n"
+    _one(tmp_path, text, "webhook:", "unknown field 'webhook'", "webhook is a step type")
+
+
+def test_say_inside_an_ask_is_named(tmp_path: Path) -> None:
+    text = VALID.replace('    prompt: "What is your first name?"\n', '    prompt: "Name?"\n    say: "Hi."\n')
+    _one(tmp_path, text, "say:", "unknown field 'say'", "say is a step type")
+
+
+def test_unclosed_quote_is_reported_where_it_opened(tmp_path: Path) -> None:
+    text = VALID.replace('text: "Hello."', 'text: "Hello.')
+    _one(tmp_path, text, '"Hello.', "quoted text runs on to the next lines", "closing quote")
+
+
+def test_unclosed_quote_at_the_end_is_reported_where_it_opened(tmp_path: Path) -> None:
+    text = VALID.replace('to: "sip:operator@127.0.0.1:5070"', 'to: "sip:operator@127.0.0.1:5070')
+    _one(tmp_path, text, '"sip:operator', "this quote is never closed", "closing quote")
+
+
+def test_duplicate_step_id_in_the_middle_reports_no_false_unreachable(tmp_path: Path) -> None:
+    text = VALID.replace("id: submit", "id: first_name")
+    errors = _errors(tmp_path, text)
+    assert [e.message for e in errors] == ["duplicate step id 'first_name'"], [str(e) for e in errors]
+
+
+def test_branch_on_a_value_not_among_the_options(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "  - id: submit\n",
+        "  - id: size\n    type: ask\n    slot: size\n    slot_type: choice\n    options: [small, large]\n"
+        '    prompt: "Small or large?"\n  - id: route\n    type: branch\n    cases:\n'
+        "      - when: {slot: size, equals: medium}\n        next: bye\n"
+        "      - when: {slot: size, equals: Large}\n        next: bye\n  - id: submit\n",
+    )
+    _one(tmp_path, text, "medium", "slot 'size' never equals 'medium'", "the options are: small, large")
+
+
+def test_branch_on_a_yes_no_slot_with_a_word(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "  - id: submit\n",
+        '  - id: ok\n    type: ask\n    slot: ok\n    slot_type: yes_no\n    prompt: "OK?"\n'
+        "  - id: route\n    type: branch\n    cases:\n"
+        "      - when: {slot: ok, equals: 'yes'}\n        next: bye\n  - id: submit\n",
+    )
+    _one(tmp_path, text, "'yes'", "yes/no slot 'ok' is true or false", "equals: true")
+
+
+def test_prompt_using_a_slot_unset_on_some_path(tmp_path: Path) -> None:
+    text = VALID.replace('    message: "Goodbye."', '    message: "Goodbye {first_name}."').replace(
+        "  operator: {goto: handover}", "  operator: {goto: bye}"
+    )
+    _one(tmp_path, text, "{first_name}.", "placeholder {first_name} may be unset here", "on every path")
+
+
+def test_prompt_after_a_presence_branch_is_fine(tmp_path: Path) -> None:
+    text = VALID.replace('    say: "Thanks {first_name}, your claim is {claim_id}."\n', "").replace(
+        '    message: "Goodbye."', '    message: "Your claim is {claim_id}."'
+    )
+    errors = _errors(
+        tmp_path, text.replace("    on_failure: handover\n  - id: bye", "    on_failure: bye\n  - id: bye")
+    )
+    assert [e.message for e in errors] == [
+        "placeholder {claim_id} may be unset here: some path to step 'bye' does not collect it"
+    ]
+    guarded = text.replace(
+        "  - id: bye\n",
+        "  - id: check\n    type: branch\n    cases:\n"
+        "      - when: {slot: claim_id, present: true}\n        next: bye\n"
+        "    default: handover\n  - id: bye\n",
+    )
+    assert validate_file(_write(tmp_path, guarded)) == []
+
+
+def test_optional_saved_field_may_be_unset(tmp_path: Path) -> None:
+    text = VALID.replace("save: {claim_id: claim_id}", "save: {claim_id: {slot: claim_id, required: false}}")
+    _one(tmp_path, text, "{claim_id}", "placeholder {claim_id} may be unset here", None)
+
+
+@pytest.mark.parametrize(
+    ("rules", "needle", "message"),
+    [
+        ("{checksum: luhn}", "checksum", "a checksum applies to digits slots, not name"),
+        ("{min: 3}", "min", "'min' applies to date, time, amount and digits slots, not name"),
+        ("{pattern: '[a-'}", "'[a-'", "pattern is not a valid regular expression"),
+        ("{min_length: 5, max_length: 2}", "5", "min_length is above max_length"),
+    ],
+)
+def test_value_rules_are_checked(tmp_path: Path, rules: str, needle: str, message: str) -> None:
+    text = VALID.replace("    slot_type: name\n", f"    slot_type: name\n    rules: {rules}\n")
+    _one(tmp_path, text, needle, message, None)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "needle", "message"),
+    [
+        ("{min: -16q}", "-16q", "is not a date bound"),
+        ("{min: -16y, max: -120y}", "-16y", "min is above max"),
+    ],
+)
+def test_date_bounds_are_checked(tmp_path: Path, bounds: str, needle: str, message: str) -> None:
+    text = VALID.replace("    slot_type: name\n", f"    slot_type: date\n    rules: {bounds}\n")
+    _one(tmp_path, text, needle, message, None)

@@ -1,5 +1,9 @@
 """Load agent files: YAML with positions, pydantic validation, errors located by line and column.
 
+Values may use ``${VAR}`` (or ``${VAR:-default}``) to take text from the environment, e.g. a webhook's
+URL or an ``Authorization`` header's secret; ``$${`` writes a literal ``${``. A variable that is unset
+(and has no default) is an error naming it, at the value that uses it.
+
 Every problem — a YAML syntax error, a duplicate key, a structural error from the pydantic models or a
 semantic one from :meth:`parley.agent.model.Agent.problems` — becomes an :class:`AgentError` pointing at
 the offending key or value, with a hint where one helps (``did you mean 'handover'?``).
@@ -7,7 +11,9 @@ the offending key or value, with a hint where one helps (``did you mean 'handove
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +110,51 @@ def validate_file(path: str | Path) -> list[AgentError]:
     return []
 
 
+ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(root: yaml.Node, file: str, environ: Mapping[str, str] | None = None) -> list[AgentError]:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every scalar value under ``root`` (keys are left
+    alone) from ``environ`` (default ``os.environ``); an error for each unset variable."""
+    env = os.environ if environ is None else environ
+    errors: list[AgentError] = []
+
+    def replace(node: yaml.ScalarNode) -> None:
+        def one(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errors.append(
+                _at_node(
+                    file,
+                    node,
+                    f"environment variable {name} is not set",
+                    f"export {name}=... before running, or write ${{{name}:-default}}",
+                )
+            )
+            return ""
+
+        node.value = ENV_REFERENCE.sub(one, node.value)
+
+    def walk(node: yaml.Node) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            if "$" in node.value:
+                replace(node)
+        elif isinstance(node, yaml.MappingNode):
+            for _, value in node.value:
+                walk(value)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item)
+
+    walk(root)
+    return errors
+
+
 def read_yaml_mapping(
     text: str, file: str, error: type[AgentFileError], *, kind: str, examples: str, first_line: str
 ) -> tuple[yaml.Node, dict[str, Any], list[AgentError]]:
@@ -115,12 +166,10 @@ def read_yaml_mapping(
         if root is None:
             raise error(file, [AgentError(file, 1, 1, "the file is empty", f"see {examples}")])
         errors = [_at_node(file, k, f"duplicate key {k.value!r}", "remove one of them") for k in _dupes(root)]
+        errors += substitute_env(root, file)
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = f"invalid YAML: {exc.problem or exc.context}"
-        raise error(file, [AgentError(file, line, col, message, "check indentation and quoting")]) from exc
+        raise error(file, [_yaml_error(file, text, exc)]) from exc
     except yaml.YAMLError as exc:
         raise error(file, [AgentError(file, 1, 1, f"invalid YAML: {exc}")]) from exc
     finally:
@@ -129,6 +178,52 @@ def read_yaml_mapping(
         errors.append(_at_node(file, root, f"{kind} must be a mapping", f"start with '{first_line}'"))
         raise error(file, errors)
     return root, data, errors
+
+
+def _yaml_error(file: str, text: str, exc: yaml.MarkedYAMLError) -> AgentError:
+    """A YAML syntax error, located where the fault most likely is: an unclosed quote where it
+    opened (the parser only gives up lines later), else where the parser gave up."""
+    if exc.context == "while scanning a quoted scalar" and exc.context_mark is not None:
+        mark = exc.context_mark
+        return AgentError(
+            file,
+            mark.line + 1,
+            mark.column + 1,
+            "invalid YAML: this quote is never closed",
+            "add the closing quote",
+        )
+    problem = exc.problem_mark
+    opened = _runaway_quote(text, problem.index if problem is not None else len(text))
+    if opened is not None:
+        return AgentError(
+            file,
+            opened.line + 1,
+            opened.column + 1,
+            "invalid YAML: this quoted text runs on to the next lines (unclosed quote?)",
+            f"add the closing quote; the parser gave up at line {problem.line + 1 if problem else '?'}",
+        )
+    mark = problem or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return AgentError(
+        file, line, col, f"invalid YAML: {exc.problem or exc.context}", "check indentation and quoting"
+    )
+
+
+def _runaway_quote(text: str, before: int) -> yaml.Mark | None:
+    """The start of the last quoted scalar before ``before`` that swallowed the start of a later line
+    ending in ``key:`` or ``- `` (the mark of an unclosed quote; legal multi-line strings rarely do)."""
+    found: yaml.Mark | None = None
+    try:
+        for token in yaml.scan(text):
+            if token.start_mark.index >= before:
+                break
+            if isinstance(token, yaml.ScalarToken) and token.style in ('"', "'"):
+                inside = text[token.start_mark.index : token.end_mark.index]
+                if re.search(r"\n\s*(?:- |[A-Za-z_][\w-]*:\s)", inside):
+                    found = token.start_mark
+    except yaml.YAMLError:
+        pass
+    return found
 
 
 def load_agent_text(text: str, file: str = "<agent>") -> Agent:
@@ -269,10 +364,18 @@ def _model_for(loc: Loc) -> type[BaseModel]:
     return Agent
 
 
+def _untagged(loc: Loc) -> Loc:
+    """``loc`` without the step union's tag (``steps, 2, 'ask', 'say'`` → ``steps, 2, 'say'``): only
+    that position holds a tag, so a field named like a step type (``webhook``, ``say``) stays."""
+    if len(loc) > 2 and loc[0] == "steps" and isinstance(loc[2], str) and loc[2] in _STEP_MODELS:
+        return (*loc[:2], *loc[3:])
+    return loc
+
+
 def _pydantic_error(file: str, root: yaml.Node, err: ErrorDetails) -> AgentError:
     loc: Loc = tuple(err["loc"])
     kind: str = err["type"]
-    field = next((p for p in reversed(loc) if isinstance(p, str) and p not in _STEP_MODELS), "")
+    field = next((p for p in reversed(_untagged(loc)) if isinstance(p, str) and p != "[key]"), "")
     message: str = err["msg"].removeprefix("Value error, ")
     hint: str | None = None
     key_wanted = False
@@ -307,6 +410,8 @@ def _pydantic_error(file: str, root: yaml.Node, err: ErrorDetails) -> AgentError
         model = _model_for(loc[:-1])
         message = f"unknown field {field!r}"
         hint = did_you_mean(str(field), list(model.model_fields), "allowed fields")
+        if field in _STEP_MODELS and not (hint or "").startswith("did"):
+            hint = f"{field} is a step type: write it as a step of its own under 'steps' (type: {field})"
     elif kind in ("enum", "literal_error") and field in _CHOICES:
         message = f"{value!r} is not a valid {field}"
         close = did_you_mean(str(value), _CHOICES[field])

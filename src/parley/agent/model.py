@@ -17,6 +17,7 @@ import re
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self, Union
 
@@ -136,6 +137,33 @@ class SayStep(_Model):
     next: StepId | None = Field(None, description="Default: the following step in the list.")
 
 
+class ValueRules(_Model):
+    """Checks on an answer's value (:mod:`parley.agent.rules`); an answer that breaks one is re-asked
+    with that rule's prompt and counts as a no-match."""
+
+    min: date | float | str | None = Field(
+        None,
+        description="Lowest value. date: an ISO date, 'today' or an offset from today ('-16y', '+1d'; "
+        "units d, w, m, y); time: 'HH:MM'; amount and digits: a number.",
+    )
+    max: date | float | str | None = Field(None, description="Highest value, written as for 'min'.")
+    min_length: int | None = Field(
+        None, ge=1, le=256, description="Fewest characters (digits and phone: digits)."
+    )
+    max_length: int | None = Field(
+        None, ge=1, le=256, description="Most characters (digits and phone: digits)."
+    )
+    pattern: str | None = Field(
+        None, description="A regular expression the whole value must match (digits and phone: the digits)."
+    )
+    checksum: Literal["luhn"] | None = Field(None, description="luhn: the Luhn check digit (card numbers).")
+    prompts: dict[Literal["min", "max", "length", "pattern", "checksum"], str] = Field(
+        default_factory=dict,
+        description="Rule → what is said when an answer breaks it, instead of the default explanation "
+        "(which is followed by the next reprompt).",
+    )
+
+
 class AskStep(_Model):
     """Ask a question and fill a slot from the answer."""
 
@@ -153,7 +181,22 @@ class AskStep(_Model):
     digits: int | None = Field(None, ge=1, le=32, description="digits only: the expected length.")
     options: list[str] = Field(default_factory=list, description="choice: the options; name: known names.")
     intents: list[IntentName] = Field(default_factory=list, description="Intents also accepted as answers.")
-    dtmf: bool | None = Field(None, description="Accept keypad input (digits/phone/yes_no/choice).")
+    dtmf: bool | None = Field(
+        None, description="Accept keypad input (digits/phone/yes_no/choice). Default: only for digits."
+    )
+    dtmf_interdigit_s: float = Field(
+        3.0, gt=0, le=30, description="Keypad: the answer ends this long after the last key."
+    )
+    dtmf_terminator: Literal["#", "*"] | None = Field(
+        "#", description="Keypad: this key ends the answer at once (not part of it); null: none."
+    )
+    dtmf_max_digits: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Keypad: the answer ends at this many keys. Default: 'digits' when set, else no limit.",
+    )
+    rules: ValueRules | None = Field(None, description="Checks on the answer's value (range, length, ...).")
     interruptible: bool = True
     next: StepId | None = Field(None, description="Default: the following step in the list.")
     on_failure: StepId | None = Field(None, description="When limits are exhausted. Default: polite hangup.")
@@ -211,20 +254,72 @@ class BranchStep(_Model):
     default: StepId | None = Field(None, description="Default: the following step in the list.")
 
 
+class SavedField(_Model):
+    """A response field a webhook step saves into a slot: its type, and whether it must be there."""
+
+    slot: SlotName
+    type: Literal["any", "string", "number", "integer", "boolean", "date", "digits"] = Field(
+        "any",
+        description="any: a non-empty string, a number or a boolean; date: ISO 8601 text; digits: a string "
+        "of digits.",
+    )
+    required: bool = Field(
+        True, description="A missing (or null) field takes the failure path; false: the slot stays unset."
+    )
+
+
 class WebhookStep(_Model):
     """Send collected slots as JSON to the customer's backend and save fields of the response."""
 
     id: StepId
     type: Literal["webhook"]
-    url: str
+    url: str = Field(description="http(s) URL; may use ${VAR} from the environment.")
     method: Literal["POST", "PUT"] = "POST"
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,
+        description="Extra request headers, e.g. Authorization: 'Bearer ${CARDS_TOKEN}' (secrets from the "
+        "environment); never logged nor recorded.",
+    )
     send: list[SlotName] | None = Field(None, description="Slots to send. Default: all collected.")
-    timeout_s: float = Field(3.0, gt=0, le=60)
-    retries: int = Field(1, ge=0, le=5)
-    save: dict[str, SlotName] = Field(default_factory=dict, description="Response JSON field → slot name.")
+    timeout_s: float = Field(3.0, gt=0, le=60, description="Per attempt: connect, send and answer.")
+    retries: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Extra attempts. A request that may have reached the backend is retried only when the "
+        "step is idempotent; otherwise only when it cannot have arrived (connection refused).",
+    )
+    idempotent: bool = Field(
+        False,
+        description="The backend treats requests with the same Idempotency-Key as one: timeouts, lost "
+        "connections and 5xx answers may be retried.",
+    )
+    hold_after_s: float = Field(
+        1.0, ge=0, le=60, description="Say hold_prompt when the backend has not answered after this long."
+    )
+    hold_prompt: str | None = Field(
+        "One moment, please.", description="Said while a slow backend works; null: silence."
+    )
+    save: dict[str, SlotName | SavedField] = Field(
+        default_factory=dict,
+        description="Response JSON field (a.b for nested) → slot name, or {slot, type, required}. A missing "
+        "or badly typed required field takes the failure path.",
+    )
     say: str | None = Field(None, description="Spoken after success; may use saved slots.")
     next: StepId | None = Field(None, description="Default: the following step in the list.")
-    on_failure: StepId | None = Field(None, description="On error or timeout. Default: polite hangup.")
+    on_failure: StepId | None = Field(
+        None,
+        description="On an error answer, a refused connection or a bad response. Default: hangup.",
+    )
+    on_unknown: StepId | None = Field(
+        None,
+        description="When the outcome cannot be known (sent, but no answer in time). Default: on_failure.",
+    )
+
+    def saved(self) -> dict[str, SavedField]:
+        """Response field → its declaration (the short form ``field: slot`` is a required ``any``)."""
+        return {k: v if isinstance(v, SavedField) else SavedField(slot=v) for k, v in self.save.items()}
 
 
 class TransferStep(_Model):
@@ -350,7 +445,7 @@ class Agent(_Model):
         names = {s.slot for s in self.steps if isinstance(s, AskStep)}
         for s in self.steps:
             if isinstance(s, WebhookStep):
-                names.update(s.save.values())
+                names.update(f.slot for f in s.saved().values())
         return names
 
     def prompts(self) -> list[str]:
@@ -372,7 +467,7 @@ class Agent(_Model):
             fields: tuple[str, ...] = {
                 "say": ("text",),
                 "ask": ("prompt", "no_input_prompt", "confirm_prompt"),
-                "webhook": ("say",),
+                "webhook": ("say", "hold_prompt"),
                 "transfer": ("message",),
                 "hangup": ("message",),
                 "branch": (),
@@ -384,6 +479,8 @@ class Agent(_Model):
             if isinstance(s, AskStep):
                 for j, text in enumerate(s.reprompts):
                     yield ("steps", i, "reprompts", j), text
+                for rule, text in s.rules.prompts.items() if s.rules else ():
+                    yield ("steps", i, "rules", "prompts", rule), text
 
     # --- semantic checks ----------------------------------------------------------------------------
 
@@ -443,6 +540,8 @@ class Agent(_Model):
                                 did_you_mean(cond.slot, sorted(collected), "collected slots"),
                             )
                         )
+                    if cond.slot is not None and cond.equals is not None:
+                        out.extend(self._equals_problems((*here, "cases", j, "when", "equals"), cond))
                     if cond.intent is not None and cond.intent not in self.intents:
                         out.append(
                             Problem(
@@ -455,6 +554,7 @@ class Agent(_Model):
             elif isinstance(s, WebhookStep):
                 ref((*here, "next"), s.next)
                 ref((*here, "on_failure"), s.on_failure)
+                ref((*here, "on_unknown"), s.on_unknown)
                 scheme = s.url.partition(":")[0].lower()
                 if scheme not in WEBHOOK_SCHEMES or not re.match(r"^[A-Za-z]+://[^/\s]+", s.url):
                     out.append(
@@ -501,8 +601,9 @@ class Agent(_Model):
                             fragment=f"{{{name}",
                         )
                     )
-        if any(p.message.startswith("no step has the id") for p in out):
-            return out  # reachability means little until every reference resolves
+        if len(seen) < len(self.steps) or any(p.message.startswith("no step has the id") for p in out):
+            return out  # reachability means little until every id is unique and every reference resolves
+        out.extend(self._unset_placeholder_problems(collected))
         reachable = self._reachable()
         for i, s in enumerate(self.steps):
             if s.id not in reachable and seen.get(s.id) == i:
@@ -553,6 +654,8 @@ class Agent(_Model):
                     key=True,
                 )
             )
+        if s.rules is not None:
+            out.extend(_rules_problems((*here, "rules"), s.slot_type, s.rules))
         for j, name in enumerate(s.intents):
             if name not in self.intents:
                 out.append(
@@ -563,6 +666,111 @@ class Agent(_Model):
                     )
                 )
         return out
+
+    def set_on_entry(self) -> dict[str, frozenset[str]]:
+        """Step id → the slots certainly set whenever that step runs, on every path from the start.
+
+        A forward "must" data flow: an ask sets its slot on its success edge only, a webhook its
+        required saved fields on success only, a branch case on a slot (present, equals, ...) proves
+        that slot on its edge; global intents jump from any ask. Unreachable steps are left out.
+        """
+        entry: dict[str, frozenset[str]] = {self.start_id: frozenset()}
+        todo = [self.start_id]
+        while todo:
+            step = self.step(todo.pop())
+            here = entry[step.id]
+            edges: list[tuple[str | None, frozenset[str]]] = []
+            if isinstance(step, SayStep):
+                edges.append((self.next_of(step), here))
+            elif isinstance(step, AskStep):
+                edges += [(self.next_of(step), here | {step.slot}), (step.on_failure, here)]
+                edges += [(a.goto, here) for a in self.global_intents.values()]
+            elif isinstance(step, BranchStep):
+                for case in step.cases:
+                    slot = case.when.slot
+                    proven = slot is not None and case.when.present is not False
+                    edges.append((case.next, here | {slot} if proven and slot else here))
+                edges.append((self.next_of(step), here))
+            elif isinstance(step, WebhookStep):
+                saved = {f.slot for f in step.saved().values() if f.required}
+                edges += [
+                    (self.next_of(step), here | saved),
+                    (step.on_failure, here),
+                    (step.on_unknown, here),
+                ]
+            for target, state in edges:
+                if target is None or target == self.start_id:
+                    continue
+                narrowed = entry[target] & state if target in entry else state
+                if entry.get(target) != narrowed:
+                    entry[target] = narrowed
+                    todo.append(target)
+        return entry
+
+    def _unset_placeholder_problems(self, collected: set[str]) -> list[Problem]:
+        """Prompts using a slot that may be unset on some path to them (it would be spoken as nothing)."""
+        entry = self.set_on_entry()
+        out: list[Problem] = []
+        for loc, text in self._texts():
+            step = self.steps[int(loc[1])]
+            if step.id not in entry:
+                continue  # unreachable (reported as such)
+            known = set(entry[step.id])
+            if isinstance(step, AskStep) and loc[2] == "confirm_prompt":
+                known |= {step.slot, "value"}
+            if isinstance(step, WebhookStep) and loc[2] == "say":
+                known |= {f.slot for f in step.saved().values() if f.required}
+            try:
+                names = placeholders(text)
+            except ValueError:
+                continue
+            for name in dict.fromkeys(names):
+                if name in collected and name not in known:
+                    out.append(
+                        Problem(
+                            loc,
+                            f"placeholder {{{name}}} may be unset here: some path to step {step.id!r} does "
+                            "not collect it",
+                            "collect it on every path first, branch on {slot: " + name + ", present: true},"
+                            " or make the saved field required",
+                            fragment=f"{{{name}",
+                        )
+                    )
+        return out
+
+    def _equals_problems(self, loc: Loc, cond: Condition) -> list[Problem]:
+        """A branch comparing a choice or yes/no slot with a value that slot can never hold."""
+        ask = self.slots().get(cond.slot or "")
+        if ask is None or cond.slot in self._saved_slots():
+            return []
+        expected = cond.equals
+        if ask.slot_type is SlotKind.CHOICE:
+            values = [*ask.options, *ask.intents]
+            if not any(str(expected).strip().lower() == v.strip().lower() for v in values):
+                return [
+                    Problem(
+                        loc,
+                        f"slot {cond.slot!r} never equals {expected!r}: it is not among the options",
+                        did_you_mean(str(expected), values, "the options"),
+                    )
+                ]
+        elif (
+            ask.slot_type is SlotKind.YES_NO
+            and not isinstance(expected, bool)
+            and (not isinstance(expected, str) or expected not in ask.intents)
+        ):
+            return [
+                Problem(
+                    loc,
+                    f"yes/no slot {cond.slot!r} is true or false, never {expected!r}",
+                    "write equals: true or equals: false"
+                    + (f" (or one of its intents: {', '.join(ask.intents)})" if ask.intents else ""),
+                )
+            ]
+        return []
+
+    def _saved_slots(self) -> set[str]:
+        return {f.slot for s in self.steps if isinstance(s, WebhookStep) for f in s.saved().values()}
 
     def _intent_hint(self, name: str) -> str:
         close = did_you_mean(name, list(self.intents), "defined intents")
@@ -588,9 +796,63 @@ class Agent(_Model):
                 todo.append(nxt)
             if isinstance(s, AskStep | WebhookStep) and s.on_failure:
                 todo.append(s.on_failure)
+            if isinstance(s, WebhookStep) and s.on_unknown:
+                todo.append(s.on_unknown)
             if isinstance(s, BranchStep):
                 todo.extend(c.next for c in s.cases)
         return seen
+
+
+def _rules_problems(loc: Loc, kind: SlotKind, rules: ValueRules) -> list[Problem]:
+    """Rules that do not apply to the slot kind, bounds that do not parse, a bad regex, min > max."""
+    from parley.agent import rules as checks
+
+    out: list[Problem] = []
+    bounded = kind.value in checks.BOUNDED_KINDS
+    for name in ("min", "max"):
+        bound = getattr(rules, name)
+        if bound is None:
+            continue
+        if not bounded:
+            out.append(
+                Problem(
+                    (*loc, name),
+                    f"'{name}' applies to date, time, amount and digits slots, not {kind.value}",
+                    "use min_length / max_length for a length",
+                    key=True,
+                )
+            )
+            continue
+        problem = checks.bound_problem(bound, kind.value)
+        if problem:
+            out.append(Problem((*loc, name), problem))
+    if bounded and rules.min is not None and rules.max is not None and not out:
+        reference = date(2000, 1, 1)
+        if kind is SlotKind.DATE:
+            low, high = checks.resolve_date(rules.min, reference), checks.resolve_date(rules.max, reference)
+        elif kind is SlotKind.TIME:
+            low, high = checks.resolve_time(rules.min), checks.resolve_time(rules.max)
+        else:
+            low, high = float(rules.min), float(rules.max)  # type: ignore[arg-type]
+        if low > high:
+            out.append(Problem((*loc, "min"), "min is above max: no answer can pass", "swap them"))
+    for name in ("min_length", "max_length", "pattern"):
+        if getattr(rules, name) is not None and kind.value not in checks.TEXT_KINDS:
+            out.append(
+                Problem((*loc, name), f"'{name}' does not apply to {kind.value} slots", None, key=True)
+            )
+    if rules.min_length and rules.max_length and rules.min_length > rules.max_length:
+        out.append(Problem((*loc, "min_length"), "min_length is above max_length", "swap them"))
+    if rules.pattern is not None:
+        try:
+            re.compile(rules.pattern)
+        except re.error as exc:
+            out.append(Problem((*loc, "pattern"), f"pattern is not a valid regular expression: {exc}"))
+    if rules.checksum is not None and kind.value not in checks.CHECKSUM_KINDS:
+        out.append(
+            Problem((*loc, "checksum"), f"a checksum applies to digits slots, not {kind.value}", key=True)
+        )
+    return out
 
 
 def agent_json_schema() -> dict[str, Any]:

@@ -22,7 +22,9 @@ Layout of a record (``to_dict``)::
                 "nlu": {"intent", "intent_confidence", "value", "value_confidence", "complete"},
                 "result"}],
      "slots": {name: envelope},
-     "webhooks": [{"step", "url", "method", "t", "status", "latency_ms", "error", "attempts"}]}
+     "webhooks": [{"step", "url", "method", "t", "status", "latency_ms", "error", "attempts",
+                   "outcome": "ok" | "failed" | "unknown" (sent, no answer: the backend may have acted),
+                   "idempotency_key", "held" (the hold prompt was said)}]}
 
 Times ``t`` are seconds since the call started, from the conversation's (monotonic) clock.
 """
@@ -137,6 +139,9 @@ class WebhookCall:
     latency_ms: float | None = None
     error: str | None = None
     attempts: int | None = None
+    outcome: str | None = None  # ok | failed | unknown (sent, but no answer: the backend may have acted)
+    idempotency_key: str | None = None
+    held: bool = False  # the hold prompt was said while waiting
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -26,8 +26,10 @@ transcripts.
 from __future__ import annotations
 
 import logging
+import re
 import string
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -50,6 +52,7 @@ from parley.agent.model import (
     WebhookStep,
 )
 from parley.agent.records import CallRecord, Turn, WebhookCall, jsonable, sensitive
+from parley.agent.rules import check_value
 from parley.speech.types import Hypothesis, Question, SlotType
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,13 @@ MAX_HOPS = 100  # steps run without waiting for the caller: more means a say/bra
 DEFAULT_CONFIRM_PROMPT = "I heard {value}, is that right?"
 # A global intent wins over a valid slot value in the same answer only at this confidence or above.
 GLOBAL_INTENT_OVER_ANSWER = 0.8
+# What a correction at a read-back starts with ("no, it's 4 3 7 1"): stripped before reading the value.
+CORRECTION_LEAD = re.compile(
+    r"^\s*(?:no|nope|not quite|wrong|incorrect|sorry)\b[\s,.!]*"
+    r"(?:(?:it'?s|it is|that'?s|that is|i said)\b\s*)?",
+    re.IGNORECASE,
+)
+IDEMPOTENCY_NAMESPACE = uuid.UUID("5d0f7a9e-3c51-4b7e-9a52-7061726c6579")
 
 
 # --- actions ------------------------------------------------------------------------------------------
@@ -74,11 +84,18 @@ class Say:
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    """Open the caller's turn: recognise one answer to ``question`` (keypad too if ``dtmf_allowed``)."""
+    """Open the caller's turn: recognise one answer to ``question`` (keypad too if ``dtmf_allowed``).
+
+    Keypad answers end ``dtmf_interdigit_s`` after the last key (audio flowing meanwhile does not
+    extend it), at ``dtmf_terminator``, or at ``dtmf_max_digits`` keys; then ``on_dtmf``.
+    """
 
     question: Question
     step_id: str
     dtmf_allowed: bool = False
+    dtmf_interdigit_s: float = 3.0
+    dtmf_terminator: str | None = "#"
+    dtmf_max_digits: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +105,13 @@ class EarlyClose:
 
 @dataclass(frozen=True, slots=True)
 class CallWebhook:
-    """Send ``payload`` as JSON; report with ``on_webhook_result`` (after all retries)."""
+    """Send ``payload`` as JSON; report with ``on_webhook_result`` (after all retries).
+
+    ``idempotency_key`` goes in the ``Idempotency-Key`` header, the same on every attempt. A request
+    that may have reached the backend is retried only when ``idempotent``. When no answer has come
+    after ``hold_after_s`` (None: never), call ``on_webhook_slow`` for the hold prompt. ``headers``
+    may hold secrets: they are left out of ``repr`` and must never be logged.
+    """
 
     url: str
     method: str
@@ -96,6 +119,10 @@ class CallWebhook:
     timeout_s: float
     retries: int
     step_id: str
+    idempotency_key: str = ""
+    idempotent: bool = False
+    hold_after_s: float | None = None
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +260,10 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def spoken_date(value: date) -> str:
-    """date(2025, 6, 3) → 'Tuesday the 3rd of June'."""
-    return f"{value:%A} the {_ordinal(value.day)} of {value:%B}"
+def spoken_date(value: date, *, year: bool = False) -> str:
+    """date(2025, 6, 3) → 'Tuesday the 3rd of June' (with ``year``: '... of June 2025')."""
+    text = f"{value:%A} the {_ordinal(value.day)} of {value:%B}"
+    return f"{text} {value.year}" if year else text
 
 
 def spoken_time(value: dt_time) -> str:
@@ -382,7 +410,14 @@ class Conversation:
             agent=agent.name,
             started_at=(started_at or datetime.now(UTC)).isoformat(timespec="milliseconds"),
         )
-        self._slot_kinds: dict[str, SlotKind] = {name: s.slot_type for name, s in agent.slots().items()}
+        self._slot_kinds: dict[str, SlotKind] = {
+            f.slot: {"digits": SlotKind.DIGITS, "date": SlotKind.DATE}[f.type]
+            for s in agent.steps
+            if isinstance(s, WebhookStep)
+            for f in s.saved().values()
+            if f.type in ("digits", "date")
+        }
+        self._slot_kinds.update({name: s.slot_type for name, s in agent.slots().items()})
         self._step: Step | None = None
         self._waiting: Waiting | None = None
         self._ask: _AskState | None = None
@@ -391,6 +426,7 @@ class Conversation:
         self._early_closed = False
         self._listen: Listen | None = None
         self._webhook: WebhookCall | None = None
+        self._webhook_visits: dict[str, int] = {}  # visits per webhook step: one idempotency key each
         self._failure: str | None = None  # set once a failure path was taken
         self._started = False
         self.finished = False
@@ -435,13 +471,22 @@ class Conversation:
         self._turn.partials += 1
         if self._early_closed:
             return []
-        if self._turn_nlu.update(text):
+        if self._turn_nlu.update(text) and not self._correction_may_follow(text):
             self._early_closed = True
             self._turn.t_early_close = self._now()
             self._turn.close = "partial"
             log.debug("call %s: early close at %s", self.call_id, self.step_id)
             return [EarlyClose()]
         return []
+
+    def _correction_may_follow(self, partial: str) -> bool:
+        """At a read-back, "no" may start a correction ("no, it's 4 3 7 1"): only "yes" closes early."""
+        if self._waiting != "confirm" or self._ask is None or self._turn_nlu is None:
+            return False
+        if self._ask.step.slot_type is SlotKind.YES_NO:
+            return False
+        reading = self._turn_nlu.final(partial, 1.0)
+        return reading is None or reading.value is not True
 
     def on_pause(self, text: str, confidence: float = 1.0, *, heard: str = "") -> list[Action]:
         """The caller paused mid-turn; ``text`` is the recognisers' final of the answer so far and
@@ -508,6 +553,9 @@ class Conversation:
             if not answer_too or guess.confidence >= GLOBAL_INTENT_OVER_ANSWER:
                 return self._global_intent(guess.name)
         if confirming:
+            correction = self._correction(text, confidence)
+            if correction is not None:
+                return self._corrected(correction)
             return self._confirmation(bool(reading.value) if valid and reading is not None else None)
         if guess.name is not None and guess.name in step.intents:
             turn.result = f"intent:{guess.name}"
@@ -523,26 +571,50 @@ class Conversation:
         self._turn.t_end = self._now()
         return self._no_input()
 
-    def on_dtmf(self, digits: str) -> list[Action]:
-        """Keypad input (a digit string, '#'-terminated or not) as the answer to the open question."""
+    def on_dtmf(self, digits: str, *, spoken: str = "") -> list[Action]:
+        """Keypad input (a digit string, '#'-terminated or not) as the answer to the open question.
+
+        ``spoken``: what the caller said in the same turn before the first key; for digits and phone
+        questions its digits begin the answer ("four two" then keys 7 1 → 4271).
+        """
         listen = self.listening
         if listen is None or not listen.dtmf_allowed or self._turn is None or self._ask is None:
             return []
-        keys = digits.strip().rstrip("#")
+        keys = digits.strip().rstrip("#*")
         turn = self._turn
         turn.t_end = self._now()
         turn.input = "dtmf"
+        if (
+            spoken.strip()
+            and self._waiting == "answer"
+            and self._ask.step.slot_type
+            in (
+                SlotKind.DIGITS,
+                SlotKind.PHONE,
+            )
+        ):
+            step = self._ask.step
+            question = ask_question(self.agent, step, step.prompt)
+            said = self.nlu.turn(question, step.slot_type, today=self.today()).final(spoken, 1.0)
+            said_digits = "".join(ch for ch in str(said.value) if ch.isdigit()) if said is not None else ""
+            keys = said_digits + keys
+            turn.input = "speech+dtmf"
         turn.transcript = keys
         turn.confidence = 1.0
         log.info(
             "call %s: keypad %s answer at %s (%d keys)", self.call_id, self._waiting, self.step_id, len(keys)
         )
-        if self._waiting == "confirm":
-            return self._confirmation({"1": True, "2": False}.get(keys))
         step = self._ask.step
+        if self._waiting == "confirm":
+            answer = {"1": True, "2": False}.get(keys)
+            if answer is None and step.slot_type in (SlotKind.DIGITS, SlotKind.PHONE):
+                correction = self._keypad_value(step, keys)
+                if correction is not None and correction != self._candidate_value():
+                    return self._corrected(Reading(correction, 1.0, True))
+            return self._confirmation(answer)
         value: Any = None
         if step.slot_type in (SlotKind.DIGITS, SlotKind.PHONE):
-            value = keys if keys.isdigit() and (step.digits is None or len(keys) == step.digits) else None
+            value = self._keypad_value(step, keys)
         elif step.slot_type is SlotKind.YES_NO:
             value = {"1": True, "2": False}.get(keys)
         elif step.slot_type is SlotKind.CHOICE and keys.isdigit() and 1 <= int(keys) <= len(step.options):
@@ -552,6 +624,16 @@ class Conversation:
             return self._no_match()
         return self._answer(Reading(value, 1.0, True))
 
+    def on_webhook_slow(self) -> list[Action]:
+        """The backend has not answered after the step's ``hold_after_s``: the hold prompt, once."""
+        step = self._step
+        if self._waiting != "webhook" or not isinstance(step, WebhookStep) or self._webhook is None:
+            return []
+        if not step.hold_prompt or self._webhook.held:
+            return []
+        self._webhook.held = True
+        return [self._say(step.hold_prompt, step, interruptible=False)]
+
     def on_webhook_result(
         self,
         status: int | None,
@@ -560,8 +642,15 @@ class Conversation:
         *,
         latency_s: float | None = None,
         attempts: int | None = None,
+        unknown: bool = False,
     ) -> list[Action]:
-        """The outcome of the last ``CallWebhook`` (after the I/O side's retries)."""
+        """The outcome of the last ``CallWebhook`` (after the I/O side's retries).
+
+        ``unknown``: the request was sent but no answer came (a timeout or a lost connection after
+        sending): the backend may or may not have acted. That takes the step's ``on_unknown`` path
+        (default: ``on_failure``) and the record says ``"outcome": "unknown"``. A success whose body
+        lacks a required saved field, or holds one of the wrong type, takes the failure path.
+        """
         step = self._step
         if self._waiting != "webhook" or not isinstance(step, WebhookStep) or self._webhook is None:
             return []
@@ -571,20 +660,28 @@ class Conversation:
         call.error = error
         call.attempts = attempts
         call.latency_ms = (latency_s if latency_s is not None else self._now() - call.t) * 1000
+        if unknown:
+            call.outcome = "unknown"
+            call.error = error or "no answer"
+            log.warning("call %s: webhook %s outcome unknown (%s)", self.call_id, step.id, call.error)
+            return self._fail(
+                step, f"webhook {step.id} outcome unknown", to=step.on_unknown or step.on_failure
+            )
         ok = error is None and (status is None or 200 <= status < 300)
         if not ok:
+            call.outcome = "failed"
             call.error = error or f"HTTP {status}"
             log.warning("call %s: webhook %s failed (%s)", self.call_id, step.id, call.error)
             return self._fail(step, f"webhook {step.id} failed")
-        missing = []
-        for path, slot in step.save.items():
-            found, value = _lookup(body or {}, path)
-            if found:
-                self._set_slot(slot, value)
-            else:
-                missing.append(path)
-        if missing:
-            log.warning("call %s: webhook %s response lacks %s", self.call_id, step.id, ", ".join(missing))
+        values, problem = _saved_values(step, body or {})
+        if problem is not None:
+            call.outcome = "failed"
+            call.error = problem
+            log.warning("call %s: webhook %s: %s", self.call_id, step.id, problem)
+            return self._fail(step, f"webhook {step.id} bad response")
+        call.outcome = "ok"
+        for slot, value in values.items():
+            self._set_slot(slot, value)
         log.info("call %s: webhook %s ok (status %s)", self.call_id, step.id, status)
         actions: list[Action] = []
         if step.say:
@@ -646,11 +743,24 @@ class Conversation:
                     "slots": {name: jsonable(self.slots[name]) for name in names if name in self.slots},
                 }
                 self._waiting = "webhook"
-                self._webhook = WebhookCall(step.id, step.url, step.method, self._now())
+                visit = self._webhook_visits[step.id] = self._webhook_visits.get(step.id, 0) + 1
+                key = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{self.call_id}/{step.id}/{visit}"))
+                self._webhook = WebhookCall(step.id, step.url, step.method, self._now(), idempotency_key=key)
                 self.record.webhooks.append(self._webhook)
                 log.info("call %s: webhook %s %s %s", self.call_id, step.id, step.method, step.url)
                 actions.append(
-                    CallWebhook(step.url, step.method, payload, step.timeout_s, step.retries, step.id)
+                    CallWebhook(
+                        step.url,
+                        step.method,
+                        payload,
+                        step.timeout_s,
+                        step.retries,
+                        step.id,
+                        idempotency_key=key,
+                        idempotent=step.idempotent,
+                        hold_after_s=step.hold_after_s if step.hold_prompt else None,
+                        headers=dict(step.headers),
+                    )
                 )
                 return actions
             elif isinstance(step, TransferStep):
@@ -708,7 +818,14 @@ class Conversation:
         self._ask.questions = list(says)
         question = ask_question(self.agent, step, says[-1].text if says else "", confirm=confirm)
         self._waiting = "confirm" if confirm else "answer"
-        self._listen = Listen(question, step.id, step.dtmf_enabled)
+        self._listen = Listen(
+            question,
+            step.id,
+            step.dtmf_enabled,
+            step.dtmf_interdigit_s,
+            step.dtmf_terminator,
+            _keypad_limit(step, confirm),
+        )
         self._turn = Turn(step.id, "confirm" if confirm else "answer", self._now())
         self.record.turns.append(self._turn)
         kind = SlotKind.YES_NO if confirm else step.slot_type
@@ -720,16 +837,29 @@ class Conversation:
         assert self._ask is not None
         return self._question(*self._ask.questions, confirm=self._waiting == "confirm")
 
-    def _answer(self, reading: Reading) -> list[Action]:
-        """A valid value for the ask: confirm it if the policy says so, else accept it."""
+    def _answer(self, reading: Reading, *, corrected: bool = False) -> list[Action]:
+        """A valid value for the ask: re-ask if it breaks a value rule; else read it back for a yes/no
+        if the policy says so (a correction always), else accept it. A yes/no answer "no" is never
+        read back: only an agreement is double-checked before the agent acts on it."""
         assert self._ask is not None and self._turn is not None
         step = self._ask.step
+        if step.rules is not None:
+            violation = check_value(step.rules, step.slot_type, reading.value, self.today())
+            if violation is not None:
+                custom = violation.rule in step.rules.prompts
+                return self._invalid(violation.rule, violation.message, custom=custom)
         policy = step.confirm
         threshold = self.agent.settings.confirm_threshold
-        if policy is ConfirmPolicy.ALWAYS or (
-            policy is ConfirmPolicy.LOW_CONFIDENCE and reading.confidence < threshold
+        declining = step.slot_type is SlotKind.YES_NO and reading.value is False
+        if corrected or (
+            not declining
+            and (
+                policy is ConfirmPolicy.ALWAYS
+                or (policy is ConfirmPolicy.LOW_CONFIDENCE and reading.confidence < threshold)
+            )
         ):
-            self._turn.result = "to_confirm"
+            if not corrected:
+                self._turn.result = "to_confirm"
             self._ask.candidate = reading
             template = step.confirm_prompt or DEFAULT_CONFIRM_PROMPT
             extra = {step.slot: reading.value, "value": reading.value}
@@ -755,12 +885,64 @@ class Conversation:
             return self._accept(candidate.value)
         self._turn.result = "no"
         self._ask.candidate = None
-        self._ask.no_match += 1
         step = self._ask.step
+        if step.slot_type is SlotKind.YES_NO:  # "no" to "you want me to block it?": the answer is no
+            return self._accept(False)
+        self._ask.no_match += 1
         log.info("call %s: value rejected at %s (%d)", self.call_id, step.id, self._ask.no_match)
         if self._ask.no_match > step.no_match_limit:
             return self._fail(step, f"no-match limit at {step.id}")
         return self._question(self._say(step.prompt, step, interruptible=step.interruptible))
+
+    def _invalid(self, rule: str, message: str, *, custom: bool) -> list[Action]:
+        """The value breaks a rule: say why (then the next reprompt, unless the rule's own prompt was
+        given) and listen again; counts as a no-match."""
+        assert self._ask is not None and self._turn is not None
+        step = self._ask.step
+        self._turn.result = f"invalid:{rule}"
+        self._ask.candidate = None
+        self._ask.no_match += 1
+        log.info("call %s: value breaks rule %s at %s (%d)", self.call_id, rule, step.id, self._ask.no_match)
+        if self._ask.no_match > step.no_match_limit:
+            return self._fail(step, f"no-match limit at {step.id} ({rule} rule)")
+        says = [self._say(message, step, interruptible=step.interruptible)]
+        if not custom:
+            says.append(self._reprompt(None))
+        return self._question(*says)
+
+    def _correction(self, text: str, confidence: float) -> Reading | None:
+        """A new value in a reply to a read-back ("no, it's 4 3 7 1"), if it holds one that differs."""
+        assert self._ask is not None
+        step = self._ask.step
+        if step.slot_type is SlotKind.YES_NO:
+            return None
+        rest = CORRECTION_LEAD.sub("", text, count=1).strip()
+        if not rest or rest.lower() in ("yes", "no", "yeah", "yep", "correct", "right", "that's right"):
+            return None
+        question = ask_question(self.agent, step, step.prompt)
+        reading = self.nlu.turn(question, step.slot_type, today=self.today()).final(rest, confidence)
+        if reading is None or not reading.complete or reading.value is None:
+            return None
+        if jsonable(reading.value) == jsonable(self._candidate_value()):
+            return None
+        return reading
+
+    def _corrected(self, reading: Reading) -> list[Action]:
+        """A correction replaces the value: checked against the rules, then read back again."""
+        assert self._ask is not None and self._turn is not None
+        self._turn.result = "correction"
+        log.info("call %s: correction at %s", self.call_id, self.step_id)
+        return self._answer(Reading(reading.value, reading.confidence, True), corrected=True)
+
+    def _candidate_value(self) -> Any:
+        assert self._ask is not None
+        return None if self._ask.candidate is None else self._ask.candidate.value
+
+    @staticmethod
+    def _keypad_value(step: AskStep, keys: str) -> str | None:
+        if not keys.isdigit() or (step.digits is not None and len(keys) != step.digits):
+            return None
+        return keys
 
     def _accept(self, value: Any) -> list[Action]:
         assert self._ask is not None
@@ -823,12 +1005,14 @@ class Conversation:
             return [Hangup(None)]
         return self._run(action.goto)
 
-    def _fail(self, step: AskStep | WebhookStep, reason: str) -> list[Action]:
+    def _fail(self, step: AskStep | WebhookStep, reason: str, *, to: str | None = None) -> list[Action]:
+        """Take the failure path: ``to`` (default the step's ``on_failure``), else a polite hangup."""
+        target = to if to is not None else step.on_failure
         self._failure = reason
         self._waiting = None
-        log.info("call %s: %s → %s", self.call_id, reason, step.on_failure or "hangup")
-        if step.on_failure:
-            return self._run(step.on_failure)
+        log.info("call %s: %s → %s", self.call_id, reason, target or "hangup")
+        if target:
+            return self._run(target)
         return self._polite_hangup("failed", reason)
 
     def _polite_hangup(self, outcome: str, reason: str) -> list[Action]:
@@ -903,6 +1087,14 @@ class Conversation:
         return "USD" if self.agent.language.lower() == "en-us" else "GBP"
 
 
+def _keypad_limit(step: AskStep, confirm: bool) -> int | None:
+    """Keys after which a keypad answer is complete: one for yes/no, choices and read-backs (1 yes,
+    2 no), else ``dtmf_max_digits``, else the expected ``digits``."""
+    if confirm or step.slot_type in (SlotKind.YES_NO, SlotKind.CHOICE):
+        return 1
+    return step.dtmf_max_digits or step.digits
+
+
 def _has_placeholders(template: str) -> bool:
     return any(name for _, name, _, _ in string.Formatter().parse(template))
 
@@ -931,6 +1123,47 @@ def _lookup(body: dict[str, Any], path: str) -> tuple[bool, Any]:
             return False, None
         node = node[part]
     return True, node
+
+
+def _saved_values(step: WebhookStep, body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Slot → value of the step's saved response fields, or the first problem: a required field
+    missing (or null, or an empty string), or any field of the wrong declared type."""
+    values: dict[str, Any] = {}
+    for path, declared in step.saved().items():
+        found, value = _lookup(body, path)
+        if not found or value is None or value == "":
+            if declared.required:
+                return {}, f"response lacks field {path!r}"
+            continue
+        typed = _typed(value, declared.type)
+        if typed is None:
+            return {}, f"response field {path!r} is not {declared.type}"
+        values[declared.slot] = typed
+    return values, None
+
+
+def _typed(value: Any, kind: str) -> Any:
+    """``value`` as a response field of type ``kind``, or None when it is not one."""
+    scalar = isinstance(value, str | int | float | bool)
+    if kind == "any":
+        return value if scalar else None
+    if kind == "string":
+        return value if isinstance(value, str) else None
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    if kind == "integer":
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if kind == "number":
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if kind == "digits":
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        return text if isinstance(text, str) and text.isdigit() else None
+    if kind == "date":
+        try:
+            return date.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
+    return None
 
 
 def _number(value: Any) -> float | None:

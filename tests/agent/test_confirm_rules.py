@@ -1,0 +1,333 @@
+"""Confirmation semantics (yes, no, correction, no-input, no-match) and value rules (date bounds
+absolute and relative, number ranges, lengths, Luhn, regex), through the real NLU."""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from parley.agent.loader import load_agent, load_agent_text
+from parley.agent.runtime import Action, CallWebhook, Conversation, Hangup, Listen, ParleyUnderstanding, Say
+from parley.speech.types import SlotType
+
+TODAY = date(2025, 6, 1)
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+AGENT = """
+name: rules
+intents:
+  operator: ["speak to an agent", "operator please"]
+global_intents:
+  operator: {goto: handover}
+steps:
+  - id: card
+    type: ask
+    slot: card
+    slot_type: digits
+    dtmf: true
+    prompt: "What is your card number?"
+    reprompts: ["Sorry, the long number on the front of your card?"]
+    confirm: always
+    no_match_limit: 2
+    no_input_limit: 1
+    rules: {checksum: luhn, min_length: 15, max_length: 16}
+    on_failure: handover
+  - id: birth
+    type: ask
+    slot: birth
+    slot_type: date
+    prompt: "What is your date of birth?"
+    confirm: never
+    rules:
+      min: -120y
+      max: -16y
+      prompts: {max: "You need to be at least sixteen to use this line. What is your date of birth?"}
+  - id: visit
+    type: ask
+    slot: visit
+    slot_type: date
+    prompt: "Which day would you like to come in?"
+    confirm: never
+    rules: {min: +1d, max: +90d}
+  - id: hour
+    type: ask
+    slot: hour
+    slot_type: time
+    prompt: "At what time?"
+    confirm: never
+    rules: {min: "08:00", max: "18:00"}
+  - id: amount
+    type: ask
+    slot: amount
+    slot_type: amount
+    prompt: "How many pounds?"
+    confirm: never
+    rules: {min: 1, max: 5000}
+  - id: reference
+    type: ask
+    slot: reference
+    slot_type: digits
+    prompt: "What is your claim reference?"
+    confirm: never
+    rules: {pattern: "7[0-9]{5}", prompts: {pattern: "Claim references start with a seven. Your reference?"}}
+  - id: bye
+    type: hangup
+    message: "Thank you."
+  - id: handover
+    type: transfer
+    to: "sip:desk@127.0.0.1"
+    message: "Let me put you through."
+"""
+VISA = "4111111111111111"
+VISA_WORDS = " ".join(["four"] + ["one"] * 15)
+MASTERCARD = "5555555555554444"
+MASTERCARD_WORDS = "five five five five five five five five five five five five four four four four"
+
+
+@cache
+def understanding(text: str) -> ParleyUnderstanding:
+    return ParleyUnderstanding(load_agent_text(text))
+
+
+def conversation(text: str = AGENT) -> Conversation:
+    return Conversation(load_agent_text(text), understanding(text), call_id="c", today=TODAY)
+
+
+def says(actions: list[Action]) -> list[str]:
+    return [a.text for a in actions if isinstance(a, Say)]
+
+
+def listening(actions: list[Action]) -> Listen:
+    assert isinstance(actions[-1], Listen), actions
+    return actions[-1]
+
+
+READ_BACK = "I heard {}, is that right?"
+
+
+def spaced(digits: str) -> str:
+    return " ".join(digits)
+
+
+# --- confirmation: every path -----------------------------------------------------------------------
+
+
+def test_yes_accepts_the_read_back_value() -> None:
+    c = conversation()
+    c.start()
+    assert says(c.on_final(VISA_WORDS, 0.95)) == [READ_BACK.format(spaced(VISA))]
+    assert says(c.on_final("yes", 0.9)) == ["What is your date of birth?"]
+    assert c.slots["card"] == VISA
+    assert [t.result for t in c.record.turns] == ["to_confirm", "yes", None]
+
+
+def test_no_asks_again_and_counts_as_a_no_match() -> None:
+    c = conversation()
+    c.start()
+    c.on_final(VISA_WORDS, 0.95)
+    actions = c.on_final("no", 0.9)
+    assert says(actions) == ["What is your card number?"]
+    assert listening(actions).question.slot_type is SlotType.DIGITS
+    assert "card" not in c.slots
+
+
+@pytest.mark.parametrize(
+    "reply", [f"no it's {MASTERCARD_WORDS}", f"no, {MASTERCARD_WORDS}", MASTERCARD_WORDS]
+)
+def test_a_correction_replaces_the_value_and_is_confirmed_again(reply: str) -> None:
+    c = conversation()
+    c.start()
+    c.on_final(VISA_WORDS, 0.95)
+    actions = c.on_final(reply, 0.9)
+    assert says(actions) == [READ_BACK.format(spaced(MASTERCARD))]
+    assert listening(actions).question.slot_type is SlotType.YES_NO
+    assert c.record.turns[-2].result == "correction"
+    assert says(c.on_final("yes", 0.9)) == ["What is your date of birth?"]
+    assert c.slots["card"] == MASTERCARD
+
+
+def test_a_correction_does_not_close_early_on_its_no() -> None:
+    c = conversation()
+    c.start()
+    c.on_final(VISA_WORDS, 0.95)
+    for partial in ("no", "no", "no it's", "no it's five"):
+        assert c.on_partial(partial) == []  # "no" may be followed by the right number
+    c2 = conversation()
+    c2.start()
+    c2.on_final(VISA_WORDS, 0.95)
+    c2.on_partial("yes")
+    assert c2.on_partial("yes") != []  # a stable yes closes at once
+
+
+def test_a_keyed_correction_and_keyed_yes() -> None:
+    c = conversation()
+    c.start()
+    c.on_final(VISA_WORDS, 0.95)
+    assert says(c.on_dtmf(MASTERCARD)) == [READ_BACK.format(spaced(MASTERCARD))]
+    assert says(c.on_dtmf("1")) == ["What is your date of birth?"]
+    assert c.slots["card"] == MASTERCARD
+
+
+def test_a_correction_that_breaks_a_rule_is_re_asked() -> None:
+    c = conversation()
+    c.start()
+    c.on_final(VISA_WORDS, 0.95)
+    actions = c.on_final("no it's " + " ".join(["four"] + ["one"] * 14 + ["two"]), 0.9)  # Luhn fails
+    assert says(actions) == [
+        "That number doesn't check out: one of the digits may be wrong.",
+        "Sorry, the long number on the front of your card?",
+    ]
+    assert listening(actions).question.slot_type is SlotType.DIGITS  # an answer again, not a read-back
+    assert says(c.on_final(VISA_WORDS, 0.95)) == [READ_BACK.format(spaced(VISA))]
+
+
+def test_no_input_and_no_match_at_the_read_back_ask_it_again_until_the_limits() -> None:
+    c = conversation()
+    c.start()
+    c.on_final(VISA_WORDS, 0.95)
+    assert says(c.on_no_input()) == [READ_BACK.format(spaced(VISA))]
+    assert says(c.on_final("purple elephants", 0.9)) == [READ_BACK.format(spaced(VISA))]
+    actions = c.on_no_input()  # the second no-input: over no_input_limit 1
+    assert says(actions) == ["Let me put you through."]
+    assert c.outcome == "transferred" and "no-input limit at card" in (c.record.outcome_reason or "")
+
+
+def test_operator_at_the_read_back_is_a_global_intent() -> None:
+    c = conversation()
+    c.start()
+    c.on_final(VISA_WORDS, 0.95)
+    assert says(c.on_final("operator please", 0.9)) == ["Let me put you through."]
+
+
+def card_block() -> Conversation:
+    agent = load_agent(EXAMPLES / "card_block.yaml")
+    return Conversation(agent, understanding((EXAMPLES / "card_block.yaml").read_text()), call_id="c")
+
+
+def to_go_ahead(c: Conversation) -> None:
+    c.start()
+    c.on_dtmf("42712345")
+    c.on_final("the third of may nineteen eighty five", 0.95)
+
+
+def test_card_block_no_is_never_contradicted() -> None:
+    """Issue 13 §4: "no" to "Shall I go ahead?" was read back as "you want me to block the card now?"."""
+    c = card_block()
+    to_go_ahead(c)
+    actions = c.on_final("no", 0.95)
+    assert not any("Just to be sure" in text for text in says(actions))
+    assert "No problem, I haven't blocked your card." in says(actions)
+    assert c.slots["confirm_block"] is False
+    assert not any(isinstance(a, CallWebhook) for a in actions)
+
+
+@pytest.mark.parametrize(
+    ("reply", "blocks"), [("yes", True), ("no", False), ("/dtmf 1", True), ("/dtmf 2", False)]
+)
+def test_card_block_double_check_of_a_yes(reply: str, blocks: bool) -> None:
+    c = card_block()
+    to_go_ahead(c)
+    assert says(c.on_final("yes", 0.95)) == ["Just to be sure: you want me to block the card now?"]
+    actions = c.on_dtmf(reply.split()[1]) if reply.startswith("/dtmf") else c.on_final(reply, 0.95)
+    assert any(isinstance(a, CallWebhook) for a in actions) is blocks
+    assert c.slots["confirm_block"] is blocks
+    if not blocks:
+        assert "No problem, I haven't blocked your card." in says(actions)
+
+
+# --- value rules --------------------------------------------------------------------------------------
+
+
+def at_birth() -> Conversation:
+    c = conversation()
+    c.start()
+    c.on_final(VISA_WORDS, 0.95)
+    c.on_final("yes", 0.9)
+    return c
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        ("yesterday", "You need to be at least sixteen to use this line. What is your date of birth?"),
+        ("the nineteenth of april twenty one fifteen", "You need to be at least sixteen"),
+        ("the nineteenth of march twenty twenty seven", "You need to be at least sixteen"),
+        ("the second of june two thousand and nine", "You need to be at least sixteen"),  # 15 y 364 d
+        ("the first of may eighteen ninety", "That date is too early: it must be on or after"),
+    ],
+)
+def test_impossible_birth_dates_are_re_asked(answer: str, said: str) -> None:
+    c = at_birth()
+    actions = c.on_final(answer, 0.95)
+    assert says(actions)[0].startswith(said), says(actions)
+    assert "birth" not in c.slots
+    assert c.record.turns[-2].result.startswith("invalid:")
+
+
+def test_a_birth_date_sixteen_years_ago_today_is_accepted() -> None:
+    c = at_birth()
+    assert says(c.on_final("the first of june two thousand and nine", 0.95)) == [
+        "Which day would you like to come in?"
+    ]
+    assert c.slots["birth"] == date(2009, 6, 1)
+
+
+def at_visit() -> Conversation:
+    c = at_birth()
+    c.on_final("the third of may nineteen eighty five", 0.95)
+    return c
+
+
+def test_relative_appointment_window() -> None:
+    c = at_visit()
+    actions = c.on_final("today", 0.95)
+    assert says(actions) == [
+        "That date is too early: it must be on or after Monday the 2nd of June 2025.",
+        "Which day would you like to come in?",
+    ]
+    actions = c.on_final("the third of may twenty one twenty", 0.95)
+    assert (
+        says(actions)[0] == "That date is too late: it must be on or before Saturday the 30th of August 2025."
+    )
+    assert says(c.on_final("next tuesday", 0.95)) == ["At what time?"]
+    assert c.slots["visit"] == date(2025, 6, 3)
+
+
+def test_time_and_amount_ranges_and_pattern() -> None:
+    c = at_visit()
+    c.on_final("next tuesday", 0.95)
+    assert says(c.on_final("seven in the morning", 0.95))[0] == "That is too early: the earliest is 8 am."
+    assert says(c.on_final("half past ten in the morning", 0.95)) == ["How many pounds?"]
+    assert says(c.on_final("ten thousand pounds", 0.95))[0] == "That is too large: the maximum is 5000."
+    assert says(c.on_final("two hundred and fifty pounds", 0.95)) == ["What is your claim reference?"]
+    actions = c.on_final("one two three four five six", 0.95)
+    assert says(actions) == ["Claim references start with a seven. Your reference?"]  # its own prompt only
+    assert "reference" not in c.slots
+    actions = c.on_final("seven one two three four five", 0.95)
+    assert says(actions) == ["Thank you."] and isinstance(actions[-1], Hangup)
+    assert c.slots["reference"] == "712345"
+
+
+def test_rule_breaks_count_towards_the_no_match_limit() -> None:
+    c = conversation()
+    c.start()
+    bad = " ".join(["four"] + ["one"] * 14 + ["two"])
+    c.on_final(bad, 0.95)
+    c.on_final(bad, 0.95)
+    actions = c.on_final(bad, 0.95)  # the third: over no_match_limit 2
+    assert says(actions) == ["Let me put you through."]
+    assert c.record.outcome_reason == "no-match limit at card (checksum rule)"
+
+
+def test_keyed_answers_are_checked_too() -> None:
+    c = conversation()
+    c.start()
+    assert says(c.on_dtmf("4111111111111112"))[0].startswith("That number doesn't check out")
+    assert says(c.on_dtmf("411111111111")) == [
+        "That is too short: I need at least 15 digits.",
+        "Sorry, the long number on the front of your card?",
+    ]
+    assert says(c.on_dtmf(VISA)) == [READ_BACK.format(spaced(VISA))]
