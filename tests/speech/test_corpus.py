@@ -462,3 +462,27 @@ def test_line_babble_and_street_snr(babble, kind):
     noise = out.astype(np.float64) - g711.ulaw_decode(g711.ulaw_encode(pcm))  # codec error is tiny
     measured = 10 * np.log10(speech_power(pcm) / np.mean(noise**2))
     assert abs(measured - 10.0) < 1.0
+
+
+@needs_engines
+def test_training_split_renders_without_held_out_voices(tmp_path):
+    held_out = "espeak-ng:en-gb-x-rp+f3"
+    assert held_out in HELD_OUT_VOICES
+    voices = f"flite:kal16,{held_out}"
+    train = asyncio.run(
+        generate_corpus(tmp_path / "train", seed=3, per_type=2, voices=[voices], split="train")
+    )
+    assert {r["voice"] for r in train} == {"flite:kal16"} and {r["split"] for r in train} == {"train"}
+    assert not any(r["held_out_voice"] for r in train)
+    assert not {r["noise"] for r in train} & HELD_OUT_NOISES
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    result = runner.invoke(
+        main, ["corpus", "--out", str(out), "--per-type", "1", "--voices", held_out, "--split", "eval"]
+    )
+    assert result.exit_code == 0, result.output
+    assert {(r["voice"], r["split"], r["held_out_voice"]) for r in read_labels(out)} == {
+        (held_out, "eval", True)
+    }
+    bad = runner.invoke(main, ["corpus", "--out", str(out), "--voices", held_out, "--split", "train"])
+    assert bad.exit_code == 2 and "held out" in bad.output
