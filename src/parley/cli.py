@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,6 +243,115 @@ def loadtest(
         click.echo(f"parley loadtest: error: {exc}", err=True)
         raise SystemExit(EXIT_USAGE) from exc
     raise SystemExit(result.exit_code)
+
+
+@main.group()
+def cluster() -> None:
+    """Many workers and nodes behind Kamailio: its configuration, rolling upgrades, status."""
+
+
+@cluster.command("kamailio-config")
+@click.argument("nodes", nargs=-1, required=True)
+@click.option("--listen", default="127.0.0.1:5060", show_default=True, help="Kamailio's SIP address IP:PORT.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Directory for kamailio.cfg and dispatcher.list.",
+)
+@click.option(
+    "--max-calls",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Calls per worker Kamailio sends at most (0: no limit; set the workers' --max-calls).",
+)
+@click.option(
+    "--probe-interval",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Seconds between OPTIONS probes of each worker.",
+)
+@click.option("--children", type=click.IntRange(1), default=4, show_default=True, help="Kamailio processes.")
+def kamailio_config(
+    nodes: tuple[str, ...], listen: str, out: Path, max_calls: int, probe_interval: int, children: int
+) -> None:
+    """Write kamailio.cfg and dispatcher.list (Kamailio 5.6) balancing calls over NODES.
+
+    Each NODE is HOST[:PORT][/WORKERS] as `parley serve --host HOST --port PORT --workers WORKERS`
+    runs it, e.g. 10.0.0.5:5060/8 (workers on ports 5060-5067).
+    """
+    from parley.cluster.kamailio import Node, dispatcher_list, kamailio_cfg, module_path
+
+    try:
+        parsed = [Node.parse(node) for node in nodes]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NODE") from exc
+    if not re.fullmatch(r"[0-9.]+:\d+", listen):
+        raise click.BadParameter("expected IP:PORT, e.g. 10.0.0.1:5060", param_hint="--listen")
+    out.mkdir(parents=True, exist_ok=True)
+    list_file = (out / "dispatcher.list").resolve()
+    list_file.write_text(dispatcher_list(parsed, max_load=max_calls))
+    config = kamailio_cfg(
+        listen=listen, dispatcher_file=str(list_file), probe_interval=probe_interval, children=children,
+        modules=module_path(),
+    )  # fmt: skip
+    (out / "kamailio.cfg").write_text(config)
+    workers = sum(node.workers for node in parsed)
+    click.echo(f"{out / 'kamailio.cfg'} and {list_file}: {workers} workers on {len(parsed)} nodes")
+
+
+@cluster.command()
+@click.argument("admins", nargs=-1, required=True)
+@click.option(
+    "--settle",
+    default=3.0,
+    show_default=True,
+    help="Seconds after a worker is back before draining the next (more than Kamailio's probe interval).",
+)
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds a node may take to roll.")
+def roll(admins: tuple[str, ...], settle: float, timeout: float) -> None:
+    """Rolling upgrade: restart every worker of each node in turn on the code and agent now on disk.
+
+    ADMINS are the nodes' admin endpoints, http://HOST:PORT (`parley serve --admin-port`). A worker
+    drains first (OPTIONS 503, its calls finish), so no call is lost; exit 1 if a node fails to roll.
+    """
+    from parley.cluster.roll import RollError, roll_nodes
+
+    try:
+        roll_nodes(list(admins), settle=settle, timeout=timeout, report=click.echo)
+    except RollError as exc:
+        click.echo(f"parley cluster roll: {exc}", err=True)
+        raise SystemExit(1) from exc
+
+
+@cluster.command()
+@click.argument("admins", nargs=-1, required=True)
+def status(admins: tuple[str, ...]) -> None:
+    """Each worker's state on the nodes at ADMINS (http://HOST:PORT); exit 1 if one is not ready."""
+    import httpx
+
+    from parley.cluster.roll import node_status
+
+    ready = True
+    with httpx.Client(timeout=5.0) as client:
+        for admin in admins:
+            try:
+                node = node_status(admin.rstrip("/"), client)
+            except httpx.HTTPError as exc:
+                click.echo(f"{admin}: unreachable ({exc})")
+                ready = False
+                continue
+            for worker in node["workers"]:
+                ready = ready and worker["state"] == "ready"
+                click.echo(
+                    f"{admin} worker {worker['index']} port {worker['port']}: {worker['state']} (pid"
+                    f" {worker['pid']}, generation {worker['generation']}, restarts {worker['restarts']})"
+                )
+    if not ready:
+        raise SystemExit(1)
 
 
 @main.command()

@@ -12,31 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from integration.harness import (
-    HOST,
-    ROOT,
-    SippResult,
-    assert_sipp_ok,
-    free_port,
-    needs_sipp,
-    rtp_range,
-    run_sipp,
-    spawn_until_ready,
-)
-from parley.cluster.node import NODE_READY_LINE
+from integration.harness import HOST, ROOT, SippResult, assert_sipp_ok, needs_sipp, run_sipp
 from parley.cluster.probe import probe
 from parley.cluster.supervisor import combine_stats, plan_workers
+
+from .nodes import Node
 
 
 def test_plan_gives_each_worker_its_own_sip_port_and_an_even_slice_of_the_rtp_range():
@@ -70,59 +58,11 @@ def test_combined_stats_sum_counters_and_leave_timings_out():
     }
 
 
-# -- a real node ---------------------------------------------------------------------------------
-class Node:
-    def __init__(self, tmp_path) -> None:
-        self.port = free_port(block=2)  # worker 0 on port, worker 1 on port + 1
-        self.admin = free_port()
-        first, last = rtp_range(80)
-        self.stats_file = tmp_path / "node-stats.json"
-        cmd = [sys.executable, "-m", "parley", "serve", "echo", "--workers", "2", "--host", HOST]
-        cmd += ["--port", str(self.port), "--transport", "udp", "--rtp-ports", f"{first}-{last}"]
-        cmd += ["--admin-port", str(self.admin), "--drain", "20", "--stats-file", str(self.stats_file)]
-        self.lines: list[str] = []
-        self.proc = spawn_until_ready(
-            cmd, self.lines, cwd=ROOT, startup_timeout=60, ready_line=NODE_READY_LINE
-        )
-
-    def log(self) -> str:
-        return "".join(self.lines[-60:])
-
-    def get(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://{HOST}:{self.admin}{path}", timeout=5) as response:
-            return response.read().decode()
-
-    def post(self, path: str) -> int:
-        request = urllib.request.Request(f"http://{HOST}:{self.admin}{path}", method="POST")
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-
-    def status(self) -> dict:
-        return json.loads(self.get("/status"))
-
-    def metric(self, name: str) -> float:
-        """A metric's value summed over its label sets, from the node's /metrics."""
-        values = re.findall(rf"(?m)^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", self.get("/metrics"))
-        assert values, f"{name} not exposed"
-        return sum(float(v) for v in values)
-
-    def wait_for(self, check: Callable[[dict], bool], what: str, timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = self.status()
-            if check(status):
-                return status
-            time.sleep(0.2)
-        pytest.fail(f"node never {what}: {self.status()}\n{self.log()}")
-
-
 @pytest.fixture
 def node(tmp_path) -> Iterator[Node]:
-    started = Node(tmp_path)
+    started = Node(tmp_path, HOST, workers=2, extra=["--drain", "20"])
     yield started
-    if started.proc.poll() is None:
-        os.killpg(started.proc.pid, signal.SIGKILL)
-        started.proc.wait(timeout=5)
+    started.kill()
 
 
 def calls(node: Node, worker: int, count: int, tmp_path, duration_ms: int = 500) -> SippResult:

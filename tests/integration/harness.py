@@ -207,6 +207,44 @@ def spawn_until_ready(
     return proc
 
 
+# -- Kamailio -------------------------------------------------------------------------------
+class Kamailio:
+    """A Kamailio proxy run in the foreground (``-DD -E``) in its own process group, logging to a file."""
+
+    def __init__(self, port: int, proc: subprocess.Popen, log: Path) -> None:
+        self.port = port
+        self.proc = proc
+        self.log = log
+
+    @classmethod
+    def start(cls, port: int, cfg_file: Path, workdir: Path) -> Kamailio:
+        assert KAMAILIO is not None
+        runtime = workdir / "kamailio-run"
+        runtime.mkdir(exist_ok=True)
+        log = workdir / "kamailio.log"
+        cmd = [KAMAILIO, "-DD", "-E", "-f", str(cfg_file), "-Y", str(runtime), "-w", str(workdir), "-m", "64"]
+        with log.open("w") as log_file:
+            proc = subprocess.Popen(
+                cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+            )
+        return cls(port, proc, log)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        # Kamailio forks workers into the process group we created for it: make sure none is left.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
 # -- SIPp -----------------------------------------------------------------------------------
 @dataclass
 class SippResult:

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+
+from parley.cluster.kamailio import module_path
 
 from .harness import (
     HERE,
     HOST,
     KAMAILIO,
+    Kamailio,
     Sniffer,
     UdpClient,
     assert_sipp_ok,
@@ -33,35 +31,6 @@ from .harness import (
 pytestmark = [pytest.mark.kamailio, pytest.mark.sipp, needs_kamailio, needs_sipp]
 
 
-def _module_path() -> str:
-    for candidate in [*sorted(glob.glob("/usr/lib/*/kamailio/modules")), "/usr/lib/kamailio/modules"]:
-        if os.path.exists(os.path.join(candidate, "dispatcher.so")):
-            return candidate + "/"
-    pytest.skip("kamailio's dispatcher module not found")
-
-
-class Kamailio:
-    def __init__(self, port: int, proc: subprocess.Popen, log: Path) -> None:
-        self.port = port
-        self.proc = proc
-        self.log = log
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        # Kamailio forks workers into the process group we created for it: make sure none is left.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def kamailio(tmp_path) -> Iterator:
     """Factory: ``kamailio(worker_ports)`` starts a proxy dispatching round-robin to the workers."""
@@ -73,39 +42,22 @@ def kamailio(tmp_path) -> Iterator:
         dispatcher = tmp_path / "dispatcher.list"
         dispatcher.write_text("".join(f"1 sip:{HOST}:{p}\n" for p in worker_ports))
         cfg = (HERE / "kamailio-lb.cfg").read_text()
-        cfg = cfg.replace("@PORT@", str(port)).replace("@MPATH@", _module_path())
+        modules = module_path()
+        if modules is None:
+            pytest.skip("kamailio's dispatcher module not found")
+        cfg = cfg.replace("@PORT@", str(port)).replace("@MPATH@", modules)
         cfg = cfg.replace("@DISPATCHER_LIST@", str(dispatcher))
         cfg_file = tmp_path / "kamailio.cfg"
         cfg_file.write_text(cfg)
-        runtime = tmp_path / "kamailio-run"
-        runtime.mkdir()
-        log = tmp_path / "kamailio.log"
-        cmd = [
-            KAMAILIO,
-            "-DD",
-            "-E",
-            "-f",
-            str(cfg_file),
-            "-Y",
-            str(runtime),
-            "-w",
-            str(tmp_path),
-            "-m",
-            "64",
-        ]
-        with log.open("w") as log_file:
-            proc = subprocess.Popen(
-                cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True
-            )
-        proxy = Kamailio(port, proc, log)
+        proxy = Kamailio.start(port, cfg_file, tmp_path)
         started.append(proxy)
         # Ready when an OPTIONS through the proxy comes back answered by a worker.
         client = UdpClient()
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    pytest.fail(f"kamailio exited with {proc.returncode}:\n{proxy.log_text()}")
+                if proxy.proc.poll() is not None:
+                    pytest.fail(f"kamailio exited with {proxy.proc.returncode}:\n{proxy.log_text()}")
                 client.send(sip_request("OPTIONS", port, client.port), port)
                 if status(client.response("OPTIONS", timeout=0.3)) == 200:
                     return proxy
