@@ -68,6 +68,14 @@ class Node:
         values = [float(v) for found, v in re.findall(pattern, self.get("/metrics")) if labels in found]
         return sum(values)
 
+    def settled_metric(self, name: str, expected: float, labels: str = "", timeout: float = 5) -> float:
+        """The metric once it equals ``expected`` (a call's end is counted just after its BYE is
+        answered), or its value when ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while (value := self.metric(name, labels)) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return value
+
     def wait_for(self, check: Callable[[dict], bool], what: str, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

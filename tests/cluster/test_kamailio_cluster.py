@@ -45,6 +45,13 @@ class Cluster:
     def metric(self, name: str, labels: str = "") -> float:
         return sum(node.metric(name, labels) for node in self.nodes)
 
+    def settled_metric(self, name: str, expected: float, labels: str = "", timeout: float = 5) -> float:
+        """The metric summed over the nodes once it equals ``expected`` (or at ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while (value := self.metric(name, labels)) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return value
+
     def load(self, tmp_path, *, calls: int, rate: float, duration_ms: int) -> tuple[threading.Thread, list]:
         """SIPp calls through Kamailio in a background thread; the result lands in the list."""
         results: list[SippResult] = []
@@ -110,7 +117,7 @@ def test_rolling_upgrade_of_both_nodes_under_steady_load_fails_no_call(cluster, 
     # A worker that had begun draining before Kamailio's probe saw it refused a few INVITEs with
     # 503 (counted as refused, reason draining); Kamailio sent those to the next worker.
     assert cluster.metric("parley_calls_admitted_total") == results[0].successful == calls
-    assert cluster.metric("parley_calls_ended_total", 'reason="remote-bye"') == calls
+    assert cluster.settled_metric("parley_calls_ended_total", calls, 'reason="remote-bye"') == calls
     assert cluster.metric("parley_calls_active") == 0
     assert cluster.metric("parley_calls_refused_total") == cluster.metric(
         "parley_calls_refused_total", 'reason="draining"'
