@@ -844,9 +844,9 @@ def babble_talkers(
     voices: list[tuple[str, str]], pitch_support: Callable[[str, str], bool]
 ) -> list[tuple[str, str, float, float]]:
     """The babble bed's talkers (engine, voice, rate, pitch): the corpus's voices in turn, the
-    quick non-festival ones if there are any, each at its own pitch and rate."""
-    quick = sorted(voices, key=lambda v: (v[0] == "festival", VOICE_WEIGHTS.get(v[0], 1.0) < 1, v))
-    quick = [v for v in quick if v[0] != "festival"] or quick
+    quick non-festival ones if there are any (flite before espeak-ng), each at its own pitch and rate."""
+    quick = [v for v in voices if v[0] != "festival"] or list(voices)
+    quick.sort(key=lambda v: (VOICE_WEIGHTS.get(v[0], 1.0) < 1, v))  # down-weighted (robotic) voices last
     pitches, rates = (1.0, 1.12, 0.9, 1.06, 0.94), (1.0, 1.1, 0.92, 1.05, 0.96)
     talkers = []
     for i in range(BABBLE_TALKERS):
