@@ -20,10 +20,18 @@ if TYPE_CHECKING:
 
 @click.group()
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object a line with the call's Call-ID (never caller data).",
+)
+def main(verbose: int, log_format: str) -> None:
     """Parley: real-time voice agents that answer phone calls."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from parley.telephony.logs import configure_logging
+
+    configure_logging(logging.WARNING - 10 * min(verbose, 2), log_format)
 
 
 def _port_in_use(host: str, port: int, transports: tuple[str, ...]) -> str | None:
@@ -85,8 +93,8 @@ def _port_range(text: str) -> tuple[int, int]:
 )
 @click.option(
     "--admin-port",
-    type=click.IntRange(0, 65535),
-    help="With several workers: HTTP on HOST for GET /status, POST /roll, GET /metrics (0: a free port).",
+    type=click.IntRange(1, 65535),
+    help="HTTP on HOST: GET /metrics (Prometheus); with several workers also GET /status, POST /roll.",
 )
 @click.option(
     "--decode-processes",
@@ -139,7 +147,7 @@ def serve(
             clean = serve_node(
                 context.params,
                 rtp_ports=_port_range(rtp_ports),
-                verbose=context.find_root().params["verbose"],
+                logging_options=context.find_root().params,
                 workers=workers,
                 admin_port=admin_port,
                 stats_file=stats_file,
@@ -161,6 +169,10 @@ def serve(
         media_timeout=media_timeout,
         drain=drain,
     )
+    if admin_port is not None:  # one process: its own metrics (a node's supervisor serves more)
+        from prometheus_client import start_http_server
+
+        start_http_server(admin_port, addr=host)
     if agent == "echo":
         coro = run_server(echo, **options)
     else:

@@ -23,15 +23,24 @@ class Node:
     """``parley serve echo`` on ``host`` with ``workers`` workers (ports ``port`` .. ``port+workers-1``)."""
 
     def __init__(
-        self, tmp_path: Path, host: str, *, workers: int, port: int | None = None, extra: list[str] = ()
+        self,
+        tmp_path: Path,
+        host: str,
+        *,
+        workers: int,
+        port: int | None = None,
+        extra: list[str] = (),
+        options: list[str] = (),
     ) -> None:
+        """``options`` go before ``serve`` (``-v``, ``--log-format``), ``extra`` after it."""
         self.host = host
         self.workers = workers
         self.port = port or free_port(block=workers)
         self.admin_port = free_port()
         first, last = rtp_range(40 * workers)
         self.stats_file = tmp_path / f"node-{host}-{self.port}-stats.json"
-        cmd = [sys.executable, "-m", "parley", "serve", "echo", "--workers", str(workers), "--host", host]
+        cmd = [sys.executable, "-m", "parley", *options, "serve", "echo", "--workers", str(workers)]
+        cmd += ["--host", host]
         cmd += ["--port", str(self.port), "--transport", "udp", "--rtp-ports", f"{first}-{last}"]
         cmd += ["--admin-port", str(self.admin_port), "--stats-file", str(self.stats_file), *extra]
         self.lines: list[str] = []

@@ -60,7 +60,7 @@ def test_combined_stats_sum_counters_and_leave_timings_out():
 
 @pytest.fixture
 def node(tmp_path) -> Iterator[Node]:
-    started = Node(tmp_path, HOST, workers=2, extra=["--drain", "20"])
+    started = Node(tmp_path, HOST, workers=2, extra=["--drain", "20"], options=["-v", "--log-format", "json"])
     yield started
     started.kill()
 
@@ -132,6 +132,16 @@ def test_a_node_serves_restarts_rolls_and_drains_its_workers(node, tmp_path):
     reports = sorted((r["worker"], r["generation"]) for r in stats["workers"])
     assert reports == [(0, 1), (0, 2), (1, 2), (1, 3)]
 
+    # The workers logged JSON lines; each call's lines carry its Call-ID (SIPp's: number-pid@host).
+    logged = [json.loads(line) for line in node.lines if line.startswith("{")]
+    answered = [line for line in logged if line["message"] == "call answered"]
+    ended = [line for line in logged if line["message"] == "call ended: remote-bye"]
+    assert len(answered) == len(ended) == 6 + 2 + 1 + 1 + 1, node.log()
+    assert {line["call_id"] for line in answered} == {line["call_id"] for line in ended}
+    assert all(line["call_id"].endswith(f"@{HOST}") for line in answered)
+    fields = {"time", "level", "logger", "message", "call_id", "error"}
+    assert {key for line in logged for key in line} <= fields
+
 
 def test_serve_refuses_tcp_only_workers_clearly():
     result = subprocess.run(
@@ -140,3 +150,33 @@ def test_serve_refuses_tcp_only_workers_clearly():
     )  # fmt: skip
     assert result.returncode == 2
     assert "need UDP" in result.stderr
+
+
+def test_json_log_lines_carry_the_call_id_of_the_task_that_logged():
+    import logging
+
+    from parley.telephony.logs import JsonFormatter, call_id
+
+    formatter = JsonFormatter()
+    record = logging.LogRecord("parley.test", logging.INFO, __file__, 1, "turn %d done", (3,), None)
+    assert json.loads(formatter.format(record)).keys() == {"time", "level", "logger", "message"}
+
+    async def one_call(name: str) -> dict:
+        call_id.set(name)
+        await asyncio.sleep(0)
+        return json.loads(formatter.format(record))
+
+    async def both() -> list[dict]:
+        return await asyncio.gather(one_call("a@host"), one_call("b@host"))
+
+    lines = asyncio.run(both())
+    assert [(line["call_id"], line["message"], line["level"]) for line in lines] == [
+        ("a@host", "turn 3 done", "info"),
+        ("b@host", "turn 3 done", "info"),
+    ]
+    assert call_id.get() is None  # each call's task had its own context
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        failed = logging.LogRecord("parley.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert "RuntimeError: boom" in json.loads(formatter.format(failed))["error"]

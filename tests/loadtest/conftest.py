@@ -93,19 +93,21 @@ def agent_server(
     directory = tmp_path_factory.mktemp("loadtest-agent")
     agent_file = directory / "agent.yaml"
     agent_file.write_text(AGENT_YAML.format(sink_port=sink_port))
+    admin_port = free_port()  # its Prometheus metrics (test_metrics.py)
     try:
         server = start_agent_server(
             agent_file,
             port=free_port(),
             rtp_ports=rtp_range(40),
             records=directory / "calls.jsonl",
-            extra=["--max-load", "0"],
+            extra=["--max-load", "0", "--admin-port", str(admin_port)],
             startup_timeout=90,
             cache_dir=fresh_prompt_cache,
         )
     except RuntimeError as exc:
         pytest.fail(str(exc))
     server.records = directory / "calls.jsonl"  # type: ignore[attr-defined]
+    server.metrics_url = f"http://{HOST}:{admin_port}/metrics"  # type: ignore[attr-defined]
     yield server
     stop_agent_server(server)
 

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from parley.agent import metrics
 from parley.agent.model import Agent
 from parley.agent.runtime import (
     Action,
@@ -126,7 +127,9 @@ class VoiceAgent:
         worker processes, or the cores they share with the event loop, whichever is busier."""
         if self._decoders_load is None or self._cores_load is None:
             return 0.0
-        return max(self._decoders_load(), self._cores_load())
+        load = max(self._decoders_load(), self._cores_load())
+        metrics.DECODE_LOAD.set(load)
+        return load
 
     async def close(self) -> None:
         if self.http is not None:
@@ -204,6 +207,10 @@ class _CallSession:
                         self.pending = []
 
                 result = await perform_with_hold(action, hold, client=self.app.http)
+                metrics.WEBHOOK_SECONDS.observe(result.latency_s)
+                if not result.ok:
+                    failed = "unknown" if result.unknown else "status" if result.status else "error"
+                    metrics.WEBHOOK_ERRORS.labels(failed).inc()
                 following += self.conversation.on_webhook_result(
                     result.status,
                     result.body,
@@ -316,6 +323,7 @@ class _CallSession:
                     if keys.digits:  # keying goes on: the keypad ends this turn
                         speaking = False
                         continue
+                    ended_at = loop.time() - (event.at_ms - event.last_speech_ms) / 1000  # last speech
                     if record is None:
                         record = await turn.finish()
                     winner = record.winner
@@ -323,7 +331,7 @@ class _CallSession:
                         "close_after_speech_ms": event.at_ms - event.last_speech_ms,  # VAD hangover included
                         "asr_finish_ms": record.finish_seconds * 1000,
                     }
-                    return self.conversation.on_final(
+                    decided = self.conversation.on_final(
                         winner.text if winner else "",
                         winner.confidence if winner else 0.0,
                         hypotheses=[h for h in record.hypotheses if h.is_final],
@@ -331,6 +339,8 @@ class _CallSession:
                         winner=winner.engine if winner else None,
                         timing=timing,
                     )
+                    metrics.TURN_LATENCY_SECONDS.observe(loop.time() - ended_at)
+                    return decided
                 elif isinstance(event, NoInput) and not keys.digits:
                     return self.conversation.on_no_input()
         finally:

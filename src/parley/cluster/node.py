@@ -126,11 +126,16 @@ async def run_node(
     return stats, all(code == 0 for code in exits if code is not None)
 
 
-def worker_command(options: dict[str, Any], verbose: int) -> Callable[[WorkerPlan, Path], list[str]]:
-    """A worker's ``parley serve --workers 1`` command line, from the node's ``serve`` options."""
+def worker_command(
+    options: dict[str, Any], logging_options: dict[str, Any]
+) -> Callable[[WorkerPlan, Path], list[str]]:
+    """A worker's ``parley serve --workers 1`` command line, from the node's ``parley`` (``-v``,
+    ``--log-format``) and ``serve`` options."""
+    verbose = logging_options.get("verbose", 0)
+    logs = ["--log-format", logging_options.get("log_format", "text")]
 
     def command(plan: WorkerPlan, stats_file: Path) -> list[str]:
-        cmd = [sys.executable, "-m", "parley", *(["-" + "v" * verbose] if verbose else []), "serve"]
+        cmd = [sys.executable, "-m", "parley", *(["-" + "v" * verbose] if verbose else []), *logs, "serve"]
         cmd += [options["agent"], "--workers", "1", "--host", options["host"], "--port", str(plan.port)]
         first, last = plan.rtp_ports
         cmd += ["--transport", options["transport"], "--rtp-ports", f"{first}-{last}"]
@@ -148,7 +153,7 @@ def serve_node(
     options: dict[str, Any],
     *,
     rtp_ports: tuple[int, int],
-    verbose: int,
+    logging_options: dict[str, Any],
     workers: int,
     admin_port: int | None,
     stats_file: Path | None,
@@ -163,7 +168,7 @@ def serve_node(
         raise ValueError("a node's workers need UDP: their health probe is an OPTIONS over UDP")
     plans = plan_workers(workers, options["port"], rtp_ports)
     decoders = options.get("decode_processes") or max(1, (usable_cores() - workers) // workers)
-    command = worker_command({**options, "decode_processes": decoders}, verbose)
+    command = worker_command({**options, "decode_processes": decoders}, logging_options)
     with NodeMetrics() as metrics:
         stats, clean = asyncio.run(
             run_node(command, plans, host=options["host"], admin_port=admin_port, env=metrics.worker_env(),

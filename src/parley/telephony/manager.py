@@ -34,7 +34,7 @@ from parley.sip.useragent import (
     SessionState,
     UserAgent,
 )
-from parley.telephony import metrics
+from parley.telephony import logs, metrics
 from parley.telephony.call import Call
 
 log = logging.getLogger(__name__)
@@ -213,6 +213,7 @@ class CallManager:
 
     async def _accept(self, session: InviteSession, received: float) -> None:
         """Answer an incoming INVITE: open RTP, negotiate SDP, send 200, run the app."""
+        logs.call_id.set(session.call_id)  # this task's context, copied into the app's task
         try:
             endpoint = await self.ports.open()
         except OSError:
@@ -247,6 +248,7 @@ class CallManager:
         self.ua.answer(session, answer, self._now())
         self._flush()
         self.stats.answered += 1
+        log.info("call answered")
         metrics.CALLS_ADMITTED.inc()
         metrics.CALLS_ACTIVE.inc()
         metrics.CALL_SETUP_SECONDS.observe(self._now() - received)
@@ -329,6 +331,9 @@ class CallManager:
             if leg.call.direction == "inbound":
                 metrics.CALLS_ACTIVE.dec()
                 metrics.CALLS_ENDED.labels(reason).inc()
+                token = logs.call_id.set(session.call_id)  # called from the transport, not the call's task
+                log.info("call ended: %s", reason)
+                logs.call_id.reset(token)
             self.clock.remove(leg.call.stream)
             self.calls.pop(session.call_id + session.local_tag, None)
             leg.call._ended(reason)
