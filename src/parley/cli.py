@@ -404,12 +404,18 @@ def corpus(out: Path, seed: int, per_type: int, voices: tuple[str, ...], workers
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def validate(files: tuple[Path, ...]) -> None:
-    """Check agent files; print each error as FILE:LINE:COL and exit 1 if any file is invalid."""
+    """Check agent and load-test scenario files (a top-level `scripts:` makes a scenario); print each
+    error as FILE:LINE:COL and exit 1 if any file is invalid."""
     from parley.agent.loader import validate_file
+    from parley.loadtest.scenario import is_scenario_text, validate_scenario_file
 
     failed = False
     for path in files:
-        errors = validate_file(path)
+        try:
+            scenario = is_scenario_text(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            scenario = False  # the agent loader reports why the file cannot be read
+        errors = validate_scenario_file(path) if scenario else validate_file(path)
         for error in errors:
             click.echo(str(error))
         if errors:
@@ -422,11 +428,13 @@ def validate(files: tuple[Path, ...]) -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead.")
-def schema(out: Path | None) -> None:
-    """Print the JSON schema of agent files (for editors' YAML support)."""
+@click.option("--scenario", is_flag=True, help="The schema of load-test scenario files instead.")
+def schema(out: Path | None, scenario: bool) -> None:
+    """Print the JSON schema of agent files (or scenario files) for editors' YAML support."""
     from parley.agent.model import agent_json_schema
+    from parley.loadtest.scenario import scenario_json_schema
 
-    text = json.dumps(agent_json_schema(), indent=2) + "\n"
+    text = json.dumps(scenario_json_schema() if scenario else agent_json_schema(), indent=2) + "\n"
     if out is None:
         click.echo(text, nl=False)
     else:

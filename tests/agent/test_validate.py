@@ -556,3 +556,39 @@ def test_value_rules_are_checked(tmp_path: Path, rules: str, needle: str, messag
 def test_date_bounds_are_checked(tmp_path: Path, bounds: str, needle: str, message: str) -> None:
     text = VALID.replace("    slot_type: name\n", f"    slot_type: date\n    rules: {bounds}\n")
     _one(tmp_path, text, needle, message, None)
+
+
+SCENARIOS = sorted((Path(__file__).parents[2] / "examples" / "loadtest").glob("*.yaml"))
+
+
+def test_cli_schema_scenario_is_a_json_schema_the_example_scenarios_satisfy() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    result = CliRunner().invoke(main, ["schema", "--scenario"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.output)
+    assert schema["title"] == "Parley load-test scenario"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in SCENARIOS:
+        data = json.loads(
+            json.dumps(yaml.safe_load(path.read_text()), default=str)
+        )  # dates as editors see them
+        errors = [e.message for e in validator.iter_errors(data)]
+        assert errors == [], (path, errors)
+    for name, definition in {"Scenario": schema, **schema["$defs"]}.items():
+        definition = definition.get("anyOf", [definition])[0]  # short forms beside the full one
+        for field, spec in definition.get("properties", {}).items():
+            assert spec.get("description"), f"{name}.{field} has no description"
+
+
+def test_cli_validate_recognises_scenario_files(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", *map(str, SCENARIOS), *map(str, EXAMPLES)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(": ok") == len(SCENARIOS) + len(EXAMPLES)
+    text = SCENARIOS[0].read_text().replace("wait_prompt", "wait_promt", 1)
+    bad = _write(tmp_path, text, "scenario.yaml")
+    result = CliRunner().invoke(main, ["validate", str(bad)])
+    assert result.exit_code == 1
+    line, column = _pos(text, "wait_promt")
+    assert result.output.startswith(f"{bad}:{line}:{column}: error: unknown step 'wait_promt'"), result.output
+    assert "did you mean 'wait_prompt'?" in result.output

@@ -95,7 +95,7 @@ class _Model(BaseModel):
 class Voice(_Model):
     """The text-to-speech voice of the agent."""
 
-    engine: Literal["flite", "espeak-ng", "festival"] = "flite"
+    engine: Literal["flite", "espeak-ng", "festival"] = Field("flite", description="The TTS engine.")
     voice: str | None = Field(
         None, description="Engine voice name (e.g. flite 'slt'); engine default if unset."
     )
@@ -117,8 +117,10 @@ class Settings(_Model):
 class GlobalIntentAction(_Model):
     """What a global intent does when recognised at any ask: go to a step, or an action."""
 
-    goto: StepId | None = None
-    action: Literal["repeat", "hangup"] | None = None
+    goto: StepId | None = Field(None, description="Run this step.")
+    action: Literal["repeat", "hangup"] | None = Field(
+        None, description="repeat: say the last prompt again and listen; hangup: end the call."
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
@@ -131,9 +133,9 @@ class SayStep(_Model):
     """Speak a prompt, then continue."""
 
     id: StepId
-    type: Literal["say"]
-    text: str = Field(min_length=1)
-    interruptible: bool = True
+    type: Literal["say"] = Field(description="say")
+    text: str = Field(min_length=1, description="What to say; may use {slot} placeholders.")
+    interruptible: bool = Field(True, description="The caller may barge in.")
     next: StepId | None = Field(None, description="Default: the following step in the list.")
 
 
@@ -168,16 +170,28 @@ class AskStep(_Model):
     """Ask a question and fill a slot from the answer."""
 
     id: StepId
-    type: Literal["ask"]
+    type: Literal["ask"] = Field(description="ask")
     slot: SlotName
-    slot_type: SlotKind
-    prompt: str = Field(min_length=1)
-    reprompts: list[str] = Field(default_factory=list, description="Used in order on no-match / no-input.")
-    no_input_prompt: str | None = None
-    no_input_limit: int = Field(2, ge=0, le=10)
-    no_match_limit: int = Field(2, ge=0, le=10)
-    confirm: ConfirmPolicy = ConfirmPolicy.LOW_CONFIDENCE
-    confirm_prompt: str | None = Field(None, description="Default: a read-back of the value.")
+    slot_type: SlotKind = Field(description="The kind of answer, which picks the reader of its value.")
+    prompt: str = Field(min_length=1, description="The question; may use {slot} placeholders.")
+    reprompts: list[str] = Field(
+        default_factory=list, description="Said in order after a no-match or no-input (the last repeats)."
+    )
+    no_input_prompt: str | None = Field(None, description="Said first after a no-input.")
+    no_input_limit: int = Field(2, ge=0, le=10, description="No-inputs tolerated; one more: on_failure.")
+    no_match_limit: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="No-matches (rule breaks, a 'no' at a read-back) tolerated; one more: on_failure.",
+    )
+    confirm: ConfirmPolicy = Field(
+        ConfirmPolicy.LOW_CONFIDENCE,
+        description="Read the answer back: never, always, or low_confidence (below confirm_threshold).",
+    )
+    confirm_prompt: str | None = Field(
+        None, description="The read-back; may use {value}. Default: 'I heard {value}, is that right?'."
+    )
     digits: int | None = Field(None, ge=1, le=32, description="digits only: the expected length.")
     options: list[str] = Field(default_factory=list, description="choice: the options; name: known names.")
     intents: list[IntentName] = Field(default_factory=list, description="Intents also accepted as answers.")
@@ -197,7 +211,7 @@ class AskStep(_Model):
         description="Keypad: the answer ends at this many keys. Default: 'digits' when set, else no limit.",
     )
     rules: ValueRules | None = Field(None, description="Checks on the answer's value (range, length, ...).")
-    interruptible: bool = True
+    interruptible: bool = Field(True, description="The caller may barge in on the prompt.")
     next: StepId | None = Field(None, description="Default: the following step in the list.")
     on_failure: StepId | None = Field(None, description="When limits are exhausted. Default: polite hangup.")
 
@@ -217,12 +231,12 @@ class AskStep(_Model):
 class Condition(_Model):
     """A branch condition: on a slot (equals / greater_than / less_than / present) or on an intent."""
 
-    slot: SlotName | None = None
-    intent: IntentName | None = None
-    equals: str | int | float | bool | None = None
-    greater_than: float | None = None
-    less_than: float | None = None
-    present: bool | None = None
+    slot: SlotName | None = Field(None, description="Test this slot.")
+    intent: IntentName | None = Field(None, description="Holds when the last answer had this intent.")
+    equals: str | int | float | bool | None = Field(None, description="The slot equals this value.")
+    greater_than: float | None = Field(None, description="The slot's number is greater.")
+    less_than: float | None = Field(None, description="The slot's number is smaller.")
+    present: bool | None = Field(None, description="true: the slot has a value; false: it has none.")
 
     @model_validator(mode="after")
     def _shape(self) -> Self:
@@ -241,7 +255,7 @@ class Condition(_Model):
 class BranchCase(_Model):
     """One case of a branch: the first case whose condition holds wins."""
 
-    when: Condition
+    when: Condition = Field(description="The condition.")
     next: StepId
 
 
@@ -249,8 +263,8 @@ class BranchStep(_Model):
     """Go to the first case whose condition holds, else to ``default``."""
 
     id: StepId
-    type: Literal["branch"]
-    cases: list[BranchCase] = Field(min_length=1)
+    type: Literal["branch"] = Field(description="branch")
+    cases: list[BranchCase] = Field(min_length=1, description="Tried in order; the first that holds wins.")
     default: StepId | None = Field(None, description="Default: the following step in the list.")
 
 
@@ -272,9 +286,9 @@ class WebhookStep(_Model):
     """Send collected slots as JSON to the customer's backend and save fields of the response."""
 
     id: StepId
-    type: Literal["webhook"]
+    type: Literal["webhook"] = Field(description="webhook")
     url: str = Field(description="http(s) URL; may use ${VAR} from the environment.")
-    method: Literal["POST", "PUT"] = "POST"
+    method: Literal["POST", "PUT"] = Field("POST", description="The HTTP method.")
     headers: dict[str, str] = Field(
         default_factory=dict,
         repr=False,
@@ -326,17 +340,17 @@ class TransferStep(_Model):
     """Hand the call over (SIP REFER) to a sip:/sips:/tel: URI."""
 
     id: StepId
-    type: Literal["transfer"]
-    to: str
-    message: str | None = None
+    type: Literal["transfer"] = Field(description="transfer")
+    to: str = Field(description="A sip:, sips: or tel: URI.")
+    message: str | None = Field(None, description="Said before the transfer.")
 
 
 class HangupStep(_Model):
     """Say goodbye and end the call."""
 
     id: StepId
-    type: Literal["hangup"]
-    message: str | None = None
+    type: Literal["hangup"] = Field(description="hangup")
+    message: str | None = Field(None, description="Said before hanging up.")
 
 
 Step = Annotated[
@@ -383,10 +397,14 @@ class Agent(_Model):
     """A voice agent: its voice, settings, intents and the steps of its dialogue."""
 
     name: str = Field(pattern=SLUG, description="A slug, e.g. insurance-claim.")
-    description: str | None = None
-    language: str = "en-US"
-    voice: Voice = Field(default_factory=Voice)
-    settings: Settings = Field(default_factory=Settings)
+    description: str | None = Field(None, description="One line about the agent.")
+    language: str = Field(
+        "en-US", description="BCP 47 tag; en-US speaks amounts in dollars, others in pounds."
+    )
+    voice: Voice = Field(default_factory=Voice, description="The text-to-speech voice.")
+    settings: Settings = Field(
+        default_factory=Settings, description="Silences, barge-in, read-back threshold."
+    )
     intents: dict[IntentName, list[str]] = Field(
         default_factory=dict, description="Intent name → example phrases the classifier trains on."
     )
@@ -394,7 +412,9 @@ class Agent(_Model):
         default_factory=dict, description="Intents recognised at any ask → goto a step or an action."
     )
     start: StepId | None = Field(None, description="Default: the first step.")
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(
+        min_length=1, description="say, ask, branch, webhook, transfer and hangup steps."
+    )
 
     @model_validator(mode="after")
     def _semantics(self, info: ValidationInfo) -> Self:

@@ -36,6 +36,7 @@ from parley.agent.loader import (
     read_yaml_mapping,
 )
 from parley.agent.model import did_you_mean
+from parley.agent.rules import resolve_date
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|([a-z_]+))?\}")
 FILTERS = ("words", "spell", "spoken", "upper", "lower")
@@ -65,8 +66,8 @@ class Traffic(_Model):
     duration_s: float | None = Field(None, gt=0, description="Place calls for this long.")
     rate: float = Field(1.0, gt=0, description="Calls per second on the plateau.")
     concurrency: int = Field(100, ge=1, description="At most this many calls at once.")
-    ramp_up_s: float = Field(0.0, ge=0)
-    ramp_down_s: float = Field(0.0, ge=0)
+    ramp_up_s: float = Field(0.0, ge=0, description="Seconds to ramp the rate up from zero.")
+    ramp_down_s: float = Field(0.0, ge=0, description="Seconds to ramp the rate down at the end.")
     setup_timeout_s: float = Field(10.0, gt=0, le=30, description="INVITE → answer, else no_answer.")
     max_call_s: float = Field(300.0, gt=0, description="A call still up after this long is hung up.")
 
@@ -82,32 +83,32 @@ class Traffic(_Model):
 class PromptDetection(_Model):
     """How the caller tells the agent's prompt has ended: speech, then this much silence."""
 
-    silence_ms: int = Field(700, ge=100, le=10000)
-    min_speech_ms: int = Field(300, ge=20, le=10000)
+    silence_ms: int = Field(700, ge=100, le=10000, description="Silence after speech that ends a prompt.")
+    min_speech_ms: int = Field(300, ge=20, le=10000, description="Speech needed before that silence counts.")
     timeout_s: float = Field(20.0, gt=0, le=600, description="Default wait_prompt timeout.")
 
 
 class CallerVoice(_Model):
-    engine: Literal["flite", "espeak-ng", "festival"] = "flite"
-    voice: str = "slt"  # pocketsphinx hears flite's slt; it does not hear espeak-ng well
-    rate: float = Field(1.0, gt=0.2, le=4.0)
+    engine: Literal["flite", "espeak-ng", "festival"] = Field("flite", description="The callers' TTS engine.")
+    voice: str = Field("slt", description="The engine's voice (pocketsphinx hears flite's slt well).")
+    rate: float = Field(1.0, gt=0.2, le=4.0, description="Speaking rate; 1.0 is normal.")
 
 
 class Caller(_Model):
-    voice: CallerVoice = CallerVoice()
-    prompt: PromptDetection = PromptDetection()
+    voice: CallerVoice = Field(CallerVoice(), description="How the callers' answers are synthesised.")
+    prompt: PromptDetection = Field(PromptDetection(), description="How a caller tells a prompt has ended.")
 
 
 class HookResponse(_Model):
-    status: int = Field(200, ge=100, le=599)
-    body: dict[str, Any] = Field(default_factory=dict)
+    status: int = Field(200, ge=100, le=599, description="The HTTP status answered.")
+    body: dict[str, Any] = Field(default_factory=dict, description="The JSON object answered.")
 
 
 class Webhook(_Model):
     """The sink the agent under test posts to (``http://HOST:PORT/...``)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="Address the sink listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the sink listens on (0: a free one).")
     responses: dict[str, HookResponse] = Field(
         default_factory=dict, description="Answer per request path; others get 200 {}."
     )
@@ -116,22 +117,28 @@ class Webhook(_Model):
 class Thresholds(_Model):
     """Limits; a run that misses any exits 1 (absent: not checked)."""
 
-    max_failed_pct: float | None = Field(None, ge=0, le=100)
-    max_p95_turn_latency_ms: float | None = Field(None, gt=0)
-    max_p95_setup_ms: float | None = Field(None, gt=0)
-    min_slot_accuracy_pct: float | None = Field(None, ge=0, le=100)
-    max_rtp_loss_pct: float | None = Field(None, ge=0, le=100)
+    max_failed_pct: float | None = Field(None, ge=0, le=100, description="Failed calls, % of all.")
+    max_p95_turn_latency_ms: float | None = Field(
+        None, gt=0, description="95th percentile from the end of an answer to the agent's reply."
+    )
+    max_p95_setup_ms: float | None = Field(None, gt=0, description="95th percentile INVITE → answer.")
+    min_slot_accuracy_pct: float | None = Field(
+        None, ge=0, le=100, description="Right slot values, % of those scored (not reached: not scored)."
+    )
+    max_rtp_loss_pct: float | None = Field(None, ge=0, le=100, description="Lost received RTP packets, %.")
 
 
 # -- variables ------------------------------------------------------------------------------------
 class DigitsGen(_Model):
-    length: int = Field(ge=1, le=64)
-    alphabet: str = Field("0123456789", min_length=1, pattern=r"^[0-9A-Za-z]+$")
+    length: int = Field(ge=1, le=64, description="How many characters.")
+    alphabet: str = Field(
+        "0123456789", min_length=1, pattern=r"^[0-9A-Za-z]+$", description="The characters drawn from."
+    )
 
 
 class NumberGen(_Model):
-    min: int = 0
-    max: int
+    min: int = Field(0, description="The smallest number (included).")
+    max: int = Field(description="The largest number (included).")
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -141,23 +148,34 @@ class NumberGen(_Model):
 
 
 class DateGen(_Model):
-    start: date
-    end: date
+    """Dates from ``start`` to ``end``: ISO dates, ``today`` or offsets from the run's day (``+1d``,
+    ``-16y``; units d, w, m, y) as in agents' value rules, for agents whose rules are relative."""
+
+    start: date | str = Field(description="The first date: ISO, today, or an offset such as +1d.")
+    end: date | str = Field(description="The last date, written as for start.")
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        if self.end < self.start:
+        try:
+            first, last = self.span(date.today())
+        except ValueError:
+            raise ValueError("start and end are ISO dates, today, or offsets such as +7d, -16y") from None
+        if last < first:
             raise ValueError("end is before start")
         return self
+
+    def span(self, today: date) -> tuple[date, date]:
+        """(first, last) for a run on ``today``."""
+        return resolve_date(self.start, today), resolve_date(self.end, today)
 
 
 class Variable(_Model):
     """One generator: ``digits``, ``number``, ``date`` or ``choice`` (exactly one)."""
 
-    digits: DigitsGen | None = None
-    number: NumberGen | None = None
-    date: DateGen | None = None
-    choice: list[str | int | float | bool] | None = Field(None, min_length=1)
+    digits: DigitsGen | None = Field(None, description="A string of digits.")
+    number: NumberGen | None = Field(None, description="An integer in a range.")
+    date: DateGen | None = Field(None, description="An ISO date in a range.")
+    choice: list[str | int | float | bool] | None = Field(None, min_length=1, description="One of these.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -172,20 +190,20 @@ class Variable(_Model):
         if self.number is not None:
             return str(rng.randint(self.number.min, self.number.max))
         if self.date is not None:
-            days = (self.date.end - self.date.start).days
-            return (self.date.start + timedelta(days=rng.randint(0, days))).isoformat()
+            first, last = self.date.span(date.today())
+            return (first + timedelta(days=rng.randint(0, (last - first).days))).isoformat()
         assert self.choice is not None
         return _text(rng.choice(self.choice))
 
 
 # -- steps ----------------------------------------------------------------------------------------
 class WaitPrompt(_Model):
-    timeout_s: float | None = Field(None, gt=0, le=600)
+    timeout_s: float | None = Field(None, gt=0, le=600, description="Default: caller.prompt.timeout_s.")
 
 
 class Say(_Model):
-    text: str | None = None
-    wav: Path | None = None
+    text: str | None = Field(None, description="Synthesised answer text (a template).")
+    wav: Path | None = Field(None, description="A WAV file to play, relative to the scenario.")
 
     @model_validator(mode="before")
     @classmethod
@@ -200,7 +218,7 @@ class Say(_Model):
 
 
 class Pause(_Model):
-    ms: int = Field(ge=0, le=600_000)
+    ms: int = Field(ge=0, le=600_000, description="Milliseconds of silence.")
 
     @model_validator(mode="before")
     @classmethod
@@ -210,7 +228,7 @@ class Pause(_Model):
 
 class BargeIn(Say):
     after_ms: int = Field(500, ge=0, le=60_000, description="Speak this long after the agent starts.")
-    timeout_s: float | None = Field(None, gt=0, le=600)
+    timeout_s: float | None = Field(None, gt=0, le=600, description="Wait this long for the prompt.")
 
 
 class Dtmf(_Model):
@@ -225,7 +243,7 @@ class Dtmf(_Model):
 
 
 class Expectation(_Model):
-    timeout_s: float = Field(30.0, gt=0, le=600)
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Wait this long for it.")
 
 
 class Empty(_Model):
@@ -235,15 +253,15 @@ class Empty(_Model):
 class Step(_Model):
     """One caller action; written as ``- say: "..."``, ``- pause: 500`` or a bare ``- hangup``."""
 
-    wait_prompt: WaitPrompt | None = None
-    say: Say | None = None
-    pause: Pause | None = None
-    barge_in: BargeIn | None = None
-    dtmf: Dtmf | None = None
-    silence: Pause | None = None
-    hangup: Empty | None = None
-    expect_transfer: Expectation | None = None
-    expect_hangup: Expectation | None = None
+    wait_prompt: WaitPrompt | None = Field(None, description="Wait for the agent's next prompt to end.")
+    say: Say | None = Field(None, description="Speak an answer.")
+    pause: Pause | None = Field(None, description="Stay silent (milliseconds).")
+    barge_in: BargeIn | None = Field(None, description="Speak while the agent's next prompt plays.")
+    dtmf: Dtmf | None = Field(None, description="Key RFC 4733 digits.")
+    silence: Pause | None = Field(None, description="Stay silent (milliseconds), e.g. before a no-input.")
+    hangup: Empty | None = Field(None, description="Hang up.")
+    expect_transfer: Expectation | None = Field(None, description="The agent must transfer the call.")
+    expect_hangup: Expectation | None = Field(None, description="The agent must hang up.")
 
     @model_validator(mode="before")
     @classmethod
@@ -270,7 +288,7 @@ class Step(_Model):
 
 
 class Expect(_Model):
-    value: str | int | float | bool
+    value: str | int | float | bool = Field(description="The expected value (a template).")
     type: str = Field("text", pattern=r"^[a-z_]+$", description="Slot type, for per-type accuracy.")
 
     @model_validator(mode="before")
@@ -280,26 +298,28 @@ class Expect(_Model):
 
 
 class Script(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    weight: float = Field(1.0, gt=0)
-    steps: list[Step] = Field(min_length=1)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The script's name (in records).")
+    weight: float = Field(1.0, gt=0, description="Chosen in proportion to this.")
+    steps: list[Step] = Field(min_length=1, description="The caller's actions, in order.")
     expect: dict[str, Expect] = Field(default_factory=dict, description="Slot → expected value template.")
 
 
 class Scenario(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    target: str | None = Field(None, pattern=r"^sips?:")
-    transport: Literal["udp", "tcp"] = "udp"
-    codecs: list[Literal["PCMU", "PCMA"]] = Field(["PCMU", "PCMA"], min_length=1)
-    traffic: Traffic
-    caller: Caller = Caller()
-    webhook: Webhook = Webhook()
-    thresholds: Thresholds = Thresholds()
-    variables: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Variable] = Field(
-        default_factory=dict
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The scenario's name.")
+    description: str = Field("", description="One line.")
+    target: str | None = Field(None, pattern=r"^sips?:", description="sip:HOST:PORT of the agent.")
+    transport: Literal["udp", "tcp"] = Field("udp", description="SIP transport.")
+    codecs: list[Literal["PCMU", "PCMA"]] = Field(
+        ["PCMU", "PCMA"], min_length=1, description="Offered codecs, in order."
     )
-    scripts: list[Script] = Field(min_length=1)
+    traffic: Traffic = Field(description="When calls are placed.")
+    caller: Caller = Field(Caller(), description="The callers' voice and prompt detection.")
+    webhook: Webhook = Field(Webhook(), description="The sink the agent posts to.")
+    thresholds: Thresholds = Field(Thresholds(), description="Pass/fail limits.")
+    variables: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Variable] = Field(
+        default_factory=dict, description="Per-call values, one generator each."
+    )
+    scripts: list[Script] = Field(min_length=1, description="Caller scripts, chosen by weight.")
 
     def problems(self, base: Path | None = None) -> list[tuple[Loc, str, str | None]]:
         """Meaning checks: (loc, message, hint) for unknown variables, filters, missing WAVs, names."""
@@ -428,6 +448,42 @@ def choose_script(scenario: Scenario, rng: random.Random) -> Script:
 # -- loading --------------------------------------------------------------------------------------
 class ScenarioFileError(AgentFileError):
     """A scenario that cannot be loaded; ``errors`` lists every problem (``file:line:col: error: ...``)."""
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """The JSON schema of load-test scenario files, for editors (``parley schema --scenario``)."""
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Parley load-test scenario"
+    defs = schema["$defs"]
+    # the short forms the models' "before" validators accept: "- wait_prompt", "say: text", "pause: 500"
+    short_forms: dict[str, dict[str, Any]] = {
+        "Step": {"type": "string", "enum": ["wait_prompt", "hangup"]},
+        "Say": {"type": "string"},
+        "BargeIn": {"type": "string"},
+        "Pause": {"type": "integer"},
+        "Dtmf": {"type": ["string", "integer"]},
+        "Expect": {"type": ["string", "number", "boolean"]},
+    }
+    for name, short in short_forms.items():
+        defs[name] = {"anyOf": [defs[name], short]}
+    return schema
+
+
+def is_scenario_text(text: str) -> bool:
+    """Whether YAML text looks like a scenario (a top-level ``scripts:``) rather than an agent."""
+    return re.search(r"^scripts\s*:", text, re.MULTILINE) is not None and not re.search(
+        r"^steps\s*:", text, re.MULTILINE
+    )
+
+
+def validate_scenario_file(path: str | Path) -> list[AgentError]:
+    """Every problem in a scenario file (empty when it is valid)."""
+    try:
+        load_scenario(path)
+    except ScenarioFileError as exc:
+        return exc.errors
+    return []
 
 
 def load_scenario(path: str | Path) -> Scenario:
