@@ -156,7 +156,7 @@ def test_summary_slot_accuracy_per_type():
     slots = summarize(run_records(), 10.0)["slots"]
     assert (slots["correct"], slots["total"]) == (5, 6)
     assert slots["pct"] == pytest.approx(100 * 5 / 6)
-    assert slots["skipped"] == 1  # the rejected call's slot was never asked for
+    assert slots["not_reached"] == 1  # the rejected call's slot was never asked for
     assert slots["by_type"] == {
         "date": {"correct": 2, "total": 2, "pct": 100.0},
         "digits": {"correct": 2, "total": 3, "pct": pytest.approx(100 * 2 / 3)},
@@ -191,7 +191,14 @@ def test_summary_of_a_run_without_calls():
     assert summary["peak_concurrency"] == 0
     assert summary["setup_ms"] == dict.fromkeys(("mean", "p50", "p95", "p99", "max"), None) | {"count": 0}
     assert summary["reply_latency_ms"]["p95"] is None
-    assert summary["slots"] == {"correct": 0, "total": 0, "pct": None, "by_type": {}, "skipped": 0}
+    assert summary["slots"] == {
+        "correct": 0,
+        "total": 0,
+        "pct": None,
+        "by_type": {},
+        "not_reached": 0,
+        "by_slot": {},
+    }
     assert summary["rtp"]["loss_pct"] is None
     assert summary["sip_status"] == {}
 
@@ -383,7 +390,7 @@ def test_print_summary_shows_the_figures_and_verdicts():
         "200 ×6, 503 ×1, no response ×2",
         "p50 55.0 · p95 77.5 · p99 79.5 · max 80.0 ms (6 calls)",
         "p50 325.0 · p95 850.0 · p99 970.0 · max 1000.0 ms (6 of 7 turns replied, 1 prompt timeouts)",
-        "83.3 % (5 of 6 right), 1 in unanswered calls",
+        "83.3 % (5 of 6 right), 1 not reached",
         "66.7 % (2 of 3 right)",
         "loss 1.56 % (12 of 770 packets)",
         "met",
@@ -405,7 +412,8 @@ def test_odd_slot_types_are_shown_as_written(tmp_path):
     assert "[bold]<i>$x^$</i> slots │ 100.0 % (1 of 1 right)" in console.export_text()
     page = render_html(records, summary)
     assert "<i>" not in page
-    assert page.count("[bold]&lt;i&gt;$x^$&lt;/i&gt;") == 3  # summary table, plot tick label, summary JSON
+    # summary table, plot tick label, slots table, summary JSON (by type, and the slot's type by name)
+    assert page.count("[bold]&lt;i&gt;$x^$&lt;/i&gt;") == 5
 
 
 def test_print_summary_of_an_empty_run():
@@ -572,3 +580,64 @@ def test_report_plots_render_in_headless_chromium(report, tmp_path):
         coloured = (np.ptp(area, axis=2) > 0.2).mean()  # share of clearly coloured pixels: the data
         assert 0.02 < ink < 0.9, (figure_id, ink)
         assert coloured > 0.005, (figure_id, coloured)  # 0 when the SVG shapes do not draw
+
+
+# --- issue 13: the slot table, "not reached", zero bars, failed vs attempted ----------------------------
+
+
+def keyed_accounts() -> list[dict[str, Any]]:
+    """Four answered calls keying the right account; one never reached the webhook (it was declined)."""
+    records = [
+        call(i, float(i), "completed", setup_ms=40, duration_s=5.0, slots=[slot("account", "digits", True)])
+        for i in range(3)
+    ]
+    declined = call(
+        3, 3.0, "completed", setup_ms=40, duration_s=5.0, slots=[slot("account", "digits", False)]
+    )
+    declined["webhook_posts"] = 0
+    return [*records, declined]
+
+
+def test_slots_of_calls_that_never_reached_the_webhook_are_not_counted_wrong():
+    slots = summarize(keyed_accounts(), 10.0)["slots"]
+    assert (slots["correct"], slots["total"], slots["pct"]) == (3, 3, 100.0)  # was 75 %: blamed on the slot
+    assert slots["not_reached"] == 1
+    assert slots["by_slot"]["account"] == {
+        "type": "digits", "right": 3, "wrong": 0, "not_reached": 1, "mismatches": [], "pct": 100.0,
+    }  # fmt: skip
+
+
+def test_the_report_has_a_per_slot_expected_vs_heard_table():
+    records = keyed_accounts()
+    records[1]["slots"] = [{**slot("account", "digits", False), "expected": "42712345", "got": "42712346"}]
+    summary = summarize(records, 10.0)
+    assert summary["slots"]["by_slot"]["account"]["mismatches"] == [
+        {"expected": "42712345", "heard": "42712346", "call": 1}
+    ]
+    page = render_html(records, summary)
+    section = page.split('<div id="slots">', 1)[1].split("</div>", 1)[0]
+    assert "<td>account</td><td>digits</td><td>2</td><td>1</td><td>1</td><td>66.7 %</td>" in section
+    assert "Expected vs heard" in section
+    assert "<td>account</td><td>42712345</td><td>42712346</td><td>1</td>" in section
+
+
+def test_a_zero_accuracy_bar_is_drawn_and_labelled():
+    records = keyed_accounts()[:2]
+    for record in records:
+        record["slots"] = [slot("dob", "date", False)]
+    page = render_html(records, summarize(records, 10.0))
+    assert "0 % (0/2)" in page
+
+
+def test_failed_and_attempted_lines_do_not_hide_each_other():
+    from matplotlib.figure import Figure
+
+    from parley.loadtest.report import _plot_calls_per_s, _PlotData
+
+    records = [call(i, float(i), "failed", sip_status=None) for i in range(4)]  # failed == attempted
+    figure = Figure()
+    _plot_calls_per_s(figure, _PlotData(records, summarize(records, 5.0), {}, 1.0, 5.0))
+    attempted, failed = figure.axes[0].lines
+    assert list(attempted.get_ydata()) == list(failed.get_ydata())  # the same values...
+    assert attempted.get_linewidth() > 2 * failed.get_linewidth()  # ...drawn wide under a thin dashed one
+    assert failed.get_linestyle() == "--" and failed.get_zorder() > attempted.get_zorder()

@@ -72,7 +72,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     statuses = ", ".join(f"{_status_label(code)} ×{count}" for code, count in summary["sip_status"].items())
     turns = summary["turns"]
     slots = summary["slots"]
-    unscored = slots.get("skipped", 0)
+    unscored = slots.get("not_reached", 0)
     rtp = summary["rtp"]
     rows = [
         ("duration", f"{summary['duration_s']:.1f} s"),
@@ -89,9 +89,18 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
             f" replied, {turns['prompt_timeouts']} prompt timeouts)",
         ),
         ("call duration", _percentiles(summary["call_duration_s"], "s")),
-        ("slot accuracy", _accuracy(slots) + (f", {unscored} in unanswered calls" if unscored else "")),
+        ("slot accuracy", _accuracy(slots) + (f", {unscored} not reached" if unscored else "")),
     ]
     rows += [(f"{slot_type} slots", _accuracy(by_type)) for slot_type, by_type in slots["by_type"].items()]
+    for name, figures in slots.get("by_slot", {}).items():
+        scored = figures["right"] + figures["wrong"]
+        text = f"{_number(figures['pct'], ' %')} ({figures['right']} of {scored} right)"
+        rows.append(
+            (
+                f"slot {name}",
+                text + (f", {figures['not_reached']} not reached" if figures["not_reached"] else ""),
+            )
+        )
     loss = f"loss {_number(rtp['loss_pct'], ' %', 2)} ({rtp['lost']} of {rtp['expected']} packets)"
     jitter = f"jitter mean {_number(rtp['mean_jitter_ms'], ' ms')} max {_number(rtp['max_jitter_ms'], ' ms')}"
     gaps = f"{rtp['gaps']} gaps in {rtp['calls_with_gaps']} calls"
@@ -204,8 +213,11 @@ def _plot_calls_per_s(figure: Figure, data: _PlotData) -> None:
         _no_data(axes, "calls")
         return
     series = stats.calls_per_s_series(data.records, data.step_s, data.end_s)
-    _over_time(axes, series, "attempted", data.step_s, "attempted", color=_BLUE)
-    _over_time(axes, series, "failed", data.step_s, "failed", color=_RED)
+    # attempted: a wide pale line under the failed one, so that neither hides the other where they
+    # are equal (every call failing) or where failed is zero (on the axis)
+    _over_time(axes, series, "attempted", data.step_s, "attempted", color=_BLUE, linewidth=4, alpha=0.45)
+    _over_time(axes, series, "failed", data.step_s, "failed", color=_RED, linewidth=1.5, linestyle="--",
+               zorder=3)  # fmt: skip
     _time_axis(axes, f"calls/s (per {data.step_s:g} s)", data)
     axes.legend(loc="upper right", fontsize="small")
 
@@ -296,8 +308,15 @@ def _plot_slot_accuracy(figure: Figure, data: _PlotData) -> None:
     colors = [_BLUE if limit is None else _GREEN if pct >= limit else _RED for pct in pcts]
     labels = [slot_type.replace("$", r"\$") for slot_type in by_type]  # no mathtext from record strings
     bars = axes.bar(labels, pcts, color=colors)
+    for bar, pct in zip(bars, pcts, strict=True):
+        if not pct:  # a 0 % bar has no height: outline it so it is seen, and say 0 %
+            bar.set_height(0.8)
+            bar.set_edgecolor(_RED)
     axes.bar_label(
-        bars, labels=[f"{f['correct']}/{f['total']}" for f in by_type.values()], padding=2, fontsize="small"
+        bars,
+        labels=[f"{f['pct']:.0f} % ({f['correct']}/{f['total']})" for f in by_type.values()],
+        padding=2,
+        fontsize="small",
     )
     _limit_line(axes, limit, "min {} %")
     if limit is not None:
@@ -428,6 +447,24 @@ def _failed_calls_html(records: Sequence[Record]) -> str:
     return note + _table(("call", "started (s)", "script", "SIP status", "outcome", "error"), rows)
 
 
+def _slots_html(summary: Mapping[str, Any]) -> str:
+    """Per slot: right, wrong, not reached; then the wrong ones as expected-vs-heard pairs."""
+    by_slot = summary["slots"].get("by_slot", {})
+    if not by_slot:
+        return "<p>No slots were expected.</p>"
+    rows = [
+        (name, f["type"], f["right"], f["wrong"], f["not_reached"], _number(f["pct"], " %"))
+        for name, f in by_slot.items()
+    ]
+    table = _table(("slot", "type", "right", "wrong", "not reached", "accuracy"), rows)
+    pairs = [
+        (name, m["expected"], m["heard"], m["call"]) for name, f in by_slot.items() for m in f["mismatches"]
+    ]
+    if not pairs:
+        return table + "<p>Every scored value was right.</p>"
+    return table + "<h3>Expected vs heard</h3>" + _table(("slot", "expected", "heard", "call"), pairs)
+
+
 def _slowest_turns_html(records: Sequence[Record]) -> str:
     turns = [
         (record, turn)
@@ -480,6 +517,7 @@ def render_html(
         f"{_verdicts_html(verdicts, failures)}"
         f'<h2>Summary</h2><div id="summary">{_table(("figure", "value"), summary_rows(summary))}</div>'
         f'<h2>Plots</h2><div class="figures">{figures}</div>'
+        f'<h2>Slots</h2><div id="slots">{_slots_html(summary)}</div>'
         f'<h2>Failed calls</h2><div id="failed-calls">{_failed_calls_html(records)}</div>'
         f'<h2>Slowest turns</h2><div id="slowest-turns">{_slowest_turns_html(records)}</div>'
         f"<details><summary>Summary as JSON</summary><pre>{summary_json}</pre></details>"

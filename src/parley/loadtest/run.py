@@ -85,7 +85,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def score_slots(record: dict[str, Any], sink: WebhookSink) -> dict[str, Any]:
-    """Fill ``got``/``correct`` of the record's slots and ``webhook_posts`` from the sink's posts."""
+    """Fill ``got``/``correct``/``status`` of the record's slots and ``webhook_posts`` from the sink."""
+    from parley.loadtest.summary import slot_status
+
     call_id = record.get("call_id")
     posts = sink.posts_for(call_id) if call_id else []
     got = sink.slots_for(call_id) if call_id else {}
@@ -93,6 +95,7 @@ def score_slots(record: dict[str, Any], sink: WebhookSink) -> dict[str, Any]:
     for slot in record["slots"]:
         slot["got"] = got.get(slot["name"])
         slot["correct"] = slot["got"] is not None and same_value(slot["expected"], slot["got"])
+        slot["status"] = slot_status(record, slot)  # right, wrong, or not_reached (no webhook reached)
     return record
 
 
@@ -140,8 +143,9 @@ class _Progress:
         self.failed += record["outcome"] in ("rejected", "no_answer", "failed")
         turns = record["turns"]
         self.latencies += [t["reply_latency_ms"] for t in turns if t["reply_latency_ms"] is not None]
-        self.slot_all += len(record["slots"])
-        self.slot_ok += sum(s["correct"] for s in record["slots"])
+        scored = [s for s in record["slots"] if s.get("status") != "not_reached"]
+        self.slot_all += len(scored)
+        self.slot_ok += sum(s["correct"] for s in scored)
         self._update()
 
     def _update(self) -> None:

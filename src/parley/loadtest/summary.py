@@ -14,8 +14,11 @@ Definitions:
   that was never answered has no known end and takes no room in the concurrency figures.
 - Turn latency percentiles are over turns that got a reply; turns without one are counted apart
   (``turns.no_reply``).
-- Slot accuracy is over the slots of answered calls; those of calls never answered are counted
-  apart (``slots.skipped``): they measure the failure rate, not understanding.
+- Slot accuracy is over the slots the agent could be scored on: those of calls never answered, or
+  whose agent never posted to a webhook (declined, transferred, failed earlier), are counted apart as
+  **not reached** (``slots.not_reached``): they measure the failure rate, not understanding.
+  ``slots.by_slot`` gives per slot name its right / wrong / not-reached counts and the first wrong
+  values as expected-vs-heard pairs.
 - RTP ``packets`` are the packets received, so a call's loss is ``lost / (packets + lost)``; the
   overall ``loss_pct`` weighs calls by their packets, and calls without any audio (all zeros) are
   left out of the jitter and per-call figures.
@@ -421,25 +424,61 @@ def _pct(part: float, whole: float) -> float | None:
     return 100.0 * float(part) / float(whole) if whole else None
 
 
+MAX_MISMATCHES = 20  # expected-vs-heard pairs kept per slot
+
+
+def slot_status(record: Record, slot: Mapping[str, Any]) -> str:
+    """``right``, ``wrong``, or ``not_reached``: the call was not answered, or its agent never posted
+    to a webhook (the caller declined, was transferred, or the call failed before): a failure earlier
+    in the call, not this slot's."""
+    if not _answered(record):
+        return "not_reached"
+    if slot.get("correct"):
+        return "right"
+    if not record.get("webhook_posts", 1):
+        return "not_reached"
+    return "wrong"
+
+
 def _slot_accuracy(records: Iterable[Record]) -> dict[str, Any]:
     correct: Counter[str] = Counter()
     total: Counter[str] = Counter()
-    skipped = 0
+    not_reached = 0
+    by_slot: dict[str, dict[str, Any]] = {}
     for record in records:
-        if not _answered(record):
-            skipped += len(record.get("slots") or ())
-            continue
         for slot in record.get("slots") or ():
+            status = slot_status(record, slot)
+            name = str(slot.get("name") or "?")
+            figures = by_slot.setdefault(
+                name,
+                {"type": str(slot.get("type") or "unknown"), "right": 0, "wrong": 0, "not_reached": 0,
+                 "mismatches": []},
+            )  # fmt: skip
+            figures[status] += 1
+            if status == "not_reached":
+                not_reached += 1
+                continue
             slot_type = str(slot.get("type") or "unknown")
             total[slot_type] += 1
-            correct[slot_type] += bool(slot.get("correct"))
+            correct[slot_type] += status == "right"
+            if status == "wrong" and len(figures["mismatches"]) < MAX_MISMATCHES:
+                figures["mismatches"].append(
+                    {"expected": slot.get("expected"), "heard": slot.get("got"), "call": record.get("index")}
+                )
+    for figures in by_slot.values():
+        figures["pct"] = _pct(figures["right"], figures["right"] + figures["wrong"])
     by_type = {
         slot_type: {"correct": correct[slot_type], "total": count, "pct": _pct(correct[slot_type], count)}
         for slot_type, count in sorted(total.items())
     }
     all_correct, all_total = sum(correct.values()), sum(total.values())
     overall = {"correct": all_correct, "total": all_total, "pct": _pct(all_correct, all_total)}
-    return {**overall, "by_type": by_type, "skipped": skipped}
+    return {
+        **overall,
+        "by_type": by_type,
+        "not_reached": not_reached,
+        "by_slot": dict(sorted(by_slot.items())),
+    }
 
 
 def _rtp_totals(records: Iterable[Record]) -> dict[str, Any]:
