@@ -169,7 +169,9 @@ INSURANCE_ANSWERS = [
 def test_real_webhook_call(tmp_path: Path, backend: str) -> None:
     agent = tmp_path / "claim.yaml"
     agent.write_text(
-        (EXAMPLES / "insurance_claim.yaml").read_text().replace("http://127.0.0.1:8080/claims", backend)
+        (EXAMPLES / "insurance_claim.yaml")
+        .read_text()
+        .replace("${CLAIMS_BACKEND:-http://127.0.0.1:8080}/claims", backend)
     )
     result = chat(str(agent), input="\n".join(INSURANCE_ANSWERS) + "\n")
     out = result.output
@@ -189,7 +191,11 @@ def test_real_webhook_call(tmp_path: Path, backend: str) -> None:
 def test_real_webhook_failure_takes_the_agents_failure_path(tmp_path: Path, backend: str) -> None:
     Backend.status = 500
     agent = tmp_path / "claim.yaml"
-    text = (EXAMPLES / "insurance_claim.yaml").read_text().replace("http://127.0.0.1:8080/claims", backend)
+    text = (
+        (EXAMPLES / "insurance_claim.yaml")
+        .read_text()
+        .replace("${CLAIMS_BACKEND:-http://127.0.0.1:8080}/claims", backend)
+    )
     agent.write_text(text.replace("retries: 1", "retries: 0"))
     result = chat(str(agent), input="\n".join(INSURANCE_ANSWERS) + "\n")
     out = result.output
