@@ -188,6 +188,94 @@ def serve(
         stats_file.write_text(json.dumps(stats, indent=2))
 
 
+_DATABASE = click.option(
+    "--database",
+    default="parley-studio.db",
+    show_default=True,
+    help="SQLite file, or postgresql://USER@HOST:PORT/DB.",
+)
+_KEY_FILE = click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Caller-data keys, KID:BASE64 a line (default: $PARLEY_KEYS, else parley-studio.keys, created).",
+)
+
+
+@main.group(invoke_without_command=True)
+@_DATABASE
+@_KEY_FILE
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", default=8700, show_default=True, help="HTTP port.")
+@click.pass_context
+def studio(ctx: click.Context, database: str, key_file: Path | None, host: str, port: int) -> None:
+    """The studio: write, version, publish and roll back agents, read calls turn by turn (web app)."""
+    ctx.obj = {"database": database, "key_file": key_file}
+    if ctx.invoked_subcommand is None:
+        from parley.studio.server import open_store, serve_studio
+
+        store = open_store(database, key_file)
+        click.echo(
+            f"parley studio: http://{host}:{port}/ (database {store.engine.url.render_as_string()})", err=True
+        )
+        serve_studio(store, host, port)
+
+
+@studio.command()
+@click.argument("name")
+@click.option("--role", type=click.Choice(["admin", "editor", "viewer"]), default="admin", show_default=True)
+@click.option(
+    "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="At least 8 characters."
+)
+@click.pass_obj
+def adduser(obj: dict[str, Any], name: str, role: str, password: str) -> None:
+    """Create a studio user (the first admin, to begin with)."""
+    from parley.studio.server import open_store
+    from parley.studio.store import Conflict, Invalid
+
+    store = open_store(obj["database"], obj["key_file"])
+    try:
+        store.add_user(name, password, role)
+    except (Conflict, Invalid) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"user {name} ({role}) added")
+
+
+@main.group()
+def keys() -> None:
+    """Keys that encrypt caller data at rest (the studio's database, `serve --records`)."""
+
+
+@keys.command()
+@_DATABASE
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("parley-studio.keys"),
+    show_default=True,
+    help="The key file: a new key is appended and becomes the active one.",
+)
+@click.option("--no-new-key", is_flag=True, help="Only re-seal values under the file's last key.")
+def rotate(database: str, key_file: Path, no_new_key: bool) -> None:
+    """Add a new key and re-encrypt the database's caller data with it, batch by batch (a running
+    studio keeps serving: it reads old and new keys once restarted with the new file)."""
+    from parley.agent.sealing import Keyring, KeyringError
+    from parley.studio.server import open_store
+
+    try:
+        if not no_new_key:
+            old = Keyring.load(key_file) if key_file.exists() else None
+            kid = f"k{len(old.keys) + 1}" if old else "k1"
+            while old and kid in old.keys:
+                kid += "x"
+            with key_file.open("a", encoding="utf-8") as out:
+                out.write(Keyring.new_key_line(kid) + "\n")
+        store = open_store(database, key_file)
+    except KeyringError as exc:
+        raise click.ClickException(str(exc)) from exc
+    changed = store.rotate()
+    click.echo(f"{changed} values re-sealed with key {store.keyring.active}")
+
+
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", help="The agent to call, sip:HOST:PORT (default: the scenario's target).")

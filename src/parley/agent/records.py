@@ -12,7 +12,8 @@ redacted` is the view for logs: every envelope becomes ``{"sensitive": true, "re
 
 Layout of a record (``to_dict``)::
 
-    {"record": "parley.call/1", "call_id", "agent", "started_at" (ISO 8601 UTC), "duration_s",
+    {"record": "parley.call/1", "call_id", "agent", "agent_version" (the studio's version number, or
+     null for an agent file), "started_at" (ISO 8601 UTC), "duration_s",
      "outcome": "completed" | "transferred" | "abandoned" | "failed", "outcome_reason", "end_step",
      "prompts": [{"t", "step", "text", "interruptible"}],
      "turns": [{"step", "kind": "answer" | "confirm", "t_listen", "t_end", "input": "speech" | "dtmf" |
@@ -53,7 +54,9 @@ def sensitive(value: Any) -> dict[str, Any]:
 def is_sensitive(node: Any) -> bool:
     """Whether ``node`` is a sensitive envelope."""
     return (
-        isinstance(node, dict) and node.get("sensitive") is True and ("value" in node or "redacted" in node)
+        isinstance(node, dict)
+        and node.get("sensitive") is True
+        and ("value" in node or "redacted" in node or "sealed" in node)
     )
 
 
@@ -161,6 +164,7 @@ class CallRecord:
     call_id: str
     agent: str
     started_at: str  # ISO 8601, UTC
+    agent_version: int | None = None  # the studio version the call ran (None: an agent file)
     duration_s: float | None = None
     outcome: str | None = None  # one of OUTCOMES once the call ended
     outcome_reason: str | None = None
@@ -187,6 +191,7 @@ class CallRecord:
             "record": RECORD_FORMAT,
             "call_id": self.call_id,
             "agent": self.agent,
+            "agent_version": self.agent_version,
             "started_at": self.started_at,
             "duration_s": _round(self.duration_s),
             "outcome": self.outcome,

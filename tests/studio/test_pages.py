@@ -1,0 +1,123 @@
+"""The studio's pages: login, session cookie, CSRF, login rate limit, the editor's errors at their
+line, publish and rollback by form, the call timeline, local assets only."""
+
+import json
+import re
+
+import pytest
+from tests.studio.conftest import PASSWORD, agent_yaml, card_block_call, login
+
+pytestmark = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+
+
+def test_login_sets_a_strict_httponly_cookie_and_pages_need_it(client, accounts) -> None:
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    r = client.post("/login", data={"name": "editor1", "password": PASSWORD}, follow_redirects=False)
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "parley_session=" in cookie
+    assert client.get("/").status_code == 200
+    assert client.post("/login", data={"name": "editor1", "password": "wrong!!!!"}).status_code == 401
+
+
+def test_login_attempts_are_rate_limited(client, accounts) -> None:
+    for _ in range(5):
+        assert client.post("/login", data={"name": "viewer1", "password": "wrong!!!!"}).status_code == 401
+    r = client.post("/login", data={"name": "viewer1", "password": PASSWORD})
+    assert r.status_code == 429 and "too many failed logins" in r.text
+
+
+def test_a_request_without_its_csrf_token_is_refused(client, accounts) -> None:
+    csrf = login(client, "editor1")
+    yaml_text = agent_yaml()
+    assert (
+        client.post(
+            "/agents", data={"name": "card-block", "yaml": yaml_text}, follow_redirects=False
+        ).status_code
+        == 403
+    )
+    assert client.post("/api/agents", json={"name": "card-block", "yaml": yaml_text}).status_code == 403
+    assert (
+        client.post(
+            "/api/agents", json={"name": "card-block", "yaml": yaml_text}, headers={"X-CSRF-Token": "forged"}
+        ).status_code
+        == 403
+    )
+    r = client.post(
+        "/agents", data={"name": "card-block", "yaml": yaml_text, "csrf_token": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/agents/card-block"
+    r = client.post("/api/agents/card-block/publish", json={"version": 1}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and r.json()["live"] == 1
+
+
+def test_editor_shows_errors_at_their_line_and_keeps_the_text(client, accounts) -> None:
+    csrf = login(client, "editor1")
+    client.post("/agents", data={"name": "card-block", "yaml": agent_yaml(), "csrf_token": csrf})
+    broken = agent_yaml().replace("slot_type: date", "slot_type: birthday")
+    line = broken.splitlines().index("    slot_type: birthday") + 1
+    r = client.post("/agents/card-block/save", data={"yaml": broken, "base": 1, "csrf_token": csrf})
+    assert r.status_code == 422
+    assert f"card-block.yaml:{line}:16: error:" in r.text
+    assert f'<li id="L{line}" class="bad">' in r.text
+    assert "birthday" in r.text.split('id="yaml"')[1]  # the edit is not lost
+    stale = client.post("/agents/card-block/save", data={"yaml": agent_yaml(), "base": 0, "csrf_token": csrf})
+    assert stale.status_code == 409 and 'id="conflict"' in stale.text
+    fixed = agent_yaml().replace("Welcome to", "Hello from")
+    r = client.post(
+        "/agents/card-block/save", data={"yaml": fixed, "base": 1, "csrf_token": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    page = client.get("/agents/card-block").text
+    assert "Save as v3" in page
+    diff = client.get("/agents/card-block/diff?old=1&new=2").text
+    assert '<span class="add">+' in diff and "Hello from" in diff
+    client.post("/agents/card-block/publish", data={"version": 1, "csrf_token": csrf})
+    page = client.get("/agents/card-block").text
+    assert 'id="live-diff"' in page and "Hello from" in page  # changes since live, before publishing
+    client.post("/agents/card-block/publish", data={"version": 2, "csrf_token": csrf})
+    assert "live: v2" in client.get("/agents/card-block").text
+    client.post("/agents/card-block/rollback", data={"csrf_token": csrf})
+    assert "live: v1" in client.get("/agents/card-block").text
+
+
+def test_viewer_pages_have_no_edit_controls(client, accounts, store) -> None:
+    store.create_agent("card-block", agent_yaml(), accounts["editor"].principal)
+    login(client, "viewer1")
+    page = client.get("/agents/card-block").text
+    assert 'id="publish"' not in page and "readonly" in page
+    assert client.post("/agents/card-block/publish", data={"version": 1}).status_code == 403
+
+
+def test_call_timeline_page(client, accounts, store) -> None:
+    store.create_agent("card-block", agent_yaml(), accounts["editor"].principal)
+    store.ingest([card_block_call("call-t", account="55667788")])
+    login(client, "viewer1")
+    calls = client.get("/calls?agent=card-block&outcome=abandoned").text
+    assert "/calls/call-t" in calls
+    page = client.get("/calls/call-t").text
+    assert page.count('class="turn"') == len(card_block_call("x")["turns"])
+    assert "sphinx-grammar" in page and "✔ chosen" in page and "grammar parse of a complete answer" in page
+    assert "close after speech" in page and "‹account_number›" in page
+    assert "55667788" not in page and "5 5 6 6" not in page
+    assert 'id="reveal"' not in page
+    client.post(
+        "/logout", data={"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)}
+    )
+    login(client, "editor1")
+    revealed = client.get("/calls/call-t?reveal=true").text
+    assert "5 5 6 6 7 7 8 8" in revealed
+
+
+def test_every_asset_is_local(client, accounts) -> None:
+    login(client, "admin1")
+    for path in ("/", "/calls", "/audit", "/login"):
+        html = client.get(path).text
+        for url in re.findall(r'(?:src|href)="([^"]+)"', html):
+            assert not re.match(r"^(https?:)?//", url), f"{path} loads {url} from elsewhere"
+    assert client.get("/static/studio.css").status_code == 200
+    assert client.get("/static/studio.js").status_code == 200
+    schema = client.get("/api/openapi.json").json()
+    assert {"/api/agents/{name}/publish", "/api/calls", "/api/calls/{call_id}"} <= set(schema["paths"])
+    assert json.dumps(schema).count("cdn") == 0
