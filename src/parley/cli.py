@@ -214,6 +214,8 @@ def studio(ctx: click.Context, database: str, key_file: Path | None, host: str, 
         from parley.studio.server import open_store, serve_studio
 
         store = open_store(database, key_file)
+        if not store.users():
+            click.echo("no users yet: create the first admin with `parley studio adduser NAME`", err=True)
         click.echo(
             f"parley studio: http://{host}:{port}/ (database {store.engine.url.render_as_string()})", err=True
         )
@@ -238,6 +240,54 @@ def adduser(obj: dict[str, Any], name: str, role: str, password: str) -> None:
     except (Conflict, Invalid) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"user {name} ({role}) added")
+
+
+@studio.command(name="import")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--publish", is_flag=True, help="Make the imported version live.")
+@click.option(
+    "--as-user", default="cli", show_default=True, help="Author named in versions and the audit log."
+)
+@click.pass_obj
+def import_agents(obj: dict[str, Any], files: tuple[Path, ...], publish: bool, as_user: str) -> None:
+    """Import agent files: a new agent (named as the file's `name:`), or a new version of it when the
+    text changed."""
+    from parley.agent.loader import AgentFileError, load_agent
+    from parley.studio.server import open_store
+    from parley.studio.store import Invalid, NotFound, Principal
+
+    store = open_store(obj["database"], obj["key_file"])
+    actor = Principal(0, as_user, "admin")
+    failed = False
+    for path in files:
+        try:
+            name = load_agent(path).name
+        except AgentFileError as exc:
+            click.echo(str(exc), err=True)
+            failed = True
+            continue
+        text = path.read_text(encoding="utf-8")
+        try:
+            head = store.version(name)
+            number = (
+                head["number"]
+                if head["yaml"] == text
+                else store.save_version(name, text, head["number"], actor)
+            )
+        except NotFound:
+            try:
+                number = store.create_agent(name, text, actor)
+            except Invalid as exc:
+                click.echo(f"{path}: {exc}", err=True)
+                failed = True
+                continue
+        if publish and store.agent(name)["live"] != number:
+            store.publish(name, number, actor)
+        click.echo(f"{path}: agent {name} v{number}" + (" (live)" if publish else ""))
+    if failed:
+        raise SystemExit(1)
 
 
 @main.group()

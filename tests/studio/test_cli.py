@@ -74,3 +74,28 @@ def test_parley_studio_serves(tmp_path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_import_agent_files(tmp_path, monkeypatch) -> None:
+    from tests.studio.conftest import EXAMPLES
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    example = EXAMPLES / "card_block.yaml"
+    r = runner.invoke(main, ["studio", "import", str(example), "--publish"])
+    assert r.exit_code == 0 and "agent card-block v1 (live)" in r.output
+    same = runner.invoke(main, ["studio", "import", str(example)])
+    assert same.output.endswith("card-block v1\n")  # the same text: no new version
+    changed = tmp_path / "card_block.yaml"
+    changed.write_text(example.read_text().replace("Welcome", "Hello"))
+    assert "card-block v2" in runner.invoke(main, ["studio", "import", str(changed)]).output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nsteps: []\n")
+    r = runner.invoke(main, ["studio", "import", str(broken)])
+    assert r.exit_code == 1 and "broken.yaml:" in r.output
+
+    from parley.studio.server import open_store
+
+    store = open_store("parley-studio.db", None)
+    assert store.agent("card-block") == {"name": "card-block", "head": 2, "live": 1, "retention_days": None}
+    store.close()
