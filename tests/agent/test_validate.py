@@ -217,6 +217,14 @@ def test_yaml_syntax_error(tmp_path: Path) -> None:
     assert errors[0].line >= _pos(text, '"Hello.')[0]
 
 
+def test_control_character_is_located_not_a_crash(tmp_path: Path) -> None:
+    text = VALID.replace('    text: "Hello."', '    text: "Hel\x1flo."')
+    errors = _errors(tmp_path, text)
+    assert [(e.line, e.column, e.message) for e in errors] == [
+        (*_pos(text, "\x1f"), "invalid YAML: character #x001f is not allowed")
+    ]
+
+
 def test_duplicate_yaml_key(tmp_path: Path) -> None:
     text = VALID.replace('    text: "Hello."\n', '    text: "Hello."\n    text: "Hi."\n')
     _one(tmp_path, text, 'text: "Hi."', "duplicate key 'text'", "remove one")

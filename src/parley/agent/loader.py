@@ -160,7 +160,13 @@ def read_yaml_mapping(
 ) -> tuple[yaml.Node, dict[str, Any], list[AgentError]]:
     """Parse one YAML mapping keeping its nodes (for line/column errors): the root node, the data
     and the duplicate keys found. Raises ``error`` for an empty file, invalid YAML or a non-mapping."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader checks every character first
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        message = f"invalid YAML: character #x{exc.character:04x} is not allowed"
+        raise error(file, [AgentError(file, line, column, message, "remove control characters")]) from exc
     try:
         root = loader.get_single_node()
         if root is None:

@@ -126,12 +126,16 @@ class RetentionIn(BaseModel):
     days: int | None = Field(default=None, ge=1, le=36500)
 
 
-class Problem(BaseModel):
-    line: int
-    column: int
-    message: str
-    hint: str | None = None
-    text: str
+class ErrorOut(BaseModel):
+    """Every error answer: a message, and for agent files each problem located (line, column, text)."""
+
+    detail: str
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut} for status in (401, 403, 404, 409, 413, 422)
+}
 
 
 def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
@@ -142,6 +146,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         openapi_url="/api/openapi.json",
         docs_url=None,
         redoc_url=None,
+        responses=ERRORS,
     )
     app.add_middleware(BodyLimit)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -224,7 +229,11 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
         too_long = any(e.get("type") == "string_too_long" and e["loc"][-1] == "yaml" for e in exc.errors())
         status = 413 if too_long else 422
-        return JSONResponse({"detail": _jsonable_errors(exc.errors())}, status_code=status)
+        body = {
+            "detail": "request too large" if too_long else "invalid request",
+            "errors": _jsonable_errors(exc.errors()),
+        }
+        return JSONResponse(body, status_code=status)
 
     def render(
         request: Request, name: str, who: Principal | None, status: int = 200, **context: Any
