@@ -101,6 +101,18 @@ def _port_range(text: str) -> tuple[int, int]:
     type=click.IntRange(1),
     help="An agent's speech decoder processes per worker (default: the cores left beside the workers).",
 )
+@click.option(
+    "--studio",
+    metavar="URL",
+    help="Serve AGENT (a name) as the studio at URL publishes it: its live version, followed within "
+    "seconds; call records (with each turn's audio) are sent to the studio, kept on disk while it is down.",
+)
+@click.option("--token", envvar="PARLEY_STUDIO_TOKEN", help="The studio API token (or $PARLEY_STUDIO_TOKEN).")
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Seal caller data in --records with these keys (KID:BASE64 a line; default: $PARLEY_KEYS if set).",
+)
 def serve(
     agent: str,
     host: str,
@@ -116,12 +128,26 @@ def serve(
     workers: int | None,
     admin_port: int | None,
     decode_processes: int | None,
+    studio: str | None,
+    token: str | None,
+    key_file: Path | None,
 ) -> None:
-    """Answer calls with AGENT: an agent YAML file (see `parley validate`), or `echo`."""
+    """Answer calls with AGENT: an agent YAML file (see `parley validate`), `echo`, or with --studio
+    an agent's name in the studio."""
     transports = ("UDP", "TCP") if transport == "both" else (transport.upper(),)
+    from parley.agent.sealing import Keyring, KeyringError
     from parley.telephony.server import run_server
 
-    if agent != "echo":
+    try:
+        keyring = Keyring.load(key_file)
+    except KeyringError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key-file") from exc
+    if studio is not None:
+        if not studio.startswith(("http://", "https://")):
+            raise click.BadParameter("expected http(s)://HOST:PORT", param_hint="--studio")
+        if not token:
+            raise click.UsageError("--studio needs --token (or $PARLEY_STUDIO_TOKEN): make one in the studio")
+    elif agent != "echo":
         from parley.agent.loader import AgentFileError, load_agent
 
         try:
@@ -173,12 +199,20 @@ def serve(
         from prometheus_client import start_http_server
 
         start_http_server(admin_port, addr=host)
-    if agent == "echo":
+    if studio is not None:
+        from parley.studio.node import serve_from_studio
+
+        coro = serve_from_studio(
+            studio, token or "", agent, records, keyring=keyring, decode_processes=decode_processes, **options
+        )
+    elif agent == "echo":
         coro = run_server(echo, **options)
     else:
         from parley.agent.voice import serve_agent
 
-        coro = serve_agent(Path(agent), records, decode_processes=decode_processes, **options)
+        coro = serve_agent(
+            Path(agent), records, decode_processes=decode_processes, keyring=keyring, **options
+        )
     try:
         stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
     except OSError as exc:  # e.g. the port was taken between the check and the bind

@@ -102,6 +102,48 @@ def client(store) -> Iterator[TestClient]:
         yield client
 
 
+class StudioServer:
+    """The studio app served by uvicorn from a thread on a loopback port (stop and start again: same port)."""
+
+    def __init__(self, store: Store, port: int | None = None) -> None:
+        from tests.integration.harness import free_port
+
+        self.store = store
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = None
+        self.thread = None
+
+    def start(self) -> StudioServer:
+        import threading
+        import time
+
+        import uvicorn
+
+        config = uvicorn.Config(create_app(self.store), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the studio did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            self.thread.join(10)
+            self.server = None
+
+
+@pytest.fixture
+def studio_server(store) -> Iterator[StudioServer]:
+    server = StudioServer(store).start()
+    yield server
+    server.stop()
+
+
 def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
     """Log the test client in through the form; its CSRF token (read off a page)."""
     response = client.post("/login", data={"name": name, "password": password})

@@ -6,17 +6,11 @@ a turn's audio. Screenshots of each step are kept in ``test-artifacts/studio/`` 
 import base64
 import os
 import re
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
-from tests.integration.harness import free_port
 from tests.studio.conftest import PASSWORD, add_account, agent_yaml, card_block_call
 from tests.studio.test_calls import wav_of
-
-from parley.studio.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
@@ -38,23 +32,8 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def studio_url(store):
-    port = free_port()
-    config = uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the studio did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-def test_main_flow_in_chromium(store, studio_url) -> None:
+def test_main_flow_in_chromium(store, studio_server) -> None:
+    studio_url = studio_server.url
     from playwright.sync_api import expect, sync_playwright
 
     shots = ARTIFACTS / "studio"

@@ -25,7 +25,11 @@ Layout of a record (``to_dict``)::
      "slots": {name: envelope},
      "webhooks": [{"step", "url", "method", "t", "status", "latency_ms", "error", "attempts",
                    "outcome": "ok" | "failed" | "unknown" (sent, no answer: the backend may have acted),
-                   "idempotency_key", "held" (the hold prompt was said)}]}
+                   "idempotency_key", "held" (the hold prompt was said)}],
+     "audio": {turn index: envelope of the caller's audio of that turn, a base64 WAV} (when recorded)}
+
+With a :class:`~parley.agent.sealing.Keyring`, ``to_json`` and ``write_jsonl`` seal every envelope
+(AES-GCM, key id per value): caller data is then encrypted at rest in the JSONL file too.
 
 Times ``t`` are seconds since the call started, from the conversation's (monotonic) clock.
 """
@@ -40,7 +44,10 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from parley.agent.sealing import Keyring
 
 RECORD_FORMAT = "parley.call/1"
 OUTCOMES = ("completed", "transferred", "abandoned", "failed")
@@ -173,6 +180,7 @@ class CallRecord:
     turns: list[Turn] = field(default_factory=list)
     slots: dict[str, Any] = field(default_factory=dict)  # raw values; enveloped in to_dict()
     webhooks: list[WebhookCall] = field(default_factory=list)
+    audio: dict[int, str] = field(default_factory=dict)  # turn index -> the caller's audio, base64 WAV
 
     def add_prompt(self, t: float, step: str, text: str, *, personal: bool, interruptible: bool) -> None:
         """Record a spoken prompt; ``personal`` when it was rendered with slot values (then sensitive)."""
@@ -201,17 +209,18 @@ class CallRecord:
             "turns": [turn.to_dict() for turn in self.turns],
             "slots": {name: sensitive(jsonable(value)) for name, value in self.slots.items()},
             "webhooks": [call.to_dict() for call in self.webhooks],
-        }
+        } | ({"audio": {str(i): sensitive(wav) for i, wav in self.audio.items()}} if self.audio else {})
 
-    def to_json(self) -> str:
-        """One line of JSON (no newline inside)."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, default=jsonable)
+    def to_json(self, keyring: Keyring | None = None) -> str:
+        """One line of JSON (no newline inside); caller data sealed with ``keyring`` if given."""
+        data = self.to_dict() if keyring is None else keyring.seal(self.to_dict())
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=jsonable)
 
-    def write_jsonl(self, path: str | Path) -> None:
+    def write_jsonl(self, path: str | Path, keyring: Keyring | None = None) -> None:
         """Append this record as one line to ``path`` (created if missing), in one ``write``: the
         workers of a node (``parley serve --workers N``) append to the same file without interleaving."""
         with Path(path).open("ab", buffering=0) as out:
-            out.write((self.to_json() + "\n").encode("utf-8"))
+            out.write((self.to_json(keyring) + "\n").encode("utf-8"))
 
     def redacted(self) -> dict[str, Any]:
         """The record without caller data, safe for logs."""

@@ -13,9 +13,12 @@ hang-ups are performed here, and the call record is appended to a JSON-lines fil
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
 import logging
 import os
+import wave
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,6 +41,7 @@ from parley.agent.runtime import (
     Transfer,
     ask_question,
 )
+from parley.agent.sealing import Keyring
 from parley.agent.webhook import perform_with_hold
 from parley.media.stream import Playback
 from parley.speech.arbiter import Arbiter, ArbiterTurn, EnginePriors
@@ -86,8 +90,14 @@ class VoiceAgent:
         records: Path | None = None,
         priors: EnginePriors | None = None,
         pause_check_ms: int | None = PAUSE_CHECK_MS,
+        version: int | None = None,
+        keyring: Keyring | None = None,
+        record_audio: bool = False,
     ) -> None:
         self.agent = agent
+        self.version = version  # the studio's version number, named in each call record
+        self.keyring = keyring  # seals caller data in the records file
+        self.record_audio = record_audio  # each turn's caller audio into the record (a WAV)
         self.pause_check_ms = pause_check_ms  # None: no semantic endpointing
         # One partial with a complete value closes the turn: engines only emit changed partials.
         self.nlu = ParleyUnderstanding(agent, stable_partials=1)
@@ -165,6 +175,8 @@ class _CallSession:
         self.app = app
         self.call = call
         self.conversation = Conversation(app.agent, app.nlu, call_id=call.call_id)
+        self.conversation.record.agent_version = app.version
+        self.heard: list[np.ndarray] = []  # the open turn's audio as the recognisers got it
         self.inbox: asyncio.Queue[np.ndarray | DtmfDigit | None] = asyncio.Queue()
         self.pending: list[Say] = []
         self.prompts = _PromptPlayer(app, call)
@@ -188,7 +200,7 @@ class _CallSession:
             if self.call.ended.is_set() and self.conversation.outcome is None:
                 self.conversation.on_hangup()
             if self.app.records is not None:
-                self.conversation.record.write_jsonl(self.app.records)
+                self.conversation.record.write_jsonl(self.app.records, self.app.keyring)
 
     async def _perform(self, actions: list[Action]) -> list[Action]:
         following: list[Action] = []
@@ -196,7 +208,10 @@ class _CallSession:
             if isinstance(action, Say):
                 self.pending.append(action)
             elif isinstance(action, Listen):
+                turn = len(self.conversation.record.turns) - 1  # the Listen's turn (its answer adds the next)
                 following += await self._listen(action)
+                if self.app.record_audio and self.heard and turn >= 0:
+                    self.conversation.record.audio[turn] = wav_base64(np.concatenate(self.heard))
             elif isinstance(action, CallWebhook):
                 await self._play_pending(wait=False)
 
@@ -255,6 +270,7 @@ class _CallSession:
         early: list[bool] = []
         before_onset: deque[np.ndarray] = deque(maxlen=PREROLL_FRAMES_MAX)
         heard: list[np.ndarray] = []  # every frame the recognisers got this turn (replayed on a restart)
+        self.heard = heard
 
         def on_partial(hypothesis: Hypothesis) -> None:
             if any(isinstance(a, EarlyClose) for a in self.conversation.on_partial(hypothesis.text)):
@@ -421,6 +437,17 @@ class _PromptPlayer:
         self.call.stop_playback()
 
 
+def wav_base64(pcm: np.ndarray, rate: int = 8000) -> str:
+    """8 kHz 16-bit audio as a base64 WAV file (a turn's caller audio in the call record)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
 def _pause_checkable(question: Question) -> bool:
     """Counted digits: the grammar forces its final to the count, which partials may never reach."""
     return question.slot_type in (SlotType.DIGITS, SlotType.PHONE) and bool(question.digit_count)
@@ -452,7 +479,12 @@ class KeypadEntry:
 
 
 async def serve_agent(
-    path: Path, records: Path | None, *, decode_processes: int | None = None, **options: Any
+    path: Path,
+    records: Path | None,
+    *,
+    decode_processes: int | None = None,
+    keyring: Keyring | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """``parley serve AGENT.yaml``: load, warm up and answer calls with the agent until stopped."""
     from parley.agent.loader import load_agent
@@ -463,7 +495,7 @@ async def serve_agent(
     # One decoder process per core beside the event loop's (at least one): decoding scales with cores.
     default = max(1, (os.cpu_count() or 2) - 1)
     pool = DecodePool([engine.name for engine in engines], workers=decode_processes or default)
-    app = VoiceAgent(agent, engines=engines, pool=pool, records=records)
+    app = VoiceAgent(agent, engines=engines, pool=pool, records=records, keyring=keyring)
     try:
         await app.start()
         return await run_server(app, load_sources=[app.cpu_load], **options)

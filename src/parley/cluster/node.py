@@ -141,7 +141,13 @@ def worker_command(
         cmd += ["--transport", options["transport"], "--rtp-ports", f"{first}-{last}"]
         cmd += ["--max-load", str(options["max_load"]), "--media-timeout", str(options["media_timeout"])]
         cmd += ["--drain", str(options["drain"]), "--stats-file", str(stats_file)]
-        cmd += ["--records", str(options["records"]), "--decode-processes", str(options["decode_processes"])]
+        records = str(options["records"])
+        if options.get("studio"):  # each worker follows the studio, and ships its own records file
+            records = f"{records}.w{plan.index}"
+            cmd += ["--studio", options["studio"], "--token", options["token"]]
+        if options.get("key_file"):
+            cmd += ["--key-file", str(options["key_file"])]
+        cmd += ["--records", records, "--decode-processes", str(options["decode_processes"])]
         if options.get("max_calls") is not None:
             cmd += ["--max-calls", str(options["max_calls"])]
         return cmd

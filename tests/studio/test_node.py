@@ -1,0 +1,180 @@
+"""`parley serve --studio URL --token T AGENT_NAME` against a real studio, over real SIP and RTP.
+
+One node, one studio (uvicorn on loopback, SQLite): the node serves the live version; a publish made
+while a call is in progress reaches the node within 5 s, the call in progress finishes on its version
+and the next call gets the new one, each record naming its version; records reach the studio with each
+turn's audio; while the studio is down, the node keeps serving and keeps its records on disk, and
+they arrive once it is back; a rollback is followed too. The record shipper's own rules (offset,
+rejected lines) are tested without a node below.
+"""
+
+import asyncio
+import json
+import re
+import shutil
+import time
+
+import pytest
+from tests.agent.test_calls_e2e import AGENT_YAML, PROMPT_SILENCE_MS, TRANSFER_TARGET
+from tests.agent.voice_caller import AnswerBook, WebhookSink, start_agent_server, stop_agent_server
+from tests.integration.harness import HOST, free_port, rtp_range
+from tests.studio.conftest import StudioServer, add_account, card_block_call
+
+from parley.loadtest.caller import ScriptedCaller
+from parley.speech.tts import load_tts
+from parley.studio.node import RecordShipper, StudioLink, StudioUnavailable
+from parley.telephony.manager import CallManager
+
+pytestmark = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+
+
+def wait_until(predicate, what: str, timeout: float, server=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.1)
+    log = server.log() if server is not None else ""
+    pytest.fail(f"timed out after {timeout} s waiting for {what}\n{log}")
+
+
+def served(server, version: int) -> bool:
+    return any(f"now serving version {version} " in line for line in server.lines)
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)")
+@pytest.mark.timeout(240)
+async def test_node_follows_publishes_and_keeps_records_while_the_studio_is_down(store, tmp_path) -> None:
+    studio = StudioServer(store).start()
+    editor = add_account(store, "ci", "editor")
+    with WebhookSink({"claim_id": "C9"}) as sink:
+        text = AGENT_YAML.format(url=sink.url("/claims"), transfer=TRANSFER_TARGET, no_input_ms=4000)
+        store.create_agent("e2e-test", text, editor.principal)
+        store.publish("e2e-test", 1, editor.principal)
+        records = tmp_path / "calls.jsonl"
+        node = start_agent_server(
+            "e2e-test",
+            port=free_port(),
+            rtp_ports=rtp_range(20),
+            records=records,
+            extra=["--studio", studio.url, "--token", editor.token],
+            startup_timeout=90,
+            cache_dir=tmp_path / "cache",
+        )
+        answers = AnswerBook(load_tts("flite"), "slt")
+        manager = CallManager(None, host=HOST, port=free_port(), rtp_ports=rtp_range(20), max_load=None)
+        await manager.start()
+        try:
+            account, yes = await answers.get("four two seven one"), await answers.get("yes")
+            # Call A starts on version 1; version 2 is published while it is in progress.
+            first = ScriptedCaller(manager, await manager.dial(f"sip:agent@{HOST}:{node.port}", timeout=10))
+            await asyncio.wait_for(first.wait_prompt_end(PROMPT_SILENCE_MS), 30)
+            changed = text.replace("Parley test line.", "Parley test line, version two.")
+            store.save_version("e2e-test", changed, 1, editor.principal)
+            store.publish("e2e-test", 2, editor.principal)
+            published = time.monotonic()
+            await asyncio.to_thread(wait_until, lambda: served(node, 2), "the node to take v2", 5, node)
+            pickup_s = time.monotonic() - published
+            await asyncio.wait_for(first.say(account), 20)
+            await asyncio.wait_for(first.wait_prompt_end(PROMPT_SILENCE_MS), 30)
+            await asyncio.wait_for(first.say(yes), 20)
+            assert await asyncio.wait_for(first.wait_ended(), 30) == "remote-bye"
+            await first.close()
+            # Call B: the new version (the caller hangs up after the first prompt).
+            second = ScriptedCaller(manager, await manager.dial(f"sip:agent@{HOST}:{node.port}", timeout=10))
+            await asyncio.wait_for(second.wait_prompt_end(PROMPT_SILENCE_MS), 30)
+            second.call.hangup()
+            await second.close()
+
+            def stored(call_id: str):
+                try:
+                    return store.call(call_id)
+                except LookupError:
+                    return None
+
+            a = await asyncio.to_thread(
+                wait_until, lambda: stored(first.call.call_id), "call A in the studio", 10, node
+            )
+            b = await asyncio.to_thread(wait_until, lambda: stored(second.call.call_id), "call B", 10, node)
+            assert (a["version"], a["outcome"]) == (1, "completed")
+            assert b["version"] == 2
+            opened_b = store.keyring.unseal(b["record"])
+            assert "version two" in opened_b["prompts"][0]["text"]
+            assert a["audio_turns"] == [0, 1]  # each caller turn's audio
+            assert store.turn_audio(first.call.call_id, 0)[:4] == b"RIFF"
+
+            # The studio goes down: the node keeps serving, its records wait on disk.
+            studio.stop()
+            third = ScriptedCaller(manager, await manager.dial(f"sip:agent@{HOST}:{node.port}", timeout=10))
+            await asyncio.wait_for(third.wait_prompt_end(PROMPT_SILENCE_MS), 30)
+            third.call.hangup()
+            await third.close()
+            line = await asyncio.to_thread(
+                wait_until,
+                lambda: third.call.call_id in records.read_text(),
+                "call C's record on disk",
+                10,
+                node,
+            )
+            assert line
+            await asyncio.sleep(1.5)  # the shipper tried and failed meanwhile
+            assert stored(third.call.call_id) is None
+            studio.start()
+            c = await asyncio.to_thread(
+                wait_until, lambda: stored(third.call.call_id), "call C after the outage", 15, node
+            )
+            assert c["version"] == 2
+
+            # One-action rollback reaches the node as well.
+            store.rollback("e2e-test", editor.principal)
+            await asyncio.to_thread(
+                wait_until, lambda: served(node, 1), "the node to roll back to v1", 5, node
+            )
+        finally:
+            await asyncio.wait_for(manager.stop(), 5)
+            code = stop_agent_server(node)
+            studio.stop()
+        assert code == 0, node.log()
+    assert pickup_s < 5
+    print(f"publish reached the node in {pickup_s:.2f} s")
+
+
+async def test_shipper_keeps_records_until_delivered_and_sets_refused_ones_aside(store, tmp_path) -> None:
+    port = free_port()
+    editor = add_account(store, "shipper", "editor")
+    records = tmp_path / "calls.jsonl"
+    good = [card_block_call(f"ship-{i}") for i in range(3)]
+    lines = [
+        json.dumps(good[0]),
+        json.dumps({"record": "parley.call/1", "call_id": "broken"}),
+        json.dumps(good[1]),
+    ]
+    records.write_text(
+        "\n".join(lines) + "\n" + json.dumps(good[2])[:40]
+    )  # the last line is still being written
+    link = StudioLink(f"http://127.0.0.1:{port}", editor.token, timeout=2)
+    shipper = RecordShipper(link, records)
+    try:
+        with pytest.raises(StudioUnavailable):
+            await shipper.ship_once()  # nothing listens yet
+        assert shipper.pending()[0] == 0
+        studio = await asyncio.to_thread(lambda: StudioServer(store, port).start())
+        try:
+            assert await shipper.ship_once() == 3
+            assert [c["call_id"] for c in store.calls()[1]] == ["ship-1", "ship-0"] or len(
+                store.calls()[1]
+            ) == 2
+            assert json.loads((tmp_path / "calls.jsonl.rejected").read_text())["call_id"] == "broken"
+            assert await shipper.ship_once() == 0  # the partial line waits
+            with records.open("a") as out:
+                out.write(json.dumps(good[2])[40:] + "\n")
+            assert await shipper.ship_once() == 1
+            records.write_text("")  # a new file: the offset starts again
+            assert shipper.pending() == (0, [])
+            assert store.calls()[0] == 3
+        finally:
+            await asyncio.to_thread(studio.stop)
+    finally:
+        await link.close()
+    assert re.fullmatch(r"\d+", (tmp_path / "calls.jsonl.sent").read_text())
