@@ -67,3 +67,49 @@ def test_key_file_and_environment(tmp_path) -> None:
         Keyring.load(path)
     with pytest.raises(KeyringError, match="cannot read"):
         Keyring.load(tmp_path / "missing")
+
+
+def test_records_file_is_sealed_when_the_node_has_keys(tmp_path) -> None:
+    from parley.agent.records import CallRecord
+
+    ring = Keyring(keys("k1"))
+    record = CallRecord("call-x", "card-block", "2026-01-01T00:00:00+00:00", agent_version=3)
+    record.slots["account_number"] = "55512345"
+    record.audio[0] = base64.b64encode(b"RIFF....").decode()
+    path = tmp_path / "calls.jsonl"
+    record.write_jsonl(path, ring)
+    line = path.read_text()
+    assert "55512345" not in line and "RIFF" not in base64.b64decode(
+        json.loads(line)["audio"]["0"]["sealed"]
+    ).decode("latin-1")
+    stored = json.loads(line)
+    assert stored["agent_version"] == 3 and stored["audio"]["0"]["kid"] == "k1"
+    assert ring.unseal(stored)["slots"]["account_number"]["value"] == "55512345"
+
+
+def test_cluster_workers_get_the_studio_options_and_a_records_file_each() -> None:
+    from pathlib import Path
+
+    from parley.cluster.node import worker_command
+    from parley.cluster.supervisor import WorkerPlan
+
+    options = {
+        "agent": "card-block",
+        "host": "127.0.0.1",
+        "transport": "udp",
+        "max_load": 0.85,
+        "media_timeout": 30.0,
+        "drain": 0.0,
+        "records": Path("calls.jsonl"),
+        "decode_processes": 1,
+        "max_calls": None,
+        "studio": "http://127.0.0.1:8700",
+        "token": "pst_x",
+        "key_file": Path("keys"),
+    }
+    cmd = worker_command(options, 0)(WorkerPlan(1, 5062, (20000, 30000)), Path("stats.json"))
+    assert (
+        cmd[cmd.index("--studio") + 1] == "http://127.0.0.1:8700" and cmd[cmd.index("--token") + 1] == "pst_x"
+    )
+    assert cmd[cmd.index("--records") + 1] == "calls.jsonl.w1"
+    assert cmd[cmd.index("--key-file") + 1] == "keys"
