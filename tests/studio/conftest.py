@@ -25,19 +25,80 @@ PASSWORD = "correct horse battery"
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
-def postgres_database() -> Iterator[str]:
+def _reachable(url: str) -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server: the one at $PARLEY_TEST_POSTGRES (default 127.0.0.1:5432, database test)
+    where it runs, else one started here from Debian's `postgresql` binaries (./run installs them) on a
+    free port, in a temporary directory, for this test session."""
+    if _reachable(POSTGRES):
+        yield POSTGRES
+        return
+    import glob
+    import shutil
+    import subprocess
+    import time
+
+    from tests.integration.harness import free_port
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.fail(f"no PostgreSQL at {POSTGRES}, and Debian's postgresql is not installed to start one")
+    bin_dir = Path(found[-1]).parent
+    import tempfile
+
+    data = Path(tempfile.mkdtemp(prefix="parley-postgres-"))  # not under pytest's root-only directory
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(data, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    made = subprocess.run(
+        [*as_postgres, str(bin_dir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres"],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        pytest.fail(f"initdb failed: {made.stderr}")
+    port = free_port()
+    options = ["-D", str(data / "db"), "-p", str(port), "-h", "127.0.0.1", "-k", str(data)]
+    server = subprocess.Popen(
+        [*as_postgres, str(bin_dir / "postgres"), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    deadline = time.monotonic() + 30
+    while not _reachable(url):
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            pytest.fail(f"could not start PostgreSQL: {server.stderr.read().decode(errors='replace')}")
+        time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def postgres_database(server: str) -> Iterator[str]:
     """A new, empty PostgreSQL database on the test server; dropped afterwards."""
     import psycopg
 
     name = f"parley_studio_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES}: {exc}")
-    with admin:
+    with psycopg.connect(server, autocommit=True, connect_timeout=3) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
-            yield POSTGRES.rsplit("/", 1)[0] + "/" + name
+            yield server.rsplit("/", 1)[0] + "/" + name
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -52,7 +113,7 @@ def store(request, tmp_path, keyring) -> Iterator[Store]:
     if request.param == "sqlite":
         urls: Iterator[str] = iter([str(tmp_path / "studio.db")])
     else:
-        urls = postgres_database()
+        urls = postgres_database(request.getfixturevalue("postgres_server"))
     url = next(urls)
     store = Store(url, keyring, hasher=FAST_HASHER)
     store.migrate()
