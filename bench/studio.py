@@ -104,7 +104,7 @@ def make_records(templates: list[dict[str, Any]], count: int, seed: int = 1) -> 
         record = copy.deepcopy(templates[i % len(templates)])
         record["call_id"] = f"bench-{seed}-{i}"
         record["started_at"] = (start + timedelta(seconds=i * 60 + rng.randrange(60))).isoformat()
-        record["agent_version"] = 1 + i % 3
+        record["agent_version"] = 1 + (i // len(templates)) % 3
         record["duration_s"] = round(rng.uniform(10, 300), 1)
         account = f"{rng.randrange(10**8):08d}"
         if "account_number" in record["slots"]:

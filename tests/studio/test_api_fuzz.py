@@ -2,6 +2,8 @@
 operation is reachable): no request it makes may crash the studio (5xx), and every answer must match
 the schema. Bounded: a few examples per operation, on SQLite."""
 
+import os
+
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
@@ -9,7 +11,7 @@ from tests.studio.conftest import add_account, agent_yaml
 
 from parley.studio.app import create_app
 
-EXAMPLES_PER_OPERATION = 8
+EXAMPLES_PER_OPERATION = int(os.environ.get("PARLEY_FUZZ_EXAMPLES", "8"))  # more for a deeper local run
 CHECKS = [not_a_server_error, response_schema_conformance]
 
 

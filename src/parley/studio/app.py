@@ -14,10 +14,10 @@ import wave
 from collections import defaultdict, deque
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, Form, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -36,12 +36,14 @@ from parley.studio.store import (
 )
 from parley.studio.views import present, timeline
 
-HERE = Path(__file__).parent
+HERE = FilePath(__file__).parent
 COOKIE = "parley_session"
 MAX_YAML_BYTES = 256 * 1024  # an agent file; larger uploads get 413
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a batch of call records with their audio
 LOGIN_ATTEMPTS = 5  # failed logins per user name and per address ...
 LOGIN_WINDOW_S = 60.0  # ... within this window, then 429
+INT_MAX = 2**31 - 1  # numbers in URLs fit the database's integers (larger ones are 422, not a crash)
+Number = Annotated[int, Path(ge=0, le=INT_MAX)]
 
 
 class LoginRequired(Exception):
@@ -95,16 +97,18 @@ class AgentIn(BaseModel):
 
 class VersionIn(BaseModel):
     yaml: str = Field(max_length=MAX_YAML_BYTES)
-    base: int = Field(ge=0, description="the version this edit started from (optimistic locking)")
+    base: int = Field(ge=0, le=INT_MAX, description="the version this edit started from (optimistic locking)")
     note: str = Field(default="", max_length=200)
 
 
 class PublishIn(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT_MAX)
 
 
 class RollbackIn(BaseModel):
-    version: int | None = Field(default=None, ge=1, description="default: the previously live version")
+    version: int | None = Field(
+        default=None, ge=1, le=INT_MAX, description="default: the previously live version"
+    )
 
 
 class ValidateIn(BaseModel):
@@ -258,7 +262,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         return {**store.agent(name), "versions": store.versions(name), "deployments": store.deployments(name)}
 
     @app.get("/api/agents/{name}/versions/{number}", tags=["agents"])
-    def api_version(name: str, number: int, who: User) -> dict[str, Any]:
+    def api_version(name: str, number: Number, who: User) -> dict[str, Any]:
         return store.version(name, number)
 
     @app.post("/api/agents/{name}/versions", status_code=201, tags=["agents"])
@@ -273,7 +277,10 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
 
     @app.get("/api/agents/{name}/diff", tags=["agents"])
     def api_diff(
-        name: str, who: User, old: Annotated[int, Query(ge=1)], new: Annotated[int, Query(ge=1)]
+        name: str,
+        who: User,
+        old: Annotated[int, Query(ge=1, le=INT_MAX)],
+        new: Annotated[int, Query(ge=1, le=INT_MAX)],
     ) -> dict[str, Any]:
         return {"old": old, "new": new, "diff": store.diff(name, old, new)}
 
@@ -308,7 +315,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
     def api_calls(
         who: User,
         agent: str | None = None,
-        version: int | None = None,
+        version: Annotated[int | None, Query(ge=0, le=INT_MAX)] = None,
         outcome: str | None = None,
         transferred: bool | None = None,
         since: datetime | None = None,
@@ -318,7 +325,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         slot: str | None = None,
         slot_status: Annotated[str | None, Query(pattern="^(filled|missing)$")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=INT_MAX)] = 0,
     ) -> dict[str, Any]:
         total, calls = store.calls(
             agent=agent,
@@ -358,7 +365,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         return call_view(call_id, who, reveal)
 
     @app.get("/api/calls/{call_id}/audio/{turn}", tags=["calls"], response_class=Response)
-    def api_audio(call_id: str, turn: int, who: User) -> Response:
+    def api_audio(call_id: str, turn: Number, who: User) -> Response:
         """A turn's caller audio as WAV (editors: it is caller data; audited as a reveal)."""
         if not who.can_edit:
             raise HTTPException(403, "viewers cannot hear caller audio")
@@ -498,7 +505,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         name: str,
         who: PageUser,
         yaml_text: Annotated[str, Form(alias="yaml")],
-        base: Annotated[int, Form()],
+        base: Annotated[int, Form(ge=0, le=INT_MAX)],
         note: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
         editor(who)
@@ -513,14 +520,19 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         return RedirectResponse(f"/agents/{name}?saved={number}", status_code=303)
 
     @app.post("/agents/{name}/publish", include_in_schema=False)
-    def page_publish(request: Request, name: str, who: PageUser, version: Annotated[int, Form()]) -> Response:
+    def page_publish(
+        request: Request, name: str, who: PageUser, version: Annotated[int, Form(ge=1, le=INT_MAX)]
+    ) -> Response:
         editor(who)
         store.publish(name, version, who)
         return RedirectResponse(f"/agents/{name}", status_code=303)
 
     @app.post("/agents/{name}/rollback", include_in_schema=False)
     def page_rollback(
-        request: Request, name: str, who: PageUser, version: Annotated[int | None, Form()] = None
+        request: Request,
+        name: str,
+        who: PageUser,
+        version: Annotated[int | None, Form(ge=1, le=INT_MAX)] = None,
     ) -> Response:
         editor(who)
         try:
@@ -530,7 +542,13 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         return RedirectResponse(f"/agents/{name}", status_code=303)
 
     @app.get("/agents/{name}/diff", response_class=HTMLResponse, include_in_schema=False)
-    def page_diff(request: Request, name: str, who: PageUser, old: int, new: int) -> Response:
+    def page_diff(
+        request: Request,
+        name: str,
+        who: PageUser,
+        old: Annotated[int, Query(ge=1, le=INT_MAX)],
+        new: Annotated[int, Query(ge=1, le=INT_MAX)],
+    ) -> Response:
         return render(
             request,
             "diff.html",
@@ -543,7 +561,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         )
 
     @app.get("/agents/{name}/versions/{number}", response_class=HTMLResponse, include_in_schema=False)
-    def page_version(request: Request, name: str, number: int, who: PageUser) -> Response:
+    def page_version(request: Request, name: str, number: Number, who: PageUser) -> Response:
         return render(
             request, "version.html", who, agent=store.agent(name), version=store.version(name, number)
         )
@@ -562,13 +580,13 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         max_duration: str | None = None,
         slot: str | None = None,
         slot_status: str | None = None,
-        page: int = 1,
+        page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     ) -> Response:
         filters = {k: v for k, v in request.query_params.items() if v and k != "page"}
         try:
             total, calls = store.calls(
                 agent=agent or None,
-                version=int(version) if version else None,
+                version=_bounded(version),
                 outcome=outcome or None,
                 transferred={"yes": True, "no": False}.get(transferred or ""),
                 since=datetime.fromisoformat(since) if since else None,
@@ -630,6 +648,16 @@ def _problem(error: Any) -> dict[str, Any]:
         "hint": error.hint,
         "text": str(error),
     }
+
+
+def _bounded(text: str | None) -> int | None:
+    """A filter's number, or None; ValueError when it is not a number the database can hold."""
+    if not text:
+        return None
+    number = int(text)
+    if not 0 <= number <= INT_MAX:
+        raise ValueError(f"{number} is out of range")
+    return number
 
 
 def _check_size(text: str) -> None:

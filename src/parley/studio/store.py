@@ -115,6 +115,7 @@ class Store:
         self.url = database_url(url)
         self.keyring = keyring
         self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106's low-memory profile
+        self._step_slots_cache: dict[tuple[str, int], dict[str, str]] = {}
         options: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             options["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -392,25 +393,46 @@ class Store:
         sensitive envelope of a base64 WAV) goes to its own table. A call already stored is kept as it
         was (nodes resend after an outage): returns how many were new. All or nothing."""
         rows = [self._call_row(record) for record in records]
-        new = 0
         with self.session() as s:
-            ids = [row.call_id for row, _, _ in rows]
+            ids = [row["call_id"] for row, _, _ in rows]
             known = set(s.scalars(sa.select(Call.call_id).where(Call.call_id.in_(ids))))
+            fresh = []
             for row, slots, audio in rows:
-                if row.call_id in known:
-                    continue
-                known.add(row.call_id)
-                s.add(row)
-                s.flush()
-                s.add_all(CallSlot(call_id=row.id, name=n, status=st) for n, st in slots.items())
-                s.add_all(
-                    TurnAudio(call_id=row.id, turn=turn, kid=env["kid"], data=env["sealed"].encode())
-                    for turn, env in audio.items()
-                )
-                new += 1
-        return new
+                if row["call_id"] not in known:
+                    known.add(row["call_id"])
+                    fresh.append((row, slots, audio))
+            if not fresh:
+                return 0
+            # one INSERT ... RETURNING for the batch (SQLAlchemy's insertmanyvalues), then its children
+            inserted = s.execute(
+                sa.insert(Call).returning(Call.id, Call.call_id), [row for row, _, _ in fresh]
+            )
+            pk = {call_id: id_ for id_, call_id in inserted}
+            slot_rows = [
+                {"call_id": pk[row["call_id"]], "name": name, "status": status}
+                for row, slots, _ in fresh
+                for name, status in slots.items()
+            ]
+            audio_rows = [
+                {
+                    "call_id": pk[row["call_id"]],
+                    "turn": turn,
+                    "kid": env["kid"],
+                    "data": env["sealed"].encode(),
+                }
+                for row, _, audio in fresh
+                for turn, env in audio.items()
+            ]
+            if slot_rows:
+                s.execute(sa.insert(CallSlot), slot_rows)
+            if audio_rows:
+                s.execute(sa.insert(TurnAudio), audio_rows)
+        return len(fresh)
 
-    def _call_row(self, record: dict[str, Any]) -> tuple[Call, dict[str, str], dict[int, dict[str, Any]]]:
+    def _call_row(
+        self, record: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str], dict[int, dict[str, Any]]]:
+        """A record's ``calls`` row (its caller data sealed), its slots' statuses and its turns' audio."""
         if not isinstance(record, dict) or record.get("record") != RECORD_FORMAT:
             raise Invalid(f'not a call record: expected "record": "{RECORD_FORMAT}"')
         call_id, agent = record.get("call_id"), record.get("agent")
@@ -442,17 +464,17 @@ class Store:
         asked = self._asked_slots(agent, version if isinstance(version, int) else None, turns)
         for name in asked:
             slots.setdefault(name, "missing")
-        row = Call(
-            call_id=call_id,
-            agent=agent,
-            version=version if isinstance(version, int) else None,
-            started_at=_aware(started),
-            duration_s=float(duration) if isinstance(duration, int | float) else None,
-            outcome=record.get("outcome") if isinstance(record.get("outcome"), str) else None,
-            transferred=record.get("outcome") == "transferred",
-            turns=len(turns),
-            record=sealed,
-        )
+        row = {
+            "call_id": call_id,
+            "agent": agent,
+            "version": version if isinstance(version, int) else None,
+            "started_at": _aware(started),
+            "duration_s": float(duration) if isinstance(duration, int | float) else None,
+            "outcome": record.get("outcome") if isinstance(record.get("outcome"), str) else None,
+            "transferred": record.get("outcome") == "transferred",
+            "turns": len(turns),
+            "record": sealed,
+        }
         return row, slots, sealed_audio
 
     def _asked_slots(self, agent: str, version: int | None, turns: list[Any]) -> list[str]:
@@ -465,11 +487,17 @@ class Store:
         """Ask step id → its slot, for an agent version stored here (empty when unknown)."""
         if version is None:
             return {}
+        known = self._step_slots_cache.get((agent, version))
+        if known is not None:  # versions never change once saved
+            return known
         try:
             text = self.version(agent, version)["yaml"]
         except NotFound:
             return {}
-        return _step_slots(text)
+        if len(self._step_slots_cache) > 1024:
+            self._step_slots_cache.clear()
+        self._step_slots_cache[(agent, version)] = found = _step_slots(text)
+        return found
 
     def calls(
         self,
