@@ -340,8 +340,9 @@ def keys() -> None:
 )
 @click.option("--no-new-key", is_flag=True, help="Only re-seal values under the file's last key.")
 def rotate(database: str, key_file: Path, no_new_key: bool) -> None:
-    """Add a new key and re-encrypt the database's caller data with it, batch by batch (a running
-    studio keeps serving: it reads old and new keys once restarted with the new file)."""
+    """Add a new key and re-encrypt the database's caller data with it, batch by batch. A running studio
+    keeps serving: it reads the key file again when it meets the new key. Values it sealed meanwhile
+    under the old key stay readable; a second rotation with --no-new-key moves them too."""
     from parley.agent.sealing import Keyring, KeyringError
     from parley.studio.server import open_store
 

@@ -121,3 +121,24 @@ def test_every_asset_is_local(client, accounts) -> None:
     schema = client.get("/api/openapi.json").json()
     assert {"/api/agents/{name}/publish", "/api/calls", "/api/calls/{call_id}"} <= set(schema["paths"])
     assert json.dumps(schema).count("cdn") == 0
+
+
+def test_flow_graph_of_the_agent(client, accounts, store) -> None:
+    from parley.agent.loader import load_agent_text
+    from parley.studio.graph import edges
+
+    agent = load_agent_text(agent_yaml())
+    falls, jumps = edges(agent)
+    steps = [s.id for s in agent.steps]
+    named = {(steps[e.source] if e.source >= 0 else "*", steps[e.target], e.label) for e in falls + jumps}
+    assert ("welcome", "account_number", "") in named  # fall-through
+    assert ("account_number", "handover", "failure") in named
+    assert ("decide", "block", "if confirm_block = True") in named
+    assert ("*", "handover", "“operator” anywhere") in named
+    assert not any(steps[e.source] in ("handover", "bye") for e in falls + jumps if e.source >= 0)  # ends
+    store.create_agent("card-block", agent_yaml(), accounts["editor"].principal)
+    login(client, "viewer1")
+    page = client.get("/agents/card-block").text
+    svg = page.split('id="flow">')[1].split("</svg>")[0]
+    assert svg.count('class="step"') == len(steps) and svg.count('class="jump"') == len(jumps)
+    assert "<script" not in svg

@@ -113,3 +113,27 @@ def test_cluster_workers_get_the_studio_options_and_a_records_file_each() -> Non
     )
     assert cmd[cmd.index("--records") + 1] == "calls.jsonl.w1"
     assert cmd[cmd.index("--key-file") + 1] == "keys"
+
+
+def test_a_running_store_picks_up_a_rotated_key_file(tmp_path) -> None:
+    from argon2 import PasswordHasher
+
+    from parley.studio.store import Store
+
+    path = tmp_path / "keys"
+    path.write_text(Keyring.new_key_line("k1") + "\n")
+    running = Store(
+        str(tmp_path / "s.db"), Keyring.load(path), hasher=PasswordHasher(time_cost=1, memory_cost=1024)
+    )
+    running.migrate()
+    running.ingest([card_block_call("live-1", account="13572468")])
+    with path.open("a") as out:  # `parley keys rotate` in another process
+        out.write(Keyring.new_key_line("k2") + "\n")
+    rotator = Store(str(tmp_path / "s.db"), Keyring.load(path))
+    assert rotator.rotate() > 0
+    record = running.call("live-1")["record"]
+    assert record["slots"]["account_number"]["kid"] == "k2"
+    assert running.keyring.unseal(record)["slots"]["account_number"]["value"] == "13572468"
+    assert running.keyring.active == "k2"  # new values now use the new key
+    rotator.close()
+    running.close()

@@ -42,19 +42,38 @@ class KeyringError(ValueError):
 class Keyring:
     """AES-256-GCM keys by id; the last one added seals new values."""
 
-    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+    def __init__(self, keys: list[tuple[str, bytes]], *, path: Path | None = None) -> None:
+        self.path = path  # the key file, read again when a value names a key not seen yet (rotation)
+        self._use(keys)
+
+    def _use(self, keys: list[tuple[str, bytes]]) -> None:
         if not keys:
             raise KeyringError("a keyring needs at least one key")
-        self.keys: dict[str, AESGCM] = {}
+        found: dict[str, AESGCM] = {}
         for kid, key in keys:
             if not _KID.match(kid):
                 raise KeyringError(f"bad key id {kid!r}: letters, digits, '_', '.', '-' (at most 32)")
-            if kid in self.keys:
+            if kid in found:
                 raise KeyringError(f"key id {kid!r} appears twice")
             if len(key) != 32:
                 raise KeyringError(f"key {kid!r} must be 32 bytes (AES-256), not {len(key)}")
-            self.keys[kid] = AESGCM(key)
-        self.active = keys[-1][0]
+            found[kid] = AESGCM(key)
+        self.keys, self.active = found, keys[-1][0]
+
+    def reload(self) -> bool:
+        """Read the key file again (a rotation added a key): True when it brought a key id not known
+        before, which then also seals new values. A running studio thus reads the values that
+        ``parley keys rotate`` re-sealed, without a restart."""
+        if self.path is None:
+            return False
+        try:
+            keys = self.parse(self.path.read_text(encoding="utf-8"), str(self.path))
+        except (OSError, KeyringError):  # e.g. a line being written: the next value tries again
+            return False
+        if {kid for kid, _ in keys} <= set(self.keys):
+            return False
+        self._use(keys)
+        return True
 
     # -- loading --------------------------------------------------------------------------------
     @staticmethod
@@ -85,7 +104,7 @@ class Keyring:
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise KeyringError(f"cannot read key file {path}: {exc}") from exc
-            return cls(cls.parse(text, str(path)))
+            return cls(cls.parse(text, str(path)), path=path)
         text = (os.environ if env is None else env).get(KEYS_ENV)
         if text:
             return cls(cls.parse(text, f"${KEYS_ENV}"))
@@ -109,6 +128,8 @@ class Keyring:
         or misattributed value)."""
         kid = envelope.get("kid")
         aead = self.keys.get(kid)  # type: ignore[arg-type]
+        if aead is None and self.reload():
+            aead = self.keys.get(kid)  # type: ignore[arg-type]
         if aead is None:
             raise KeyringError(f"value sealed with key {kid!r}, which is not in the keyring")
         try:

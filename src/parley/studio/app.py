@@ -25,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from parley.studio.graph import flow_svg_of
 from parley.studio.store import (
     NAME_PATTERN,
     Conflict,
@@ -493,6 +494,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
             problems=problems or [],
             error=error,
             live_diff=live_diff,
+            flow=flow_svg_of(head["yaml"]),
         )
 
     @app.get("/agents/{name}", response_class=HTMLResponse, include_in_schema=False)
