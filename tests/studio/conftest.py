@@ -222,6 +222,7 @@ def card_block_call(
     account: str = "12345678",
     version: int | None = 1,
     operator: bool = False,
+    hang_up_early: bool = False,
     started_at: str | None = None,
 ) -> dict:
     """A real call record of the card-block example: the dialogue runtime fed typed answers, as
@@ -238,7 +239,9 @@ def card_block_call(
     conversation.start()
     spoken = " ".join(account)
     conversation.on_partial(spoken)
-    if operator:
+    if hang_up_early:  # one answer not understood, then the caller hangs up
+        conversation.on_final("banana", 0.9)
+    elif operator:
         conversation.on_final("operator please", 0.9)
     else:
         conversation.on_final(

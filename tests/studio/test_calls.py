@@ -165,3 +165,35 @@ def test_rotation_reseals_every_value_and_old_data_stays_readable(store, keyring
     with store.engine.connect() as db:
         assert db.execute(sa.text("SELECT kid FROM turn_audio")).scalar() == "k2"
     assert store.rotate() == 0
+
+
+def test_analytics_of_a_version(client, accounts) -> None:
+    publish_card_block(client, accounts)
+    ingest(
+        client,
+        accounts,
+        card_block_call("an-1"),
+        card_block_call("an-2"),
+        card_block_call("an-3", operator=True),
+        card_block_call("an-4", hang_up_early=True),
+        card_block_call("an-other-version", version=2),
+    )
+    r = client.get("/api/agents/card-block/analytics", headers=accounts["viewer"].headers)
+    assert r.status_code == 200, r.text
+    f = r.json()
+    assert f["version"] == 1 and f["calls"] == 4
+    assert f["transfer_rate"] == 0.25
+    assert f["outcomes"]["abandoned"]["calls"] == 3  # the card-block example ends on the caller's hang-up
+    account = next(n for n in f["no_match"] if n["step"] == "account_number")
+    assert (account["slot"], account["answers"], account["no_match"]) == ("account_number", 4, 1)
+    assert {d["step"] for d in f["drop_off"]} >= {"account_number"}
+    assert f["turn_latency_ms"]["turns"] == 2 and f["turn_latency_ms"]["p50"] == 220.0
+    assert f["engine_wins"] == {"digits": {"sphinx-grammar": {"wins": 2, "share": 1.0}}}
+    page = client.get("/agents/card-block/analytics?version=1", headers=accounts["viewer"].headers)
+    assert page.status_code == 200 and "25.0 %" in page.text and 'id="engine-wins"' in page.text
+    assert (
+        client.get(
+            "/api/agents/card-block/analytics?version=9", headers=accounts["viewer"].headers
+        ).status_code
+        == 404
+    )

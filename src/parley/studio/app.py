@@ -25,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from parley.studio.analytics import summarise
 from parley.studio.graph import flow_svg_of
 from parley.studio.store import (
     NAME_PATTERN,
@@ -299,6 +300,19 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         editor(who)
         return store.rollback(name, who, body.version)
 
+    def version_analytics(name: str, version: int | None) -> dict[str, Any]:
+        agent = store.agent(name)
+        number = version or agent["live"] or agent["head"]
+        text = store.version(name, number)["yaml"]
+        return {"agent": name, "version": number, **summarise(store.version_records(name, number), text)}
+
+    @app.get("/api/agents/{name}/analytics", tags=["agents"])
+    def api_analytics(
+        name: str, who: User, version: Annotated[int | None, Query(ge=1, le=INT_MAX)] = None
+    ) -> dict[str, Any]:
+        """Figures of one version (default: the live one) over its newest 5,000 calls."""
+        return version_analytics(name, version)
+
     @app.put("/api/agents/{name}/retention", tags=["agents"])
     def api_retention(name: str, body: RetentionIn, who: User) -> dict[str, Any]:
         admin(who)
@@ -560,6 +574,23 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
             new=new,
             diff=store.diff(name, old, new),
             versions=store.versions(name),
+        )
+
+    @app.get("/agents/{name}/analytics", response_class=HTMLResponse, include_in_schema=False)
+    def page_analytics(
+        request: Request,
+        name: str,
+        who: PageUser,
+        version: Annotated[int | None, Query(ge=1, le=INT_MAX)] = None,
+    ) -> Response:
+        figures = version_analytics(name, version)
+        return render(
+            request,
+            "analytics.html",
+            who,
+            agent=store.agent(name),
+            versions=store.versions(name),
+            figures=figures,
         )
 
     @app.get("/agents/{name}/versions/{number}", response_class=HTMLResponse, include_in_schema=False)

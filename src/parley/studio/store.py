@@ -545,6 +545,17 @@ class Store:
             )
             return total, [_call_summary(c) for c in page]
 
+    def version_records(self, agent: str, version: int, limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest ``limit`` call records of one agent version (caller data still sealed)."""
+        with self.session() as s:
+            rows = s.scalars(
+                sa.select(Call.record)
+                .where(Call.agent == agent, Call.version == version)
+                .order_by(Call.started_at.desc())
+                .limit(limit)
+            )
+            return list(rows)
+
     def call(self, call_id: str) -> dict[str, Any]:
         """One call: its summary and its record, caller data still sealed."""
         with self.session() as s:
