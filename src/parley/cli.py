@@ -693,64 +693,12 @@ def chat(
 
 
 def _chat_say(conversation: Conversation, line: str, confidence: float) -> list[Action]:
-    """Feed a typed line as word-by-word partials, then as the final transcript."""
-    from parley.agent.runtime import EarlyClose
+    from parley.agent.textchat import say_typed
 
-    words = line.split()
-    partials = [" ".join(words[: i + 1]) for i in range(len(words))] + [line]
-    heard = line
-    for partial in partials:
-        if any(isinstance(a, EarlyClose) for a in conversation.on_partial(partial)):
-            heard = partial
-            unheard = " ".join(words[len(partial.split()) :])
-            click.echo("[early close]" + (f" (not heard: {unheard!r})" if unheard else ""))
-            break
-    return conversation.on_final(heard, confidence)
+    return say_typed(conversation, line, confidence, click.echo)
 
 
 def _chat_perform(conversation: Conversation, actions: list[Action], no_webhooks: bool) -> bool:
-    """Carry out the conversation's actions in the terminal; True once the call has ended."""
-    from parley.agent.runtime import CallWebhook, Hangup, Listen, Say, Transfer
-    from parley.agent.webhook import perform_webhook_sync, sample_body
+    from parley.agent.textchat import perform
 
-    queue = list(actions)
-    while queue:
-        action = queue.pop(0)
-        if isinstance(action, Say):
-            click.echo(f"agent> {action.text}")
-        elif isinstance(action, Listen):
-            if action.dtmf_allowed:
-                click.echo("[keypad accepted: /dtmf DIGITS]")
-        elif isinstance(action, CallWebhook):
-            if no_webhooks:
-                body = sample_body(conversation.agent.step(action.step_id))  # type: ignore[arg-type]
-                click.echo(f"[webhook {action.method} {action.url}: simulated 200 {json.dumps(body)}]")
-                queue += conversation.on_webhook_result(200, body, None)
-            else:
-
-                def hold() -> None:
-                    for said in conversation.on_webhook_slow():
-                        if isinstance(said, Say):
-                            click.echo(f"agent> {said.text}")
-
-                result = perform_webhook_sync(action, hold)
-                outcome = f"{result.status}" + (f", {result.error}" if result.error else "")
-                click.echo(
-                    f"[webhook {action.method} {action.url} → {outcome} in {result.latency_s * 1000:.0f} ms]"
-                )
-                queue += conversation.on_webhook_result(
-                    result.status,
-                    result.body,
-                    result.error,
-                    latency_s=result.latency_s,
-                    attempts=result.attempts,
-                    unknown=result.unknown,
-                )
-        elif isinstance(action, Transfer):
-            click.echo(f"[transfer to {action.to}: end of chat]")
-            conversation.on_transfer_result(200)
-            return True
-        elif isinstance(action, Hangup):
-            click.echo("[agent hung up: end of chat]")
-            return True
-    return conversation.finished
+    return perform(conversation, actions, no_webhooks, click.echo)

@@ -142,3 +142,45 @@ def test_flow_graph_of_the_agent(client, accounts, store) -> None:
     svg = page.split('id="flow">')[1].split("</svg>")[0]
     assert svg.count('class="step"') == len(steps) and svg.count('class="jump"') == len(jumps)
     assert "<script" not in svg
+
+
+def test_console_chats_with_a_version(client, accounts, store) -> None:
+    store.create_agent("card-block", agent_yaml(), accounts["editor"].principal)
+    store.save_version(
+        "card-block", agent_yaml().replace("Welcome to", "Hello from"), 1, accounts["editor"].principal
+    )
+    h = accounts["editor"].headers
+    opened = client.post("/api/agents/card-block/console?version=1", headers=h)
+    assert opened.status_code == 201, opened.text
+    session = opened.json()
+    assert session["lines"][0].startswith("agent> Welcome to Northbank") and not session["ended"]
+    say = lambda **move: client.post(f"/api/console/{session['id']}", json=move, headers=h).json()  # noqa: E731
+    assert "[keypad input not accepted here]" not in say(dtmf="42712345")["lines"]
+    after = say(text="the third of may nineteen eighty five")
+    assert any("on account 4 2 7 1 2 3 4 5" in line for line in after["lines"])
+    say(text="yes")
+    say(text="yes")
+    done = say(hangup=True)
+    assert done["ended"] and "account_number = '42712345'" in done["summary"]
+    assert any(
+        "[webhook POST http://127.0.0.1:8080/cards/block: simulated 200" in line for line in done["lines"]
+    )
+    assert (
+        client.post(
+            f"/api/console/{session['id']}", json={"text": "x"}, headers=accounts["viewer"].headers
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            f"/api/console/{session['id']}", json={"text": "x"}, headers=accounts["admin"].headers
+        ).status_code
+        == 404
+    )  # not theirs
+    assert client.post("/api/console/nope", json={}, headers=h).status_code == 404
+    # the page, without script: forms post the caller's moves
+    csrf = login(client, "editor1")
+    page = client.post("/agents/card-block/console", data={"version": 2, "csrf_token": csrf})
+    assert page.status_code == 200 and "agent&gt; Hello from Northbank" in page.text
+    page = client.post(page.url.path, data={"text": "operator please", "action": "say", "csrf_token": csrf})
+    assert "transfer to" in page.text and 'id="ended"' in page.text

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from parley.studio.analytics import summarise
+from parley.studio.console import Consoles, ConsoleSession
 from parley.studio.graph import flow_svg_of
 from parley.studio.store import (
     NAME_PATTERN,
@@ -128,6 +129,12 @@ class TokenIn(BaseModel):
     label: str = Field(default="", max_length=100)
 
 
+class ConsoleIn(BaseModel):
+    text: str | None = Field(default=None, max_length=500, description="the caller's typed answer")
+    dtmf: str | None = Field(default=None, max_length=50, pattern=r"^[0-9*#]*$")
+    hangup: bool = False
+
+
 class RetentionIn(BaseModel):
     days: int | None = Field(default=None, ge=1, le=36500)
 
@@ -158,6 +165,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
     limiter = LoginLimiter()
+    consoles = Consoles()
     app.state.store = store
     app.state.limiter = limiter
 
@@ -312,6 +320,31 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
     ) -> dict[str, Any]:
         """Figures of one version (default: the live one) over its newest 5,000 calls."""
         return version_analytics(name, version)
+
+    def open_console(name: str, version: int | None, who: Principal) -> ConsoleSession:
+        editor(who)
+        number = version or store.agent(name)["head"]
+        return consoles.open(name, number, store.version(name, number)["yaml"], who.user_id)
+
+    def console_session(session_id: str, who: Principal) -> ConsoleSession:
+        editor(who)
+        try:
+            return consoles.get(session_id, who.user_id)
+        except LookupError as exc:
+            raise NotFound(str(exc)) from None
+
+    @app.post("/api/agents/{name}/console", status_code=201, tags=["console"])
+    def api_console_open(
+        name: str, who: User, version: Annotated[int | None, Query(ge=1, le=INT_MAX)] = None
+    ) -> dict[str, Any]:
+        """Start a test conversation with a version (default: the newest); webhooks are simulated."""
+        return open_console(name, version, who).view()
+
+    @app.post("/api/console/{session_id}", tags=["console"])
+    def api_console_turn(session_id: str, body: ConsoleIn, who: User) -> dict[str, Any]:
+        """The caller's next move: ``text``, ``dtmf``, ``hangup``, or none of them for silence."""
+        session = console_session(session_id, who)
+        return consoles.turn(session, text=body.text, dtmf=body.dtmf, hangup=body.hangup).view()
 
     @app.put("/api/agents/{name}/retention", tags=["agents"])
     def api_retention(name: str, body: RetentionIn, who: User) -> dict[str, Any]:
@@ -575,6 +608,40 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
             diff=store.diff(name, old, new),
             versions=store.versions(name),
         )
+
+    @app.post("/agents/{name}/console", include_in_schema=False)
+    def page_console_open(
+        request: Request,
+        name: str,
+        who: PageUser,
+        version: Annotated[int | None, Form(ge=1, le=INT_MAX)] = None,
+    ) -> Response:
+        session = open_console(name, version, who)
+        return RedirectResponse(f"/console/{session.id}", status_code=303)
+
+    @app.get("/console/{session_id}", response_class=HTMLResponse, include_in_schema=False)
+    def page_console(request: Request, session_id: str, who: PageUser) -> Response:
+        return render(request, "console.html", who, session=console_session(session_id, who).view())
+
+    @app.post("/console/{session_id}", include_in_schema=False)
+    def page_console_turn(
+        request: Request,
+        session_id: str,
+        who: PageUser,
+        text: Annotated[str, Form(max_length=500)] = "",
+        dtmf: Annotated[str, Form(max_length=50, pattern=r"^[0-9*#]*$")] = "",
+        action: Annotated[str, Form()] = "say",
+    ) -> Response:
+        session = console_session(session_id, who)
+        if action == "hangup":
+            consoles.turn(session, hangup=True)
+        elif action == "keys":
+            consoles.turn(session, dtmf=dtmf or None)
+        elif action == "silence":
+            consoles.turn(session)
+        else:
+            consoles.turn(session, text=text)
+        return RedirectResponse(f"/console/{session_id}", status_code=303)
 
     @app.get("/agents/{name}/analytics", response_class=HTMLResponse, include_in_schema=False)
     def page_analytics(
