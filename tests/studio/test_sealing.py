@@ -107,7 +107,7 @@ def test_cluster_workers_get_the_studio_options_and_a_records_file_each() -> Non
         "token": "pst_x",
         "key_file": Path("keys"),
     }
-    cmd = worker_command(options, 0)(WorkerPlan(1, 5062, (20000, 30000)), Path("stats.json"))
+    cmd = worker_command(options, {"verbose": 0})(WorkerPlan(1, 5062, (20000, 30000)), Path("stats.json"))
     assert (
         cmd[cmd.index("--studio") + 1] == "http://127.0.0.1:8700" and cmd[cmd.index("--token") + 1] == "pst_x"
     )
