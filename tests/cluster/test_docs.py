@@ -91,3 +91,15 @@ def wait_for_line(proc: subprocess.Popen, text: str, what: str, timeout: float =
 
     threading.Thread(target=read, daemon=True).start()
     assert seen.wait(timeout), f"{what} never printed {text!r}:\n{''.join(lines[-30:])}"
+
+
+def test_the_bench_commands_in_scaling_md_name_options_the_benches_have():
+    text = (ROOT / "docs" / "scaling.md").read_text()
+    commands = re.findall(r"(?m)^\.venv/bin/python (bench/\S+\.py)(.*)$", text)
+    assert {script for script, _ in commands} == {"bench/cluster_capacity.py", "bench/kamailio_cost.py"}
+    for script, options in commands:
+        shown = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=60)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        for option in re.findall(r"--[a-z-]+", options):
+            assert option in shown.stdout, f"{script} has no {option}"
