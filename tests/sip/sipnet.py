@@ -47,6 +47,11 @@ class Packet:
 Match = Callable[[Packet], bool]
 
 
+def resolved(addr: Address) -> Address:
+    """The network's "DNS": a host name without a port (port 0, RFC 3263 SRV first) is on 5060."""
+    return addr if addr[1] else (addr[0], 5060)
+
+
 def request(method: str) -> Match:
     return lambda p: p.label == method
 
@@ -124,16 +129,18 @@ class Net:
             packet.fate = "undeliverable"
             return
         routes = msg.headers.get_all("Route")
-        if hop_address(msg.request_uri, packet.transport)[0] == packet.dst and routes:
+        if resolved(hop_address(msg.request_uri, packet.transport)[0]) == packet.dst and routes:
             msg.uri = str(NameAddr.parse(routes[-1]).uri)  # we were a strict router's target
             routes = routes[:-1]
-        elif routes and hop_address(NameAddr.parse(routes[0]).uri, packet.transport)[0] == packet.dst:
+        elif (
+            routes and resolved(hop_address(NameAddr.parse(routes[0]).uri, packet.transport)[0]) == packet.dst
+        ):
             routes = routes[1:]
         msg.headers.replace("Route", routes)
         next_uri = NameAddr.parse(routes[0]).uri if routes else msg.request_uri
         (dst, transport) = hop_address(next_uri, packet.transport)
         packet.fate = "forwarded"
-        onward = Packet(packet.src, dst, transport, msg.serialize(), self.now)
+        onward = Packet(packet.src, resolved(dst), transport, msg.serialize(), self.now)
         self.log.append(onward)
         self._deliver(onward)
 
@@ -162,7 +169,7 @@ class Net:
             pending: list[Packet] = []
             for addr, ua in self.uas.items():
                 for out in ua.outbox:
-                    pending.append(Packet(addr, out.addr, out.transport, out.data, self.now))
+                    pending.append(Packet(addr, resolved(out.addr), out.transport, out.data, self.now))
                 ua.outbox[:] = []
             if not pending:
                 return

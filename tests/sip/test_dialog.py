@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from parley.sip.dialog import Dialog, hop_address
-from parley.sip.errors import SipParseError
 from parley.sip.message import SipRequest, make_response, parse_message
 from parley.sip.uri import SipUri
 
@@ -86,10 +83,11 @@ def test_uac_dialog_from_2xx_reverses_the_route_set():
     assert ack.cseq == (314, "ACK") and dialog.local_seq == 315
 
 
-def test_dialog_without_contact_is_an_error():
+def test_rfc2543_invite_without_contact_targets_its_from_address():
+    """RFC 4475 §3.4 (inv2543): an RFC 2543 INVITE may lack Contact; requests go to its From URI."""
     inv = invite(contact=None)
-    with pytest.raises(SipParseError):
-        Dialog.as_uas(inv, ok_for(inv), "UDP")
+    dialog = Dialog.as_uas(inv, ok_for(inv), "UDP")
+    assert dialog.remote_target == str(inv.from_.uri)
 
 
 def test_cseq_ordering_rejects_lower_and_exempts_ack_and_cancel():

@@ -23,8 +23,8 @@ badbranch  3.2.1     reject 400 statelessly: branch "z9hG4bK" alone would put ev
 mismatch02 3.1.2.18  reject 501 (the RFC's preferred code for an unknown method)
 scalarlg   3.1.2.5   response: dropped (SipParseError without a request to answer)
 bigcode    3.1.2.19  response: dropped
-badinv01   3.1.2.1   reject 400, but no answer: its top Via itself is malformed, so there is
-                     nowhere to route a response (the transport may still drop/log it)
+badinv01   3.1.2.1   reject 400, answered: its top Via is malformed, so the 400 goes back to
+                     the source address, copying the Via as it was
 =========  ========  ==========================================================================
 
 Application-layer answers (416 unkscm/novelsc, 420 bext01, 415 invut, 401 regaut01, 406
@@ -63,7 +63,7 @@ VALID = [
 # name -> (status, answerable): the SipParseError status, and whether it carries a request
 # that error_response() can answer. Responses are never answered.
 INVALID: dict[str, tuple[int, bool]] = {
-    "badinv01": (400, False),
+    "badinv01": (400, True),
     "clerr": (400, True),
     "ncl": (400, True),
     "scalar02": (400, True),
@@ -85,7 +85,7 @@ INVALID: dict[str, tuple[int, bool]] = {
 }
 
 # Answers that copy the request's broken (or missing) From/To/Call-ID/CSeq as they are.
-ECHOES_BROKEN_HEADER = {"insuf", "scalar02", "baddn", "quotbal", "multi01"}
+ECHOES_BROKEN_HEADER = {"insuf", "scalar02", "baddn", "quotbal", "multi01", "badinv01"}
 
 
 def load(name: str) -> bytes:
@@ -511,3 +511,59 @@ def test_missing_corpus_skips_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(f"{__name__}.RFC4475_DIR", Path("/nonexistent/shared/rfc4475"))
     with pytest.raises(pytest.skip.Exception, match="RFC 4475 messages not found"):
         load("wsinv")
+
+
+# -- what the user agent answers (issue 15: every message answered as the RFC says) -----------
+
+# The user agent's answer to each message that has one decided by the RFC (3.3, 3.4, 3.1.2.1).
+UA_ANSWERS = {
+    "badinv01": [400],  # its top Via is malformed: answered to the source, the Via copied as it was
+    "unkscm": [416],
+    "novelsc": [416],
+    "sdp01": [406],  # it accepts no SDP, and our answer would be SDP
+    "bext01": [420],
+    "invut": [415],
+    "inv2543": [100],  # a valid RFC 2543 INVITE: the call is offered to the application
+    "zeromf": [200],  # Max-Forwards 0 matters to proxies; this user agent is the target
+    "mismatch02": [501],
+}
+
+
+def ua_answers(name: str, transport: str = "UDP") -> tuple[list[bytes], list[object]]:
+    """Feed one message to a fresh user agent; its responses (raw) and its events."""
+    from parley.sip.useragent import UserAgent
+
+    agent = UserAgent("192.0.2.99", 5060, transport=transport)
+    try:
+        agent.receive(load(name), ("192.0.2.15", 5060), transport, 0.0)
+    except ConnectionError:
+        assert transport == "TCP"  # a stream that cannot be framed is closed (after its answer)
+    return [out.data for out in agent.outbox], list(agent.events)
+
+
+@pytest.mark.parametrize("name", sorted(UA_ANSWERS))
+def test_user_agent_answers_as_the_rfc_says(name: str) -> None:
+    responses, events = ua_answers(name)
+    assert [int(data.split(b" ", 2)[1]) for data in responses] == UA_ANSWERS[name]
+    assert bool(events) == (name == "inv2543")
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+@pytest.mark.parametrize("name", sorted(VALID + list(INVALID)))
+def test_every_response_has_a_to_tag_and_a_server_header(name: str, transport: str) -> None:
+    """§8.2.6.2: a To tag on every response but 100; a Server header on each of them (issue 15 item 7)."""
+    responses, _ = ua_answers(name, transport)
+    # Responses are not answered; over a stream, clerr's body is still awaited (see test_clerr...).
+    assert (
+        responses
+        or name in ("scalarlg", "bigcode", "unreason", "noreason", "bcast")
+        or (transport, name) == ("TCP", "clerr")
+    )
+    for data in responses:
+        assert re.search(rb"^Server: Parley\r$", data, re.MULTILINE), data
+        if name in ECHOES_BROKEN_HEADER:  # the request's To (if any) was broken: copied as it was
+            continue
+        response = parse_message(data)
+        assert isinstance(response, SipResponse)
+        if response.status != 100:
+            assert response.to.tag, data

@@ -235,6 +235,44 @@ async def test_app_return_hangs_up(pair, delay):
     assert not p.callee.calls and not p.caller.calls
 
 
+# -- memory ----------------------------------------------------------------------------------
+async def test_ended_calls_free_their_media_at_once(pair):
+    """Once a call ended and its app returned, its Call and RTP stream are gone, without waiting for
+    the cyclic garbage collector (switched off here, as the media clock does on a busy server) or
+    for the SIP session's linger (issue 15: each ended call kept 15-40 KB until a rare full GC)."""
+    import gc
+
+    from parley.media.jitter import JitterBuffer
+    from parley.media.stream import RtpStream
+
+    def alive() -> dict[str, int]:
+        kinds = (Call, RtpStream, JitterBuffer)
+        return {kind.__name__: sum(isinstance(o, kind) for o in gc.get_objects()) for kind in kinds}
+
+    async def app(call: Call) -> None:
+        call.on_audio = call.stream.play_frame  # the echo app
+        await call.wait_ended()
+
+    p = await pair(app)
+    gc.collect()
+    gc.disable()
+    try:
+        before = alive()
+        for _ in range(5):
+            caller, callee = await p.connect()
+            caller.play(tone(440, 0.2))
+            await asyncio.sleep(0.3)
+            caller.hangup()
+            await within(callee.wait_ended(), 3, "the callee's end")
+            await within(caller.wait_ended(), 3, "the caller's end")
+            del caller, callee
+        await asyncio.sleep(0.1)  # the apps return
+        assert len(p.callee.ua.sessions) == len(p.caller.ua.sessions) == 5  # lingering, without media
+        assert alive() == before
+    finally:
+        gc.enable()
+
+
 # -- hold / resume ---------------------------------------------------------------------------
 async def test_hold_and_resume(pair):
     """``hold()`` offers sendonly: the held callee stops sending, the holder stops receiving."""

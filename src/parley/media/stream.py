@@ -285,7 +285,8 @@ class RtpStream:
 
     def _report(self) -> None:
         remote = self._destination
-        if self._send_rtcp is None or remote[0] in ("0.0.0.0", "::") or remote[1] == 0:
+        # RTCP goes to the RTP port + 1 (RFC 3550 §11): there is none above an RTP port of 65535.
+        if self._send_rtcp is None or remote[0] in ("0.0.0.0", "::") or not 0 < remote[1] < 65535:
             return
         now = self._time()
         blocks = (

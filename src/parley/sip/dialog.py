@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from parley.sip.errors import SipParseError
@@ -32,8 +33,11 @@ class Dialog:
 
     @classmethod
     def as_uas(cls, invite: SipRequest, response: SipResponse, transport: str) -> Dialog:
-        """The dialog a UAS creates when it answers ``invite`` with ``response`` (§12.1.1)."""
-        contact = _contact_uri(invite)
+        """The dialog a UAS creates when it answers ``invite`` with ``response`` (§12.1.1).
+
+        An RFC 2543 INVITE without Contact is answered at its From address (RFC 4475 §3.4).
+        """
+        contact = _contact_uri(invite) if "Contact" in invite.headers else str(invite.from_.uri)
         return cls(
             call_id=invite.call_id,
             local_tag=response.to.tag or "",
@@ -114,7 +118,20 @@ def _contact_uri(message: SipRequest | SipResponse) -> str:
 
 
 def hop_address(uri: SipUri, default_transport: str) -> tuple[Address, str]:
-    """Host, port and transport to reach ``uri`` (numeric hosts; no DNS SRV, RFC 3263 left out)."""
+    """Host, port and transport to reach ``uri``.
+
+    A numeric host without a port gets the scheme's default port; a host name without one gets
+    port 0, which tells the transport's resolver to look for SRV records first (RFC 3263 §4.2).
+    """
     transport = (uri.params.get("transport") or default_transport).upper()
-    port = uri.port or (5061 if uri.scheme == "sips" else 5060)
-    return (uri.host.strip("[]"), port), transport
+    host = uri.host.strip("[]")
+    port = uri.port or (0 if _is_name(host) else 5061 if uri.scheme == "sips" else 5060)
+    return (host, port), transport
+
+
+def _is_name(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return False

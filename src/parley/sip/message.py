@@ -556,12 +556,12 @@ def _content_length(headers: Headers) -> int | None:
 
 
 def _respondable(message: SipRequest | SipResponse) -> SipRequest | None:
-    """The request if a response to it can be routed back (its top Via is readable)."""
-    if not isinstance(message, SipRequest):
-        return None
-    try:
-        message.top_via  # noqa: B018 - parses
-    except SipParseError:
+    """The request if a response to it can be sent: it has a Via, even a malformed one.
+
+    With a readable top Via the response is routed by it; with a malformed one (RFC 4475
+    §3.1.2.1) it still goes back where the request came from, copying the Via as it was.
+    """
+    if not isinstance(message, SipRequest) or "Via" not in message.headers:
         return None
     return message
 
@@ -591,7 +591,7 @@ def _build(head: bytes) -> SipRequest | SipResponse:
     return message
 
 
-def parse_message(data: bytes) -> SipRequest | SipResponse:
+def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> SipRequest | SipResponse:
     """Parse one whole datagram into a request or response.
 
     The body is cut to Content-Length and any octets after it are ignored (RFC 3261 §18.3,
@@ -608,7 +608,7 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
             request = None
         raise SipParseError("header section too large", status=413, request=request)
     message = _build(head)
-    if len(data) > MAX_MESSAGE_SIZE:  # the headers were fine: the request can still get its 413
+    if len(data) > max_size:  # the headers were fine: the request can still get its 413
         raise SipParseError("message too large", status=413, request=_respondable(message))
     length = _content_length(message.headers)
     if length is None:
@@ -634,26 +634,37 @@ class StreamFramer:
     (keep-alives, RFC 5626 §3.5.1) are skipped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.max_size = max_size
         self._buffer = bytearray()
         self._scan = 0
         self._pending: tuple[int, int, SipRequest | SipResponse | SipParseError] | None = None
         self._error: SipParseError | None = None
 
+    @property
+    def error(self) -> SipParseError | None:
+        """The framing error that ended the stream, if one did."""
+        return self._error
+
     def feed(self, data: bytes) -> list[SipRequest | SipResponse | SipParseError]:
+        """The messages the new bytes complete. A framing error is raised at once when no message
+        came before it in ``data``; otherwise those messages are returned first and the error is
+        left in :attr:`error` (and raised by the next ``feed``)."""
         if self._error is not None:
             raise self._error
         self._buffer += data
+        out: list[SipRequest | SipResponse | SipParseError] = []
         try:
-            return self._drain()
+            self._drain(out)
         except SipParseError as exc:
             self._error = exc
             self._buffer.clear()
-            raise
+            if not out:
+                raise
+        return out
 
-    def _drain(self) -> list[SipRequest | SipResponse | SipParseError]:
+    def _drain(self, out: list[SipRequest | SipResponse | SipParseError]) -> None:
         buf = self._buffer
-        out: list[SipRequest | SipResponse | SipParseError] = []
         while True:
             if self._pending is None:
                 skip = 0
@@ -668,13 +679,13 @@ class StreamFramer:
                     if len(buf) > MAX_HEADER_SECTION:
                         raise SipParseError("header section too large", status=413)
                     self._scan = max(0, len(buf) - 3)
-                    return out
+                    return
                 if end > MAX_HEADER_SECTION:
                     raise SipParseError("header section too large", status=413)
-                self._pending = self._frame(bytes(buf[:end]), end + sep)
+                self._pending = self._frame(bytes(buf[:end]), end + sep, self.max_size)
             body_start, total, item = self._pending
             if len(buf) < total:
-                return out
+                return
             if not isinstance(item, SipParseError):
                 item.body = bytes(buf[body_start:total])
             del buf[:total]
@@ -683,7 +694,9 @@ class StreamFramer:
             out.append(item)
 
     @staticmethod
-    def _frame(head: bytes, body_start: int) -> tuple[int, int, SipRequest | SipResponse | SipParseError]:
+    def _frame(
+        head: bytes, body_start: int, max_size: int
+    ) -> tuple[int, int, SipRequest | SipResponse | SipParseError]:
         """(body start, total length, message or its parse error); the body comes once complete."""
         item: SipRequest | SipResponse | SipParseError
         try:
@@ -698,8 +711,9 @@ class StreamFramer:
                     "Content-Length is mandatory on stream transports", request=_respondable(item)
                 )
             length = found
-        if body_start + length > MAX_MESSAGE_SIZE:
-            raise SipParseError("message too large", status=413)
+        if body_start + length > max_size:  # answered 413 when its headers could be read (§21.4.11)
+            request = item.request if isinstance(item, SipParseError) else _respondable(item)
+            raise SipParseError("message too large", status=413, request=request)
         return body_start, body_start + length, item
 
 

@@ -49,11 +49,12 @@ class State(Enum):
 
 @dataclass(slots=True)
 class Outgoing:
-    """Bytes for the transport to send."""
+    """Bytes for the transport to send; ``txn`` is the transaction that sent them, if any."""
 
     data: bytes
     addr: Address
     transport: str
+    txn: Transaction | None = None
 
 
 @dataclass(slots=True)
@@ -76,9 +77,11 @@ class RequestEvent:
 
 @dataclass(slots=True)
 class TimeoutEvent:
-    """A client transaction got no final response (timer B/F), or a server one no ACK (H)."""
+    """A client transaction got no final response (timer B/F), or a server one no ACK (H);
+    ``transport_error``: its request could not be sent at all (RFC 3261 §17.1.4, a 503)."""
 
     txn: ClientTransaction | ServerTransaction
+    transport_error: bool = False
 
 
 Event = ResponseEvent | RequestEvent | TimeoutEvent
@@ -118,7 +121,7 @@ class Transaction:
         self.layer._remove(self)
 
     def _send(self, data: bytes) -> None:
-        self.layer.outbox.append(Outgoing(data, self.addr, self.transport))
+        self.layer.outbox.append(Outgoing(data, self.addr, self.transport, self))
 
     def on_timer(self, name: str, now: float) -> None:
         raise NotImplementedError
@@ -217,15 +220,18 @@ class ServerTransaction(Transaction):
 
     last_response: bytes | None = None
     final_status: int = 0
+    local_tag: str = ""  # the To tag of responses that create no dialog (§8.2.6.2); set on first use
 
     @property
     def is_invite(self) -> bool:
         return self.request.method == "INVITE"
 
     def respond(self, response: SipResponse, now: float) -> None:
-        """Send a response from the TU through this transaction."""
+        """Send a response from the TU through this transaction (with a Server header, §20.35)."""
         if self.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED, State.ACCEPTED):
             return
+        if self.layer.server_header and "Server" not in response.headers:
+            response.headers.add("Server", self.layer.server_header)
         data = response.serialize()
         self.last_response = data
         self._send(data)
@@ -250,7 +256,14 @@ class ServerTransaction(Transaction):
     def respond_with(
         self, status: int, reason: str | None = None, now: float = 0.0, **kwargs: object
     ) -> None:
-        """Shorthand: build a response from the request and send it."""
+        """Shorthand: build a response from the request and send it.
+
+        Every response but 100 carries a To tag (§8.2.6.2): the one given, else this transaction's own.
+        """
+        if kwargs.get("to_tag") is None:
+            if not self.local_tag:
+                self.local_tag = secrets.token_hex(6)
+            kwargs["to_tag"] = self.local_tag
         self.respond(make_response(self.request, status, reason, **kwargs), now)  # type: ignore[arg-type]
 
     def on_retransmission(self, request: SipRequest, now: float) -> None:
@@ -282,9 +295,12 @@ class TransactionLayer:
     the owner drains both after each call.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_transactions: int = 20_000, server_header: str = "") -> None:
         self.clients: dict[tuple[str, ...], ClientTransaction] = {}
         self.servers: dict[tuple[str, ...], ServerTransaction] = {}
+        self.max_transactions = max_transactions  # server transactions in flight; beyond: 503
+        self.server_header = server_header
+        self.overloaded = 0  # requests answered 503 because of max_transactions
         self.outbox: list[Outgoing] = []
         self.events: list[Event] = []
         self._heap: list[tuple[float, int, Transaction, str]] = []
@@ -330,6 +346,14 @@ class TransactionLayer:
         txn.start(now)
         return txn
 
+    def transport_error(self, txn: Transaction | None) -> None:
+        """The transport could not send for ``txn`` (unresolvable or unreachable, §17.1.4/§17.2.4)."""
+        if txn is None or txn.state == State.TERMINATED:
+            return
+        txn._terminate()
+        if isinstance(txn, ClientTransaction):
+            self.events.append(TimeoutEvent(txn, transport_error=True))
+
     def send_stateless(self, data: bytes, addr: Address, transport: str) -> None:
         """Send bytes outside any transaction (ACK for 2xx, 2xx retransmissions)."""
         self.outbox.append(Outgoing(data, addr, transport))
@@ -337,6 +361,8 @@ class TransactionLayer:
     def receive_response(self, response: SipResponse, now: float) -> None:
         branch = response.top_via.branch or ""
         txn = self.clients.get((branch, response.cseq[1]))
+        if txn is not None and txn.request.call_id != response.call_id:
+            return  # our branch, another call's response: a forgery or a broken peer
         if txn is None:
             if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
                 self.events.append(ResponseEvent(None, response))  # a 2xx retransmission after M
@@ -346,13 +372,17 @@ class TransactionLayer:
     # -- server side ----------------------------------------------------------------------
     @staticmethod
     def server_key(request: SipRequest) -> tuple[str, ...]:
-        """§17.2.3 matching: branch + sent-by + method (ACK matches its INVITE)."""
+        """§17.2.3 matching: branch + sent-by + method (ACK matches its INVITE), and Call-ID too.
+
+        The Call-ID is not in §17.2.3, but a branch reused by another call (a broken or hostile
+        peer) must not match that call's transaction and get its cached response.
+        """
         via = request.top_via
         method = "INVITE" if request.method == "ACK" else request.method
         branch = via.branch or ""
         sent_by = f"{via.host}:{via.port or 5060}"
         if branch.startswith(MAGIC_COOKIE):
-            return (branch, sent_by, method)
+            return (branch, sent_by, request.call_id, method)
         # RFC 2543 peers: no usable branch; match on the request's identifying fields.
         return ("2543", request.call_id, request.from_.tag or "", str(request.cseq[0]), sent_by, method)
 
@@ -370,7 +400,15 @@ class TransactionLayer:
         if request.method == "ACK":
             self.events.append(RequestEvent(None, request, source, transport))  # ACK for a 2xx
             return
-        txn = ServerTransaction(key, request, response_address(request, source, transport), transport, self)
+        address = response_address(request, source, transport)
+        if len(self.servers) >= self.max_transactions:
+            self.overloaded += 1
+            busy = make_response(request, 503, to_tag=secrets.token_hex(6), extra=[("Retry-After", "5")])
+            if self.server_header:
+                busy.headers.add("Server", self.server_header)
+            self.send_stateless(busy.serialize(), address, transport)
+            return
+        txn = ServerTransaction(key, request, address, transport, self)
         self.servers[key] = txn
         if request.method == "INVITE":
             txn.state = State.PROCEEDING

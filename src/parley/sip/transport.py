@@ -2,6 +2,13 @@
 
 Every input is handed to the user agent with the loop's time; afterwards its outbox is
 flushed and one loop timer is (re)armed for the earliest transaction/session deadline.
+
+Nothing from the network raises past its handler here: a message that cannot be handled or
+sent is counted and logged once per kind (:class:`RepeatedErrors`), and never stops the other
+messages of a flush nor the re-arming of the timer. Targets named by host name are resolved the
+RFC 3263 way (:class:`SipResolver`); one that does not resolve is a transport error for its
+transaction. TCP connections are capped (in total and per source) and closed when idle without
+a call on them (:class:`SipLimits`).
 """
 
 from __future__ import annotations
@@ -9,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
+from parley.repeats import RepeatedErrors
+from parley.sip.resolver import ResolveError, SipResolver, is_numeric
 from parley.sip.transaction import Outgoing
-from parley.sip.useragent import CallEvent, UserAgent
+from parley.sip.useragent import CallEvent, SessionState, UserAgent
 
 log = logging.getLogger(__name__)
 Address = tuple[str, int]
@@ -21,16 +30,29 @@ Address = tuple[str, int]
 class SipTransport:
     """Binds a :class:`UserAgent` to UDP and/or TCP sockets on one address."""
 
-    def __init__(self, ua: UserAgent, on_events: Callable[[list[CallEvent]], None]) -> None:
+    def __init__(
+        self,
+        ua: UserAgent,
+        on_events: Callable[[list[CallEvent]], None],
+        resolver: SipResolver | None = None,
+    ) -> None:
         self.ua = ua
         self.on_events = on_events
         self.loop = asyncio.get_running_loop()
+        self.resolver = resolver or SipResolver()
+        self.limits = ua.limits
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp_server: asyncio.Server | None = None
         self.connections: dict[Address, _SipStream] = {}
+        self.per_host: dict[str, int] = {}
         self._pending_tcp: dict[Address, list[bytes]] = {}
+        self._resolving: dict[tuple[str, int, str], list[Outgoing]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.errors = RepeatedErrors(log)
+        self.stats = {"tcp_refused": 0, "tcp_idle_closed": 0, "send_errors": 0}
 
     async def start(self, transports: tuple[str, ...] = ("UDP",)) -> None:
         host, port = self.ua.host, self.ua.port
@@ -44,10 +66,14 @@ class SipTransport:
             self.tcp_server = await self.loop.create_server(lambda: _SipStream(self), host, port)
             if port == 0:
                 self.ua.port = self.tcp_server.sockets[0].getsockname()[1]
+            self._sweep_later()
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for handle in (self._timer, self._sweeper):
+            if handle is not None:
+                handle.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         if self.udp is not None:
             self.udp.close()
         for conn in list(self.connections.values()):
@@ -56,35 +82,74 @@ class SipTransport:
             self.tcp_server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.tcp_server.wait_closed(), 1)
+        self.resolver.close()
+
+    def report(self) -> dict[str, object]:
+        """The transport's limits and counters, for the stats and metrics."""
+        return {
+            "tcp_connections": len(self.connections),
+            "tcp_refused": self.stats["tcp_refused"],
+            "tcp_idle_closed": self.stats["tcp_idle_closed"],
+            "send_errors": self.stats["send_errors"],
+            "resolver": dict(self.resolver.stats),
+            "errors": self.errors.counts,
+            "limits": {
+                "tcp_idle_timeout": self.limits.tcp_idle_timeout,
+                "max_connections": self.limits.max_connections,
+                "max_connections_per_ip": self.limits.max_connections_per_ip,
+                "max_message_size": self.limits.max_message_size,
+                "max_transactions": self.limits.max_transactions,
+                "rate_per_ip": self.limits.rate_per_ip,
+                "rate_action": self.limits.rate_action,
+            },
+        }
 
     # -- driving the core ---------------------------------------------------------------------
     def feed(self, data: bytes, source: Address, transport: str) -> None:
         try:
             self.ua.receive(data, source, transport, self.loop.time())
         except ConnectionError as exc:
-            log.warning("%s", exc)
+            self.errors.report("stream-closed", "SIP stream from %s closed: %s", source[0], exc)
+            self.flush()  # what the user agent answered (a 400, a 413) is written before the close
             conn = self.connections.get(source)
             if conn is not None:
                 conn.close()
+            return
         except Exception:
-            log.exception("SIP input from %s:%s could not be handled", *source)
+            self.errors.report(
+                "input-failed", "SIP input from %s could not be handled", source[0], exc_info=True
+            )
         self.flush()
 
     def flush(self) -> None:
-        """Send the user agent's output, report its events and re-arm the timer."""
+        """Send the user agent's output, report its events and re-arm the timer.
+
+        A message that fails to send is counted and logged once; the rest still go out, and the
+        timer is re-armed whatever happened.
+        """
         ua = self.ua
-        if ua.outbox:
-            out, ua.outbox[:] = list(ua.outbox), []
-            for item in out:
-                self._send(item)
-        if ua.events:
-            events, ua.events[:] = list(ua.events), []
-            self.on_events(events)
-            if ua.outbox:
-                self.flush()
-                return
-        deadline = ua.next_deadline()
-        if deadline != self._timer_at:
+        try:
+            for _ in range(100):  # events may queue output that queues events...: bounded
+                if ua.outbox:
+                    out, ua.outbox[:] = list(ua.outbox), []
+                    for item in out:
+                        try:
+                            self._send(item)
+                        except Exception as exc:
+                            self._send_failed(item, exc)
+                if not ua.events:
+                    break
+                events, ua.events[:] = list(ua.events), []
+                try:
+                    self.on_events(events)
+                except Exception:
+                    self.errors.report("events-failed", "handling SIP events failed", exc_info=True)
+        finally:
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.ua.next_deadline()
+        if deadline != self._timer_at or (deadline is not None and self._timer is None):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
@@ -95,10 +160,38 @@ class SipTransport:
         try:
             self.ua.expire(self.loop.time())
         except Exception:
-            log.exception("SIP timer handling failed")
+            self.errors.report("timer-failed", "SIP timer handling failed", exc_info=True)
         self.flush()
 
+    def _send_failed(self, item: Outgoing, exc: BaseException) -> None:
+        self.stats["send_errors"] += 1
+        self.errors.report(
+            "send-failed", "SIP message to %s:%s not sent: %s", item.addr[0], item.addr[1], exc
+        )
+        try:
+            self.ua.transport_error(item, self.loop.time())
+        except Exception:
+            self.errors.report("timer-failed", "SIP transport error handling failed", exc_info=True)
+
+    # -- sending ------------------------------------------------------------------------------
     def _send(self, item: Outgoing) -> None:
+        host, port = item.addr
+        if not is_numeric(host) or port == 0:
+            key = (host, port, item.transport)
+            try:
+                found = self.resolver.cached(host, port, item.transport, self.loop.time())
+            except ResolveError as exc:
+                self._send_failed(item, exc)
+                return
+            if found is None:
+                waiting = self._resolving.get(key)
+                if waiting is None:
+                    self._resolving[key] = [item]
+                    self._spawn(self._resolve(key))
+                elif len(waiting) < 64:
+                    waiting.append(item)
+                return
+            item = Outgoing(item.data, found[0], item.transport, item.txn)
         if item.transport == "UDP":
             if self.udp is not None:
                 self.udp.sendto(item.data, item.addr)
@@ -110,14 +203,94 @@ class SipTransport:
         pending = self._pending_tcp.setdefault(item.addr, [])
         pending.append(item.data)
         if len(pending) == 1:
-            self.loop.create_task(self._connect(item.addr))
+            self._spawn(self._connect(item.addr))
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resolve(self, key: tuple[str, int, str]) -> None:
+        host, port, transport = key
+        try:
+            await self.resolver.resolve(host, port, transport)
+        except ResolveError as exc:
+            for item in self._resolving.pop(key, []):
+                self._send_failed(item, exc)
+            self.flush()
+            return
+        except Exception as exc:  # the resolver library failed in a way it does not document
+            for item in self._resolving.pop(key, []):
+                self._send_failed(item, exc)
+            self.flush()
+            return
+        for item in self._resolving.pop(key, []):
+            try:
+                self._send(item)
+            except Exception as exc:
+                self._send_failed(item, exc)
+        self.flush()
 
     async def _connect(self, addr: Address) -> None:
         try:
             await self.loop.create_connection(lambda: _SipStream(self, addr), addr[0], addr[1])
         except OSError as exc:
-            log.warning("TCP connection to %s:%s failed: %s", addr[0], addr[1], exc)
+            self.errors.report("connect-failed", "TCP connection to %s:%s failed: %s", addr[0], addr[1], exc)
             self._pending_tcp.pop(addr, None)
+
+    # -- TCP connections ----------------------------------------------------------------------
+    def admit(self, conn: _SipStream, peer: Address, inbound: bool) -> bool:
+        """Register a new connection, or refuse it over a limit or outside the allow-list."""
+        limits = self.limits
+        reason = ""
+        if inbound and not self.ua.allows_source(peer[0]):
+            reason = "source not allowed"
+        elif len(self.connections) >= limits.max_connections:
+            reason = "connection limit"
+        elif self.per_host.get(peer[0], 0) >= limits.max_connections_per_ip:
+            reason = "per-source connection limit"
+        if reason:
+            self.stats["tcp_refused"] += 1
+            self.errors.report(f"tcp-refused:{reason}", "TCP connection refused: %s", reason)
+            return False
+        self.connections[peer] = conn
+        self.per_host[peer[0]] = self.per_host.get(peer[0], 0) + 1
+        return True
+
+    def forget(self, conn: _SipStream) -> None:
+        peer = conn.peer
+        if peer is None or self.connections.get(peer) is not conn:
+            return
+        del self.connections[peer]
+        count = self.per_host.get(peer[0], 1) - 1
+        if count > 0:
+            self.per_host[peer[0]] = count
+        else:
+            self.per_host.pop(peer[0], None)
+        self.ua.connection_lost(peer)
+
+    def _sweep_later(self) -> None:
+        self._sweeper = self.loop.call_later(min(self.limits.tcp_idle_timeout / 4, 5.0), self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle for longer than the timeout, unless a call still uses them."""
+        try:
+            cutoff = self.loop.time() - self.limits.tcp_idle_timeout
+            idle = [c for c in self.connections.values() if c.last_activity < cutoff]
+            if idle:
+                in_use = {
+                    s.peer
+                    for s in self.ua.sessions.values()
+                    if s.transport != "UDP" and s.state != SessionState.TERMINATED
+                }
+                for conn in idle:
+                    if conn.peer not in in_use:
+                        self.stats["tcp_idle_closed"] += 1
+                        conn.close()
+        except Exception:
+            self.errors.report("sweep-failed", "closing idle TCP connections failed", exc_info=True)
+        finally:
+            self._sweep_later()
 
 
 class _SipDatagram(asyncio.DatagramProtocol):
@@ -134,28 +307,35 @@ class _SipDatagram(asyncio.DatagramProtocol):
 class _SipStream(asyncio.Protocol):
     def __init__(self, owner: SipTransport, peer: Address | None = None) -> None:
         self.owner = owner
+        self.inbound = peer is None
         self.peer = peer
         self.transport: asyncio.Transport | None = None
+        self.last_activity = owner.loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is no asyncio.Transport
         name = transport.get_extra_info("peername")
-        self.peer = (name[0], name[1])
-        self.owner.connections[self.peer] = self
-        for data in self.owner._pending_tcp.pop(self.peer, []):
-            transport.write(data)
+        peer = (name[0], name[1])
+        if not self.owner.admit(self, peer, self.inbound):
+            self.peer = None
+            transport.abort()
+            return
+        self.peer = peer
+        for data in self.owner._pending_tcp.pop(peer, []):
+            transport.write(data)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None
+        if self.peer is None:
+            return
+        self.last_activity = self.owner.loop.time()
         self.owner.feed(data, self.peer, "TCP")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None and self.owner.connections.get(self.peer) is self:
-            del self.owner.connections[self.peer]
-            self.owner.ua.connection_lost(self.peer)
+        self.owner.forget(self)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.last_activity = self.owner.loop.time()
             self.transport.write(data)
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ objects. SDP bodies pass through untouched: offer/answer belongs to the media la
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import secrets
@@ -15,9 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from parley.repeats import RepeatedErrors
 from parley.sip.auth import AuthError, DigestCredentials, parse_challenge
 from parley.sip.dialog import Address, Dialog, hop_address
 from parley.sip.errors import SipParseError
+from parley.sip.limits import SipLimits, SourceFilter, SourceRate
 from parley.sip.message import (
     REASON_PHRASES,
     Headers,
@@ -43,8 +46,17 @@ from parley.sip.transaction import (
 )
 from parley.sip.uri import NameAddr, SipUri, format_host
 
+log = logging.getLogger(__name__)
+URI_SCHEMES = ("sip", "sips", "tel")
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO")
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+
+
+def _accepts_sdp(accept: list[str]) -> bool:
+    """Whether an Accept header (its values) lets our answers' application/sdp body through."""
+    ranges = [value.split(";", 1)[0].strip().lower() for value in accept]
+    ranges = [r for r in ranges if r]
+    return not ranges or any(r in ("application/sdp", "application/*", "*/*") for r in ranges)
 
 
 class SessionState(Enum):
@@ -122,7 +134,10 @@ class CallFailed:
 
 @dataclass(slots=True)
 class CallConfirmed:
+    """The ACK for our 2xx came; ``answer`` is its SDP when our 2xx carried the offer (delayed offer)."""
+
     session: InviteSession
+    answer: bytes = b""
 
 
 @dataclass(slots=True)
@@ -197,6 +212,8 @@ class UserAgent:
         credentials: DigestCredentials | None = None,
         user_agent: str = "Parley",
         rng: Callable[[], float] = random.random,
+        limits: SipLimits | None = None,
+        allow: SourceFilter | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -217,7 +234,20 @@ class UserAgent:
         self.sessions: dict[tuple[str, str], InviteSession] = {}  # (call-id, local tag)
         self.framers: dict[Address, StreamFramer] = {}
         self._rng = rng
-        self.stats = {"parse_errors": 0, "rejected_busy": 0, "stray": 0}
+        self.limits = limits or SipLimits()
+        self.allow = allow or SourceFilter()
+        self.rate = SourceRate(self.limits.rate_per_ip)
+        self.layer.max_transactions = self.limits.max_transactions
+        self.layer.server_header = user_agent
+        self.refusals = RepeatedErrors(log)
+        self.stats = {
+            "parse_errors": 0,
+            "rejected_busy": 0,
+            "stray": 0,
+            "transport_errors": 0,
+            "refused_source": 0,
+            "rate_limited": 0,
+        }
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -234,6 +264,12 @@ class UserAgent:
     def next_deadline(self) -> float | None:
         return self.layer.next_deadline()
 
+    def transport_error(self, item: Outgoing, now: float) -> None:
+        """The transport could not send ``item`` (its target did not resolve, or is unreachable)."""
+        self.stats["transport_errors"] += 1
+        self.layer.transport_error(item.txn)
+        self._drain_layer_events(now)
+
     def expire(self, now: float) -> None:
         self.layer.expire(now)
         self._drain_layer_events(now)
@@ -247,30 +283,48 @@ class UserAgent:
         self.layer.send_stateless(data, addr, transport)
 
     # -- input ------------------------------------------------------------------------------
+    def allows_source(self, host: str) -> bool:
+        """Whether the allow-list lets ``host`` in; a refusal is counted and logged (no caller data)."""
+        if self.allow.allows(host):
+            return True
+        self.stats["refused_source"] += 1
+        self.refusals.report("refused-source", "SIP refused: source address not in the allow-list")
+        return False
+
     def receive(self, data: bytes, source: Address, transport: str, now: float) -> None:
         """Feed one datagram (UDP) or a chunk of a stream (TCP) from ``source``."""
+        if self.allow and not self.allows_source(source[0]):
+            if transport != "UDP":
+                raise ConnectionError("source address not in the allow-list")
+            return
         if transport == "UDP":
             if not data.strip(b"\r\n\x00 "):
                 return  # keep-alive
             try:
-                message = parse_message(data)
+                message = parse_message(data, self.limits.max_message_size)
             except SipParseError as exc:
                 self._reject_unparseable(exc, source, transport)
                 return
             self.receive_message(message, source, transport, now)
             return
-        framer = self.framers.setdefault(source, StreamFramer())
+        framer = self.framers.get(source)
+        if framer is None:
+            framer = self.framers[source] = StreamFramer(self.limits.max_message_size)
         try:
             items = framer.feed(data)
         except SipParseError as exc:
-            self.stats["parse_errors"] += 1
             self.framers.pop(source, None)
+            self._reject_unparseable(exc, source, transport)  # e.g. 413 before the connection closes
             raise ConnectionError(f"stream framing error from {source}: {exc.reason}") from exc
         for item in items:
             if isinstance(item, SipParseError):
                 self._reject_unparseable(item, source, transport)
             else:
                 self.receive_message(item, source, transport, now)
+        if framer.error is not None:  # the messages before the framing error were handled first
+            self.framers.pop(source, None)
+            self._reject_unparseable(framer.error, source, transport)
+            raise ConnectionError(f"stream framing error from {source}: {framer.error.reason}")
 
     def connection_lost(self, source: Address) -> None:
         self.framers.pop(source, None)
@@ -281,6 +335,15 @@ class UserAgent:
         if isinstance(message, SipResponse):
             self.layer.receive_response(message, now)
         else:
+            if not self.rate.allow(source[0], now):
+                self.stats["rate_limited"] += 1
+                self.refusals.report("rate-limited", "SIP requests over the per-source rate limit")
+                if self.limits.rate_action == "reply" and message.method != "ACK":
+                    busy = make_response(
+                        message, 503, to_tag=secrets.token_hex(6), extra=[("Retry-After", "5")]
+                    )
+                    self._send(self._stamp(busy).serialize(), source, transport)
+                return
             via = message.top_via
             via.stamp_received(source[0], source[1])
             if "received" in via.params:
@@ -293,7 +356,13 @@ class UserAgent:
         self.stats["parse_errors"] += 1
         response = error_response(exc, to_tag=secrets.token_hex(6))
         if response is not None:  # broken responses and Via-less requests are dropped (§18.1.2)
-            self._send(response.serialize(), source, transport)
+            self._send(self._stamp(response).serialize(), source, transport)
+
+    def _stamp(self, response: SipResponse) -> SipResponse:
+        """Add the Server header to a response sent outside any transaction."""
+        if self.user_agent and "Server" not in response.headers:
+            response.headers.add("Server", self.user_agent)
+        return response
 
     # -- transaction events -------------------------------------------------------------------
     def _drain_layer_events(self, now: float) -> None:
@@ -322,12 +391,15 @@ class UserAgent:
         if txn is None:  # ACK for a 2xx
             session = self._find_dialog(request)
             if session is not None:
-                self._on_ack(session, now)
+                self._on_ack(session, request.body, now)
             else:
                 self.stats["stray"] += 1
             return
         if method not in ALLOWED_METHODS:
             txn.respond_with(501, now=now, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
+            return
+        if request.uri.partition(":")[0].lower() not in URI_SCHEMES:
+            txn.respond_with(416, now=now)  # §8.2.2.1 (RFC 4475 §3.3.1/§3.3.2)
             return
         unsupported = [
             ext.strip()
@@ -382,17 +454,16 @@ class UserAgent:
                 self.on_refused("draining" if self.draining else "limit" if over_limit else "load")
             txn.respond_with(503, now=now, extra=[("Retry-After", "5")])
             return
+        if not _accepts_sdp(request.headers.get_all("Accept")):
+            txn.respond_with(406, now=now, extra=[("Accept", "application/sdp")])  # RFC 4475 §3.3.15
+            return
         try:
             SipUri.parse(request.uri)
             contact = request.headers.get("Contact")
-            if contact is None:
-                raise SipParseError("INVITE without Contact")
-            NameAddr.parse(contact)
+            if contact is not None:  # an RFC 2543 INVITE may have none (RFC 4475 §3.4)
+                NameAddr.parse(contact)
         except SipParseError as exc:
             txn.respond_with(400, exc.reason[:80], now=now)
-            return
-        if SipUri.parse(request.uri).scheme not in ("sip", "sips", "tel"):
-            txn.respond_with(416, now=now)
             return
         txn.respond_with(100, now=now)
         session = InviteSession(
@@ -466,7 +537,7 @@ class UserAgent:
         elif method == "OPTIONS":
             txn.respond_with(200, now=now, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
 
-    def _on_ack(self, session: InviteSession, now: float) -> None:
+    def _on_ack(self, session: InviteSession, body: bytes, now: float) -> None:
         if session.final_2xx is None:
             return
         session.final_2xx = None
@@ -474,9 +545,12 @@ class UserAgent:
         session.timers.pop("2xx-timeout", None)
         if session.state == SessionState.EARLY:
             session.state = SessionState.CONFIRMED
-            self.events.append(CallConfirmed(session))
+            session.remote_sdp = body or session.remote_sdp
+            self.events.append(CallConfirmed(session, body))
             if session.bye_after_ack:
                 self.bye(session, now)
+        elif body and session.state == SessionState.CONFIRMED:
+            self.events.append(CallConfirmed(session, body))  # the answer to a re-INVITE's offer in our 2xx
 
     # -- UAS actions --------------------------------------------------------------------------
     def ring(self, session: InviteSession, now: float) -> None:
@@ -806,7 +880,10 @@ class UserAgent:
         if not isinstance(session, InviteSession):
             return
         if event.txn is session.client_txn and session.state in (SessionState.CALLING, SessionState.EARLY):
-            self.events.append(CallFailed(session, 408, "Request Timeout"))
+            if event.transport_error:
+                self.events.append(CallFailed(session, 503, "Service Unavailable (transport error)"))
+            else:
+                self.events.append(CallFailed(session, 408, "Request Timeout"))
             self._end(session, "timeout", now)
         elif event.txn is session.pending_reinvite_out:
             session.pending_reinvite_out = None
@@ -832,7 +909,22 @@ class UserAgent:
         elif name == "glare-retry":
             self.reinvite(session, session.reinvite_offer, now)
         elif name == "linger":
-            self.sessions.pop((session.call_id, session.local_tag), None)
+            self._forget(session)
+
+    def _forget(self, session: InviteSession) -> None:
+        """Drop an ended session once its retransmissions are absorbed, and its references.
+
+        A session and its transactions point at each other (``context`` and ``server_txn``...),
+        and the layer above keeps its call in ``app``: left as they are, they form reference
+        cycles that only the cyclic garbage collector frees, which a busy server runs seldom.
+        Cut here, everything of the call is freed the moment the last timer lets go of it.
+        """
+        if self.sessions.get((session.call_id, session.local_tag)) is session:
+            del self.sessions[(session.call_id, session.local_tag)]
+        session.server_txn = session.client_txn = session.refer_txn = None
+        session.pending_reinvite_in = session.pending_reinvite_out = None
+        session.timers.clear()
+        session.app = None
 
     def _end(self, session: InviteSession, reason: str, now: float) -> None:
         if session.state == SessionState.TERMINATED:

@@ -17,7 +17,9 @@ from parley.media.clock import MediaClock
 from parley.media.endpoint import PortAllocator, RtpEndpoint
 from parley.media.stream import RtpStream
 from parley.sip.auth import DigestCredentials
-from parley.sip.sdp import LocalSdp, NegotiatedMedia, NoCommonCodec, SdpError, parse_sdp
+from parley.sip.limits import SipLimits, SourceFilter
+from parley.sip.resolver import ResolveError, SipResolver, is_numeric
+from parley.sip.sdp import LocalSdp, MediaOffer, NegotiatedMedia, NoCommonCodec, SdpError, parse_sdp
 from parley.sip.transport import SipTransport
 from parley.sip.useragent import (
     CallAnswered,
@@ -90,11 +92,20 @@ class CallManager:
         on_refer: Callable[[Call, str], Awaitable[int]] | None = None,
         max_load: float | None = 0.85,
         load_sources: Sequence[Callable[[], float]] = (),
+        limits: SipLimits | None = None,
+        allow: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.ua = UserAgent(
-            host, port, transport=transports[0], max_sessions=max_calls, credentials=credentials
+            host,
+            port,
+            transport=transports[0],
+            max_sessions=max_calls,
+            credentials=credentials,
+            limits=limits,
+            allow=SourceFilter(allow),
         )
+        self.resolver = SipResolver()
         self.transports = transports
         self.clock = MediaClock()
         self.ports = PortAllocator(host, *rtp_ports, poller=self.clock.poller)
@@ -131,7 +142,7 @@ class CallManager:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._transport = SipTransport(self.ua, self._on_events)
+        self._transport = SipTransport(self.ua, self._on_events, self.resolver)
         await self._transport.start(self.transports)
 
     async def stop(self, drain: float = 0.0) -> None:
@@ -188,16 +199,15 @@ class CallManager:
                 self.stats.failed += 1
                 if leg.answered is not None and not leg.answered.done():
                     leg.answered.set_exception(DialError(event.status, event.reason))
-            elif isinstance(event, CallConfirmed):
-                pass
+            elif isinstance(event, CallConfirmed) and leg is not None and event.answer:
+                self._spawn(self._on_ack_answer(session, leg, event.answer))
             elif isinstance(event, CallEnded):
                 self._on_ended(session, event.reason)
             elif isinstance(event, ReInviteReceived) and leg is not None:
-                self._on_reinvite(session, leg, event.offer)
+                self._spawn(self._on_reinvite(session, leg, event.offer))
             elif isinstance(event, ReInviteResult) and leg is not None and leg.call is not None:
                 if 200 <= event.status < 300 and event.answer:
-                    with contextlib.suppress(SdpError):
-                        self._apply(leg, leg.sdp.accept_answer(parse_sdp(event.answer)))
+                    self._spawn(self._apply_answer(leg, event.answer))
                 future = leg.call._reinvite
                 if future is not None and not future.done() and event.status >= 200 and event.status != 491:
                     future.set_result(event.status)
@@ -226,8 +236,14 @@ class CallManager:
             endpoint.close()
             return
         sdp = LocalSdp(endpoint.host, endpoint.port, self.codecs)
+        if not session.remote_sdp:  # delayed offer: ours goes in the 200, the answer comes in the ACK
+            leg = _Leg(endpoint, sdp)
+            self._legs[id(session)] = leg
+            self.ua.answer(session, sdp.offer(), self._now())
+            self._flush()
+            return
         try:
-            answer, media = sdp.answer(parse_sdp(session.remote_sdp))
+            answer, media = sdp.answer(await self._resolved(parse_sdp(session.remote_sdp)))
         except NoCommonCodec:
             endpoint.close()
             self.stats.rejected += 1
@@ -254,6 +270,44 @@ class CallManager:
         metrics.CALL_SETUP_SECONDS.observe(self._now() - received)
         if self.app is not None:
             leg.tasks.add(self._spawn(self._run_app(call)))
+
+    async def _resolved(self, offer: MediaOffer) -> MediaOffer:
+        """The offer or answer with a numeric connection address: a host name in ``c=`` is resolved
+        (A/AAAA); one that does not resolve is an :class:`SdpError`, so the call is refused cleanly
+        rather than sending every frame to nowhere."""
+        if is_numeric(offer.address):
+            return offer
+        try:
+            addresses = await self.resolver.resolve(offer.address, offer.port or 9, "UDP")
+        except ResolveError as exc:
+            raise SdpError(f"connection address does not resolve: {exc}") from None
+        offer.address = addresses[0][0]
+        return offer
+
+    async def _on_ack_answer(self, session: InviteSession, leg: _Leg, body: bytes) -> None:
+        """The ACK's SDP answers the offer in our 2xx: an initial delayed offer, or a re-INVITE's."""
+        try:
+            media = leg.sdp.accept_answer(await self._resolved(parse_sdp(body)))
+        except SdpError as exc:
+            log.info("call %s: unusable SDP answer in the ACK (%s), hanging up", session.call_id, exc)
+            self.ua.bye(session, self._now())
+            self._flush()
+            return
+        if session.state == SessionState.TERMINATED or self._legs.get(id(session)) is not leg:
+            return
+        if leg.call is not None:
+            self._apply(leg, media)
+            return
+        call = self._make_call(session, leg, media, "inbound")
+        self.stats.answered += 1
+        metrics.CALLS_ADMITTED.inc()
+        metrics.CALLS_ACTIVE.inc()
+        if self.app is not None:
+            leg.tasks.add(self._spawn(self._run_app(call)))
+
+    async def _apply_answer(self, leg: _Leg, body: bytes) -> None:
+        with contextlib.suppress(SdpError):
+            self._apply(leg, leg.sdp.accept_answer(await self._resolved(parse_sdp(body))))
 
     async def _run_app(self, call: Call) -> None:
         try:
@@ -294,18 +348,20 @@ class CallManager:
                 (media.remote_address, media.remote_port), media.send, media.receive
             )
 
-    def _on_reinvite(self, session: InviteSession, leg: _Leg, offer: bytes) -> None:
-        now = self._now()
+    async def _on_reinvite(self, session: InviteSession, leg: _Leg, offer: bytes) -> None:
         if not offer:
-            self.ua.respond_reinvite(session, 200, leg.sdp.offer(leg.sdp.direction), now)
+            self.ua.respond_reinvite(session, 200, leg.sdp.offer(leg.sdp.direction), self._now())
+            self._flush()
             return
         try:
-            answer, media = leg.sdp.answer(parse_sdp(offer))
+            answer, media = leg.sdp.answer(await self._resolved(parse_sdp(offer)))
         except SdpError:
-            self.ua.respond_reinvite(session, 488, b"", now)
+            self.ua.respond_reinvite(session, 488, b"", self._now())
+            self._flush()
             return
         self._apply(leg, media)
-        self.ua.respond_reinvite(session, 200, answer, now)
+        self.ua.respond_reinvite(session, 200, answer, self._now())
+        self._flush()
 
     async def _on_refer(self, session: InviteSession, call: Call, target: str) -> None:
         if self.on_refer is None:
@@ -326,17 +382,21 @@ class CallManager:
         leg = self._legs.pop(id(session), None)
         if leg is None:
             return
+        session.app = None  # the session lingers a while for retransmissions; the call need not
         if leg.call is not None:
-            self._add_media_totals(leg.call.stream)
+            stream = leg.call.stream
+            self._add_media_totals(stream)
             if leg.call.direction == "inbound":
                 metrics.CALLS_ACTIVE.dec()
                 metrics.CALLS_ENDED.labels(reason).inc()
                 token = logs.call_id.set(session.call_id)  # called from the transport, not the call's task
                 log.info("call ended: %s", reason)
                 logs.call_id.reset(token)
-            self.clock.remove(leg.call.stream)
+            self.clock.remove(stream)
             self.calls.pop(session.call_id + session.local_tag, None)
             leg.call._ended(reason)
+            # The stream's callbacks point back at the call: cut them so refcounting frees both.
+            stream.on_audio = stream.on_dtmf = stream.on_inactive = None
         if leg.answered is not None and not leg.answered.done():
             leg.answered.set_exception(DialError(487 if reason == "cancelled" else 480, reason))
         leg.endpoint.close()
@@ -369,6 +429,7 @@ class CallManager:
             "rejected_busy": self.ua.stats["rejected_busy"],
             "parse_errors": self.ua.stats["parse_errors"],
             "failed": self.stats.failed,
+            "sip": self.sip_report(),
             "ended": dict(self.stats.ended),
             "media": dict(self.stats.media),
             "clock": {
@@ -380,6 +441,17 @@ class CallManager:
                 "departure_jitter_p99_ms": 1000 * self.clock.departure_jitter_percentile(99),
             },
         }
+
+    def sip_report(self) -> dict[str, object]:
+        """The SIP edge's counters and limits (refusals, rate limiting, transactions, TCP, DNS)."""
+        ua = self.ua
+        report: dict[str, object] = dict(ua.stats)
+        report["transactions"] = len(ua.layer.servers) + len(ua.layer.clients)
+        report["rejected_overload"] = ua.layer.overloaded
+        report["sessions"] = len(ua.sessions)
+        if self._transport is not None:
+            report.update(self._transport.report())
+        return report
 
     # -- actions from calls -------------------------------------------------------------------
     def hangup(self, call: Call) -> None:
@@ -432,12 +504,32 @@ class CallManager:
             self.ua.bye(session, self._now())
             return
         try:
-            media = leg.sdp.accept_answer(parse_sdp(answer))
+            offer = parse_sdp(answer)
+            if not is_numeric(offer.address):
+                self._spawn(self._answered_by_name(session, leg, offer))
+                return
+            media = leg.sdp.accept_answer(offer)
         except SdpError as exc:
-            self.ua.bye(session, self._now())
-            if leg.answered is not None and not leg.answered.done():
-                leg.answered.set_exception(DialError(488, f"bad SDP answer: {exc}"))
+            self._bad_answer(session, leg, exc)
             return
+        self._answered(session, leg, media)
+
+    def _bad_answer(self, session: InviteSession, leg: _Leg, exc: SdpError) -> None:
+        self.ua.bye(session, self._now())
+        self._flush()
+        if leg.answered is not None and not leg.answered.done():
+            leg.answered.set_exception(DialError(488, f"bad SDP answer: {exc}"))
+
+    async def _answered_by_name(self, session: InviteSession, leg: _Leg, offer: MediaOffer) -> None:
+        try:
+            media = leg.sdp.accept_answer(await self._resolved(offer))
+        except SdpError as exc:
+            self._bad_answer(session, leg, exc)
+            return
+        if session.state != SessionState.TERMINATED:
+            self._answered(session, leg, media)
+
+    def _answered(self, session: InviteSession, leg: _Leg, media: NegotiatedMedia) -> None:
         call = self._make_call(session, leg, media, "outbound")
         if leg.answered is not None and not leg.answered.done():
             leg.answered.set_result(call)

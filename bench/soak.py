@@ -1,0 +1,190 @@
+"""Soak: a steady call load for a set time; the server's memory over time and per ended call.
+
+``parley serve AGENT`` (``echo`` by default, or an agent file) runs pinned to core 1 with admission
+control off; SIPp (core 0, ``uac_rtpstream.xml``: PCMU both ways) keeps ``--concurrent`` calls of
+``--call-seconds`` each up for ``--minutes``. Every ``--sample`` seconds the server's RSS (with its
+child processes, e.g. speech decoders) is read beside the number of calls SIPp has ended.
+
+Reported:
+
+- RSS over time (idle before the load, then each sample),
+- the **slope after warm-up**: a least-squares line through (calls ended, RSS) of the samples after
+  ``--warmup-minutes``, in MB per 10,000 calls (the goal: < 1),
+- **memory per concurrent call**: (mean RSS after warm-up - idle RSS) / concurrent calls,
+- RSS once the load stopped and every ended session's linger ran out (``--settle`` seconds later).
+
+Usage: ``.venv/bin/python bench/soak.py --minutes 30 --concurrent 500``
+(``--agent examples/card_block.yaml`` for an agent; keep its concurrency to what its decoders carry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+SCENARIO = HERE / "sipp" / "uac_rtpstream.xml"
+READY = "answering calls"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of the process and its children, in MB."""
+    process = psutil.Process(pid)
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 1e6
+
+
+def start_server(agent: str, port: int, workdir: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "parley", "serve", agent, "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--transport", "udp", "--max-load", "0", "--rtp-ports", "20000-40000"]
+    cmd += ["--stats-file", str(workdir / "stats.json"), "--records", str(workdir / "records.jsonl")]
+    proc = subprocess.Popen(
+        ["taskset", "-c", "1", *cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if READY in line:
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("the server did not start")
+
+
+def ended_calls(stat_csv: Path) -> tuple[int, int]:
+    """(successful, failed) calls SIPp has counted so far (its statistics CSV, one row a second)."""
+    try:
+        rows = list(csv.DictReader(stat_csv.open(), delimiter=";"))
+    except OSError:
+        return 0, 0
+    if not rows:
+        return 0, 0
+    last = rows[-1]
+    try:
+        return int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"])
+    except (KeyError, ValueError):
+        return 0, 0
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    if var == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / var
+
+
+def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    port = free_port()
+    server = start_server(args.agent, port, workdir)
+    stat_csv = workdir / "sipp.csv"
+    rate = args.concurrent / args.call_seconds
+    total = int(rate * args.minutes * 60)
+    try:
+        time.sleep(2.0)
+        idle = tree_rss_mb(server.pid)
+        sipp_cmd = ["taskset", "-c", "0", "sipp", "-sf", str(SCENARIO), "-i", "127.0.0.1"]
+        sipp_cmd += ["-p", str(free_port()), "-mp", str(free_port()), "-r", f"{rate:.2f}"]
+        sipp_cmd += ["-l", str(args.concurrent), "-m", str(total), "-d", str(int(args.call_seconds * 1000))]
+        sipp_cmd += ["-rtp_threadtasks", "100", "-nostdin", "-trace_stat", "-stf", str(stat_csv), "-fd", "1"]
+        sipp_cmd += ["-max_socket", str(args.concurrent * 2 + 100), f"127.0.0.1:{port}"]
+        started = time.monotonic()
+        sipp = subprocess.Popen(
+            sipp_cmd, cwd=SCENARIO.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        samples: list[dict[str, float]] = []
+        while sipp.poll() is None:
+            time.sleep(args.sample)
+            ok, failed = ended_calls(stat_csv)
+            sample = {
+                "t_s": round(time.monotonic() - started, 1),
+                "calls_ended": ok + failed,
+                "failed": failed,
+                "rss_mb": round(tree_rss_mb(server.pid), 2),
+            }
+            samples.append(sample)
+            print(json.dumps(sample), flush=True)
+            if time.monotonic() - started > args.minutes * 60 + 4 * args.call_seconds + 60:
+                sipp.kill()
+        ok, failed = ended_calls(stat_csv)
+        time.sleep(args.settle)
+        settled = tree_rss_mb(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    warm = [s for s in samples if s["t_s"] >= args.warmup_minutes * 60 and s["t_s"] <= args.minutes * 60]
+    result: dict[str, object] = {
+        "agent": args.agent,
+        "minutes": args.minutes,
+        "concurrent": args.concurrent,
+        "call_seconds": args.call_seconds,
+        "calls_ok": ok,
+        "calls_failed": failed,
+        "rss_idle_mb": round(idle, 2),
+        "rss_settled_mb": round(settled, 2),
+        "samples": samples,
+    }
+    if len(warm) >= 2:
+        per_call = slope([(s["calls_ended"], s["rss_mb"]) for s in warm])
+        mean = sum(s["rss_mb"] for s in warm) / len(warm)
+        result["slope_mb_per_10k_calls"] = round(per_call * 10_000, 3)
+        result["rss_mean_after_warmup_mb"] = round(mean, 2)
+        result["mb_per_concurrent_call"] = round((mean - idle) / args.concurrent, 4)
+        result["calls_after_warmup"] = warm[-1]["calls_ended"] - warm[0]["calls_ended"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agent", default="echo", help="echo, or an agent YAML file")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--concurrent", type=int, default=500)
+    parser.add_argument("--call-seconds", type=float, default=20.0)
+    parser.add_argument("--warmup-minutes", type=float, default=2.0)
+    parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
+    parser.add_argument(
+        "--settle", type=float, default=40.0, help="seconds after the load before the last RSS"
+    )
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "soak.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = soak(args, Path(tmp))
+    summary = {k: v for k, v in result.items() if k != "samples"}
+    print(json.dumps(summary, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
