@@ -79,6 +79,30 @@ def _port_range(text: str) -> tuple[int, int]:
     "--stats-file", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON stats at exit."
 )
 @click.option(
+    "--tcp-idle-timeout", default=120.0, show_default=True, help="Close a TCP connection idle this long (s)."
+)
+@click.option("--max-connections", default=4096, show_default=True, help="TCP connections in total.")
+@click.option("--max-connections-per-ip", default=256, show_default=True, help="TCP connections per source.")
+@click.option("--max-message-size", default=65535, show_default=True, help="Larger SIP messages get 413.")
+@click.option(
+    "--max-transactions", default=20000, show_default=True, help="SIP transactions in flight; beyond: 503."
+)
+@click.option(
+    "--rate-per-ip",
+    default=200.0,
+    show_default=True,
+    help="SIP requests per second from one source (bursts of twice that); beyond: --rate-action (0 = off).",
+)
+@click.option("--rate-action", type=click.Choice(["reply", "drop"]), default="reply", show_default=True,
+              help="Over the rate: answer 503, or drop.")  # fmt: skip
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="NETWORK",
+    help="Only take SIP from these source networks (e.g. the trunk's 192.0.2.0/24); repeatable.",
+)
+@click.option(
     "--records",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("parley-calls.jsonl"),
@@ -124,6 +148,14 @@ def serve(
     media_timeout: float,
     drain: float,
     stats_file: Path | None,
+    tcp_idle_timeout: float,
+    max_connections: int,
+    max_connections_per_ip: int,
+    max_message_size: int,
+    max_transactions: int,
+    rate_per_ip: float,
+    rate_action: str,
+    allow: tuple[str, ...],
     records: Path,
     workers: int | None,
     admin_port: int | None,
@@ -185,7 +217,24 @@ def serve(
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         uvloop = None
+    from parley.sip.limits import SipLimits, SourceFilter
+
+    try:
+        limits = SipLimits(
+            tcp_idle_timeout=tcp_idle_timeout,
+            max_connections=max_connections,
+            max_connections_per_ip=max_connections_per_ip,
+            max_message_size=max_message_size,
+            max_transactions=max_transactions,
+            rate_per_ip=rate_per_ip,
+            rate_action=rate_action,
+        )
+        SourceFilter(allow)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
     options: dict[str, Any] = dict(
+        limits=limits,
+        allow=allow,
         host=host,
         port=port,
         transports=transports,

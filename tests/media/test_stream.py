@@ -418,6 +418,15 @@ def test_rtcp_goes_on_during_hold_but_never_to_an_unspecified_address():
     assert len(rig.rtcp) == 1
 
 
+def test_rtp_on_port_65535_has_no_rtcp_port_and_sends_none():
+    """RTCP goes to the RTP port + 1 (RFC 3550 §11): for m=audio 65535 that would be 65536, which a
+    socket refuses with OverflowError on every report (issue 15, item 6). RTP still flows."""
+    rig = Rig(remote=(REMOTE[0], 65535))
+    rig.tick(500)
+    assert rig.rtcp == []
+    assert len(rig.sent) == 500 and set(rig.addresses()) == {(REMOTE[0], 65535)}
+
+
 def test_dtmf_cannot_be_sent_without_negotiated_telephone_event():
     rig = Rig(dtmf_payload_type=None)
     with pytest.raises(ValueError, match="telephone-event"):

@@ -51,6 +51,7 @@ class SipTransport:
         self._timer_at: float | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._udp_v6 = False
         self.errors = RepeatedErrors(log)
         self.stats = {"tcp_refused": 0, "tcp_idle_closed": 0, "send_errors": 0}
 
@@ -60,8 +61,10 @@ class SipTransport:
             self.udp, _ = await self.loop.create_datagram_endpoint(
                 lambda: _SipDatagram(self), local_addr=(host, port), reuse_port=False
             )
+            sockname = self.udp.get_extra_info("sockname")
+            self._udp_v6 = ":" in sockname[0]
             if port == 0:
-                self.ua.port = port = self.udp.get_extra_info("sockname")[1]
+                self.ua.port = port = sockname[1]
         if "TCP" in transports:
             self.tcp_server = await self.loop.create_server(lambda: _SipStream(self), host, port)
             if port == 0:
@@ -192,8 +195,14 @@ class SipTransport:
                     waiting.append(item)
                 return
             item = Outgoing(item.data, found[0], item.transport, item.txn)
+        if not 0 < item.addr[1] < 65536:
+            raise ValueError(f"port {item.addr[1]} out of range")
         if item.transport == "UDP":
             if self.udp is not None:
+                # A destination of the other address family is refused here: asyncio's own check
+                # would treat it as a fatal error and close the socket for every call.
+                if (":" in item.addr[0]) != self._udp_v6:
+                    raise ValueError("destination address of the other IP family than the SIP socket")
                 self.udp.sendto(item.data, item.addr)
             return
         conn = self.connections.get(item.addr)

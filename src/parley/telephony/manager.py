@@ -94,6 +94,7 @@ class CallManager:
         load_sources: Sequence[Callable[[], float]] = (),
         limits: SipLimits | None = None,
         allow: Sequence[str] = (),
+        resolver: SipResolver | None = None,
     ) -> None:
         self.app = app
         self.ua = UserAgent(
@@ -105,7 +106,7 @@ class CallManager:
             limits=limits,
             allow=SourceFilter(allow),
         )
-        self.resolver = SipResolver()
+        self.resolver = resolver or SipResolver()
         self.transports = transports
         self.clock = MediaClock()
         self.ports = PortAllocator(host, *rtp_ports, poller=self.clock.poller)
