@@ -58,6 +58,26 @@ def _port_range(text: str) -> tuple[int, int]:
     return int(first), int(last)
 
 
+def _read_users(path: Path) -> dict[str, str]:
+    """``USER:PASSWORD`` lines (blank lines and ``#`` comments skipped)."""
+    users: dict[str, str] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: {exc.strerror}", param_hint="--auth-users") from exc
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise click.BadParameter(f"{path}:{number}: expected USER:PASSWORD", param_hint="--auth-users")
+        users[user] = password
+    if not users:
+        raise click.BadParameter(f"{path}: no USER:PASSWORD line", param_hint="--auth-users")
+    return users
+
+
 @main.command()
 @click.argument("agent", default="echo")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address for SIP and RTP.")
@@ -102,6 +122,12 @@ def _port_range(text: str) -> tuple[int, int]:
     metavar="NETWORK",
     help="Only take SIP from these source networks (e.g. the trunk's 192.0.2.0/24); repeatable.",
 )
+@click.option(
+    "--auth-users",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ask callers for digest credentials (qop=auth): a file of USER:PASSWORD lines.",
+)
+@click.option("--auth-realm", default=None, help="The digest realm (default: --host).")
 @click.option(
     "--records",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -156,6 +182,8 @@ def serve(
     rate_per_ip: float,
     rate_action: str,
     allow: tuple[str, ...],
+    auth_users: Path | None,
+    auth_realm: str | None,
     records: Path,
     workers: int | None,
     admin_port: int | None,
@@ -232,9 +260,15 @@ def serve(
         SourceFilter(allow)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+    authenticator = None
+    if auth_users is not None:
+        from parley.sip.auth import DigestVerifier
+
+        authenticator = DigestVerifier(_read_users(auth_users), auth_realm or host)
     options: dict[str, Any] = dict(
         limits=limits,
         allow=allow,
+        authenticator=authenticator,
         host=host,
         port=port,
         transports=transports,

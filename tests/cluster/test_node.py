@@ -10,6 +10,7 @@ stats summed over every worker that exited cleanly).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +48,27 @@ def test_plan_gives_each_worker_its_own_sip_port_and_an_even_slice_of_the_rtp_ra
 def test_plan_refuses_what_cannot_work(count, port, rtp, message):
     with pytest.raises(ValueError, match=message):
         plan_workers(count, port, rtp)
+
+
+def test_workers_get_the_sip_limits_and_the_allow_list_plus_the_probe_source():
+    from parley.cluster.node import worker_command
+    from parley.cluster.supervisor import WorkerPlan
+
+    options = {
+        "agent": "echo", "host": "127.0.0.1", "transport": "udp", "max_load": 0.85, "media_timeout": 30.0,
+        "drain": 0.0, "records": "calls.jsonl", "decode_processes": 1, "max_calls": None,
+        "tcp_idle_timeout": 60.0, "max_connections": 100, "max_connections_per_ip": 10,
+        "max_message_size": 8000, "max_transactions": 500, "rate_per_ip": 20.0, "rate_action": "drop",
+        "allow": ("192.0.2.0/24",),
+    }  # fmt: skip
+    cmd = worker_command(options, {})(WorkerPlan(0, 5070, (20000, 20100)), Path("w.json"))
+    pairs = dict(itertools.pairwise(cmd))
+    assert pairs["--tcp-idle-timeout"] == "60.0" and pairs["--max-connections"] == "100"
+    assert pairs["--max-connections-per-ip"] == "10" and pairs["--max-message-size"] == "8000"
+    assert pairs["--max-transactions"] == "500" and pairs["--rate-per-ip"] == "20.0"
+    assert pairs["--rate-action"] == "drop"
+    allowed = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--allow"]
+    assert allowed == ["192.0.2.0/24", "127.0.0.1"]
 
 
 def test_combined_stats_sum_counters_and_leave_timings_out():

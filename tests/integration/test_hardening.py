@@ -10,7 +10,7 @@ import socket
 import time
 from pathlib import Path
 
-from .harness import HOST, UdpClient, assert_sipp_ok, needs_sipp, run_sipp, sip_request
+from .harness import HOST, UdpClient, assert_sipp_ok, header, needs_sipp, run_sipp, sip_request
 
 RFC4475_DIR = Path(__file__).parents[2].parent / "shared" / "rfc4475"
 
@@ -86,4 +86,38 @@ def test_a_flood_from_one_source_is_rate_limited_and_calls_from_others_go_on(par
     assert statuses.count(b"200") <= 100 + 50 * (last - started) + 1, (statuses, last - started)
     assert statuses.count(b"503") >= 100, statuses
     assert stats["sip"]["rate_limited"] == statuses.count(b"503"), stats["sip"]
+    no_traceback(server)
+
+
+@needs_sipp
+def test_sipp_answers_the_digest_challenge_and_a_wrong_password_is_refused(parley_server, tmp_path):
+    from parley.sip.auth import DigestCredentials, parse_challenge
+
+    users = tmp_path / "users"
+    users.write_text("# who may call\nsipp:s3cret\n")
+    server = parley_server(transport="udp", extra=["--auth-users", str(users), "--auth-realm", "parley.test"])
+    target = f"{HOST}:{server.port}"
+    good = run_sipp(
+        "uac_auth.xml", target, tmp_path=tmp_path, duration_ms=500, extra=["-au", "sipp", "-ap", "s3cret"]
+    )
+    assert_sipp_ok(good)
+    # A caller with the wrong password (Parley's own digest client answering the challenge).
+    client = UdpClient()
+    client.send(sip_request("INVITE", server.port, client.port, call_id="bad-1"), server.port)
+    challenged = client.response("INVITE", timeout=3.0)
+    assert challenged is not None and challenged.startswith("SIP/2.0 401")
+    challenge = parse_challenge(header(challenged, "WWW-Authenticate") or "")
+    uri = f"sip:echo@{HOST}:{server.port}"
+    credentials = DigestCredentials("sipp", "wrong").authorize(challenge, "INVITE", uri)
+    retry = sip_request(
+        "INVITE", server.port, client.port, call_id="bad-1", cseq=2, extra=f"Authorization: {credentials}"
+    )
+    client.send(retry, server.port)
+    refused = client.response("INVITE", timeout=3.0)
+    assert refused is not None and refused.startswith("SIP/2.0 401")
+    stats = server.stop()
+    assert stats["answered"] == 1, stats
+    assert stats["sip"]["auth_challenged"] == 2 and stats["sip"]["auth_failed"] == 1, stats["sip"]
+    log = "".join(server.stderr_lines)
+    assert "authentication failed (wrong password)" in log and "s3cret" not in log and "sipp" not in log
     no_traceback(server)

@@ -8,6 +8,7 @@ import pytest
 from sipnet import Net, request
 from test_useragent import ALICE, ANSWER, BOB, OFFER, outbox_messages, raw, ua
 
+from parley.sip.auth import DigestCredentials, DigestVerifier, parse_challenge
 from parley.sip.dialog import hop_address
 from parley.sip.limits import SipLimits, SourceFilter, SourceRate
 from parley.sip.message import SipResponse, parse_message
@@ -189,3 +190,68 @@ def test_limits_are_checked() -> None:
     with pytest.raises(ValueError):
         SipLimits(max_connections=0)
     assert parse_message(raw("OPTIONS")).method == "OPTIONS"
+
+
+# -- access control: digest authentication of inbound INVITEs (RFC 3261 §22, qop=auth) --------------
+def authenticated_pair(password: str) -> tuple[Net, UserAgent, UserAgent]:
+    verifier = DigestVerifier({"alice": "s3cret"}, "parley.test", nonce_lifetime=60.0)
+    alice = ua(ALICE, "alice", credentials=DigestCredentials("alice", password))
+    bob = ua(BOB, "bob", authenticator=verifier)
+    return Net.of(alice, bob), alice, bob
+
+
+def test_an_invite_with_the_right_credentials_gets_through() -> None:
+    net, alice, bob = authenticated_pair("s3cret")
+    alice.invite("sip:bob@10.0.0.2:5060", OFFER, net.now)
+    net.flush()
+    assert net.labels()[:4] == ["INVITE", "401 INVITE", "ACK", "INVITE"]
+    challenge = next(p.msg for p in net.log if p.label == "401 INVITE").headers.get("WWW-Authenticate")
+    assert 'qop="auth"' in challenge and 'realm="parley.test"' in challenge
+    assert len(net.events_of(bob, IncomingCall)) == 1
+    assert (bob.stats["auth_challenged"], bob.stats["auth_failed"]) == (1, 0)
+
+
+def test_wrong_credentials_are_refused_and_logged_without_caller_data(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    net, alice, bob = authenticated_pair("wrong")
+    alice.invite("sip:bob@10.0.0.2:5060", OFFER, net.now)
+    net.flush()
+    assert net.events_of(bob, IncomingCall) == []
+    assert [e.status for e in net.events_of(alice, CallFailed)] == [401]
+    assert bob.stats["auth_failed"] == 1
+    (line,) = [r.getMessage() for r in caplog.records if "authentication failed" in r.getMessage()]
+    assert "wrong password" in line and "alice" not in line and "10.0.0.1" not in line
+
+
+def test_a_replayed_or_expired_authorization_is_refused() -> None:
+    net, alice, bob = authenticated_pair("s3cret")
+    alice.invite("sip:bob@10.0.0.2:5060", OFFER, net.now)
+    net.flush()
+    authorized = [p.msg for p in net.log if p.label == "INVITE"][1]
+    replay = authorized.serialize().replace(b"Call-ID: ", b"Call-ID: replay-")
+    replay = replay.replace(authorized.top_via.branch.encode(), b"z9hG4bKreplay")  # type: ignore[union-attr]
+    bob.receive(replay, ALICE, "UDP", net.now + 1)
+    (refused,) = answers(bob)
+    assert refused.status == 401 and "stale" not in (refused.headers.get("WWW-Authenticate") or "")
+    assert bob.stats["auth_failed"] == 1  # the nonce count did not grow: a replay
+    late = replay.replace(b"Call-ID: replay-", b"Call-ID: late-").replace(b"z9hG4bKreplay", b"z9hG4bKlate")
+    late = late.replace(b"nc=00000001", b"nc=00000002")  # a fresh count cannot rescue an expired nonce...
+    bob.receive(late, ALICE, "UDP", net.now + 120)
+    (stale,) = answers(bob)
+    # ... but the response hash covers nc, so this one is refused as forged before its age is looked at.
+    assert stale.status == 401 and bob.stats["auth_failed"] == 2
+
+
+def test_an_expired_nonce_is_challenged_again_as_stale() -> None:
+    verifier = DigestVerifier({"alice": "s3cret"}, "parley.test", nonce_lifetime=60.0)
+    challenge = parse_challenge(verifier.challenge(0.0))
+    answer = DigestCredentials("alice", "s3cret").authorize(challenge, "INVITE", "sip:bob@10.0.0.2")
+    assert verifier.verify(answer, "INVITE", "sip:bob@10.0.0.2", 30.0) == "ok"
+    answer = DigestCredentials("alice", "s3cret").authorize(challenge, "INVITE", "sip:bob@10.0.0.2")
+    assert verifier.verify(answer, "INVITE", "sip:bob@10.0.0.2", 61.0) == "stale"
+    assert "stale=true" in verifier.challenge(61.0, stale=True)
+    assert verifier.verify(answer, "INVITE", "sip:bob@10.0.0.3", 30.0) == "wrong realm or uri"
+    forged = answer.replace(challenge.nonce.split(".")[1], "0" * 32)
+    assert verifier.verify(forged, "INVITE", "sip:bob@10.0.0.2", 30.0) == "unknown nonce"
+    assert verifier.verify("Basic abc", "INVITE", "sip:bob@10.0.0.2", 30.0) == "malformed credentials"
+    assert verifier.verify("Basic realm=x", "INVITE", "sip:bob@10.0.0.2", 30.0) == "not digest credentials"

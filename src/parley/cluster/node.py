@@ -126,6 +126,17 @@ async def run_node(
     return stats, all(code == 0 for code in exits if code is not None)
 
 
+SIP_LIMIT_OPTIONS = (
+    "tcp_idle_timeout",
+    "max_connections",
+    "max_connections_per_ip",
+    "max_message_size",
+    "max_transactions",
+    "rate_per_ip",
+    "rate_action",
+)
+
+
 def worker_command(
     options: dict[str, Any], logging_options: dict[str, Any]
 ) -> Callable[[WorkerPlan, Path], list[str]]:
@@ -150,6 +161,16 @@ def worker_command(
         cmd += ["--records", records, "--decode-processes", str(options["decode_processes"])]
         if options.get("max_calls") is not None:
             cmd += ["--max-calls", str(options["max_calls"])]
+        for name in SIP_LIMIT_OPTIONS:
+            if options.get(name) is not None:
+                cmd += ["--" + name.replace("_", "-"), str(options[name])]
+        if options.get("auth_users") is not None:
+            cmd += ["--auth-users", str(options["auth_users"])]
+            cmd += ["--auth-realm", options.get("auth_realm") or options["host"]]
+        if options.get("allow"):
+            # The supervisor's own OPTIONS probe comes from the node's address.
+            for network in (*options["allow"], options["host"]):
+                cmd += ["--allow", network]
         return cmd
 
     return command

@@ -1,4 +1,4 @@
-"""HTTP digest authentication for SIP as a UAC (RFC 3261 §22, RFC 2617, RFC 7616, RFC 8760).
+"""HTTP digest authentication for SIP, as a UAC and as a UAS (RFC 3261 §22, RFC 2617, RFC 7616, RFC 8760).
 
 Hand-written on hashlib: no maintained library builds SIP digest credentials. ``requests``'
 ``HTTPDigestAuth`` is tied to HTTP responses and sessions, cannot hash a SIP request body for
@@ -8,10 +8,14 @@ Hand-written on hashlib: no maintained library builds SIP digest credentials. ``
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from parley.sip.errors import SipParseError
+from parley.sip.uri import SipUri
 
 # Canonical algorithm names (RFC 8760 §2.3, RFC 7616 §6.1) → hashlib name.
 _HASHES = {"MD5": "md5", "SHA-256": "sha256", "SHA-512-256": "sha512_256"}
@@ -237,3 +241,113 @@ def authorize(
 ) -> str:
     """Function form of :meth:`DigestCredentials.authorize`."""
     return credentials.authorize(challenge, method, uri, body, cnonce)
+
+
+# -- the server side: challenging and checking inbound requests (RFC 3261 §22.1, §22.4) -------------
+class DigestVerifier:
+    """Challenges requests and checks their ``Authorization`` (UAS side, ``qop=auth``), sans-I/O.
+
+    Nonces carry their issue time and an HMAC of it under a per-process secret, so none is stored
+    until it is used: one that fails the HMAC is refused, one older than ``nonce_lifetime`` gets a
+    fresh challenge with ``stale=true`` (the client retries without asking its user again). Replays
+    are refused: each nonce's nonce-count must grow (the last count of ``max_nonces`` nonces is
+    kept). Passwords never leave this object; only ``HA1`` values are kept.
+    """
+
+    def __init__(
+        self,
+        users: dict[str, str],
+        realm: str,
+        *,
+        algorithm: str = "MD5",
+        nonce_lifetime: float = 300.0,
+        max_nonces: int = 10_000,
+        secret: bytes | None = None,
+    ) -> None:
+        canonical = _canonical_algorithm(algorithm)
+        digest = _hash_function(canonical) if canonical and not canonical.endswith("-sess") else None
+        if canonical is None or digest is None:
+            raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+        self.realm = realm
+        self.algorithm = canonical
+        self._digest = digest
+        self._ha1 = {user: digest(f"{user}:{realm}:{password}".encode()) for user, password in users.items()}
+        self.nonce_lifetime = nonce_lifetime
+        self.max_nonces = max_nonces
+        self._secret = secret or secrets.token_bytes(32)
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def _nonce(self, now: float) -> str:
+        stamp = str(int(now * 1000))  # milliseconds of the caller's clock
+        mac = hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{stamp}.{mac}"
+
+    def challenge(self, now: float, *, stale: bool = False) -> str:
+        """A ``WWW-Authenticate`` value with a fresh nonce."""
+        value = f'Digest realm={_quote(self.realm)}, nonce="{self._nonce(now)}", algorithm={self.algorithm}'
+        value += ', qop="auth"'
+        return value + (", stale=true" if stale else "")
+
+    def verify(self, authorization: str | None, method: str, uri: str, now: float) -> str:
+        """``"ok"``; ``"missing"`` (no credentials); ``"stale"`` (a nonce of ours that expired);
+        or the reason the credentials are refused (never the caller's data)."""
+        if authorization is None:
+            return "missing"
+        try:
+            scheme, params = _parse_params(authorization)
+        except AuthError:
+            return "malformed credentials"
+        if scheme.lower() != "digest":
+            return "not digest credentials"
+        nonce = params.get("nonce", "")
+        stamp, _, mac = nonce.rpartition(".")
+        expected = hmac.new(self._secret, stamp.encode(), hashlib.sha256).hexdigest()[:32]
+        if not mac or not hmac.compare_digest(mac, expected):
+            return "unknown nonce"
+        if params.get("realm") != self.realm or not _same_target(params.get("uri", ""), uri):
+            return "wrong realm or uri"
+        if _canonical_algorithm(params.get("algorithm", "MD5")) != self.algorithm:
+            return "wrong algorithm"
+        ha1 = self._ha1.get(params.get("username", ""))
+        if ha1 is None:
+            return "unknown user"
+        if params.get("qop", "").lower() != "auth" or "nc" not in params or "cnonce" not in params:
+            return "qop=auth required"
+        try:
+            count = int(params["nc"], 16)
+        except ValueError:
+            return "malformed credentials"
+        ha2 = self._digest(f"{method}:{params['uri']}".encode())
+        response = self._digest(f"{ha1}:{nonce}:{params['nc']}:{params['cnonce']}:auth:{ha2}".encode())
+        if not hmac.compare_digest(response, params.get("response", "")):
+            return "wrong password"
+        try:
+            issued = int(stamp) / 1000
+        except ValueError:
+            return "unknown nonce"
+        if now - issued > self.nonce_lifetime:
+            return "stale"
+        if count <= self._counts.get(nonce, 0):
+            return "replayed nonce count"
+        self._counts[nonce] = count
+        self._counts.move_to_end(nonce)
+        while len(self._counts) > self.max_nonces:
+            self._counts.popitem(last=False)
+        return "ok"
+
+
+def _same_target(digest_uri: str, request_uri: str) -> bool:
+    """Whether the credentials' ``uri`` names the Request-URI's host and port (RFC 2617 §3.2.2.5 asks for
+    the same URI; SIPp, among others, sends ``sip:host:port`` without the user part). The response
+    hash covers the ``uri`` the client sent, so accepting this form lets no other request through."""
+    if digest_uri == request_uri:
+        return True
+    try:
+        ours, theirs = SipUri.parse(request_uri), SipUri.parse(digest_uri)
+    except SipParseError:
+        return False
+    return (theirs.scheme, theirs.host.lower(), theirs.port or 5060) == (
+        ours.scheme,
+        ours.host.lower(),
+        ours.port or 5060,
+    )

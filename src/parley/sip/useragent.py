@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from parley.repeats import RepeatedErrors
-from parley.sip.auth import AuthError, DigestCredentials, parse_challenge
+from parley.sip.auth import AuthError, DigestCredentials, DigestVerifier, parse_challenge
 from parley.sip.dialog import Address, Dialog, hop_address
 from parley.sip.errors import SipParseError
 from parley.sip.limits import SipLimits, SourceFilter, SourceRate
@@ -214,6 +214,7 @@ class UserAgent:
         rng: Callable[[], float] = random.random,
         limits: SipLimits | None = None,
         allow: SourceFilter | None = None,
+        authenticator: DigestVerifier | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -240,6 +241,7 @@ class UserAgent:
         self.layer.max_transactions = self.limits.max_transactions
         self.layer.server_header = user_agent
         self.refusals = RepeatedErrors(log)
+        self.authenticator = authenticator  # digest authentication of inbound INVITEs, when set
         self.stats = {
             "parse_errors": 0,
             "rejected_busy": 0,
@@ -247,6 +249,8 @@ class UserAgent:
             "transport_errors": 0,
             "refused_source": 0,
             "rate_limited": 0,
+            "auth_challenged": 0,
+            "auth_failed": 0,
         }
 
     # -- helpers ------------------------------------------------------------------------------
@@ -454,6 +458,8 @@ class UserAgent:
                 self.on_refused("draining" if self.draining else "limit" if over_limit else "load")
             txn.respond_with(503, now=now, extra=[("Retry-After", "5")])
             return
+        if self.authenticator is not None and not self._authenticated(txn, now):
+            return
         if not _accepts_sdp(request.headers.get_all("Accept")):
             txn.respond_with(406, now=now, extra=[("Accept", "application/sdp")])  # RFC 4475 §3.3.15
             return
@@ -480,6 +486,22 @@ class UserAgent:
         txn.context = session
         self.sessions[(request.call_id, session.local_tag)] = session
         self.events.append(IncomingCall(session, request.body))
+
+    def _authenticated(self, txn: ServerTransaction, now: float) -> bool:
+        """Check the INVITE's digest credentials; a 401 with a challenge when missing or refused."""
+        assert self.authenticator is not None
+        request = txn.request
+        verdict = self.authenticator.verify(request.headers.get("Authorization"), "INVITE", request.uri, now)
+        if verdict == "ok":
+            return True
+        if verdict in ("missing", "stale"):
+            self.stats["auth_challenged"] += 1
+        else:
+            self.stats["auth_failed"] += 1
+            self.refusals.report(f"auth:{verdict}", "SIP INVITE refused: authentication failed (%s)", verdict)
+        challenge = self.authenticator.challenge(now, stale=verdict == "stale")
+        txn.respond_with(401, now=now, extra=[("WWW-Authenticate", challenge)])
+        return False
 
     def _on_cancel(self, txn: ServerTransaction, now: float) -> None:
         invite_txn = self.layer.find_invite_server(txn.request)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from parley.media.clock import MediaClock
 from parley.media.endpoint import PortAllocator, RtpEndpoint
 from parley.media.stream import RtpStream
-from parley.sip.auth import DigestCredentials
+from parley.sip.auth import DigestCredentials, DigestVerifier
 from parley.sip.limits import SipLimits, SourceFilter
 from parley.sip.resolver import ResolveError, SipResolver, is_numeric
 from parley.sip.sdp import LocalSdp, MediaOffer, NegotiatedMedia, NoCommonCodec, SdpError, parse_sdp
@@ -95,6 +95,7 @@ class CallManager:
         limits: SipLimits | None = None,
         allow: Sequence[str] = (),
         resolver: SipResolver | None = None,
+        authenticator: DigestVerifier | None = None,
     ) -> None:
         self.app = app
         self.ua = UserAgent(
@@ -105,6 +106,7 @@ class CallManager:
             credentials=credentials,
             limits=limits,
             allow=SourceFilter(allow),
+            authenticator=authenticator,
         )
         self.resolver = resolver or SipResolver()
         self.transports = transports
