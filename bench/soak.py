@@ -56,22 +56,29 @@ def tree_rss_mb(pid: int) -> float:
 
 
 def start_server(agent: str, port: int, workdir: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "parley", "serve", agent, "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--transport", "udp", "--max-load", "0", "--rtp-ports", "20000-40000"]
+    return start_server_cmd([agent, "--transport", "udp", "--port", str(port)], workdir, port)
+
+
+def start_server_cmd(args: list[str], workdir: Path, port: int) -> subprocess.Popen:
+    """``parley serve ARGS`` as one worker on core 1 without admission control; returns once it answers.
+
+    Its output goes to ``workdir/server.log`` (read there, so a full pipe never blocks it).
+    """
+    cmd = [sys.executable, "-m", "parley", "serve", *args, "--host", "127.0.0.1", "--workers", "1"]
+    cmd += ["--max-load", "0", "--rtp-ports", "20000-40000"]
     cmd += ["--stats-file", str(workdir / "stats.json"), "--records", str(workdir / "records.jsonl")]
-    proc = subprocess.Popen(
-        ["taskset", "-c", "1", *cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert proc.stdout is not None
+    log = workdir / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(["taskset", "-c", "1", *cmd], stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if READY in line:
+        if READY in log.read_text(errors="replace"):
             return proc
-        if not line and proc.poll() is not None:
+        if proc.poll() is not None:
             break
+        time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("the server did not start")
+    raise RuntimeError(f"the server did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
 def ended_calls(stat_csv: Path) -> tuple[int, int]:
