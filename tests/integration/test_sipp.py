@@ -426,6 +426,10 @@ def test_parley_sends_bye_after_media_timeout(parley_server, sniffer, tmp_path):
     result = run_sipp("uac_wait_bye.xml", f"{HOST}:{server.port}", tmp_path=tmp_path)
     stats = server.stop()
     assert_sipp_ok(result)
+    # The sniffer's thread may lag behind SIPp's exit: wait for the 200 to the BYE to be read.
+    sniffer.wait_for(
+        lambda: any("BYE" in t and t.startswith("SIP/2.0 200") for _, t in sniffer.sip(server.port)), 2
+    )
     sip = sniffer.sip(server.port)
     ack_time = next(p.time for p, t in sip if p.dst == server.port and t.startswith("ACK"))
     byes = [(p, t) for p, t in sip if p.src == server.port and t.startswith("BYE")]
@@ -454,7 +458,9 @@ def test_sigterm_during_a_call_hangs_up_and_exits_cleanly(parley_server, sniffer
         result = future.result(timeout=30)
     assert time.monotonic() - started < 4, "shutdown took too long"
     assert_sipp_ok(result)
-    assert [t for p, t in sniffer.sip(server.port) if p.src == server.port and t.startswith("BYE")], "no BYE"
+    # SIPp may have answered the BYE before the sniffer's thread has read it: wait for it a moment.
+    byes = lambda: [t for p, t in sniffer.sip(server.port) if p.src == server.port and t.startswith("BYE")]  # noqa: E731
+    assert sniffer.wait_for(byes, timeout=2), "no BYE"
     assert stats["ended"] == {"local-bye": 1}, stats
 
 
