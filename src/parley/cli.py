@@ -8,7 +8,7 @@ import logging
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -49,6 +49,11 @@ def _port_in_use(host: str, port: int, transports: tuple[str, ...]) -> str | Non
         except OSError as exc:
             return f"cannot listen on {host}:{port} ({name}): {exc.strerror or exc}"
     return None
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> NoReturn:
+    click.echo(f"parley serve: error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+    raise SystemExit(2) from None
 
 
 def _port_range(text: str) -> tuple[int, int]:
@@ -240,6 +245,8 @@ def serve(
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
+        except OSError as exc:  # the admin port taken
+            _cannot_listen(host, admin_port, exc)
         raise SystemExit(0 if clean else 1)
     try:
         import uvloop
@@ -281,7 +288,10 @@ def serve(
     if admin_port is not None:  # one process: its own metrics (a node's supervisor serves more)
         from prometheus_client import start_http_server
 
-        start_http_server(admin_port, addr=host)
+        try:
+            start_http_server(admin_port, addr=host)
+        except OSError as exc:
+            _cannot_listen(host, admin_port, exc)
     if studio is not None:
         from parley.studio.node import serve_from_studio
 
@@ -299,8 +309,7 @@ def serve(
     try:
         stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
     except OSError as exc:  # e.g. the port was taken between the check and the bind
-        click.echo(f"parley serve: error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
-        raise SystemExit(2) from None
+        _cannot_listen(host, port, exc)
     if stats_file is not None:
         stats_file.write_text(json.dumps(stats, indent=2))
 

@@ -203,3 +203,23 @@ def test_json_log_lines_carry_the_call_id_of_the_task_that_logged():
     except RuntimeError:
         failed = logging.LogRecord("parley.test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     assert "RuntimeError: boom" in json.loads(formatter.format(failed))["error"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_admin_port_is_one_clear_error(workers):
+    import socket
+
+    from integration.harness import free_port
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        admin = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "parley", "serve", "echo", "--workers", workers, "--host", HOST,
+             "--port", str(free_port(block=2)), "--transport", "udp", "--admin-port", str(admin)],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on {HOST}:{admin}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -25,5 +25,5 @@ WEBHOOK_ERRORS = Counter(
 DECODE_LOAD = Gauge(
     "parley_decode_load",
     "Load of an agent's speech decoder processes, or the cores they share (1.0: saturated).",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )

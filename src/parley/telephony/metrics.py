@@ -34,5 +34,5 @@ LOAD = Gauge(
     "parley_load",
     "The busiest load admission control watches (1.0: a core saturated): the event loop's process or "
     "an agent's speech decoders.",
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",  # a dead worker's last load is dropped
 )
