@@ -2,10 +2,10 @@
 
 Kamailio runs the configuration ``parley cluster kamailio-config`` writes (call-load dispatching,
 OPTIONS probes every second, Record-Route) in front of one ``parley serve echo --workers 2`` node on
-127.0.0.2. SIPp places signalling-only calls through it (INVITE, 200, ACK, 2 s, BYE: five
-transactions' worth of messages relayed each way, ``sipp/uac_proxy_signalling.xml``) at each rate
-for ``--seconds``. Measured per rate: calls completed and failed (SIPp), Kamailio's CPU (all its
-processes) over the run, hence CPU seconds per 1,000 calls, and the node's CPU for comparison.
+127.0.0.2. SIPp places signalling-only calls through it (INVITE, 200, ACK, 2 s, BYE, with
+Record-Route: ``uac_proxy_signalling.xml`` of the integration tests) at each rate for ``--seconds``.
+Measured per rate: calls completed and failed (SIPp), Kamailio's CPU (all its processes) over the
+run, hence CPU seconds per 1,000 calls, and the node's CPU for comparison.
 
 Usage: ``.venv/bin/python bench/kamailio_cost.py --rates 50,100,200 --seconds 20``.
 """
@@ -28,7 +28,7 @@ from cluster_capacity import free_block, tree_cpu
 from parley.cluster.kamailio import Node, dispatcher_list, kamailio_cfg, module_path
 
 HERE = Path(__file__).resolve().parent
-SCENARIO = HERE / "sipp" / "uac_proxy_signalling.xml"
+SCENARIO = HERE.parent / "tests" / "integration" / "scenarios" / "uac_proxy_signalling.xml"
 NODE_HOST = "127.0.0.2"
 HOLD_MS = 2000
 

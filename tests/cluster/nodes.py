@@ -31,15 +31,17 @@ class Node:
         port: int | None = None,
         extra: list[str] = (),
         options: list[str] = (),
+        prefix: list[str] = (),
     ) -> None:
-        """``options`` go before ``serve`` (``-v``, ``--log-format``), ``extra`` after it."""
+        """``options`` go before ``serve`` (``-v``, ``--log-format``), ``extra`` after it; ``prefix``
+        runs the command (e.g. ``ip netns exec NAME``)."""
         self.host = host
         self.workers = workers
         self.port = port or free_port(block=workers)
         self.admin_port = free_port()
         first, last = rtp_range(40 * workers)
         self.stats_file = tmp_path / f"node-{host}-{self.port}-stats.json"
-        cmd = [sys.executable, "-m", "parley", *options, "serve", "echo", "--workers", str(workers)]
+        cmd = [*prefix, sys.executable, "-m", "parley", *options, "serve", "echo", "--workers", str(workers)]
         cmd += ["--host", host]
         cmd += ["--port", str(self.port), "--transport", "udp", "--rtp-ports", f"{first}-{last}"]
         cmd += ["--admin-port", str(self.admin_port), "--stats-file", str(self.stats_file), *extra]

@@ -2,9 +2,9 @@
 ``parley serve echo --workers 2`` nodes, under a steady load of SIPp calls with RTP both ways.
 
 The two "hosts" are the loopback addresses 127.0.0.2 and 127.0.0.3 (Linux routes all of 127/8 to
-``lo``), not network namespaces: the tests then run unprivileged and on any CI machine; taking a
-node's link down is left to namespaces (not tested here). Kamailio listens on 127.0.0.1, SIPp calls
-it from 127.0.0.1.
+``lo``), not network namespaces: these tests then run unprivileged, on any CI machine. Kamailio
+listens on 127.0.0.1, SIPp calls it from 127.0.0.1. A node's link going down needs namespaces:
+``test_namespaces.py``.
 """
 
 from __future__ import annotations

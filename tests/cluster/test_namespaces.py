@@ -1,0 +1,141 @@
+"""Three hosts made of network namespaces: Kamailio in the root namespace, a 2-worker ``parley serve``
+node in each of two namespaces joined to it by veth pairs; SIPp calls from the root namespace.
+
+Node B's link is taken down under a steady load of calls. Kamailio must stop sending it new calls
+within its probe interval (1 s) plus one probe's timeout (2 s): after that, no new call waits for
+a timeout and fails over, every call succeeds on node A, and only calls B held fail. With the link
+back, B is probed up and takes calls again. Needs root (``ip netns``); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integration.harness import SCENARIOS, SIPP, Kamailio, needs_kamailio, needs_sipp
+from parley.cluster.kamailio import Node as NodeSpec
+from parley.cluster.kamailio import dispatcher_list, kamailio_cfg, module_path
+
+from .nodes import Node
+
+pytestmark = [pytest.mark.kamailio, pytest.mark.sipp, needs_kamailio, needs_sipp, pytest.mark.timeout(240)]
+PROBE_INTERVAL_S = 1.0
+PROBE_TIMEOUT_S = 2.0  # kamailio-config's fr_timer
+SIP_PORT = 5060  # each node has a namespace of its own: no other process can hold its ports
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
+
+
+class Host:
+    """A namespace joined to the root namespace by a veth pair on its own /24."""
+
+    def __init__(self, tag: str, subnet: int) -> None:
+        self.namespace = f"parley-{tag}"
+        self.link = f"pv{tag}"  # the root namespace's end (interface names: 15 characters at most)
+        self.gateway, self.address = f"10.216.{subnet}.1", f"10.216.{subnet}.2"
+        ip("netns", "add", self.namespace)
+        ip("link", "add", self.link, "type", "veth", "peer", "name", f"{self.link}n")
+        ip("link", "set", f"{self.link}n", "netns", self.namespace)
+        ip("addr", "add", f"{self.gateway}/24", "dev", self.link)
+        ip("link", "set", self.link, "up")
+        inside = ["netns", "exec", self.namespace, "ip"]
+        ip(*inside, "addr", "add", f"{self.address}/24", "dev", f"{self.link}n")
+        ip(*inside, "link", "set", f"{self.link}n", "up")
+        ip(*inside, "link", "set", "lo", "up")
+        ip(*inside, "route", "add", "default", "via", self.gateway)
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            ip("netns", "delete", self.namespace)  # takes its end of the veth pair, and so the pair
+        with contextlib.suppress(subprocess.CalledProcessError):
+            ip("link", "delete", self.link)
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[Host]]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    tag = secrets.token_hex(3)
+    subnet = random.randrange(1, 250)
+    made: list[Host] = []
+    try:
+        for i in range(2):
+            made.append(Host(f"{tag}{'ab'[i]}", subnet + i))
+    except subprocess.CalledProcessError as exc:
+        for host in made:
+            host.remove()
+        pytest.skip(f"cannot make network namespaces here: {exc.stderr.strip()}")
+    yield made
+    for host in made:
+        host.remove()
+
+
+def sipp_load(proxy: str, source: str, tmp_path: Path, calls: int, rate: int) -> subprocess.Popen:
+    """Signalling-only calls (2 s each) through ``proxy``, with each call's setup time in an RTT file."""
+    cmd = [str(SIPP), proxy, "-sf", str(SCENARIOS / "uac_proxy_signalling.xml"), "-s", "echo", "-i", source]
+    cmd += ["-p", "0", "-m", str(calls), "-r", str(rate), "-d", "2000", "-trace_rtt", "-rtt_freq", "1"]
+    cmd += ["-trace_stat", "-stf", "stat.csv", "-nostdin", "-timeout", "120s", "-timeout_error"]
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_node_whose_link_goes_down_stops_getting_calls_within_the_probe_interval(hosts, tmp_path):
+    a, b = hosts
+    nodes: list[Node] = []
+    proxy = None
+    try:
+        for host in hosts:
+            prefix = ["ip", "netns", "exec", host.namespace]
+            nodes.append(Node(tmp_path, host.address, workers=2, port=SIP_PORT, prefix=prefix))
+        listen = f"{a.gateway}:{SIP_PORT}"
+        destinations = tmp_path / "dispatcher.list"
+        destinations.write_text(dispatcher_list([NodeSpec(h.address, SIP_PORT, 2) for h in hosts]))
+        cfg = kamailio_cfg(listen=listen, dispatcher_file=str(destinations), modules=module_path())
+        (tmp_path / "kamailio.cfg").write_text(cfg)
+        proxy = Kamailio.start(SIP_PORT, tmp_path / "kamailio.cfg", tmp_path)
+        time.sleep(2 * PROBE_INTERVAL_S + 0.5)  # every worker probed
+        assert proxy.proc.poll() is None, proxy.log_text()
+
+        rate, calls = 5, 125  # 25 s of calls: B goes down at 6 s, back at 14 s
+        started = time.monotonic()
+        load = sipp_load(listen, a.gateway, tmp_path, calls, rate)
+        time.sleep(6)
+        before = nodes[1].metric("parley_calls_admitted_total")
+        held = nodes[1].metric("parley_calls_active")
+        ip("link", "set", b.link, "down")
+        down_at = time.monotonic() - started
+        time.sleep(8)
+        ip("link", "set", b.link, "up")
+        load.wait(timeout=150)
+        after = nodes[1].metric("parley_calls_admitted_total")
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        for node in nodes:
+            node.kill()
+
+    (rtt_file,) = tmp_path.glob("*_rtt.csv")
+    answers = [(float(r["Date_ms"]) / 1000, float(r["response_time_ms"]) / 1000)
+               for r in csv.DictReader(rtt_file.open(), delimiter=";")]  # fmt: skip
+    setups = [(answered - setup, setup) for answered, setup in answers]  # (INVITE sent, setup time), s
+    settled = down_at + PROBE_INTERVAL_S + PROBE_TIMEOUT_S + 1.0  # + a busy machine's margin
+    late = [(t, s) for t, s in setups if settled < t < down_at + 7.5 and s > 1.0]
+    assert not late, f"calls still waited for node B after {settled:.1f} s (down at {down_at:.1f} s): {late}"
+    failed_over = [(t, s) for t, s in setups if down_at <= t <= settled and s > 1.0]
+    stat = list(csv.DictReader((tmp_path / "stat.csv").open(), delimiter=";"))[-1]
+    failed = int(stat["FailedCall(C)"])
+    print(f"node B down at {down_at:.1f} s holding {held:.0f} calls: {len(failed_over)} new calls "
+          f"failed over late, {failed} of {calls} failed")  # fmt: skip
+    assert failed <= held + rate * PROBE_TIMEOUT_S, (failed, held)  # B's calls, and INVITEs caught mid-way
+    assert after > before, "node B took no call once its link was back up"
