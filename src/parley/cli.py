@@ -222,6 +222,22 @@ def serve(
                 click.echo(str(error), err=True)
             raise SystemExit(1) from exc
 
+    from parley.sip.limits import SipLimits, SourceFilter
+
+    try:
+        limits = SipLimits(
+            tcp_idle_timeout=tcp_idle_timeout,
+            max_connections=max_connections,
+            max_connections_per_ip=max_connections_per_ip,
+            max_message_size=max_message_size,
+            max_transactions=max_transactions,
+            rate_per_ip=rate_per_ip,
+            rate_action=rate_action,
+        )
+        SourceFilter(allow)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
     from parley.telephony.load import usable_cores
 
     workers = workers or usable_cores()
@@ -252,21 +268,6 @@ def serve(
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         uvloop = None
-    from parley.sip.limits import SipLimits, SourceFilter
-
-    try:
-        limits = SipLimits(
-            tcp_idle_timeout=tcp_idle_timeout,
-            max_connections=max_connections,
-            max_connections_per_ip=max_connections_per_ip,
-            max_message_size=max_message_size,
-            max_transactions=max_transactions,
-            rate_per_ip=rate_per_ip,
-            rate_action=rate_action,
-        )
-        SourceFilter(allow)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
     authenticator = None
     if auth_users is not None:
         from parley.sip.auth import DigestVerifier

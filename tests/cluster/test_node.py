@@ -223,3 +223,33 @@ def test_a_taken_admin_port_is_one_clear_error(workers):
     assert result.returncode == 2, result.stderr
     assert f"cannot listen on {HOST}:{admin}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_that_exits_before_its_first_probe_fails_the_node_start_at_once(tmp_path):
+    from parley.cluster.supervisor import Supervisor
+
+    def command(plan, stats_file):
+        return [sys.executable, "-c", f"import sys; sys.exit({3 + plan.index})"]
+
+    async def run() -> tuple[bool, float, list[int | None]]:
+        supervisor = Supervisor(command, plan_workers(2, 59990, (61000, 61008)), host=HOST,
+                                state_dir=tmp_path, ready_timeout=60)  # fmt: skip
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        ready = await supervisor.start()
+        took = loop.time() - began
+        await asyncio.sleep(1.0)  # a restart would have come by now (the first backoff is 0.5 s)
+        return ready, took, [(w.last_exit, w.restarts, w.state) for w in supervisor.workers]
+
+    ready, took, workers = asyncio.run(run())
+    assert not ready and took < 10
+    assert workers == [(3, 0, "stopped"), (4, 0, "stopped")]
+
+
+def test_serve_refuses_a_bad_allow_list_before_starting_workers():
+    result = subprocess.run(
+        [sys.executable, "-m", "parley", "serve", "echo", "--workers", "2", "--allow", "not-a-network"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "not-a-network" in result.stderr and "worker" not in result.stderr

@@ -106,13 +106,20 @@ async def run_node(
         if admin_port is not None:
             admin = start_admin(host, admin_port, admin_app(supervisor, loop, metrics))
         starting = asyncio.ensure_future(supervisor.start())
+        failed: list[bool] = []
 
         def announce(task: asyncio.Task) -> None:
-            if not task.cancelled() and task.exception() is None and task.result():
+            if task.cancelled() or supervisor.stopping:
+                return
+            if task.exception() is None and task.result():
                 ports = f"{plans[0].port}-{plans[-1].port}" if len(plans) > 1 else str(plans[0].port)
                 where = f", admin http://{host}:{admin.server_port}" if admin is not None else ""
                 print(f"{NODE_READY_LINE} {len(plans)} workers on sip:{host}:{ports}{where}",
                       file=sys.stderr, flush=True)  # fmt: skip
+            else:
+                print("parley: the node did not start: a worker failed", file=sys.stderr, flush=True)
+                supervisor.request_stop()
+                failed.append(True)
 
         starting.add_done_callback(announce)
         try:
@@ -123,7 +130,7 @@ async def run_node(
                 admin.shutdown()
                 admin.server_close()
         stats = supervisor.collected_stats()
-    return stats, all(code == 0 for code in exits if code is not None)
+    return stats, not failed and all(code == 0 for code in exits if code is not None)
 
 
 SIP_LIMIT_OPTIONS = (

@@ -138,6 +138,7 @@ class Supervisor:
         self.ready_timeout = ready_timeout
         self.on_exit = on_exit  # a worker process (its pid) has exited
         self.stopping = False
+        self.started = False  # every worker has answered its probe once: from then on, restart the dead
         self.rolls_completed = 0
         self.rolls_failed = 0
         self.rolling: asyncio.Task | None = None
@@ -161,9 +162,11 @@ class Supervisor:
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> bool:
-        """Start every worker; True once all answer their OPTIONS probe with 200."""
-        ready = await asyncio.gather(*(self._start(worker) for worker in self.workers))
-        return all(ready)
+        """Start every worker; True once all answer their OPTIONS probe with 200. A worker that exits
+        before then is not restarted (a bad option or a taken port would only fail again): False."""
+        ready = all(await asyncio.gather(*(self._start(worker) for worker in self.workers)))
+        self.started = ready
+        return ready
 
     async def _start(self, worker: Worker) -> bool:
         if self.stopping:
@@ -184,7 +187,14 @@ class Supervisor:
         if self.stopping:  # the stop came while it was being spawned
             await self._drain(worker)
             return False
-        if await wait_until_ready(self.host, worker.plan.port, self.ready_timeout):
+        probing = asyncio.ensure_future(wait_until_ready(self.host, worker.plan.port, self.ready_timeout))
+        exiting = asyncio.ensure_future(process.wait())
+        await asyncio.wait({probing, exiting}, return_when=asyncio.FIRST_COMPLETED)
+        exiting.cancel()
+        if not probing.done():  # it exited before answering: no use waiting for the probe
+            probing.cancel()
+            return False
+        if probing.result():
             if worker.process is process and worker.state == "starting":
                 self._set(worker, "ready")
                 return True
@@ -201,7 +211,7 @@ class Supervisor:
         worker.last_exit = returncode
         if self.on_exit is not None and worker.pid is not None:
             self.on_exit(worker.pid)
-        if worker.retiring or self.stopping:
+        if worker.retiring or self.stopping or not self.started:
             self._set(worker, "stopped", f" (exit status {returncode})")
             worker.pid = None
             return
