@@ -331,3 +331,42 @@ def test_keyed_answers_are_checked_too() -> None:
         "Sorry, the long number on the front of your card?",
     ]
     assert says(c.on_dtmf(VISA)) == [READ_BACK.format(spaced(VISA))]
+
+
+# --- keypad entry ---------------------------------------------------------------------------------------
+
+
+def test_keypad_deadline_runs_from_the_last_key_only() -> None:
+    from parley.agent.voice import KeypadEntry
+
+    c = conversation()
+    listen = listening(c.start())
+    assert (listen.dtmf_interdigit_s, listen.dtmf_terminator, listen.dtmf_max_digits) == (3.0, "#", None)
+    keys = KeypadEntry(listen)
+    assert keys.remaining(100.0) is None  # no key yet: wait for anything
+    assert not keys.press("4", 100.0)
+    assert keys.remaining(101.0) == 2.0  # audio frames meanwhile change nothing: the deadline is absolute
+    assert keys.remaining(101.02) == pytest.approx(1.98)
+    assert not keys.press("1", 102.5)
+    assert keys.remaining(103.0) == 2.5  # a key restarts it
+    assert keys.remaining(106.0) == 0.0
+    assert keys.press("#", 104.0) and keys.digits == "41"  # the terminator ends it, and is not kept
+
+
+def test_keypad_maximum_ends_the_answer() -> None:
+    from parley.agent.voice import KeypadEntry
+
+    text = AGENT.replace(
+        "    rules: {checksum: luhn, min_length: 15, max_length: 16}\n", "    dtmf_max_digits: 3\n"
+    )
+    listen = listening(conversation(text).start())
+    keys = KeypadEntry(listen)
+    assert [keys.press(k, 0.0) for k in "123"] == [False, False, True]
+
+
+def test_words_spoken_before_the_keys_begin_the_answer() -> None:
+    c = conversation()
+    c.start()
+    actions = c.on_dtmf("1111111", spoken="four one one one one one one one one")
+    assert says(actions) == [READ_BACK.format(spaced(VISA))]
+    assert (c.record.turns[0].input, c.record.turns[0].transcript) == ("speech+dtmf", VISA)
