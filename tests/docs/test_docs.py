@@ -19,7 +19,8 @@ from parley.cli import main
 from parley.loadtest.scenario import load_scenario_text
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = sorted((ROOT / "docs").glob("*.md"))
+# the agent pages; other pages (cluster, scaling, studio) are tested beside their own features
+DOCS = [ROOT / "docs" / name for name in ("agents.md", "webhooks.md", "loadtest.md")]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -55,7 +56,7 @@ def is_scenario(text: str) -> bool:
 
 
 def test_the_docs_exist() -> None:
-    assert {p.name for p in DOCS} >= {"agents.md", "webhooks.md", "loadtest.md"}
+    assert all(page.is_file() for page in DOCS)
 
 
 @pytest.mark.parametrize("block", blocks("yaml"), ids=str)
