@@ -9,6 +9,7 @@ logger. Decoders are made in the decoder worker processes too, hence the per-pro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -32,7 +33,10 @@ def log_path() -> str:
 
 
 def _forward(read_fd: int) -> None:
+    """Read the pipe for the life of the process: a reader that stopped would let the pipe fill up,
+    and the decoders would then block on their next log line."""
     with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as lines:
         for line in lines:
             if line.strip():
-                log.debug("%s", line.rstrip())
+                with contextlib.suppress(Exception):  # a failing handler must not stop the reading
+                    log.debug("%s", line.rstrip())
