@@ -160,4 +160,4 @@ async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rt
     assert [p["slots"] for p in posts] == [{"phone": "07700900123", "pin": "123456"}], posts
     assert record["outcome"] == "completed", record
     # ended by the timeout after the last key (not by the no-input timeout of 6 s)
-    assert INTERDIGIT_S - 0.2 < reply_after_s < INTERDIGIT_S + 2.5, reply_after_s
+    assert INTERDIGIT_S - 0.2 < reply_after_s < INTERDIGIT_S + 4.0, reply_after_s

@@ -49,7 +49,7 @@ class Backend(BaseHTTPRequestHandler):
         if self.path == "/ok":
             self._reply(200, ok)
         elif self.path == "/slow":  # acts, but answers after the caller's timeout
-            time.sleep(0.8)
+            time.sleep(2.0)
             self._reply(200, ok)
         elif self.path == "/drop":  # read the request, then hang up without an answer
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -100,7 +100,7 @@ steps:
     type: webhook
     url: ${TEST_CARDS_BACKEND}/PATH
     headers: {Authorization: "Bearer ${TEST_CARDS_TOKEN}"}
-    timeout_s: 0.3
+    timeout_s: 1.0
     retries: 1
     IDEMPOTENT
     hold_after_s: 0.1
