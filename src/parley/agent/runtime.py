@@ -372,8 +372,11 @@ class Conversation:
     re-says the last prompt and listens again without counting a retry; ``goto`` runs that step;
     ``hangup`` ends the call), except that a plain valid answer ("no thanks" at a yes/no question)
     wins over a global intent classified below ``GLOBAL_INTENT_OVER_ANSWER``; then the ask's own
-    intents (the slot takes the intent's name); then the slot's extractor — a complete value is
-    confirmed per the ask's policy ("no" asks again and counts as a no-match) or accepted. A
+    intents (the slot takes the intent's name); then the slot's extractor — a complete value that
+    breaks the ask's value ``rules`` is re-asked with that rule's prompt (a no-match); else it is read
+    back per the ask's policy ("no" asks again and counts as a no-match; a correction such as "no,
+    it's 4 3 7 1" replaces the value and is read back again; a yes/no ask reads back only a "yes",
+    and "no" to that read-back makes the answer "no") or accepted. A
     no-match (no-input) uses the next reprompt (``no_input_prompt`` first for no-input; the last
     reprompt repeats; none: the prompt) while its count stays within ``no_match_limit``
     (``no_input_limit``); past it the ask's ``on_failure`` runs, else an apology and a hangup.
