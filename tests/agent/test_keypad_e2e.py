@@ -4,7 +4,9 @@ The caller (Parley's own UAC, as the load tester uses it) sends RTP every 20 ms 
 (silence when it has nothing to say) and keys answers as RFC 4733 events. A variable-length answer
 without the terminator must end by the inter-digit timeout from the *last key*: the audio frames
 that keep arriving may not restart it (issue 13: the digits were dropped and the turn became a
-no-input). Also: the terminator, the maximum number of keys, and a value rule on a keyed answer.
+no-input). Also: the terminator, the maximum number of keys, and a value rule on a keyed answer;
+and on the same live call path, a slow webhook backend (a real HTTP server on 127.0.0.1): the hold
+prompt is spoken while it works, and a timeout after sending takes the agent's unknown-outcome path.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +26,7 @@ import pytest
 from integration.harness import HOST, free_port, rtp_range
 from parley.telephony.manager import CallManager
 
-from .voice_caller import (
-    AgentServer,
-    CallEnded,
-    ScriptedCaller,
-    WebhookSink,
-    start_agent_server,
-    stop_agent_server,
-)
+from .voice_caller import AgentServer, CallEnded, ScriptedCaller, start_agent_server, stop_agent_server
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
@@ -68,8 +65,15 @@ steps:
     type: webhook
     url: {url}
     retries: 0
+    timeout_s: 2.5
+    hold_after_s: 0.5
+    hold_prompt: "One moment please, I'm checking your details."
     next: bye
     on_failure: sorry
+    on_unknown: unknown
+  - id: unknown
+    type: hangup
+    message: "Sorry, I could not confirm that. A colleague will call you back."
   - id: bye
     type: hangup
     message: "Thank you, goodbye."
@@ -79,14 +83,48 @@ steps:
 """
 
 
-@pytest.fixture(scope="module")
-def sink() -> Iterator[WebhookSink]:
-    with WebhookSink({}) as server:
-        yield server
+class Backend:
+    """A real HTTP backend on loopback: records each POST; a PIN of 999999 makes it answer after 4 s
+    (the agent's timeout is 2.5 s: the request was sent, its outcome is unknown)."""
+
+    def __init__(self) -> None:
+        requests = self.requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                requests.append((self.command, self.path, body))
+                if body["slots"].get("pin") == "999999":
+                    time.sleep(4.0)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.server.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
-def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink) -> Iterator[AgentServer]:
+def sink() -> Iterator[Backend]:
+    backend = Backend()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: Backend) -> Iterator[AgentServer]:
     directory = tmp_path_factory.mktemp("keypad")
     agent_file = directory / "agent.yaml"
     agent_file.write_text(AGENT_YAML.format(url=sink.url("/keypad"), interdigit=INTERDIGIT_S))
@@ -134,7 +172,7 @@ async def record_of(server: AgentServer, call_id: str) -> dict[str, Any]:
 
 
 async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rtp_flows(
-    agent_server: AgentServer, sink: WebhookSink, manager: CallManager
+    agent_server: AgentServer, sink: Backend, manager: CallManager
 ) -> None:
     caller = ScriptedCaller(manager, await manager.dial(agent_server.uri, timeout=10))
     try:
@@ -161,3 +199,26 @@ async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rt
     assert record["outcome"] == "completed", record
     # ended by the timeout after the last key (not by the no-input timeout of 6 s)
     assert INTERDIGIT_S - 0.2 < reply_after_s < INTERDIGIT_S + 4.0, reply_after_s
+
+
+async def test_slow_backend_gets_the_hold_prompt_and_an_unknown_outcome_on_a_live_call(
+    agent_server: AgentServer, sink: Backend, manager: CallManager
+) -> None:
+    caller = ScriptedCaller(manager, await manager.dial(agent_server.uri, timeout=10))
+    try:
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the phone prompt", agent_server)
+        await caller.press("07700900123#")
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the PIN prompt", agent_server)
+        await caller.press("999999")
+        await step(caller.wait_ended(), "the unknown-outcome message and BYE", agent_server, 40)
+    finally:
+        await caller.close()
+    record = await record_of(agent_server, caller.call.call_id)
+    (webhook,) = record["webhooks"]
+    assert (webhook["outcome"], webhook["held"], webhook["attempts"]) == ("unknown", True, 1), webhook
+    texts = [p["text"] for p in record["prompts"]]
+    held = texts.index("One moment please, I'm checking your details.")
+    assert texts[held + 1 :] == ["Sorry, I could not confirm that. A colleague will call you back."], texts
+    assert (record["end_step"], record["outcome_reason"]) == ("unknown", "webhook submit outcome unknown")
+    posts = [body for _, _, body in sink.requests if body.get("call_id") == record["call_id"]]
+    assert len(posts) == 1, posts  # sent once: never repeated by accident
