@@ -133,6 +133,24 @@ def _read_users(path: Path) -> dict[str, str]:
     help="Ask callers for digest credentials (qop=auth): a file of USER:PASSWORD lines.",
 )
 @click.option("--auth-realm", default=None, help="The digest realm (default: --host).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also take SIP over TLS, with this certificate (PEM; its chain after it).")  # fmt: skip
+@click.option(
+    "--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The TLS key (PEM)."
+)
+@click.option("--tls-port", default=5061, show_default=True, help="Port for SIP over TLS (with --tls-cert).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA certificates that TLS peers' certificates are checked against.")  # fmt: skip
+@click.option(
+    "--tls-verify-client", is_flag=True, help="Refuse TLS clients without a certificate from --tls-ca."
+)
+@click.option(
+    "--srtp",
+    type=click.Choice(["off", "optional", "required"]),
+    default="optional",
+    show_default=True,
+    help="SRTP with SDES keys: optional answers RTP/SAVP offers with SRTP; required refuses plain RTP (488).",
+)
 @click.option(
     "--records",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -189,6 +207,12 @@ def serve(
     allow: tuple[str, ...],
     auth_users: Path | None,
     auth_realm: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_port: int,
+    tls_ca: Path | None,
+    tls_verify_client: bool,
+    srtp: str,
     records: Path,
     workers: int | None,
     admin_port: int | None,
@@ -273,10 +297,23 @@ def serve(
         from parley.sip.auth import DigestVerifier
 
         authenticator = DigestVerifier(_read_users(auth_users), auth_realm or host)
+    tls = None
+    if tls_cert is not None:
+        from parley.sip.tls import TlsConfig
+
+        if tls_key is None:
+            raise click.BadParameter("--tls-cert needs --tls-key", param_hint="--tls-key")
+        try:
+            tls = TlsConfig(tls_cert, tls_key, port=tls_port, ca_file=tls_ca, verify_client=tls_verify_client)
+            tls.server_context()  # a bad certificate or key fails here, with its reason
+        except (ValueError, OSError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--tls-cert") from exc
     options: dict[str, Any] = dict(
         limits=limits,
         allow=allow,
         authenticator=authenticator,
+        tls=tls,
+        srtp=srtp,
         host=host,
         port=port,
         transports=transports,

@@ -173,7 +173,10 @@ def test_target_refresh_moves_remote_target():
 
 def test_hop_address_defaults():
     assert hop_address(SipUri.parse("sip:192.0.2.1"), "UDP") == (("192.0.2.1", 5060), "UDP")
-    assert hop_address(SipUri.parse("sips:192.0.2.1"), "TCP") == (("192.0.2.1", 5061), "TCP")
+    assert hop_address(SipUri.parse("sips:192.0.2.1"), "TCP") == (
+        ("192.0.2.1", 5061),
+        "TLS",
+    )  # sips: is TLS (RFC 3263 §4.1)
     assert hop_address(SipUri.parse("sip:192.0.2.1:5070;transport=TCP"), "UDP") == (
         ("192.0.2.1", 5070),
         "TCP",

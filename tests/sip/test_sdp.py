@@ -580,3 +580,53 @@ def test_manual_media_offer():
     body, media = local().answer(offer)
     assert media.codec == "PCMA"
     assert body.count(b"m=") == 1
+
+
+# -- SRTP with SDES keys (RFC 3711, RFC 4568) ------------------------------------------------------
+def test_srtp_offer_and_answer_exchange_keys() -> None:
+    import base64
+
+    caller = LocalSdp("192.0.2.1", 4000, srtp="required")
+    callee = LocalSdp("192.0.2.2", 5000, srtp="optional")
+    offer = caller.offer()
+    assert b"m=audio 4000 RTP/SAVP 0 8 101" in offer
+    assert b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in offer
+    body, callee_media = callee.answer(parse_sdp(offer))
+    assert b"RTP/SAVP" in body and b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in body
+    caller_media = caller.accept_answer(parse_sdp(body))
+    assert caller_media.srtp is not None and callee_media.srtp is not None
+    assert caller_media.srtp.local_key == callee_media.srtp.remote_key
+    assert caller_media.srtp.remote_key == callee_media.srtp.local_key
+    assert caller_media.srtp.local_key != caller_media.srtp.remote_key
+    assert len(base64.b64decode(offer.split(b"inline:")[1].split(b"\r\n")[0])) == 30
+    assert "keys=<hidden>" in repr(caller_media.srtp) and "inline" not in repr(parse_sdp(offer))
+
+
+def test_srtp_policy_decides_what_is_answered() -> None:
+    plain = sdp("v=0", "o=a 1 1 IN IP4 192.0.2.9", "s=-", "c=IN IP4 192.0.2.9", "t=0 0", "m=audio 6000 RTP/AVP 0")
+    with pytest.raises(NoCommonCodec, match="SRTP is required"):
+        LocalSdp("192.0.2.1", 4000, srtp="required").answer(parse_sdp(plain))
+    _, media = LocalSdp("192.0.2.1", 4000, srtp="optional").answer(parse_sdp(plain))
+    assert media.srtp is None
+    secure = LocalSdp("192.0.2.8", 4000, srtp="required").offer()
+    with pytest.raises(NoCommonCodec, match="unsupported audio transport"):
+        LocalSdp("192.0.2.1", 4000, srtp="off").answer(parse_sdp(secure))
+    no_key = secure.split(b"a=crypto")[0] + b"a=sendrecv\r\n"
+    with pytest.raises(NoCommonCodec, match="no usable a=crypto"):
+        LocalSdp("192.0.2.1", 4000).answer(parse_sdp(no_key))
+    bad_key = secure.replace(b"inline:", b"inline:AAAA")
+    with pytest.raises(NoCommonCodec):
+        LocalSdp("192.0.2.1", 4000).answer(parse_sdp(bad_key))
+    with pytest.raises(ValueError):
+        LocalSdp("192.0.2.1", 4000, srtp="maybe")
+
+
+def test_an_answer_refusing_our_srtp_offer_is_refused() -> None:
+    caller = LocalSdp("192.0.2.1", 4000, srtp="required")
+    caller.offer()
+    plain = LocalSdp("192.0.2.2", 5000, srtp="off")
+    with pytest.raises(NoCommonCodec):
+        plain.answer(parse_sdp(caller.offer()))
+    answer = sdp("v=0", "o=b 1 1 IN IP4 192.0.2.2", "s=-", "c=IN IP4 192.0.2.2", "t=0 0", "m=audio 5000 RTP/AVP 0")
+    with pytest.raises(NoCommonCodec, match="does not accept our SRTP"):
+        caller.accept_answer(parse_sdp(answer))

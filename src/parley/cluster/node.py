@@ -174,6 +174,15 @@ def worker_command(
         if options.get("auth_users") is not None:
             cmd += ["--auth-users", str(options["auth_users"])]
             cmd += ["--auth-realm", options.get("auth_realm") or options["host"]]
+        if options.get("srtp"):
+            cmd += ["--srtp", options["srtp"]]
+        if options.get("tls_cert") is not None:  # each worker on its own TLS port, as for SIP
+            cmd += ["--tls-cert", str(options["tls_cert"]), "--tls-key", str(options["tls_key"])]
+            cmd += ["--tls-port", str(options["tls_port"] + plan.index)]
+            if options.get("tls_ca") is not None:
+                cmd += ["--tls-ca", str(options["tls_ca"])]
+            if options.get("tls_verify_client"):
+                cmd += ["--tls-verify-client"]
         if options.get("allow"):
             # The supervisor's own OPTIONS probe comes from the node's address.
             for network in (*options["allow"], options["host"]):

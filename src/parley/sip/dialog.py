@@ -123,7 +123,9 @@ def hop_address(uri: SipUri, default_transport: str) -> tuple[Address, str]:
     A numeric host without a port gets the scheme's default port; a host name without one gets
     port 0, which tells the transport's resolver to look for SRV records first (RFC 3263 §4.2).
     """
-    transport = (uri.params.get("transport") or default_transport).upper()
+    transport = (
+        uri.params.get("transport") or ("TLS" if uri.scheme == "sips" else default_transport)
+    ).upper()
     host = uri.host.strip("[]")
     port = uri.port or (0 if _is_name(host) else 5061 if uri.scheme == "sips" else 5060)
     return (host, port), transport

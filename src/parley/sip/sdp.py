@@ -9,6 +9,7 @@ RFC 2543 ``c=0.0.0.0`` hold, m-line layout preservation and origin versioning. O
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import secrets
@@ -25,6 +26,10 @@ CLOCK_RATE = 8000
 TELEPHONE_EVENT = "telephone-event"
 TELEPHONE_EVENTS = "0-16"
 AUDIO_PROTOCOL = "RTP/AVP"
+SRTP_PROTOCOL = "RTP/SAVP"
+SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")  # ours, preferred first
+SRTP_KEY_LENGTH = 30  # master key (16) + salt (14) of both suites
+SRTP_POLICIES = ("off", "optional", "required")
 
 # Static payload types (RFC 3551 §6) an offer may list without an rtpmap line.
 STATIC_PAYLOADS: dict[int, tuple[str, int, int]] = {
@@ -67,6 +72,48 @@ class MediaLine:
     formats: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Crypto:
+    """One ``a=crypto:<tag> <suite> inline:<key||salt>`` of an m-line (RFC 4568 SDES)."""
+
+    tag: int
+    suite: str
+    key: bytes
+
+    def __repr__(self) -> str:  # keys never end up in a log
+        return f"Crypto(tag={self.tag}, suite={self.suite!r}, key=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
+class SrtpKeys:
+    """What SDES negotiated for the audio stream: the suite and both sides' master key + salt."""
+
+    suite: str
+    local_key: bytes
+    remote_key: bytes
+
+    def __repr__(self) -> str:
+        return f"SrtpKeys(suite={self.suite!r}, keys=<hidden>)"
+
+
+def _cryptos(media: dict[str, Any]) -> list[Crypto]:
+    """The usable ``a=crypto`` lines: a known suite and one inline key of the right length."""
+    out = []
+    for entry in media.get("crypto") or []:
+        tag, suite, config = entry.get("id"), entry.get("suite"), entry.get("config")
+        if not isinstance(tag, int) or not isinstance(suite, str) or not isinstance(config, str):
+            continue
+        if suite not in SRTP_SUITES or not config.startswith("inline:"):
+            continue
+        try:
+            key = base64.b64decode(config[len("inline:") :].split("|", 1)[0], validate=True)
+        except ValueError:
+            continue
+        if len(key) == SRTP_KEY_LENGTH:
+            out.append(Crypto(tag, suite, key))
+    return out
+
+
 @dataclass(slots=True)
 class MediaOffer:
     """What the remote offered or answered for its first audio stream.
@@ -88,6 +135,12 @@ class MediaOffer:
     address_hold: bool = False
     media_lines: list[MediaLine] = field(default_factory=list)
     stream_index: int = 0
+    cryptos: list[Crypto] = field(default_factory=list)
+
+    @property
+    def secure(self) -> bool:
+        """An SRTP stream (RTP/SAVP): it must carry a usable ``a=crypto``."""
+        return self.protocol.upper() == SRTP_PROTOCOL
 
     @property
     def rejected(self) -> bool:
@@ -107,6 +160,7 @@ class NegotiatedMedia:
     send: bool
     receive: bool
     ptime: int = 20
+    srtp: SrtpKeys | None = None
 
 
 def _flags(direction: str) -> tuple[bool, bool]:
@@ -216,7 +270,9 @@ def parse_sdp(body: bytes) -> MediaOffer:
     audio = [i for i, line in enumerate(lines) if line.media.lower() == "audio"]
     if not audio:
         raise SdpError("no audio m= line")
+    # Plain RTP first, then SRTP (an offer may list both, for peers without SRTP), then the rest.
     avp = [i for i in audio if lines[i].protocol.upper() == AUDIO_PROTOCOL]
+    avp = avp or [i for i in audio if lines[i].protocol.upper() == SRTP_PROTOCOL]
     index = (avp or audio)[0]
     line, media = lines[index], medias[index]
 
@@ -224,7 +280,7 @@ def parse_sdp(body: bytes) -> MediaOffer:
     codecs: list[Codec] = []
     for fmt in line.formats:
         if not fmt.isdigit() or int(fmt) > 127:
-            if line.protocol.upper() == AUDIO_PROTOCOL:
+            if line.protocol.upper() in (AUDIO_PROTOCOL, SRTP_PROTOCOL):
                 raise SdpError(f"bad RTP payload type {fmt!r}")
             continue
         pt = int(fmt)
@@ -264,6 +320,7 @@ def parse_sdp(body: bytes) -> MediaOffer:
         address_hold=hold,
         media_lines=lines,
         stream_index=index,
+        cryptos=_cryptos(media),
     )
 
 
@@ -284,7 +341,13 @@ class LocalSdp:
         *,
         ptime: int = 20,
         session_id: int | None = None,
+        srtp: str = "optional",
     ) -> None:
+        if srtp not in SRTP_POLICIES:
+            raise ValueError(f"srtp must be one of {SRTP_POLICIES}")
+        self.srtp = srtp  # off: plain RTP only; optional: SRTP when offered; required: SRTP only
+        self._key = secrets.token_bytes(SRTP_KEY_LENGTH)  # our SRTP master key + salt for this call
+        self._crypto: Crypto | None = None  # the a=crypto of our offer or answer
         self.codecs = tuple(name.upper() for name in codecs)
         if not self.codecs or any(name not in SUPPORTED_CODECS for name in self.codecs):
             raise ValueError(f"codecs must be a non-empty subset of {sorted(SUPPORTED_CODECS)}")
@@ -316,6 +379,8 @@ class LocalSdp:
             raise ValueError(f"bad direction {direction!r}")
         self.direction = direction
         codecs = [Codec(SUPPORTED_CODECS[name], name, CLOCK_RATE) for name in self.codecs]
+        if self.srtp == "required" and self._crypto is None:
+            self._crypto = Crypto(1, SRTP_SUITES[0], self._key)
         audio = self._audio(self.port, codecs, self.telephone_event_pt, direction)
         layout = self._layout or [MediaLine("audio", self.port, AUDIO_PROTOCOL, ())]
         return self._render(layout, self._audio_index if self._layout else 0, audio)
@@ -328,9 +393,9 @@ class LocalSdp:
         """
         disabled = offer.port == 0
         chosen = self._first_supported(offer.codecs)
+        keys = None
         if not disabled:
-            if offer.protocol.upper() != AUDIO_PROTOCOL:
-                raise NoCommonCodec(f"unsupported audio transport {offer.protocol!r}")
+            keys = self._answer_crypto(offer)
             if chosen is None:
                 raise NoCommonCodec("none of the offered audio codecs is supported")
         if chosen is None:
@@ -351,8 +416,26 @@ class LocalSdp:
             send=send and not disabled,
             receive=receive and not disabled,
             ptime=self._send_ptime(offer.ptime),
+            srtp=keys,
         )
         return body, negotiated
+
+    def _answer_crypto(self, offer: MediaOffer) -> SrtpKeys | None:
+        """SDES for an answer (RFC 4568 §7.1.2): the offer's first usable suite, with our key."""
+        protocol = offer.protocol.upper()
+        if protocol == AUDIO_PROTOCOL:
+            if self.srtp == "required":
+                raise NoCommonCodec("SRTP is required and the offer is plain RTP")
+            self._crypto = None
+            return None
+        if protocol != SRTP_PROTOCOL or self.srtp == "off":
+            raise NoCommonCodec(f"unsupported audio transport {offer.protocol!r}")
+        for suite in SRTP_SUITES:
+            theirs = next((c for c in offer.cryptos if c.suite == suite), None)
+            if theirs is not None:
+                self._crypto = Crypto(theirs.tag, suite, self._key)
+                return SrtpKeys(suite, self._key, theirs.key)
+        raise NoCommonCodec("no usable a=crypto in the SRTP offer")
 
     def accept_answer(self, answer: MediaOffer) -> NegotiatedMedia:
         """Apply the answer to our last :meth:`offer`.
@@ -369,6 +452,12 @@ class LocalSdp:
             if not rejected:
                 raise NoCommonCodec("the answer names none of the offered codecs")
             chosen = Codec(SUPPORTED_CODECS[self.codecs[0]], self.codecs[0], CLOCK_RATE)
+        keys = None
+        if self._crypto is not None and not rejected:
+            theirs = next((c for c in answer.cryptos if c.tag == self._crypto.tag), None)
+            if not answer.secure or theirs is None or theirs.suite != self._crypto.suite:
+                raise NoCommonCodec("the answer does not accept our SRTP offer")
+            keys = SrtpKeys(theirs.suite, self._crypto.key, theirs.key)
         remote_sends, remote_receives = _flags(answer.direction)
         local_sends, local_receives = _flags(self.direction)
         return NegotiatedMedia(
@@ -380,6 +469,7 @@ class LocalSdp:
             send=local_sends and remote_receives and not rejected,
             receive=local_receives and remote_sends and not rejected,
             ptime=self._send_ptime(answer.ptime),
+            srtp=keys,
         )
 
     def _first_supported(self, codecs: list[Codec]) -> Codec | None:
@@ -402,16 +492,22 @@ class LocalSdp:
         if te is not None:
             rtp.append({"payload": te, "codec": TELEPHONE_EVENT, "rate": CLOCK_RATE})
             fmtp.append({"payload": te, "config": TELEPHONE_EVENTS})
-        return {
+        audio: dict[str, Any] = {
             "type": "audio",
             "port": port,
-            "protocol": AUDIO_PROTOCOL,
+            "protocol": AUDIO_PROTOCOL if self._crypto is None else SRTP_PROTOCOL,
             "payloads": " ".join(str(entry["payload"]) for entry in rtp),
             "rtp": rtp,
             "fmtp": fmtp,
             "ptime": self.ptime,
             "direction": direction,
         }
+        if self._crypto is not None:
+            inline = base64.b64encode(self._crypto.key).decode("ascii")
+            audio["crypto"] = [
+                {"id": self._crypto.tag, "suite": self._crypto.suite, "config": f"inline:{inline}"}
+            ]
+        return audio
 
     def _render(self, layout: list[MediaLine], audio_index: int, audio: dict[str, Any]) -> bytes:
         media: list[dict[str, Any]] = []

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Coroutine
 
 from parley.repeats import RepeatedErrors
 from parley.sip.resolver import ResolveError, SipResolver, is_numeric
-from parley.sip.transaction import Outgoing
+from parley.sip.tls import TlsConfig
+from parley.sip.transaction import ClientTransaction, Outgoing
 from parley.sip.useragent import CallEvent, SessionState, UserAgent
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,13 @@ class SipTransport:
         ua: UserAgent,
         on_events: Callable[[list[CallEvent]], None],
         resolver: SipResolver | None = None,
+        tls: TlsConfig | None = None,
     ) -> None:
         self.ua = ua
+        self.tls = tls
+        self._server_ssl = tls.server_context() if tls is not None else None
+        self._client_ssl = tls.client_context() if tls is not None else None
+        self.tls_server: asyncio.Server | None = None
         self.on_events = on_events
         self.loop = asyncio.get_running_loop()
         self.resolver = resolver or SipResolver()
@@ -45,7 +52,7 @@ class SipTransport:
         self.tcp_server: asyncio.Server | None = None
         self.connections: dict[Address, _SipStream] = {}
         self.per_host: dict[str, int] = {}
-        self._pending_tcp: dict[Address, list[bytes]] = {}
+        self._pending_tcp: dict[Address, list[Outgoing]] = {}
         self._resolving: dict[tuple[str, int, str], list[Outgoing]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -66,9 +73,15 @@ class SipTransport:
             if port == 0:
                 self.ua.port = port = sockname[1]
         if "TCP" in transports:
-            self.tcp_server = await self.loop.create_server(lambda: _SipStream(self), host, port)
+            self.tcp_server = await self.loop.create_server(lambda: _SipStream(self, "TCP"), host, port)
             if port == 0:
                 self.ua.port = self.tcp_server.sockets[0].getsockname()[1]
+        if self.tls is not None:
+            self.tls_server = await self.loop.create_server(
+                lambda: _SipStream(self, "TLS"), host, self.tls.port, ssl=self._server_ssl
+            )
+            self.ua.tls_port = self.tls_server.sockets[0].getsockname()[1]
+        if self.tcp_server is not None or self.tls_server is not None:
             self._sweep_later()
 
     async def close(self) -> None:
@@ -81,10 +94,11 @@ class SipTransport:
             self.udp.close()
         for conn in list(self.connections.values()):
             conn.close()
-        if self.tcp_server is not None:
-            self.tcp_server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.tcp_server.wait_closed(), 1)
+        for server in (self.tcp_server, self.tls_server):
+            if server is not None:
+                server.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server.wait_closed(), 1)
         self.resolver.close()
 
     def report(self) -> dict[str, object]:
@@ -177,9 +191,10 @@ class SipTransport:
             self.errors.report("timer-failed", "SIP transport error handling failed", exc_info=True)
 
     # -- sending ------------------------------------------------------------------------------
-    def _send(self, item: Outgoing) -> None:
+    def _send(self, item: Outgoing, name: str | None = None) -> None:
         host, port = item.addr
         if not is_numeric(host) or port == 0:
+            name = host
             key = (host, port, item.transport)
             try:
                 found = self.resolver.cached(host, port, item.transport, self.loop.time())
@@ -207,12 +222,14 @@ class SipTransport:
             return
         conn = self.connections.get(item.addr)
         if conn is not None:
-            conn.write(item.data)
+            conn.write(item)
             return
+        if item.transport == "TLS" and self._client_ssl is None:
+            raise ValueError("no TLS configured for a sips: or transport=tls target")
         pending = self._pending_tcp.setdefault(item.addr, [])
-        pending.append(item.data)
+        pending.append(item)
         if len(pending) == 1:
-            self._spawn(self._connect(item.addr))
+            self._spawn(self._connect(item.addr, item.transport, name))
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = self.loop.create_task(coro)
@@ -240,12 +257,28 @@ class SipTransport:
                 self._send_failed(item, exc)
         self.flush()
 
-    async def _connect(self, addr: Address) -> None:
+    async def _connect(self, addr: Address, transport: str = "TCP", name: str | None = None) -> None:
+        tls = self._client_ssl if transport == "TLS" else None
+        if tls is not None and name is None:
+            tls = self._client_ssl_by_address()
         try:
-            await self.loop.create_connection(lambda: _SipStream(self, addr), addr[0], addr[1])
-        except OSError as exc:
-            self.errors.report("connect-failed", "TCP connection to %s:%s failed: %s", addr[0], addr[1], exc)
-            self._pending_tcp.pop(addr, None)
+            await self.loop.create_connection(
+                lambda: _SipStream(self, transport, addr), addr[0], addr[1], ssl=tls,
+                server_hostname=(name or addr[0]) if tls is not None else None,
+            )  # fmt: skip
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            self.errors.report(f"connect-failed:{transport}", "%s connection to %s:%s failed: %s",
+                               transport, addr[0], addr[1], exc)  # fmt: skip
+            for item in self._pending_tcp.pop(addr, []):  # their transactions fail now, not at timer B
+                self._send_failed(item, exc)
+            self.flush()
+
+    def _client_ssl_by_address(self) -> ssl.SSLContext:
+        """The client context for a target given by address: the chain is checked, not the name."""
+        assert self.tls is not None
+        context = self.tls.client_context()
+        context.check_hostname = False
+        return context
 
     # -- TCP connections ----------------------------------------------------------------------
     def admit(self, conn: _SipStream, peer: Address, inbound: bool) -> bool:
@@ -314,12 +347,14 @@ class _SipDatagram(asyncio.DatagramProtocol):
 
 
 class _SipStream(asyncio.Protocol):
-    def __init__(self, owner: SipTransport, peer: Address | None = None) -> None:
+    def __init__(self, owner: SipTransport, kind: str, peer: Address | None = None) -> None:
         self.owner = owner
+        self.kind = kind  # "TCP" or "TLS"
         self.inbound = peer is None
         self.peer = peer
         self.transport: asyncio.Transport | None = None
         self.last_activity = owner.loop.time()
+        self.unanswered: list[Outgoing] = []  # requests sent on a connection we opened, before any reply
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is no asyncio.Transport
@@ -330,22 +365,34 @@ class _SipStream(asyncio.Protocol):
             transport.abort()
             return
         self.peer = peer
-        for data in self.owner._pending_tcp.pop(peer, []):
-            transport.write(data)  # type: ignore[attr-defined]
+        for item in self.owner._pending_tcp.pop(peer, []):
+            self.write(item)
 
     def data_received(self, data: bytes) -> None:
         if self.peer is None:
             return
         self.last_activity = self.owner.loop.time()
-        self.owner.feed(data, self.peer, "TCP")
+        self.unanswered.clear()
+        self.owner.feed(data, self.peer, self.kind)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.forget(self)
+        # A connection we opened that closed before the peer said anything (e.g. it refused our TLS
+        # client certificate after the handshake, as TLS 1.3 allows): what we sent on it failed.
+        unanswered, self.unanswered = self.unanswered, []
+        for item in unanswered:
+            self.owner._send_failed(
+                item, exc or ConnectionError(f"{self.kind} connection closed by the peer")
+            )
+        if unanswered:
+            self.owner.flush()
 
-    def write(self, data: bytes) -> None:
+    def write(self, item: Outgoing) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.last_activity = self.owner.loop.time()
-            self.transport.write(data)
+            if not self.inbound and isinstance(item.txn, ClientTransaction):
+                self.unanswered.append(item)
+            self.transport.write(item.data)
 
     def close(self) -> None:
         if self.transport is not None:

@@ -218,6 +218,7 @@ class UserAgent:
     ) -> None:
         self.host = host
         self.port = port
+        self.tls_port: int | None = None  # set by a transport listening for SIP over TLS
         self.transport = transport.upper()
         self.user = user
         self.max_sessions = max_sessions
@@ -258,12 +259,17 @@ class UserAgent:
     def active_sessions(self) -> int:
         return sum(1 for s in self.sessions.values() if s.state != SessionState.TERMINATED)
 
+    def port_of(self, transport: str) -> int:
+        """Our port for ``transport``: TLS listens on its own (``tls_port``), UDP and TCP share ``port``."""
+        return self.tls_port if transport == "TLS" and self.tls_port else self.port
+
     def via(self, transport: str) -> str:
-        return f"SIP/2.0/{transport} {format_host(self.host)}:{self.port};branch={new_branch()};rport"
+        sent_by = f"{format_host(self.host)}:{self.port_of(transport)}"
+        return f"SIP/2.0/{transport} {sent_by};branch={new_branch()};rport"
 
     def contact(self, transport: str) -> str:
         suffix = "" if transport == "UDP" else f";transport={transport.lower()}"
-        return f"<sip:{self.user}@{format_host(self.host)}:{self.port}{suffix}>"
+        return f"<sip:{self.user}@{format_host(self.host)}:{self.port_of(transport)}{suffix}>"
 
     def next_deadline(self) -> float | None:
         return self.layer.next_deadline()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from parley.media.srtp import SrtpContext
 from parley.media.stream import Playback, RtpStream
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Call:
         self._reinvite: asyncio.Future[int] | None = None
         self.dtmf_received: list[str] = []
         self.on_ended: Callable[[str], None] | None = None  # called once when the call ends
+        self.srtp: SrtpContext | None = None  # the call's SRTP, when its media is encrypted
         stream.on_audio = self._audio_in
         stream.on_dtmf = self._dtmf_in
 

@@ -15,11 +15,21 @@ from dataclasses import dataclass, field
 
 from parley.media.clock import MediaClock
 from parley.media.endpoint import PortAllocator, RtpEndpoint
+from parley.media.srtp import SrtpContext, protecting, unprotecting
 from parley.media.stream import RtpStream
 from parley.sip.auth import DigestCredentials, DigestVerifier
 from parley.sip.limits import SipLimits, SourceFilter
 from parley.sip.resolver import ResolveError, SipResolver, is_numeric
-from parley.sip.sdp import LocalSdp, MediaOffer, NegotiatedMedia, NoCommonCodec, SdpError, parse_sdp
+from parley.sip.sdp import (
+    SRTP_POLICIES,
+    LocalSdp,
+    MediaOffer,
+    NegotiatedMedia,
+    NoCommonCodec,
+    SdpError,
+    parse_sdp,
+)
+from parley.sip.tls import TlsConfig
 from parley.sip.transport import SipTransport
 from parley.sip.useragent import (
     CallAnswered,
@@ -96,6 +106,8 @@ class CallManager:
         allow: Sequence[str] = (),
         resolver: SipResolver | None = None,
         authenticator: DigestVerifier | None = None,
+        tls: TlsConfig | None = None,
+        srtp: str = "optional",
     ) -> None:
         self.app = app
         self.ua = UserAgent(
@@ -109,6 +121,10 @@ class CallManager:
             authenticator=authenticator,
         )
         self.resolver = resolver or SipResolver()
+        self.tls = tls
+        if srtp not in SRTP_POLICIES:
+            raise ValueError(f"srtp must be one of {SRTP_POLICIES}")
+        self.srtp = srtp  # off, optional (SRTP when the peer offers it), required
         self.transports = transports
         self.clock = MediaClock()
         self.ports = PortAllocator(host, *rtp_ports, poller=self.clock.poller)
@@ -145,7 +161,7 @@ class CallManager:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._transport = SipTransport(self.ua, self._on_events, self.resolver)
+        self._transport = SipTransport(self.ua, self._on_events, self.resolver, tls=self.tls)
         await self._transport.start(self.transports)
 
     async def stop(self, drain: float = 0.0) -> None:
@@ -238,7 +254,7 @@ class CallManager:
         if session.state != SessionState.INCOMING:  # cancelled while we opened the sockets
             endpoint.close()
             return
-        sdp = LocalSdp(endpoint.host, endpoint.port, self.codecs)
+        sdp = LocalSdp(endpoint.host, endpoint.port, self.codecs, srtp=self.srtp)
         if not session.remote_sdp:  # delayed offer: ours goes in the 200, the answer comes in the ACK
             leg = _Leg(endpoint, sdp)
             self._legs[id(session)] = leg
@@ -320,20 +336,32 @@ class CallManager:
                 call.hangup()
 
     def _make_call(self, session: InviteSession, leg: _Leg, media: NegotiatedMedia, direction: str) -> Call:
+        endpoint = leg.endpoint
+        send, send_rtcp = endpoint.send, endpoint.send_rtcp
+        srtp = None
+        if media.srtp is not None:  # RTP/SAVP: every packet through libsrtp, both ways
+            keys = media.srtp
+            srtp = SrtpContext(keys.suite, keys.local_key, keys.remote_key)
+            send, send_rtcp = protecting(send, srtp.protect), protecting(send_rtcp, srtp.protect_rtcp)
         stream = RtpStream(
             media.codec,
             media.payload_type,
             (media.remote_address, media.remote_port),
-            leg.endpoint.send,
+            send,
             dtmf_payload_type=media.telephone_event_pt,
             time=time.monotonic,
             inactivity_timeout=self.media_timeout,
-            send_rtcp=leg.endpoint.send_rtcp,
+            send_rtcp=send_rtcp,
         )
         stream.update_remote((media.remote_address, media.remote_port), media.send, media.receive)
-        leg.endpoint.on_rtp(stream.receive)
-        leg.endpoint.on_rtcp(stream.receive_rtcp)
+        if srtp is None:
+            endpoint.on_rtp(stream.receive)
+            endpoint.on_rtcp(stream.receive_rtcp)
+        else:
+            endpoint.on_rtp(unprotecting(stream.receive, srtp.unprotect))
+            endpoint.on_rtcp(unprotecting(stream.receive_rtcp, srtp.unprotect_rtcp))
         call = Call(self, session, stream, direction)
+        call.srtp = srtp
         stream.on_inactive = lambda: self._on_media_timeout(call)
         leg.call = call
         session.app = call
@@ -480,7 +508,7 @@ class CallManager:
     async def dial(self, target: str, timeout: float = 32.0, transport: str | None = None) -> Call:
         """Call ``target`` (``sip:user@ip:port``); returns once answered, raises :class:`DialError`."""
         endpoint = await self.ports.open()
-        sdp = LocalSdp(endpoint.host, endpoint.port, self.codecs)
+        sdp = LocalSdp(endpoint.host, endpoint.port, self.codecs, srtp=self.srtp)
         session = self.ua.invite(target, sdp.offer(), self._now(), transport=transport)
         leg = _Leg(endpoint, sdp, answered=asyncio.get_running_loop().create_future())
         self._legs[id(session)] = leg
