@@ -603,7 +603,9 @@ def test_srtp_offer_and_answer_exchange_keys() -> None:
 
 
 def test_srtp_policy_decides_what_is_answered() -> None:
-    plain = sdp("v=0", "o=a 1 1 IN IP4 192.0.2.9", "s=-", "c=IN IP4 192.0.2.9", "t=0 0", "m=audio 6000 RTP/AVP 0")
+    plain = sdp(
+        "v=0", "o=a 1 1 IN IP4 192.0.2.9", "s=-", "c=IN IP4 192.0.2.9", "t=0 0", "m=audio 6000 RTP/AVP 0"
+    )
     with pytest.raises(NoCommonCodec, match="SRTP is required"):
         LocalSdp("192.0.2.1", 4000, srtp="required").answer(parse_sdp(plain))
     _, media = LocalSdp("192.0.2.1", 4000, srtp="optional").answer(parse_sdp(plain))
@@ -627,6 +629,8 @@ def test_an_answer_refusing_our_srtp_offer_is_refused() -> None:
     plain = LocalSdp("192.0.2.2", 5000, srtp="off")
     with pytest.raises(NoCommonCodec):
         plain.answer(parse_sdp(caller.offer()))
-    answer = sdp("v=0", "o=b 1 1 IN IP4 192.0.2.2", "s=-", "c=IN IP4 192.0.2.2", "t=0 0", "m=audio 5000 RTP/AVP 0")
+    answer = sdp(
+        "v=0", "o=b 1 1 IN IP4 192.0.2.2", "s=-", "c=IN IP4 192.0.2.2", "t=0 0", "m=audio 5000 RTP/AVP 0"
+    )
     with pytest.raises(NoCommonCodec, match="does not accept our SRTP"):
         caller.accept_answer(parse_sdp(answer))
