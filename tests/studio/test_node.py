@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 
+import httpx
 import pytest
 from tests.agent.test_calls_e2e import AGENT_YAML, PROMPT_SILENCE_MS, TRANSFER_TARGET
 from tests.agent.voice_caller import AnswerBook, WebhookSink, start_agent_server, stop_agent_server
@@ -103,6 +104,30 @@ async def test_node_follows_publishes_and_keeps_records_while_the_studio_is_down
             assert "version two" in opened_b["prompts"][0]["text"]
             assert a["audio_turns"] == [0, 1]  # each caller turn's audio
             assert store.turn_audio(first.call.call_id, 0)[:4] == b"RIFF"
+
+            # Replay: call A's recorded audio through the recognisers again, against other versions.
+            api = httpx.AsyncClient(base_url=studio.url, headers=editor.headers, timeout=120)
+            replay = (
+                await api.post("/api/agents/e2e-test/replay", json={"version": 2, "calls": [a["call_id"]]})
+            ).json()
+            assert replay["passed"], replay  # v2 only changed the greeting
+            assert [t["heard"] for t in replay["results"][0]["turns"]] == ["four two seven one", "yes"]
+            five = text.replace("digits: 4", "digits: 5")
+            store.save_version("e2e-test", five, 2, editor.principal)
+            replay = (await api.post("/api/agents/e2e-test/replay", json={"calls": [a["call_id"]]})).json()
+            assert replay["version"] == 3 and not replay["passed"]
+            assert any(c.startswith("slot account: '4271' → ") for c in replay["results"][0]["changes"]), (
+                replay
+            )
+            made = await api.post(
+                "/api/agents/e2e-test/replay-sets",
+                json={"name": "smoke", "calls": [a["call_id"]], "required": True},
+            )
+            assert made.status_code == 201, made.text
+            refused = await api.post("/api/agents/e2e-test/publish", json={"version": 3})
+            assert refused.status_code == 409 and "slot account" in refused.json()["errors"][0]["text"]
+            assert store.agent("e2e-test")["live"] == 2
+            await api.aclose()
 
             # The studio goes down: the node keeps serving, its records wait on disk.
             studio.stop()

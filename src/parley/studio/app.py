@@ -7,8 +7,10 @@ carries its CSRF token (form field ``csrf_token`` or header ``X-CSRF-Token``), e
 publish, admins also manage users and tokens. Every asset is served from ``/static``: no CDN.
 """
 
+import asyncio
 import hmac
 import io
+import threading
 import time
 import wave
 from collections import defaultdict, deque
@@ -25,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from starlette.middleware.base import BaseHTTPMiddleware
 
+from parley.agent.loader import load_agent_text
 from parley.studio.analytics import summarise
 from parley.studio.console import Consoles, ConsoleSession
 from parley.studio.graph import flow_svg_of
@@ -45,8 +48,17 @@ MAX_YAML_BYTES = 256 * 1024  # an agent file; larger uploads get 413
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a batch of call records with their audio
 LOGIN_ATTEMPTS = 5  # failed logins per user name and per address ...
 LOGIN_WINDOW_S = 60.0  # ... within this window, then 429
+MAX_REPLAY_CALLS = 50  # calls one replay request runs (each through the recognisers)
 INT_MAX = 2**31 - 1  # numbers in URLs fit the database's integers (larger ones are 422, not a crash)
 Number = Annotated[int, Path(ge=0, le=INT_MAX)]
+
+
+class ReplayChanged(Conflict):
+    """Publishing refused: calls of a required replay set end differently on the version."""
+
+    def __init__(self, message: str, changes: list[str]) -> None:
+        super().__init__(message)
+        self.changes = changes
 
 
 class LoginRequired(Exception):
@@ -106,6 +118,22 @@ class VersionIn(BaseModel):
 
 class PublishIn(BaseModel):
     version: int = Field(ge=1, le=INT_MAX)
+    force: bool = Field(default=False, description="publish even if a required replay set changed")
+
+
+class ReplayIn(BaseModel):
+    version: int | None = Field(default=None, ge=1, le=INT_MAX, description="default: the newest version")
+    calls: list[str] = Field(min_length=1, max_length=MAX_REPLAY_CALLS)
+
+
+class ReplaySetIn(BaseModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    calls: list[str] = Field(min_length=1, max_length=MAX_REPLAY_CALLS)
+    required: bool = False
+
+
+class ReplayRunIn(BaseModel):
+    version: int | None = Field(default=None, ge=1, le=INT_MAX, description="default: the newest version")
 
 
 class RollbackIn(BaseModel):
@@ -300,7 +328,11 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
 
     @app.post("/api/agents/{name}/publish", tags=["agents"])
     def api_publish(name: str, body: PublishIn, who: User) -> dict[str, Any]:
+        """Make a version live; if the agent has required replay sets, only when every call of them
+        ends as it did on that version (409 with what changed), unless ``force``."""
         editor(who)
+        if not body.force:
+            check_required_replays(name, body.version, who)
         return store.publish(name, body.version, who)
 
     @app.post("/api/agents/{name}/rollback", tags=["agents"])
@@ -320,6 +352,75 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
     ) -> dict[str, Any]:
         """Figures of one version (default: the live one) over its newest 5,000 calls."""
         return version_analytics(name, version)
+
+    replaying = threading.Lock()  # one replay at a time: each keeps the recognisers busy
+
+    def run_replay(name: str, version: int | None, call_ids: list[str], who: Principal) -> dict[str, Any]:
+        editor(who)
+        number = version or store.agent(name)["head"]
+        agent = load_agent_text(store.version(name, number)["yaml"], f"{name}.yaml")
+        calls = [store.call(call_id) for call_id in call_ids]
+        if any(call["agent"] != name for call in calls):
+            raise Invalid(f"replay calls of agent {name!r} only")
+        store.audit(who, "reveal", f"agent {name}", f"replay of {len(calls)} calls against v{number}")
+        with replaying:
+            if getattr(app.state, "replayer", None) is None:
+                from parley.studio.replay import Replayer
+
+                app.state.replayer = Replayer()
+            results = []
+            for call in calls:
+                record = store.keyring.unseal(call["record"])
+                audio = {turn: store.turn_audio(call["call_id"], turn) for turn in call["audio_turns"]}
+                replayed = asyncio.run(app.state.replayer.replay(agent, record, audio))
+                results.append(replayed.view())
+        return {
+            "agent": name,
+            "version": number,
+            "results": results,
+            "passed": all(r["same"] for r in results),
+        }
+
+    def check_required_replays(name: str, version: int, who: Principal) -> None:
+        required = [c for s in store.replay_sets(name) if s["required"] for c in s["calls"]]
+        if not required:
+            return
+        outcome = run_replay(name, version, list(dict.fromkeys(required)), who)
+        if not outcome["passed"]:
+            changed = [
+                f"{r['call_id']}: {'; '.join(r['changes'])}" for r in outcome["results"] if not r["same"]
+            ]
+            raise ReplayChanged(
+                f"v{version} changes {len(changed)} call(s) of a required replay set", changed
+            )
+
+    @app.exception_handler(ReplayChanged)
+    async def replay_changed(_request: Request, exc: ReplayChanged) -> Response:
+        return JSONResponse(
+            {"detail": str(exc), "errors": [{"text": c} for c in exc.changes]}, status_code=409
+        )
+
+    @app.post("/api/agents/{name}/replay", tags=["replay"])
+    def api_replay(name: str, body: ReplayIn, who: User) -> dict[str, Any]:
+        """Replay recorded calls (their audio through the recognisers) against a version: what changes."""
+        return run_replay(name, body.version, body.calls, who)
+
+    @app.get("/api/agents/{name}/replay-sets", tags=["replay"])
+    def api_replay_sets(name: str, who: User) -> list[dict[str, Any]]:
+        return store.replay_sets(name)
+
+    @app.post("/api/agents/{name}/replay-sets", status_code=201, tags=["replay"])
+    def api_add_replay_set(name: str, body: ReplaySetIn, who: User) -> dict[str, Any]:
+        editor(who)
+        store.add_replay_set(name, body.name, body.calls, body.required, who)
+        return {"name": body.name, "calls": body.calls, "required": body.required}
+
+    @app.post("/api/agents/{name}/replay-sets/{set_name}/run", tags=["replay"])
+    def api_run_replay_set(name: str, set_name: str, body: ReplayRunIn, who: User) -> dict[str, Any]:
+        found = [s for s in store.replay_sets(name) if s["name"] == set_name]
+        if not found:
+            raise NotFound(f"agent {name!r} has no replay set {set_name!r}")
+        return run_replay(name, body.version, found[0]["calls"], who)
 
     def open_console(name: str, version: int | None, who: Principal) -> ConsoleSession:
         editor(who)
@@ -573,6 +674,10 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         request: Request, name: str, who: PageUser, version: Annotated[int, Form(ge=1, le=INT_MAX)]
     ) -> Response:
         editor(who)
+        try:
+            check_required_replays(name, version, who)
+        except ReplayChanged as exc:
+            return agent_page(request, who, name, error=f"{exc}: " + "; ".join(exc.changes), status=409)
         store.publish(name, version, who)
         return RedirectResponse(f"/agents/{name}", status_code=303)
 

@@ -155,3 +155,19 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(200))
     detail: Mapped[str] = mapped_column(String(500), default="")
+
+
+class ReplaySet(Base):
+    """Saved calls of an agent replayed as a regression suite; ``required``: publishing needs them to
+    end as they did (same outcome and slots) on the version being published."""
+
+    __tablename__ = "replay_sets"
+    __table_args__ = (UniqueConstraint("agent_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    call_ids: Mapped[list[str]] = mapped_column(JSON)
+    required: Mapped[bool] = mapped_column(Boolean, default=False)
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

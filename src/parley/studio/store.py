@@ -43,6 +43,7 @@ from parley.studio.models import (
     CallSlot,
     Deployment,
     LoginSession,
+    ReplaySet,
     TurnAudio,
     User,
 )
@@ -623,6 +624,52 @@ class Store:
                     item.kid, item.data = sealed["kid"], sealed["sealed"].encode()
                     changed += 1
         return changed
+
+    # -- replay sets ----------------------------------------------------------------------------
+    def add_replay_set(
+        self, agent: str, name: str, call_ids: list[str], required: bool, actor: Principal
+    ) -> None:
+        """Save calls of ``agent`` as a named replay set (a regression suite when ``required``)."""
+        if not call_ids:
+            raise Invalid("a replay set needs at least one call")
+        with self.session() as s:
+            row = self._agent(s, agent)
+            found = set(
+                s.scalars(sa.select(Call.call_id).where(Call.call_id.in_(call_ids), Call.agent == agent))
+            )
+            missing = [c for c in call_ids if c not in found]
+            if missing:
+                raise NotFound(f"no call {missing[0]!r} of agent {agent!r}")
+            if s.scalar(sa.select(ReplaySet).where(ReplaySet.agent_id == row.id, ReplaySet.name == name)):
+                raise Conflict(f"agent {agent!r} has a replay set {name!r}")
+            s.add(
+                ReplaySet(
+                    agent_id=row.id,
+                    name=name,
+                    call_ids=list(dict.fromkeys(call_ids)),
+                    required=required,
+                    author=actor.name,
+                    created_at=_now(),
+                )
+            )
+            self._audit(
+                s,
+                actor,
+                "replay-set",
+                agent,
+                f"{name}: {len(call_ids)} calls" + (", required" if required else ""),
+            )
+
+    def replay_sets(self, agent: str) -> list[dict[str, Any]]:
+        with self.session() as s:
+            row = self._agent(s, agent)
+            sets = s.scalars(
+                sa.select(ReplaySet).where(ReplaySet.agent_id == row.id).order_by(ReplaySet.name)
+            )
+            return [
+                {"name": r.name, "calls": list(r.call_ids), "required": r.required, "author": r.author}
+                for r in sets
+            ]
 
     # -- audit ----------------------------------------------------------------------------------
     def audit(self, actor: Principal, action: str, target: str, detail: str = "") -> None:
