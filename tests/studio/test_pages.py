@@ -184,3 +184,52 @@ def test_console_chats_with_a_version(client, accounts, store) -> None:
     assert page.status_code == 200 and "agent&gt; Hello from Northbank" in page.text
     page = client.post(page.url.path, data={"text": "operator please", "action": "say", "csrf_token": csrf})
     assert "transfer to" in page.text and 'id="ended"' in page.text
+
+
+def test_replay_from_the_call_list_and_replay_sets(client, accounts, store) -> None:
+    """The pages around replay (the recognisers' side is tested on a live node's calls in test_node):
+    calls ticked on the list are replayed, or saved as a set the agent page replays."""
+    store.create_agent("card-block", agent_yaml(), accounts["editor"].principal)
+    store.ingest([card_block_call("rp-1"), card_block_call("rp-2", operator=True)])
+    csrf = login(client, "editor1")
+    listing = client.get("/calls?agent=card-block").text
+    assert 'name="calls" value="rp-1"' in listing and 'id="replay"' in listing
+    page = client.post(
+        "/agents/card-block/replay", data={"calls": ["rp-1", "rp-2"], "action": "replay", "csrf_token": csrf}
+    )
+    assert page.status_code == 200, page.text
+    assert page.text.count("<tr class=") == 2 and "Every call ends as it did." in page.text
+    # records without audio replay their transcripts: a version that asks for 9 digits changes them
+    nine = agent_yaml().replace("digits: 8", "digits: 9")
+    store.save_version("card-block", nine, 1, accounts["editor"].principal)
+    page = client.post(
+        "/agents/card-block/replay", data={"calls": ["rp-1", "rp-2"], "action": "replay", "csrf_token": csrf}
+    )
+    assert "1 of 2 calls end differently." in page.text and "slot account_number" in page.text
+    saved = client.post(
+        "/agents/card-block/replay",
+        data={"calls": ["rp-2"], "action": "save", "new_set": "smoke", "required": "on", "csrf_token": csrf},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303
+    agent_page = client.get("/agents/card-block").text
+    assert "smoke (1 calls, required to publish)" in agent_page
+    assert (
+        client.post("/agents/card-block/publish", data={"version": 1, "csrf_token": csrf}).status_code == 200
+    )
+    saved = client.post(
+        "/agents/card-block/replay",
+        data={"calls": ["rp-1"], "action": "save", "new_set": "digits", "required": "on", "csrf_token": csrf},
+    )
+    refused = client.post("/agents/card-block/publish", data={"version": 2, "csrf_token": csrf})
+    assert refused.status_code == 409 and "required replay set" in refused.text
+    assert store.agent("card-block")["live"] == 1
+    forced = client.post(
+        "/api/agents/card-block/publish", json={"version": 2, "force": True}, headers={"X-CSRF-Token": csrf}
+    )
+    assert forced.status_code == 200 and forced.json()["live"] == 2
+    viewer = accounts["viewer"].headers
+    assert (
+        client.post("/api/agents/card-block/replay", json={"calls": ["rp-1"]}, headers=viewer).status_code
+        == 403
+    )

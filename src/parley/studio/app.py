@@ -643,6 +643,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
             error=error,
             live_diff=live_diff,
             flow=flow_svg_of(head["yaml"]),
+            replay_sets=store.replay_sets(name),
         )
 
     @app.get("/agents/{name}", response_class=HTMLResponse, include_in_schema=False)
@@ -747,6 +748,27 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         else:
             consoles.turn(session, text=text)
         return RedirectResponse(f"/console/{session_id}", status_code=303)
+
+    @app.post("/agents/{name}/replay", response_class=HTMLResponse, include_in_schema=False)
+    async def page_replay(request: Request, name: str, who: PageUser) -> Response:
+        form = await request.form()
+        calls = [str(c) for c in form.getlist("calls")][:MAX_REPLAY_CALLS]
+        set_name = str(form.get("set_name") or "")
+        version = _bounded(str(form.get("version") or "")) or None
+        if set_name:
+            found = [s for s in store.replay_sets(name) if s["name"] == set_name]
+            if not found:
+                raise NotFound(f"agent {name!r} has no replay set {set_name!r}")
+            calls = found[0]["calls"]
+        if form.get("action") == "save":
+            store.add_replay_set(
+                name, str(form.get("new_set") or ""), calls, form.get("required") == "on", who
+            )
+            return RedirectResponse(f"/agents/{name}", status_code=303)
+        if not calls:
+            raise Invalid("choose the calls to replay")
+        outcome = await asyncio.to_thread(run_replay, name, version, calls, who)
+        return render(request, "replay.html", who, agent=store.agent(name), outcome=outcome)
 
     @app.get("/agents/{name}/analytics", response_class=HTMLResponse, include_in_schema=False)
     def page_analytics(

@@ -3,8 +3,10 @@ another version of their agent, to show what a change would do before it is publ
 
 Each recorded caller turn is played back in order: its audio (kept with the call) through the same
 recognisers and arbiter ``parley serve`` uses (partials to the NLU, so early close works as live), its
-keypad digits as keys, its silence as no input. The version under test asks whatever it asks; when it
-asks for more answers than the caller gave, the caller hangs up, as they did. Webhooks are answered
+keypad digits as keys, its silence as no input; a spoken turn recorded without audio replays its
+transcript as typed text (the dialogue is still tested, the recognisers are not). The version under
+test asks whatever it asks; when it asks for more answers than the caller gave, the caller hangs up,
+as they did. Webhooks are answered
 with what the recorded call's backend gave (the slots it saved), sample values for anything else: a
 replay never calls a backend.
 
@@ -26,6 +28,7 @@ import numpy as np
 from parley.agent.model import Agent, WebhookStep
 from parley.agent.records import jsonable
 from parley.agent.runtime import CallWebhook, Conversation, EarlyClose, Hangup, Listen, Transfer
+from parley.agent.textchat import say_typed
 from parley.agent.voice import LEAN_SELECTION
 from parley.agent.webhook import sample_body
 from parley.speech.arbiter import Arbiter
@@ -148,6 +151,11 @@ class Replayer:
         if turn.get("input") == "dtmf" and said:
             heard.append({"step": listen.step_id, "keys": said})
             return conversation.on_dtmf(str(said))
+        if turn.get("input") == "speech" and wav is None and said:  # a record without audio: its transcript
+            heard.append({"step": listen.step_id, "heard": said, "engine": "transcript"})
+            return say_typed(
+                conversation, str(said), float(turn.get("confidence") or 1.0), lambda _line: None
+            )
         if turn.get("input") != "speech" or wav is None:
             heard.append({"step": listen.step_id, "heard": None})
             return conversation.on_no_input()
