@@ -370,8 +370,11 @@ _KEY_FILE = click.option(
 @_KEY_FILE
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
 @click.option("--port", default=8700, show_default=True, help="HTTP port.")
+@click.option("--secure-cookies", is_flag=True, help="Mark the session cookie Secure (served behind HTTPS).")
 @click.pass_context
-def studio(ctx: click.Context, database: str, key_file: Path | None, host: str, port: int) -> None:
+def studio(
+    ctx: click.Context, database: str, key_file: Path | None, host: str, port: int, secure_cookies: bool
+) -> None:
     """The studio: write, version, publish and roll back agents, read calls turn by turn (web app)."""
     ctx.obj = {"database": database, "key_file": key_file}
     if ctx.invoked_subcommand is None:
@@ -383,7 +386,7 @@ def studio(ctx: click.Context, database: str, key_file: Path | None, host: str, 
         click.echo(
             f"parley studio: http://{host}:{port}/ (database {store.engine.url.render_as_string()})", err=True
         )
-        serve_studio(store, host, port)
+        serve_studio(store, host, port, secure_cookies=secure_cookies)
 
 
 @studio.command()

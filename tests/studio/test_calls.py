@@ -197,3 +197,25 @@ def test_analytics_of_a_version(client, accounts) -> None:
         ).status_code
         == 404
     )
+
+
+def test_the_running_studio_purges_by_retention(store, accounts) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from parley.studio.app import create_app
+
+    store.create_agent("card-block", agent_yaml(), accounts["admin"].principal)
+    store.set_retention("card-block", 30, accounts["admin"].principal)
+    store.ingest(
+        [card_block_call("ancient", started_at="2001-01-01T00:00:00+00:00"), card_block_call("recent")]
+    )
+    with TestClient(create_app(store, purge_every_s=0.05)) as client:  # the lifespan runs the purge
+        deadline = time.monotonic() + 10
+        while store.calls()[0] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ids = [
+            c["call_id"] for c in client.get("/api/calls", headers=accounts["admin"].headers).json()["calls"]
+        ]
+    assert ids == ["recent"]

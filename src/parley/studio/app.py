@@ -8,13 +8,15 @@ publish, admins also manage users and tokens. Every asset is served from ``/stat
 """
 
 import asyncio
+import contextlib
 import hmac
 import io
+import logging
 import threading
 import time
 import wave
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -43,11 +45,13 @@ from parley.studio.store import (
 from parley.studio.views import present, timeline
 
 HERE = FilePath(__file__).parent
+log = logging.getLogger(__name__)
 COOKIE = "parley_session"
 MAX_YAML_BYTES = 256 * 1024  # an agent file; larger uploads get 413
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a batch of call records with their audio
 LOGIN_ATTEMPTS = 5  # failed logins per user name and per address ...
 LOGIN_WINDOW_S = 60.0  # ... within this window, then 429
+PURGE_EVERY_S = 3600.0  # retention periods are checked this often (and at start)
 MAX_REPLAY_CALLS = 50  # calls one replay request runs (each through the recognisers)
 INT_MAX = 2**31 - 1  # numbers in URLs fit the database's integers (larger ones are 422, not a crash)
 Number = Annotated[int, Path(ge=0, le=INT_MAX)]
@@ -179,8 +183,30 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
-    """The studio app over ``store`` (``secure_cookies``: the studio is served over HTTPS)."""
+def create_app(
+    store: Store, *, secure_cookies: bool = False, purge_every_s: float = PURGE_EVERY_S
+) -> FastAPI:
+    """The studio app over ``store`` (``secure_cookies``: the studio is served over HTTPS). While it
+    runs, calls older than their agent's retention period are purged every ``purge_every_s``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async def purge() -> None:
+            while True:
+                try:
+                    removed = await asyncio.to_thread(store.purge)
+                    if removed:
+                        log.warning("retention: %d calls and their audio purged", removed)
+                except Exception:  # a database hiccup: try again next time
+                    log.exception("retention purge failed")
+                await asyncio.sleep(purge_every_s)
+
+        task = asyncio.ensure_future(purge())
+        try:
+            yield
+        finally:
+            task.cancel()
+
     app = FastAPI(
         title="Parley Studio",
         version="1",
@@ -188,6 +214,7 @@ def create_app(store: Store, *, secure_cookies: bool = False) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         responses=ERRORS,
+        lifespan=lifespan,
     )
     app.add_middleware(BodyLimit)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -35,10 +35,10 @@ def open_store(database: str, key_file: Path | None) -> Store:
     return store
 
 
-def serve_studio(store: Store, host: str, port: int) -> None:
+def serve_studio(store: Store, host: str, port: int, *, secure_cookies: bool = False) -> None:
     """Serve the studio until interrupted."""
     import uvicorn
 
     from parley.studio.app import create_app
 
-    uvicorn.run(create_app(store), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(store, secure_cookies=secure_cookies), host=host, port=port, log_level="warning")
