@@ -73,7 +73,7 @@ def test_bad_records_store_nothing(client, accounts) -> None:
     )
 
 
-def test_filters(client, accounts) -> None:
+def test_filters(client, accounts, store, monkeypatch) -> None:
     publish_card_block(client, accounts)
     ingest(
         client,
@@ -100,6 +100,10 @@ def test_filters(client, accounts) -> None:
     assert ids(agent="nobody") == []
     assert ids(limit=1, offset=1) == ["c2"]
     assert client.get("/api/calls", params={"limit": 0}, headers=h).status_code == 422
+    import parley.studio.store
+
+    monkeypatch.setattr(parley.studio.store, "COUNT_CAP", 1)  # counting stops past the cap
+    assert store.calls(agent="card-block")[0] == 2
 
 
 def test_viewer_sees_caller_data_masked_and_cannot_reveal(client, accounts, store) -> None:

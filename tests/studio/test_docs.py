@@ -81,7 +81,7 @@ def test_every_example_of_the_studio_doc_runs(tmp_path) -> None:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-    assert ran == 9  # every command and script of the page
+    assert ran == 10  # every command and script of the page
 
 
 def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30) -> None:

@@ -34,6 +34,7 @@ from parley.studio.analytics import summarise
 from parley.studio.console import Consoles, ConsoleSession
 from parley.studio.graph import flow_svg_of
 from parley.studio.store import (
+    COUNT_CAP,
     NAME_PATTERN,
     Conflict,
     Invalid,
@@ -517,7 +518,7 @@ def create_app(
             limit=limit,
             offset=offset,
         )
-        return {"total": total, "calls": calls}
+        return {"total": min(total, COUNT_CAP), "more": total > COUNT_CAP, "calls": calls}
 
     def call_view(call_id: str, who: Principal, reveal: bool) -> dict[str, Any]:
         if reveal and not who.can_edit:
@@ -860,6 +861,7 @@ def create_app(
             who,
             calls=calls,
             total=total,
+            count_cap=COUNT_CAP,
             filters=filters,
             page=max(page, 1),
             agents=store.agents(),

@@ -50,6 +50,7 @@ from parley.studio.models import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SESSION_TTL = timedelta(hours=12)
+COUNT_CAP = 10_000  # the call list counts matches up to this
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
@@ -264,6 +265,7 @@ class Store:
 
     def _add_version(self, s: Session, agent: Agent, text: str, actor: Principal, note: str) -> int:
         number = agent.head + 1
+        self._step_slots_cache.clear()  # a version named by records before it existed exists now
         s.add(
             AgentVersion(
                 agent_id=agent.id,
@@ -489,15 +491,15 @@ class Store:
         if version is None:
             return {}
         known = self._step_slots_cache.get((agent, version))
-        if known is not None:  # versions never change once saved
+        if known is not None:  # versions never change once saved (a save clears the misses)
             return known
         try:
-            text = self.version(agent, version)["yaml"]
+            found = _step_slots(self.version(agent, version)["yaml"])
         except NotFound:
-            return {}
+            found = {}
         if len(self._step_slots_cache) > 1024:
             self._step_slots_cache.clear()
-        self._step_slots_cache[(agent, version)] = found = _step_slots(text)
+        self._step_slots_cache[(agent, version)] = found
         return found
 
     def calls(
@@ -516,7 +518,8 @@ class Store:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """Calls matching every filter given, newest first: (how many match, one page of them)."""
+        """Calls matching every filter given, newest first: (how many match, at most ``COUNT_CAP + 1``
+        meaning "more than COUNT_CAP"; one page of them)."""
         query = sa.select(Call)
         if agent is not None:
             query = query.where(Call.agent == agent)
@@ -540,7 +543,10 @@ class Store:
                 sa.exists().where(CallSlot.call_id == Call.id, CallSlot.name == slot, status_filter)
             )
         with self.session() as s:
-            total = s.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+            # counted up to COUNT_CAP + 1 only: past that the list says "more than 10,000" (an exact
+            # count of a broad filter over a large table costs more than the page itself)
+            capped = query.with_only_columns(Call.id).limit(COUNT_CAP + 1).subquery()
+            total = s.scalar(sa.select(sa.func.count()).select_from(capped)) or 0
             page = s.scalars(
                 query.order_by(Call.started_at.desc(), Call.id.desc()).limit(limit).offset(offset)
             )
