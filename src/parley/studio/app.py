@@ -10,11 +10,9 @@ publish, admins also manage users and tokens. Every asset is served from ``/stat
 import asyncio
 import contextlib
 import hmac
-import io
 import logging
 import threading
 import time
-import wave
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -188,7 +186,8 @@ def create_app(
     store: Store, *, secure_cookies: bool = False, purge_every_s: float = PURGE_EVERY_S
 ) -> FastAPI:
     """The studio app over ``store`` (``secure_cookies``: the studio is served over HTTPS). While it
-    runs, calls older than their agent's retention period are purged every ``purge_every_s``."""
+    runs, calls older than their agent's retention period are purged every ``purge_every_s``, and the
+    database's planner statistics refreshed."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -198,8 +197,9 @@ def create_app(
                     removed = await asyncio.to_thread(store.purge)
                     if removed:
                         log.warning("retention: %d calls and their audio purged", removed)
+                    await asyncio.to_thread(store.optimize)
                 except Exception:  # a database hiccup: try again next time
-                    log.exception("retention purge failed")
+                    log.exception("retention purge or statistics failed")
                 await asyncio.sleep(purge_every_s)
 
         task = asyncio.ensure_future(purge())
@@ -946,14 +946,3 @@ def _parse_records(body: bytes) -> list[dict[str, Any]]:
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise Invalid("call records must be JSON objects")
     return records
-
-
-def wav_bytes(pcm: bytes, rate: int = 8000) -> bytes:
-    """16-bit mono PCM as a WAV file."""
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return out.getvalue()

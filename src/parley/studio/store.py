@@ -10,9 +10,11 @@ envelope sealed by the :class:`~parley.agent.sealing.Keyring` (AES-GCM, key id p
 
 from __future__ import annotations
 
+import base64
 import difflib
 import functools
 import hashlib
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,8 +232,6 @@ class Store:
     # -- agents and versions ------------------------------------------------------------------
     def create_agent(self, name: str, text: str, actor: Principal) -> int:
         """A new agent with ``text`` as version 1 (validated first)."""
-        import re
-
         if not re.match(NAME_PATTERN, name):
             raise Invalid("an agent name is lower-case letters, digits, '-' and '_' (at most 64)")
         _validated(text, name)
@@ -574,8 +574,6 @@ class Store:
 
     def turn_audio(self, call_id: str, turn: int) -> bytes:
         """A turn's caller audio (opened)."""
-        import base64
-
         with self.session() as s:
             row = s.execute(
                 sa.select(TurnAudio)
@@ -600,6 +598,16 @@ class Store:
                     sa.delete(Call).where(Call.agent == agent.name, Call.started_at < cutoff)
                 ).rowcount
         return removed
+
+    def optimize(self) -> None:
+        """Refresh the query planner's statistics (the running studio does it hourly): SQLite never
+        gathers them by itself, and PostgreSQL's autovacuum may not have yet after a burst of ingest."""
+        with self.engine.connect() as db:
+            if self.engine.dialect.name == "sqlite":
+                db.exec_driver_sql("PRAGMA optimize=0x10002")  # analyse what needs it, tables included
+            else:
+                db.exec_driver_sql("ANALYZE")
+            db.commit()
 
     def rotate(self, batch: int = 500) -> int:
         """Re-seal every stored value under the keyring's active key, a batch per transaction (the
