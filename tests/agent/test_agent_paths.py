@@ -24,7 +24,7 @@ import pytest
 
 from parley.agent.loader import load_agent
 from parley.agent.runtime import CallWebhook, Conversation, ParleyUnderstanding, Say, Transfer
-from parley.agent.webhook import perform_with_hold
+from parley.agent.webhook import run_webhook
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BACKEND_VARIABLE = {
@@ -542,14 +542,10 @@ async def play(case: Case, backend: str, monkeypatch: pytest.MonkeyPatch) -> tup
             if isinstance(action, Say):
                 said.append(action.text)
             elif isinstance(action, CallWebhook):
-
-                def hold() -> None:
-                    said.extend(a.text for a in c.on_webhook_slow() if isinstance(a, Say))
-
-                result = await perform_with_hold(action, hold, backoff_s=0.01)
-                pending += c.on_webhook_result(
-                    result.status, result.body, result.error, attempts=result.attempts, unknown=result.unknown
+                _, after = await run_webhook(
+                    c, action, lambda says: said.extend(a.text for a in says), backoff_s=0.01
                 )
+                pending += after
             elif isinstance(action, Transfer):
                 c.on_transfer_result(200)
         if c.finished or pending:

@@ -17,7 +17,7 @@ import pytest
 
 from parley.agent.loader import load_agent_text
 from parley.agent.runtime import Action, CallWebhook, Conversation, Hangup, Say, Transfer
-from parley.agent.webhook import perform_webhook, perform_with_hold
+from parley.agent.webhook import perform_webhook, run_webhook
 
 SECRET = "s3cr3t-t0ken-4417"
 
@@ -142,19 +142,7 @@ async def run_block(c: Conversation) -> tuple[list[str], list[Action], CallWebho
     c.start()
     action = next(a for a in c.on_dtmf("1234") if isinstance(a, CallWebhook))
     said: list[str] = []
-
-    def hold() -> None:
-        said.extend(a.text for a in c.on_webhook_slow() if isinstance(a, Say))
-
-    result = await perform_with_hold(action, hold, backoff_s=0.01)
-    actions = c.on_webhook_result(
-        result.status,
-        result.body,
-        result.error,
-        latency_s=result.latency_s,
-        attempts=result.attempts,
-        unknown=result.unknown,
-    )
+    _, actions = await run_webhook(c, action, lambda says: said.extend(a.text for a in says), backoff_s=0.01)
     said += [a.text for a in actions if isinstance(a, Say)]
     return said, actions, action
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 
 from parley.agent.runtime import Action, CallWebhook, Conversation, EarlyClose, Hangup, Listen, Say, Transfer
-from parley.agent.webhook import perform_webhook_sync, sample_body
+from parley.agent.webhook import run_webhook_sync, sample_body
 
 Echo = Callable[[str], None]
 
@@ -44,24 +44,16 @@ def perform(conversation: Conversation, actions: list[Action], no_webhooks: bool
                 queue += conversation.on_webhook_result(200, body, None)
             else:
 
-                def hold() -> None:
-                    for said in conversation.on_webhook_slow():
-                        if isinstance(said, Say):
-                            echo(f"agent> {said.text}")
+                def hold(says: list[Say]) -> None:
+                    for said in says:
+                        echo(f"agent> {said.text}")
 
-                result = perform_webhook_sync(action, hold)
+                result, after = run_webhook_sync(conversation, action, hold)
                 outcome = f"{result.status}" + (f", {result.error}" if result.error else "")
                 echo(
                     f"[webhook {action.method} {action.url} → {outcome} in {result.latency_s * 1000:.0f} ms]"
                 )
-                queue += conversation.on_webhook_result(
-                    result.status,
-                    result.body,
-                    result.error,
-                    latency_s=result.latency_s,
-                    attempts=result.attempts,
-                    unknown=result.unknown,
-                )
+                queue += after
         elif isinstance(action, Transfer):
             echo(f"[transfer to {action.to}: end of chat]")
             conversation.on_transfer_result(200)

@@ -42,7 +42,7 @@ from parley.agent.runtime import (
     ask_question,
 )
 from parley.agent.sealing import Keyring
-from parley.agent.webhook import perform_with_hold
+from parley.agent.webhook import run_webhook
 from parley.media.stream import Playback
 from parley.speech.arbiter import Arbiter, ArbiterTurn, EnginePriors
 from parley.speech.endpoint import Endpointer, NoInput, Paused, SpeechEnded, SpeechStarted
@@ -215,25 +215,16 @@ class _CallSession:
             elif isinstance(action, CallWebhook):
                 await self._play_pending(wait=False)
 
-                def hold() -> None:  # the backend is slow: "one moment, please" (queued after prompts)
-                    self.pending += [a for a in self.conversation.on_webhook_slow() if isinstance(a, Say)]
-                    if self.pending:
-                        self.prompts.speak(self.pending)
-                        self.pending = []
+                def hold(says: list[Say]) -> None:  # a slow backend: "one moment, please", after the prompts
+                    self.pending, queued = [], [*self.pending, *says]
+                    self.prompts.speak(queued)
 
-                result = await perform_with_hold(action, hold, client=self.app.http)
+                result, after = await run_webhook(self.conversation, action, hold, client=self.app.http)
                 metrics.WEBHOOK_SECONDS.observe(result.latency_s)
                 if not result.ok:
                     failed = "unknown" if result.unknown else "status" if result.status else "error"
                     metrics.WEBHOOK_ERRORS.labels(failed).inc()
-                following += self.conversation.on_webhook_result(
-                    result.status,
-                    result.body,
-                    result.error,
-                    latency_s=result.latency_s,
-                    attempts=result.attempts,
-                    unknown=result.unknown,
-                )
+                following += after
             elif isinstance(action, Transfer):
                 await self._play_pending(wait=True)
                 status = await self.call.transfer(action.to)

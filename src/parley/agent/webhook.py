@@ -8,6 +8,9 @@ between::
     actions = conversation.on_webhook_result(result.status, result.body, result.error,
                                              unknown=result.unknown)
 
+or, with the hold prompt for a slow backend, all in one: ``result, actions = await
+run_webhook(conversation, action, on_hold)`` (``parley serve``, ``parley chat`` and the studio do).
+
 Never acting twice by accident: every attempt carries the step's ``Idempotency-Key`` header (the
 same on each retry). A request that cannot have reached the backend (connection refused, connect
 timeout) is retried up to ``action.retries`` times. One that may have reached it (a timeout or a lost
@@ -30,7 +33,7 @@ import httpx
 
 if TYPE_CHECKING:
     from parley.agent.model import WebhookStep
-    from parley.agent.runtime import CallWebhook
+    from parley.agent.runtime import Action, CallWebhook, Conversation, Say
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +148,36 @@ async def perform_with_hold(action: CallWebhook, on_slow: Callable[[], None], **
     return await task
 
 
-def perform_webhook_sync(
-    action: CallWebhook, on_slow: Callable[[], None] | None = None, **kwargs: Any
-) -> WebhookResult:
-    """``perform_with_hold`` for code without an event loop (``parley chat``)."""
-    return asyncio.run(perform_with_hold(action, on_slow or (lambda: None), **kwargs))
+async def run_webhook(
+    conversation: Conversation, action: CallWebhook, on_hold: Callable[[list[Say]], None], **kwargs: Any
+) -> tuple[WebhookResult, list[Action]]:
+    """A conversation's webhook from start to end: performed (``perform_webhook`` options in
+    ``kwargs``), the hold prompt handed to ``on_hold`` if the backend is slow, the result fed back.
+    Returns the result and the actions that follow it (what every driver of a conversation does)."""
+    from parley.agent.runtime import Say
+
+    def slow() -> None:
+        says = [a for a in conversation.on_webhook_slow() if isinstance(a, Say)]
+        if says:
+            on_hold(says)
+
+    result = await perform_with_hold(action, slow, **kwargs)
+    following = conversation.on_webhook_result(
+        result.status,
+        result.body,
+        result.error,
+        latency_s=result.latency_s,
+        attempts=result.attempts,
+        unknown=result.unknown,
+    )
+    return result, following
+
+
+def run_webhook_sync(
+    conversation: Conversation, action: CallWebhook, on_hold: Callable[[list[Say]], None], **kwargs: Any
+) -> tuple[WebhookResult, list[Action]]:
+    """``run_webhook`` for code without an event loop (``parley chat``)."""
+    return asyncio.run(run_webhook(conversation, action, on_hold, **kwargs))
 
 
 SAMPLE_VALUES: dict[str, Any] = {
