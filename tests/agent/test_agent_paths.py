@@ -11,12 +11,11 @@ Asserted: what the agent said (in order), how the call ended and where, and what
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,8 @@ import pytest
 from parley.agent.loader import load_agent
 from parley.agent.runtime import CallWebhook, Conversation, ParleyUnderstanding, Say, Transfer
 from parley.agent.webhook import run_webhook
+
+from .http_backend import serve_http
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BACKEND_VARIABLE = {
@@ -71,12 +72,8 @@ class Backend(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(Backend) as url:
+        yield url
 
 
 @cache

@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import pytest
 from integration.harness import HOST, free_port, rtp_range
 from parley.telephony.manager import CallManager
 
+from .http_backend import serve_http
 from .voice_caller import AgentServer, CallEnded, ScriptedCaller, start_agent_server, stop_agent_server
 
 pytestmark = [
@@ -83,51 +83,37 @@ steps:
 """
 
 
-class Backend:
+class Backend(BaseHTTPRequestHandler):
     """A real HTTP backend on loopback: records each POST; a PIN of 999999 makes it answer after 4 s
     (the agent's timeout is 2.5 s: the request was sent, its outcome is unknown)."""
 
-    def __init__(self) -> None:
-        requests = self.requests = []
+    requests: list[tuple[str, str, dict[str, Any]]] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                requests.append((self.command, self.path, body))
-                if body["slots"].get("pin") == "999999":
-                    time.sleep(4.0)
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-        self.server = ThreadingHTTPServer((HOST, 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://{HOST}:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.requests.append((self.command, self.path, body))
+        if body["slots"].get("pin") == "999999":
+            time.sleep(4.0)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
 
 
 @pytest.fixture(scope="module")
-def sink() -> Iterator[Backend]:
-    backend = Backend()
-    yield backend
-    backend.close()
+def sink() -> Iterator[str]:
+    with serve_http(Backend) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: Backend) -> Iterator[AgentServer]:
+def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: str) -> Iterator[AgentServer]:
     directory = tmp_path_factory.mktemp("keypad")
     agent_file = directory / "agent.yaml"
-    agent_file.write_text(AGENT_YAML.format(url=sink.url("/keypad"), interdigit=INTERDIGIT_S))
+    agent_file.write_text(AGENT_YAML.format(url=sink + "/keypad", interdigit=INTERDIGIT_S))
     records = directory / "calls.jsonl"
     try:
         server = start_agent_server(
@@ -172,7 +158,7 @@ async def record_of(server: AgentServer, call_id: str) -> dict[str, Any]:
 
 
 async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rtp_flows(
-    agent_server: AgentServer, sink: Backend, manager: CallManager
+    agent_server: AgentServer, sink: str, manager: CallManager
 ) -> None:
     caller = ScriptedCaller(manager, await manager.dial(agent_server.uri, timeout=10))
     try:
@@ -194,7 +180,7 @@ async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rt
         ("pin", "dtmf", "invalid:length"),
         ("pin", "dtmf", "accepted"),
     ], record["turns"]
-    posts = [body for _, path, body in sink.requests if body.get("call_id") == record["call_id"]]
+    posts = [body for _, path, body in Backend.requests if body.get("call_id") == record["call_id"]]
     assert [p["slots"] for p in posts] == [{"phone": "07700900123", "pin": "123456"}], posts
     assert record["outcome"] == "completed", record
     # ended by the timeout after the last key (not by the no-input timeout of 6 s)
@@ -202,7 +188,7 @@ async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rt
 
 
 async def test_slow_backend_gets_the_hold_prompt_and_an_unknown_outcome_on_a_live_call(
-    agent_server: AgentServer, sink: Backend, manager: CallManager
+    agent_server: AgentServer, sink: str, manager: CallManager
 ) -> None:
     caller = ScriptedCaller(manager, await manager.dial(agent_server.uri, timeout=10))
     try:
@@ -220,5 +206,5 @@ async def test_slow_backend_gets_the_hold_prompt_and_an_unknown_outcome_on_a_liv
     held = texts.index("One moment please, I'm checking your details.")
     assert texts[held + 1 :] == ["Sorry, I could not confirm that. A colleague will call you back."], texts
     assert (record["end_step"], record["outcome_reason"]) == ("unknown", "webhook submit outcome unknown")
-    posts = [body for _, _, body in sink.requests if body.get("call_id") == record["call_id"]]
+    posts = [body for _, _, body in Backend.requests if body.get("call_id") == record["call_id"]]
     assert len(posts) == 1, posts  # sent once: never repeated by accident

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from datetime import time as dt_time
 from decimal import Decimal
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,8 @@ from parley.agent.runtime import (
 from parley.agent.webhook import perform_webhook
 from parley.nlu.extractors import Money
 from parley.speech.types import Hypothesis, SlotType
+
+from .http_backend import serve_http
 
 TODAY = date(2025, 6, 1)  # a Sunday: "next tuesday" is the 3rd of June
 # A fixed call start: the wall clock's time stamp sometimes held a caller "secret" ("…:50…").
@@ -981,13 +982,8 @@ class Backend(BaseHTTPRequestHandler):
 def backend() -> Iterator[str]:
     Backend.received = []
     Backend.hits = {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(Backend) as url:
+        yield url
 
 
 def hook(

@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -18,6 +18,8 @@ import pytest
 from parley.agent.loader import load_agent_text
 from parley.agent.runtime import Action, CallWebhook, Conversation, Hangup, Say, Transfer
 from parley.agent.webhook import perform_webhook, run_webhook
+
+from .http_backend import serve_http
 
 SECRET = "s3cr3t-t0ken-4417"
 
@@ -73,13 +75,8 @@ class Backend(BaseHTTPRequestHandler):
 @pytest.fixture
 def backend() -> Iterator[str]:
     Backend.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_http(Backend) as url:
+        yield url
 
 
 def hits(path: str) -> list[dict[str, Any]]:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
 
+from agent.http_backend import serve_http
 from parley.agent import model
 from parley.agent.loader import load_agent_text
 from parley.cli import main
@@ -195,35 +197,21 @@ def test_every_slot_type_but_address_is_in_the_format_table() -> None:
     assert {kind for kind, _, _ in format_rows()} == {k.value for k in model.SlotKind} - {"address"}
 
 
-class _Recorder:
-    """A backend answering one JSON body, recording what it got."""
+def recording(body: bytes, got: list[tuple[dict[str, str], object]]) -> type[BaseHTTPRequestHandler]:
+    """A handler answering ``body`` to every POST and recording (headers, JSON) in ``got``."""
 
-    def __init__(self, body: bytes) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
 
-        got = self.got = []
+        def do_POST(self) -> None:
+            got.append((dict(self.headers), json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                got.append(
-                    (dict(self.headers), json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                )
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return Handler
 
 
 def test_the_demo_webhook_request_and_response(tmp_path: Path) -> None:
@@ -231,20 +219,18 @@ def test_the_demo_webhook_request_and_response(tmp_path: Path) -> None:
     demo = next(b for b in blocks("yaml") if b.name == "webhook_demo.yaml").text
     request = json.loads(next(b.text for b in blocks("json") if '"call_id"' in b.text))
     response = next(b.text for b in blocks("json") if '"reference"' in b.text)
-    backend = _Recorder(response.encode())
+    got: list[tuple[dict[str, str], object]] = []
     (tmp_path / "demo.yaml").write_text(demo)
-    try:
+    with serve_http(recording(response.encode(), got)) as url:
         result = CliRunner().invoke(
             main,
             ["chat", str(tmp_path / "demo.yaml")],
             input="/dtmf 42712345\n",
-            env={"CARDS_BACKEND": backend.url, "CARDS_TOKEN": "t0ken-xyz"},
+            env={"CARDS_BACKEND": url, "CARDS_TOKEN": "t0ken-xyz"},
         )
-    finally:
-        backend.close()
     assert "Your card ending 4 3 2 1 is blocked. Your reference is B7431." in result.output, result.output
     assert "Your card ending 4 3 2 1 is blocked. Your reference is B7431." in page
-    ((headers, body),) = backend.got
+    ((headers, body),) = got
     assert headers["Authorization"] == "Bearer t0ken-xyz" and "t0ken-xyz" not in result.output
     assert re.fullmatch(r"[0-9a-f-]{36}", headers["Idempotency-Key"])
     assert headers["Content-Type"] == "application/json"
@@ -254,26 +240,18 @@ def test_the_demo_webhook_request_and_response(tmp_path: Path) -> None:
 
 
 async def test_the_backend_example_places_an_order_once_per_key() -> None:
-    import threading
-    from http.server import ThreadingHTTPServer
-
     from parley.agent.runtime import CallWebhook
     from parley.agent.webhook import perform_webhook
 
     code = next(b.text for b in blocks("python") if b.name == "orders_backend.py")
     namespace: dict[str, object] = {"__name__": "orders_backend"}
     exec(compile(code, "orders_backend.py", "exec"), namespace)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), namespace["Orders"])  # type: ignore[arg-type]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/orders"
     payload = {"call_id": "c1", "agent": "pizza-order", "slots": {"pizza": "pepperoni"}}
-    try:
+    with serve_http(namespace["Orders"]) as base:  # type: ignore[arg-type]
+        url = base + "/orders"
         first = await perform_webhook(CallWebhook(url, "POST", payload, 2.0, 0, "order", "key-1", True))
         again = await perform_webhook(CallWebhook(url, "POST", payload, 2.0, 0, "order", "key-1", True))
         other = await perform_webhook(CallWebhook(url, "POST", payload, 2.0, 0, "order", "key-2", True))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert first.body == again.body == {"order_id": "T0001", "minutes": 30}
     assert other.body == {"order_id": "T0002", "minutes": 30}
     assert namespace["orders"] == [{"pizza": "pepperoni"}, {"pizza": "pepperoni"}]
