@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-import parley.agent.metrics
-import parley.telephony.metrics  # noqa: F401 - registers the calls' metrics
+import parley.agent.metrics  # registers its metrics, as the others below
+import parley.speech.metrics
+import parley.telephony.metrics  # noqa: F401
 from integration.harness import ROOT
 
 DEPLOY = ROOT / "deploy"
-PROMQL_WORDS = {"sum", "rate", "by", "max", "histogram_quantile", "le", "instance", "reason", "kind"}
+PROMQL_FUNCTIONS = {"sum", "rate", "by", "max", "histogram_quantile"}
+PROMQL_WORDS = PROMQL_FUNCTIONS | {"le", "instance", "reason", "kind", "engine", "slot_type", "why"}
 
 
 def exposed_names() -> set[str]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parley.speech import metrics
 from parley.speech.slots import read_slot
 from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, SlotType, TurnRecord
 
@@ -131,6 +132,7 @@ class _EngineWorker:
         self.queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
         self.partials: list[Hypothesis] = []  # as they came: the fallback when the final is late
         self.final: Hypothesis | None = None
+        self.final_at = 0.0  # time.perf_counter() when the final came (metrics)
         self.error: str | None = None
         self.session: Any = None
         self.task = asyncio.ensure_future(self._run())
@@ -150,6 +152,7 @@ class _EngineWorker:
                 chunk = await self.queue.get()
                 if chunk is None:
                     self.final = await session.finish()
+                    self.final_at = time.perf_counter()
                     return
                 partial = await session.feed(chunk)
                 if partial is not None:
@@ -249,7 +252,19 @@ class ArbiterTurn:
                     candidates.append(fallback)
         self._choose(candidates)
         record.finish_seconds = time.perf_counter() - started
+        self._count(started)
         return record
+
+    def _count(self, ended: float) -> None:
+        """The turn in the speech metrics: each final's delay after the end of speech, the winner, misses."""
+        for worker in self.workers:
+            if worker.final is not None:
+                delay = max(0.0, worker.final_at - ended)
+                metrics.ASR_FINAL_SECONDS.labels(worker.engine.name).observe(delay)
+        for name, why in self.record.failed_engines.items():
+            metrics.ASR_MISSES.labels(name, "timeout" if why == "timeout" else "error").inc()
+        if self.record.winner is not None:
+            metrics.ASR_WINS.labels(self.record.winner.engine, self.question.slot_type.value).inc()
 
     def _settled(self) -> bool:
         """Whether the finals already in beat anything the engines still decoding could return."""
