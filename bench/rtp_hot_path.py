@@ -12,7 +12,12 @@ a git revision (extracted to a temporary directory, so they run interpreted): 2a
 revision before the hot path was compiled. CPU time is ``time.process_time``, so other processes
 on the machine inflate it less than wall time (they still share caches: compare within one run).
 
+``--srtp`` instead compares plain RTP streams with SRTP ones (SDES keys, libsrtp through pylibsrtp, wired
+as the call manager wires them), interleaved in one run: SIPp, the peer of ``calls_per_core.py``, is built
+without SRTP here, so the cost of SRTP per call is measured in-process.
+
 Usage: ``.venv/bin/python bench/rtp_hot_path.py --streams 1000 --rounds 200 --baseline 2ae1052``
+(``--srtp``: ``bench/rtp_hot_path.py --srtp --streams 500 --rounds 200``)
 """
 
 from __future__ import annotations
@@ -44,8 +49,13 @@ def receive_entry(stream: object) -> Callable[[bytes, tuple[str, int]], None]:
     return receiver.datagram_received
 
 
-def measure(streams: int, rounds: int, profile: bool) -> dict[str, float]:
-    """Run the load against whichever ``parley`` is importable; CPU µs per packet pair."""
+def measure(streams: int, rounds: int, profile: bool, srtp: bool = False) -> dict[str, float]:
+    """Run the load against whichever ``parley`` is importable; CPU µs per packet pair.
+
+    ``srtp``: every stream's RTP is SRTP (AES_CM_128_HMAC_SHA1_80), wired as the call manager does:
+    received packets are authenticated and decrypted before the stream, sent ones encrypted after.
+    The peer's encryption is its own work and subtracted with the packets' generation.
+    """
     import numpy as np
 
     from parley.media.clock import MediaClock
@@ -73,11 +83,23 @@ def measure(streams: int, rounds: int, profile: bool) -> dict[str, float]:
     receivers = []
     senders = []
     calls = []
+    peers: list[Callable[[bytes], bytes]] = []  # the peer's side of each stream: plain, or SRTP-protected
     for i in range(streams):
         addr = ("127.0.0.1", 30000 + 2 * i)
-        stream = RtpStream("PCMU", 0, addr, send, time=clock_time)
+        if srtp:
+            from parley.media.srtp import SrtpContext, protecting, unprotecting
+
+            ours, theirs = os.urandom(30), os.urandom(30)
+            context = SrtpContext("AES_CM_128_HMAC_SHA1_80", ours, theirs)
+            stream = RtpStream("PCMU", 0, addr, protecting(send, context.protect), time=clock_time)
+            receive = unprotecting(stream.receive, context.unprotect)
+            receivers.append((lambda data, source, r=receive: r(data, source, -1.0), addr))
+            peers.append(SrtpContext("AES_CM_128_HMAC_SHA1_80", theirs, ours).protect)
+        else:
+            stream = RtpStream("PCMU", 0, addr, send, time=clock_time)
+            receivers.append((receive_entry(stream), addr))
+            peers.append(bytes)
         calls.append(EchoCall(stream))
-        receivers.append((receive_entry(stream), addr))
         senders.append(RtpSender(0))
         clock.streams[id(stream)] = stream
     payloads = [rng.integers(0, 256, 160, dtype=np.uint8).tobytes() for _ in range(64)]
@@ -87,7 +109,7 @@ def measure(streams: int, rounds: int, profile: bool) -> dict[str, float]:
     def one_round(r: int) -> None:
         payload = payloads[r % 64]
         for i, (received, addr) in enumerate(receivers):
-            received(senders[i].packet(payload), addr)
+            received(peers[i](senders[i].packet(payload)), addr)
         now[0] += 0.020
         tick_start = time.process_time()
         clock._run_streams(now[0], 0.0)
@@ -98,11 +120,19 @@ def measure(streams: int, rounds: int, profile: bool) -> dict[str, float]:
     for r in range(20):  # warm up: jitter buffers fill, playout starts
         one_round(r)
     gc.collect()
+    # (SRTP: a throw-away peer context each, so the real ones keep their packet indexes.)
+    gen_peers = peers
+    if srtp:
+        from parley.media.srtp import SrtpContext
+
+        gen_peers = [
+            SrtpContext("AES_CM_128_HMAC_SHA1_80", os.urandom(30), os.urandom(30)).protect for _ in peers
+        ]
     gen_start = time.process_time()
     for r in range(rounds):
         payload = payloads[r % 64]
         for i, (_received, _addr) in enumerate(receivers):
-            senders[i].packet(payload)
+            gen_peers[i](senders[i].packet(payload))
     gen_cpu = time.process_time() - gen_start
     for sender in senders:  # keep sequence numbers contiguous for the streams
         sender.sequence = (sender.sequence - rounds) & 0xFFFF
@@ -154,15 +184,35 @@ def extract_revision(rev: str, into: Path) -> None:
             (media / name).write_text(text)
 
 
-def run_child(streams: int, rounds: int, pythonpath: str | None) -> dict[str, float]:
+def run_child(streams: int, rounds: int, pythonpath: str | None, srtp: bool = False) -> dict[str, float]:
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
+    cmd = [sys.executable, __file__, "--child", "--streams", str(streams), "--rounds", str(rounds)]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", "--streams", str(streams), "--rounds", str(rounds)],
-        env=env, check=True, capture_output=True, text=True,
+        cmd + (["--srtp"] if srtp else []), env=env, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     return json.loads(out.strip().splitlines()[-1])
+
+
+def compare_srtp(streams: int, rounds: int, repeat: int) -> None:
+    """Plain RTP and SRTP streams, interleaved runs in one go: CPU per packet pair and the ratio."""
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(repeat):
+        for name, srtp in (("plain", False), ("srtp", True)):
+            result = run_child(streams, rounds, None, srtp=srtp)
+            if result["us_per_pair"] < best.get(name, {"us_per_pair": 1e9})["us_per_pair"]:
+                best[name] = result
+    print(f"CPU µs per packet pair, best of {repeat} ({streams} streams, {rounds} rounds)")
+    for name, result in best.items():
+        parts = f"receive {result['receive_us']:5.2f}, tick {result['tick_us']:5.2f}"
+        print(f"{name:>12}: {result['us_per_pair']:6.2f}  ({parts})")
+    extra = best["srtp"]["us_per_pair"] - best["plain"]["us_per_pair"]
+    ratio = best["srtp"]["us_per_pair"] / best["plain"]["us_per_pair"]
+    share = extra * 50 / 1e4  # 50 pairs a second per call, µs -> % of a core
+    print(
+        f"{'srtp/plain':>12}: {ratio:.2f}x (+{extra:.2f} µs a pair, +{share:.3f} % of a core per two-way call)"
+    )
 
 
 def main() -> None:
@@ -174,10 +224,16 @@ def main() -> None:
     parser.add_argument("--baseline", help="git revision whose parley.media to compare against")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the lowest is reported")
     parser.add_argument("--profile", action="store_true", help="cProfile the current code instead")
+    parser.add_argument(
+        "--srtp", action="store_true", help="compare SRTP streams with plain ones, side by side"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child or args.profile:
-        print(json.dumps(measure(args.streams, args.rounds, args.profile)))
+        print(json.dumps(measure(args.streams, args.rounds, args.profile, srtp=args.srtp and args.child)))
+        return
+    if args.srtp:
+        compare_srtp(args.streams, args.rounds, args.repeat)
         return
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
