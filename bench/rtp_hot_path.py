@@ -210,9 +210,7 @@ def compare_srtp(streams: int, rounds: int, repeat: int) -> None:
     extra = best["srtp"]["us_per_pair"] - best["plain"]["us_per_pair"]
     ratio = best["srtp"]["us_per_pair"] / best["plain"]["us_per_pair"]
     share = extra * 50 / 1e4  # 50 pairs a second per call, µs -> % of a core
-    print(
-        f"{'srtp/plain':>12}: {ratio:.2f}x (+{extra:.2f} µs a pair, +{share:.3f} % of a core per two-way call)"
-    )
+    print(f"{'srtp/plain':>12}: {ratio:.2f}x (+{extra:.2f} µs a pair, +{share:.3f} % of a core a call)")
 
 
 def main() -> None:
