@@ -12,7 +12,7 @@ from parley.sip.auth import DigestCredentials, DigestVerifier, parse_challenge
 from parley.sip.dialog import hop_address
 from parley.sip.limits import SipLimits, SourceFilter, SourceRate
 from parley.sip.message import SipResponse, parse_message
-from parley.sip.transaction import Outgoing
+from parley.sip.transaction import COMPACT_MIN, Outgoing
 from parley.sip.uri import SipUri
 from parley.sip.useragent import CallConfirmed, CallEnded, CallFailed, IncomingCall, UserAgent
 
@@ -26,14 +26,17 @@ def answers(agent: UserAgent) -> list[SipResponse]:
 # -- item 10: transaction matching includes the Call-ID --------------------------------------------
 def test_a_reused_branch_from_another_call_is_a_new_transaction() -> None:
     bob = ua(BOB, "bob")
-    bob.receive(raw("OPTIONS", call_id="call-a"), ALICE, "UDP", 0.0)
+    invite = raw("INVITE", body=OFFER, extra="Content-Type: application/sdp\r\n", call_id="call-a")
+    bob.receive(invite, ALICE, "UDP", 0.0)
     (first,) = answers(bob)
-    bob.receive(raw("OPTIONS", call_id="call-b"), ALICE, "UDP", 0.1)  # same branch, other call
+    bob.receive(invite.replace(b"call-a", b"call-b"), ALICE, "UDP", 0.1)  # same branch, other call
     (second,) = answers(bob)
     assert (first.call_id, second.call_id) == ("call-a", "call-b")
-    bob.receive(raw("OPTIONS", call_id="call-a"), ALICE, "UDP", 0.2)  # a true retransmission
+    assert [e.session.call_id for e in bob.events if isinstance(e, IncomingCall)] == ["call-a", "call-b"]
+    bob.receive(invite, ALICE, "UDP", 0.2)  # a true retransmission: its transaction answers again
     (again,) = answers(bob)
     assert again.serialize() == first.serialize()
+    assert len([e for e in bob.events if isinstance(e, IncomingCall)]) == 2
 
 
 def test_a_response_with_our_branch_but_another_call_id_is_ignored() -> None:
@@ -79,23 +82,46 @@ def test_100_trying_has_the_server_header_and_no_tag() -> None:
 
 def test_a_refusal_and_its_retransmission_have_the_same_tag() -> None:
     bob = ua(BOB, "bob")
-    bob.receive(raw("FOO"), ALICE, "UDP", 0.0)
-    bob.receive(raw("FOO"), ALICE, "UDP", 0.1)
+    unsupported = raw("INVITE", body=b"x", extra="Content-Type: text/plain\r\n")
+    bob.receive(unsupported, ALICE, "UDP", 0.0)
+    bob.receive(unsupported, ALICE, "UDP", 0.1)
     first, again = answers(bob)
-    assert first.to.tag == again.to.tag
+    assert first.status == 415 and first.to.tag == again.to.tag
+
+
+def test_requests_answered_outside_a_dialog_keep_no_transaction() -> None:
+    """OPTIONS and refusals outside any dialog are answered statelessly (§8.2.7): a flood of them
+    holds no transaction (issue 15 item 4: 60,000 OPTIONS took memory from 51 to 225 MB)."""
+    bob = ua(BOB, "bob", limits=SipLimits(rate_per_ip=0))
+    statuses = set()
+    for i in range(3 * COMPACT_MIN):
+        method = ("OPTIONS", "FOO", "BYE")[i % 3]
+        bob.receive(raw(method, branch=f"z9hG4bKs{i}", call_id=f"s{i}"), ALICE, "UDP", i * 0.001)
+        statuses.update(m.status for m in answers(bob))
+    assert sorted(statuses) == [200, 481, 501]
+    assert not bob.layer.servers
+    # The stopped timers' heap entries (which hold their transactions) are swept out as they pile up.
+    assert len(bob.layer._heap) <= COMPACT_MIN
+    assert bob.next_deadline() is None
 
 
 # -- items 4 and the limits: transactions in flight, per-source rate, allow-list -----------------------
 def test_transactions_in_flight_are_bounded() -> None:
     bob = ua(BOB, "bob", limits=SipLimits(max_transactions=50, rate_per_ip=0))
+    offer = {"body": OFFER, "extra": "Content-Type: application/sdp\r\n"}
     for i in range(80):
-        bob.receive(raw("OPTIONS", branch=f"z9hG4bKflood{i}", call_id=f"f{i}"), ALICE, "UDP", i * 0.001)
+        bob.receive(
+            raw("INVITE", branch=f"z9hG4bKflood{i}", call_id=f"f{i}", **offer), ALICE, "UDP", i * 0.001
+        )
     statuses = [m.status for m in answers(bob)]
-    assert statuses == [200] * 50 + [503] * 30
+    assert statuses == [100] * 50 + [503] * 30
     assert len(bob.layer.servers) == 50 and bob.layer.overloaded == 30
+    for event in bob.events:
+        bob.reject(event.session, 486, 1.0)  # type: ignore[union-attr]
     bob.expire(100.0)  # the transactions ran out: there is room again
-    bob.receive(raw("OPTIONS", branch="z9hG4bKlater", call_id="later"), ALICE, "UDP", 100.0)
-    assert [m.status for m in answers(bob)] == [200]
+    answers(bob)
+    bob.receive(raw("INVITE", branch="z9hG4bKlater", call_id="later", **offer), ALICE, "UDP", 100.0)
+    assert [m.status for m in answers(bob)] == [100]
 
 
 @pytest.mark.parametrize("action", ["reply", "drop"])

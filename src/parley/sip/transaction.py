@@ -20,6 +20,7 @@ T1 = 0.5
 T2 = 4.0
 T4 = 5.0
 MAGIC_COOKIE = "z9hG4bK"
+COMPACT_MIN = 4096  # timer heap entries before stopped timers' entries are swept out
 
 Address = tuple[str, int]
 
@@ -266,6 +267,10 @@ class ServerTransaction(Transaction):
             kwargs["to_tag"] = self.local_tag
         self.respond(make_response(self.request, status, reason, **kwargs), now)  # type: ignore[arg-type]
 
+    def forget(self) -> None:
+        """End a transaction answered statelessly: its retransmissions will be new requests."""
+        self._terminate()
+
     def on_retransmission(self, request: SipRequest, now: float) -> None:
         if request.method == "ACK":
             if self.state == State.COMPLETED:
@@ -304,12 +309,25 @@ class TransactionLayer:
         self.outbox: list[Outgoing] = []
         self.events: list[Event] = []
         self._heap: list[tuple[float, int, Transaction, str]] = []
+        self._compact_at = COMPACT_MIN
         self._counter = 0
 
     # -- timers ---------------------------------------------------------------------------
     def _schedule(self, deadline: float, txn: Transaction, name: str) -> None:
         self._counter += 1
         heapq.heappush(self._heap, (deadline, self._counter, txn, name))
+        if len(self._heap) >= self._compact_at:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the entries of stopped timers. They are otherwise only dropped when their deadline
+        comes, and until then keep their transaction (and its request) alive: a flood of requests
+        answered at once would hold 32 s of them (timer J) in memory. Amortised: the heap is rebuilt
+        only once it has doubled since the last time."""
+        heap = self._heap  # in place: expire() may be iterating over this very list
+        heap[:] = [entry for entry in heap if entry[2].timers.get(entry[3]) == entry[0]]
+        heapq.heapify(heap)
+        self._compact_at = max(COMPACT_MIN, 2 * len(self._heap))
 
     def next_deadline(self) -> float | None:
         heap = self._heap

@@ -405,6 +405,15 @@ class UserAgent:
             else:
                 self.stats["stray"] += 1
             return
+        self._on_transaction_request(event, txn, now)
+        if method != "INVITE" and request.to.tag is None and txn.state == State.COMPLETED:
+            # Answered at once outside any dialog (OPTIONS, refusals): nothing to keep (§8.2.7). A
+            # retransmission is answered anew, and a flood of them holds no transaction in memory.
+            txn.forget()
+
+    def _on_transaction_request(self, event: RequestEvent, txn: ServerTransaction, now: float) -> None:
+        request = txn.request
+        method = request.method
         if method not in ALLOWED_METHODS:
             txn.respond_with(501, now=now, extra=[("Allow", ", ".join(ALLOWED_METHODS))])
             return
