@@ -253,3 +253,24 @@ def test_serve_refuses_a_bad_allow_list_before_starting_workers():
     )  # fmt: skip
     assert result.returncode == 2
     assert "not-a-network" in result.stderr and "worker" not in result.stderr
+
+
+def test_tls_ports_that_overlap_the_workers_sip_ports_are_refused(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip("openssl cannot make a test certificate")
+    from integration.harness import free_port
+
+    port = free_port(block=2)
+    result = subprocess.run(
+        [sys.executable, "-m", "parley", "serve", "echo", "--workers", "2", "--host", HOST,
+         "--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key), "--tls-port", str(port + 1)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "overlap the workers' SIP ports" in result.stderr

@@ -210,6 +210,13 @@ def serve_node(
     if options["transport"] == "tcp":
         raise ValueError("a node's workers need UDP: their health probe is an OPTIONS over UDP")
     plans = plan_workers(workers, options["port"], rtp_ports)
+    if options.get("tls_cert") is not None:  # worker i takes SIP port PORT+i and TLS port TLS_PORT+i
+        sip, tls = options["port"], options["tls_port"]
+        if tls < sip + workers and sip < tls + workers:
+            raise ValueError(
+                f"TLS ports {tls}-{tls + workers - 1} overlap the workers' SIP ports"
+                f" {sip}-{sip + workers - 1}: move --tls-port"
+            )
     decoders = options.get("decode_processes") or max(1, (usable_cores() - workers) // workers)
     command = worker_command({**options, "decode_processes": decoders}, logging_options)
     with NodeMetrics() as metrics:
