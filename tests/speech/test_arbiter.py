@@ -10,14 +10,21 @@ import numpy as np
 import pytest
 
 from parley.media import g711
+from parley.nlu.reader import read_slot
 from parley.speech.arbiter import Arbiter, EnginePriors
 from parley.speech.endpoint import Endpointer, SpeechEnded
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import DecodePool
-from parley.speech.slots import read_digits, read_slot
 from parley.speech.tts import load_tts, render
 from parley.speech.types import FRAME_SAMPLES, Hypothesis, Question, SlotType
 from parley.speech.vad import make_vad
+
+
+def read_digits(text: str) -> str | None:
+    """The digits a transcript gives, as the arbiter and the dialogue read them."""
+    reading = read_slot(Question(SlotType.DIGITS), text)
+    return reading.value if reading else None
+
 
 pytestmark = pytest.mark.skipif(
     shutil.which("flite") is None, reason="flite (Debian) renders the test speech"

@@ -15,6 +15,7 @@ from pocketsphinx import Decoder
 
 from parley.loadtest.audio import AnswerBook
 from parley.media import g711
+from parley.nlu.reader import read_slot
 from parley.speech.engines import available_engines, load_engines
 from parley.speech.engines.grammar import DIGIT_WORDS, compile_question, default_dictionary
 from parley.speech.engines.pool import DecodePool
@@ -24,9 +25,15 @@ from parley.speech.engines.sphinx import (
     SphinxLmEngine,
     build_arpa,
 )
-from parley.speech.slots import read_digits
 from parley.speech.tts import load_tts
 from parley.speech.types import FRAME_SAMPLES, AsrEngine, AsrSession, Hypothesis, Question, SlotType
+
+
+def read_digits(text: str) -> str | None:
+    """The digits a transcript gives, as the arbiter and the dialogue read them."""
+    reading = read_slot(Question(SlotType.DIGITS), text)
+    return reading.value if reading else None
+
 
 pytestmark = pytest.mark.skipif(
     shutil.which("flite") is None, reason="flite not installed (apt-get install flite)"

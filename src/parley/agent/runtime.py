@@ -358,6 +358,7 @@ def ask_question(agent: Agent, step: AskStep, prompt: str = "", *, confirm: bool
         options=() if confirm else tuple(step.options),
         phrases=tuple(dict.fromkeys(phrases)),
         language=agent.language,
+        kind="" if confirm else step.slot_type.value,
     )
 
 

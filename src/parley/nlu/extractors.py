@@ -25,6 +25,7 @@ please" costs ~0.2 ms). Results are cached per (slot type, text, options, digits
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -678,10 +679,46 @@ def _read_date(toks: list[Token], reference: datetime) -> Extraction | None:
     return Extraction(moment.date(), has_day and not pending, 0.8 if relative else 0.9, span)
 
 
+_NUMERIC_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})(?:/(\d{4}|\d{2}))?\b|\b(\d{4})-(\d{2})-(\d{2})\b")
+
+
+def _numeric_date(text: str, reference: datetime) -> Extraction | None:
+    """The last written numeric date, as a recogniser writes them: '3/14' (US month first, unless
+    the first number cannot be a month), '3/14/1980', '2025-03-14'. Without a year: the next one."""
+    found = list(_NUMERIC_DATE.finditer(text))
+    if not found:
+        return None
+    match = found[-1]
+    if match.group(4):
+        year, month, day = int(match.group(4)), int(match.group(5)), int(match.group(6))
+    else:
+        month, day = int(match.group(1)), int(match.group(2))
+        if month > 12 >= day:
+            month, day = day, month
+        written = match.group(3)
+        if written is None:
+            year = reference.year
+            with contextlib.suppress(ValueError):
+                year += date(year, month, day) < reference.date()
+        else:
+            year = int(written)
+            if len(written) == 2:  # '3/14/80': the latest such year not in the future
+                year += 2000 if 2000 + year <= reference.year else 1900
+    try:
+        return Extraction(date(year, month, day), True, 0.9, match.span())
+    except ValueError:
+        return None
+
+
 def _date(
     text: str, options: tuple[str, ...], digits: int | None, reference: datetime | None
 ) -> Extraction | None:
-    return _corrected(lambda toks: _read_date(toks, _reference(reference)), text, CORRECTION_CUES)
+    moment = _reference(reference)
+    spoken = _corrected(lambda toks: _read_date(toks, moment), text, CORRECTION_CUES)
+    numeric = _numeric_date(text, moment)
+    if numeric is None or (spoken is not None and spoken.span[0] > numeric.span[0]):
+        return spoken
+    return numeric
 
 
 def extract_date(

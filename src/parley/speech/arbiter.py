@@ -6,7 +6,7 @@ off the event loop, and the winner is chosen on three signals —
 - the engine's *prior* for this slot type (its accuracy on a labelled corpus, see
   :class:`EnginePriors`; ``bench/asr_arbiter.py`` learns them),
 - whether the transcript *reads as a valid answer* (a 5-digit account number beats a sentence:
-  :func:`parley.speech.slots.read_slot`),
+  :func:`parley.nlu.reader.read_slot`, the dialogue's own reader),
 - the engine's own confidence (a tie-breaker: see ``CONFIDENCE_WEIGHT``).
 
 A turn has a deadline counted from the end of speech: an engine that raises, hangs or is slow
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parley.nlu.reader import read_slot
 from parley.speech import metrics
-from parley.speech.slots import read_slot
 from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, SlotType, TurnRecord
 
 if TYPE_CHECKING:

@@ -1,8 +1,9 @@
 """Is a transcript the right answer? Slot-level scoring against labelled utterances.
 
-Used by the ASR benchmark (engine priors, per-slot accuracy) and, later, by the load tester.
-Closed questions are right when the transcript reads as exactly the labelled value; free speech
-when its word error rate is at most :data:`FREE_SPEECH_MAX_WER`.
+Used by the ASR benchmark (engine priors, per-slot accuracy). Closed questions are right when the
+transcript reads, through the one slot reader the arbiter and the dialogue use
+(:func:`parley.nlu.reader.read_slot`), as exactly the labelled value; free speech when its word
+error rate is at most :data:`FREE_SPEECH_MAX_WER`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from parley.speech.slots import read_slot, words
-from parley.speech.types import Question, SlotType
+from parley.nlu.question import Question, SlotType
+from parley.nlu.reader import read_slot, same_value
+from parley.nlu.spoken import words
 
 FREE_SPEECH_MAX_WER = 0.25
 
@@ -35,12 +37,4 @@ def is_correct(question: Question, text: str, expected: Any, reference: date | N
     if question.slot_type == SlotType.FREE:
         return word_error_rate(str(expected), text) <= FREE_SPEECH_MAX_WER
     reading = read_slot(question, text, reference)
-    if reading is None or not reading.complete:
-        return False
-    value = reading.value
-    if question.slot_type == SlotType.AMOUNT:
-        amount, currency = value  # type: ignore[misc]
-        return abs(amount - float(expected["value"])) < 0.005 and currency == expected.get("currency")
-    if isinstance(expected, str) and isinstance(value, str):
-        return value.lower() == expected.lower()
-    return value == expected
+    return reading is not None and reading.complete and same_value(reading.value, expected)

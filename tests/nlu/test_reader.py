@@ -1,0 +1,194 @@
+"""The one slot reader (arbiter, dialogue and scoring alike), on spoken and written transcripts."""
+
+import calendar
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from parley.nlu.extractors import Money
+from parley.nlu.question import Question, SlotType
+from parley.nlu.reader import read_slot, same_value
+from parley.speech.corpus import number_words, ordinal_words, speak_digits, year_words
+from parley.speech.evaluation import is_correct, word_error_rate
+
+REFERENCE = date(2025, 3, 12)  # a Wednesday
+MONTH_NAMES = list(calendar.month_name)[1:]
+
+
+def value(slot: SlotType, text: str, **question) -> object:
+    reading = read_slot(Question(slot, **question), text, REFERENCE)
+    return reading.value if reading else None
+
+
+@pytest.mark.parametrize(
+    ("text", "digits"),
+    [
+        ("four two seven one", "4271"),
+        ("yeah it's nine eight two five nine seven nine", "9825979"),
+        ("double seven triple one", "77111"),
+        ("4 2 seven", "427"),
+        ("My account number is 427193.", "427193"),
+        ("427-193", "427193"),
+        ("4 2 7", "427"),
+        ("my account number is", None),
+    ],
+)
+def test_digits_spoken_and_written(text, digits):
+    assert value(SlotType.DIGITS, text) == digits
+
+
+def test_digit_count_decides_completeness():
+    question = Question(SlotType.DIGITS, digit_count=5)
+    assert read_slot(question, "nine nine three zero five").complete
+    assert not read_slot(question, "nine nine three").complete
+    assert read_slot(question, "the weather is nice") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "digits"),
+    [
+        ("four two, no, four three one one", "4311"),
+        ("4-2, no sorry, 4-3-1-1.", "4311"),
+        ("it's four two seven... sorry, four two eight one", "4281"),
+    ],
+)
+def test_corrections_keep_what_follows(text, digits):
+    assert value(SlotType.DIGITS, text, digit_count=4) == digits
+
+
+@pytest.mark.parametrize(
+    ("text", "amount"),
+    [
+        ("two hundred and fifty pounds", Money(Decimal(250), "GBP")),
+        ("it's seven hundred and fifty euros", Money(Decimal(750), "EUR")),
+        ("fifty five dollars and twenty cents", Money(Decimal("55.20"), "USD")),
+        ("$1,500.00", Money(Decimal("1500.00"), "USD")),
+        ("It was forty dollars.", Money(Decimal(40), "USD")),
+        ("£75", Money(Decimal(75), "GBP")),
+        ("lots of money", None),
+    ],
+)
+def test_amounts_spoken_and_written(text, amount):
+    assert value(SlotType.AMOUNT, text) == amount
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("the sixth of June nineteen sixty five", date(1965, 6, 6)),
+        ("the twenty first of may two thousand and five", date(2005, 5, 21)),
+        ("It was on the 3rd of March 1980.", date(1980, 3, 3)),
+        ("3 March 1980", date(1980, 3, 3)),
+        ("the 21st of June", date(2025, 6, 21)),
+        ("3/14", date(2025, 3, 14)),
+        ("next tuesday", date(2025, 3, 18)),
+        ("tomorrow please", date(2025, 3, 13)),
+        ("sometime soon", None),
+    ],
+)
+def test_dates_spoken_and_written(text, day):
+    assert value(SlotType.DATE, text) == day
+
+
+@pytest.mark.parametrize(
+    ("slot", "text", "options", "expected"),
+    [
+        (SlotType.YES_NO, "yeah that's right", (), True),
+        (SlotType.YES_NO, "Yes.", (), True),
+        (SlotType.YES_NO, "That's not right.", (), False),
+        (SlotType.YES_NO, "not really", (), False),
+        (SlotType.SPELLED, "Clark, C L A R K", (), "CLARK"),
+        (SlotType.SPELLED, "S-M-I-T-H.", (), "SMITH"),
+        (SlotType.NAME, "it is smith", ("Smith", "Jones"), "Smith"),
+        (SlotType.NAME, "O'Brien", (), "O'Brien"),
+        (SlotType.CHOICE, "the second one", ("morning", "afternoon"), "afternoon"),
+        (SlotType.CHOICE, "option one", ("billing", "sales"), "billing"),
+        (SlotType.CHOICE, "By bank transfer, please.", ("card", "bank transfer"), "bank transfer"),
+    ],
+)
+def test_other_slot_values(slot, text, options, expected):
+    assert value(slot, text, options=options) == expected
+
+
+# --- property tests: a value rendered as a caller says it and as a recogniser writes it reads back ---
+
+digit_strings = st.text("0123456789", min_size=4, max_size=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    digit_strings,
+    st.sampled_from(["{}", "my account number is {}", "it's {}", "yes it's {} thanks"]),
+    st.randoms(use_true_random=False),
+)
+def test_digits_read_back_spoken_and_written(digits, carrier, rng):
+    count = len(digits)
+    written = [digits, " ".join(digits), "-".join(digits), f"{digits[:3]}-{digits[3:]}"]
+    renderings = [speak_digits(digits, rng), *(w + "." for w in written)]
+    for rendering in renderings:
+        text = carrier.format(rendering)
+        assert value(SlotType.DIGITS, text, digit_count=count) == digits, text
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 9999),
+    st.sampled_from([0, 0, 5, 20, 50, 99]),
+    st.sampled_from(
+        [("GBP", "£", "pounds", "pence"), ("USD", "$", "dollars", "cents"), ("EUR", "€", "euros", "cents")]
+    ),
+)
+def test_amounts_read_back_spoken_and_written(units, cents, currency):
+    code, symbol, many, minor = currency
+    expected = {"value": units + cents / 100, "currency": code}
+    spoken = f"{number_words(units)} {many}" + (f" and {number_words(cents)} {minor}" if cents else "")
+    written = f"{symbol}{units:,}" + (f".{cents:02d}" if cents else "")
+    for text in (spoken, f"it's {spoken}", written, f"It was {written}.", f"{written}."):
+        reading = read_slot(Question(SlotType.AMOUNT), text, REFERENCE)
+        assert reading is not None and same_value(reading.value, expected), text
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dates(date(1930, 1, 1), date(2024, 12, 31)))
+def test_dates_read_back_spoken_and_written(day):
+    month = MONTH_NAMES[day.month - 1]
+    spoken = [
+        f"the {ordinal_words(day.day)} of {month} {year_words(day.year)}",
+        f"{month} {ordinal_words(day.day)} {year_words(day.year)}",
+    ]
+    suffix = {1: "st", 2: "nd", 3: "rd", 21: "st", 22: "nd", 23: "rd", 31: "st"}.get(day.day, "th")
+    written = [
+        f"{month} {day.day}{suffix}, {day.year}.",
+        f"The {day.day}{suffix} of {month} {day.year}.",
+        f"{day.day} {month} {day.year}",
+        f"{day.month}/{day.day}/{day.year}",
+    ]
+    for text in spoken + written:
+        assert value(SlotType.DATE, text) == day, text
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text("ABCDEFGHIJKLMNOPRSTUVWY", min_size=3, max_size=9))
+def test_spelling_read_back_spoken_and_written(letters):
+    for text in (" ".join(letters), "-".join(letters) + ".", f"it's {' '.join(letters)}"):
+        assert value(SlotType.SPELLED, text) == letters, text
+
+
+def test_word_error_rate_and_free_speech_scoring():
+    assert word_error_rate("i lost my card", "i lost my card") == 0.0
+    assert word_error_rate("i lost my card", "i lost a card") == 0.25
+    assert word_error_rate("", "") == 0.0
+    question = Question(SlotType.FREE)
+    assert is_correct(question, "I lost my card yesterday.", "i lost my card yesterday")
+    assert not is_correct(question, "eye last mike are", "I lost my card")
+
+
+def test_is_correct_compares_normalised_values():
+    assert is_correct(Question(SlotType.AMOUNT), "forty one pounds", {"value": 41, "currency": "GBP"})
+    assert not is_correct(Question(SlotType.AMOUNT), "forty one euros", {"value": 41, "currency": "GBP"})
+    assert is_correct(Question(SlotType.DATE), "next tuesday", "2025-03-18", REFERENCE)
+    assert is_correct(Question(SlotType.DIGITS, digit_count=4), "four two seven one", "4271")
+    assert not is_correct(Question(SlotType.DIGITS, digit_count=4), "four two seven", "427")
