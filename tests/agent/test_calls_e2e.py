@@ -238,7 +238,8 @@ async def test_completed_call_posts_spoken_slots(
         assert turn["result"] == "accepted", turn
         value(turn["transcript"])
         timing = turn["timing"]  # where the reply time went, for the latency benchmark
-        assert set(timing) == {"close_after_speech_ms", "asr_finish_ms"} and min(timing.values()) >= 0, turn
+        assert {"close_after_speech_ms", "asr_finish_ms"} <= set(timing) and min(timing.values()) >= 0, turn
+        assert "asr_whisper_ms" in timing, turn  # each engine's answer time after the end of speech
     assert record["webhooks"][0]["status"] == 200, record["webhooks"]
     # After the last answer: the reference, then the goodbye once (not twice), then BYE.
     tts = load_tts("flite")

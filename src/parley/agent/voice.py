@@ -339,6 +339,7 @@ class _CallSession:
                     timing = {
                         "close_after_speech_ms": event.at_ms - event.last_speech_ms,  # VAD hangover included
                         "asr_finish_ms": record.finish_seconds * 1000,
+                        **{f"asr_{name}_ms": s * 1000 for name, s in record.answer_seconds.items()},
                     }
                     decided = self.conversation.on_final(
                         winner.text if winner else "",

@@ -290,6 +290,7 @@ class ArbiterTurn:
             if worker.final is not None:
                 record.hypotheses.append(worker.final)
                 candidates.append(worker.final)
+                record.answer_seconds[name] = max(0.0, worker.final_at - started)
             else:
                 if not worker.task.done():
                     cleanup = asyncio.ensure_future(worker.abandon())  # a stuck thread's result is ignored

@@ -98,3 +98,4 @@ class TurnRecord:
     failed_engines: dict[str, str] = field(default_factory=dict)  # engine -> error / "timeout"
     not_awaited: list[str] = field(default_factory=list)  # still decoding, but could no longer win
     finish_seconds: float = 0.0  # end of speech -> decision
+    answer_seconds: dict[str, float] = field(default_factory=dict)  # end of speech -> each engine's final

@@ -389,7 +389,13 @@ class WhisperEngine:
         return self.check()
 
     def prepare(self, question: Question) -> None:
-        self.model()  # load before the first caller answers, not during their turn
+        """Load the model and run one decode before the first caller answers (CTranslate2's first
+        call is several times slower than the next ones)."""
+        with self._lock:
+            warm = self._model is not None
+        model = self.model()
+        if not warm:
+            model.transcribe(np.zeros(MODEL_RATE, dtype=np.float32), None, self.context_s)
 
     def start(self, question: Question) -> WhisperSession:
         if not self.check():
