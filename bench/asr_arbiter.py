@@ -1,6 +1,7 @@
 """Slot accuracy and CPU of each offline ASR engine alone and of the arbiter choosing among them.
 
-Two synthetic corpora are rendered with ``parley.speech.corpus`` (several flite/festival/espeak-ng
+Two synthetic corpora are rendered (the evaluation one in voices and noise the training one never has,
+``split="eval"``) with ``parley.speech.corpus`` (several flite/festival/espeak-ng
 voices, noise, G.711, packet loss): a small one with its own seed to *learn* the engine priors,
 and the evaluation one (>= 300 utterances, every slot type). For each evaluation utterance every
 engine decodes the audio as a stream of 20 ms frames; the arbiter's pick is scored from the
@@ -22,7 +23,7 @@ utterances streamed in real time.
 Decodes are cached per engine fingerprint (name, decoder settings, code revision) in each corpus
 directory, so re-running after changing one engine re-decodes only that engine.
 
-Usage: ``.venv/bin/python bench/asr_arbiter.py [--per-type 34] [--train-per-type 24] [--variants] [--ship]``
+Usage: ``.venv/bin/python bench/asr_arbiter.py [--per-type 38] [--train-per-type 24] [--variants] [--ship]``
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ RESULTS = HERE / "results"
 CLOSED = [t.value for t in SlotType if t != SlotType.FREE]
 
 
-async def corpus(directory: Path, seed: int, per_type: int) -> list[dict[str, Any]]:
+async def corpus(directory: Path, seed: int, per_type: int, split: str) -> list[dict[str, Any]]:
     if not (directory / "labels.jsonl").exists():
-        await generate_corpus(directory, seed=seed, per_type=per_type)
+        await generate_corpus(directory, seed=seed, per_type=per_type, split=split)
     return read_labels(directory)
 
 
@@ -85,6 +86,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "whisper-noprompt": {"biased": False},
     "whisper-ctx30": {"context_s": 30.0},
     "whisper-base": {"model": "base"},
+    "whisper-beam1": {"beam_size": 1},
 }
 
 
@@ -303,7 +305,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--per-type", type=int, default=34, help="evaluation utterances per slot type")
+    parser.add_argument("--per-type", type=int, default=38, help="evaluation utterances per slot type")
     parser.add_argument(
         "--train-per-type", type=int, default=24, help="prior-learning utterances per slot type"
     )
@@ -320,8 +322,8 @@ async def main() -> None:
     train_dir = args.workdir / f"train-seed1-{args.train_per_type}-{revision}"
     test_dir = args.workdir / f"eval-seed2-{args.per_type}-{revision}"
     print(f"corpora in {args.workdir} (rendered once, then reused)", file=sys.stderr)
-    train_records = await corpus(train_dir, 1, args.train_per_type)
-    test_records = await corpus(test_dir, 2, args.per_type)
+    train_records = await corpus(train_dir, 1, args.train_per_type, "train")
+    test_records = await corpus(test_dir, 2, args.per_type, "eval")  # voices and noise train never had
 
     print("learning priors", file=sys.stderr)
     train_rows = run_engines(train_dir, train_records, engines, args.workers)

@@ -192,3 +192,25 @@ def test_is_correct_compares_normalised_values():
     assert is_correct(Question(SlotType.DATE), "next tuesday", "2025-03-18", REFERENCE)
     assert is_correct(Question(SlotType.DIGITS, digit_count=4), "four two seven one", "4271")
     assert not is_correct(Question(SlotType.DIGITS, digit_count=4), "four two seven", "427")
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("Hang on a second. Next Saturday.", date(2025, 3, 15)),  # "a second" is not the 2nd
+        ("Next, next Sunday.", date(2025, 3, 16)),  # restarts are said once
+        ("The 11th, the 11th of July.", date(2025, 7, 11)),
+        ("January, January twelfth", date(2026, 1, 12)),
+        ("the second of May", date(2025, 5, 2)),
+    ],
+)
+def test_dates_after_hesitations_and_restarts(text, day):
+    assert value(SlotType.DATE, text) == day
+
+
+@pytest.mark.parametrize(
+    ("text", "digits"),
+    [("6 W 6 4 W 4", "666444"), ("8 5 1 8 W 2", "851822"), ("W 6", "6")],
+)
+def test_whisper_writes_double_as_w(text, digits):
+    assert value(SlotType.DIGITS, text) == digits

@@ -548,8 +548,8 @@ def _normalise_dates(toks: list[Token]) -> list[_Word]:
         if word in ("twenty", "thirty") and nxt in ORDINALS and ORDINALS[nxt] < 10:  # "twenty first"
             out.append((_ordinal(NUMBER_WORDS[word] + ORDINALS[nxt]), i, i + 1))
             i += 2
-        elif word in ORDINALS:
-            out.append((_ordinal(ORDINALS[word]), i, i))
+        elif word in ORDINALS and not (word == "second" and i and texts[i - 1] in ("a", "one", "just")):
+            out.append((_ordinal(ORDINALS[word]), i, i))  # ("hang on a second": not the 2nd)
             i += 1
         elif i in runs:
             run = runs[i]
@@ -652,11 +652,27 @@ def _parse(phrase: str, reference: datetime) -> datetime | None:
     return _date_parser(reference).get_date_data(phrase).date_obj
 
 
+def _without_restarts(words_: list[str]) -> list[str]:
+    """A date phrase with a caller's restarts taken out: 'next next sunday' -> 'next sunday', 'the 11th
+    the 11th of july' -> 'the 11th of july' (an immediate repeat of up to four words is said once)."""
+    out = list(words_)
+    size = 1
+    while size <= 4:
+        for i in range(len(out) - 2 * size + 1):
+            if out[i : i + size] == out[i + size : i + 2 * size]:
+                del out[i : i + size]
+                break
+        else:
+            size += 1
+    return out
+
+
 def _read_date(toks: list[Token], reference: datetime) -> Extraction | None:
     found = _date_phrase(toks)
     if found is None:
         return None
     words_, span = found
+    words_ = _without_restarts(words_)
     pending = toks[-1].text in PENDING_DATE_WORDS  # "the third of", "next": more is coming
     day_only = [w for w in words_ if w not in ("the", "on")]
     if len(day_only) == 1 and _ORDINAL.match(day_only[0]):  # "the 3rd": the next 3rd of a month

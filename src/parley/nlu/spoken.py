@@ -17,6 +17,9 @@ DIGIT_WORDS = {
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
 }  # fmt: skip
 MULTIPLIERS = {"double": 2, "triple": 3}
+# Whisper writes a spoken "double" as the letter W ("double-u"): "six double six" -> "6 W 6". Read so
+# only right before a digit written as a numeral (a W anywhere else is a letter).
+WRITTEN_DOUBLE = "w"
 NUMBER_WORDS = {
     **{w: int(d) for w, d in DIGIT_WORDS.items() if w not in ("oh", "o", "nought")},
     "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
@@ -188,9 +191,18 @@ def _is_number_word(texts: list[str], i: int) -> bool:
     word = texts[i]
     if word.isdigit() or word in NUMBER_WORDS or word in ("zero", "nought"):
         return True
-    if word in ("oh", "o"):  # zero only next to other numbers, else an interjection / a letter
-        neighbours = [texts[j] for j in (i - 1, i + 1) if 0 <= j < len(texts)]
-        return any(n.isdigit() or n in NUMBER_WORDS or n in MULTIPLIERS or n == "zero" for n in neighbours)
+    if word in ("oh", "o"):  # zero only next to other numbers (across more ohs), else an interjection
+        neighbours = []
+        chain = 1  # "oh oh oh oh" is four zeros, a lone "oh" an interjection
+        for step in (-1, 1):
+            j = i + step
+            while 0 <= j < len(texts) and texts[j] in ("oh", "o"):
+                j += step
+                chain += 1
+            if 0 <= j < len(texts):
+                neighbours.append(texts[j])
+        numeric = (n.isdigit() or n in NUMBER_WORDS or n in MULTIPLIERS or n == "zero" for n in neighbours)
+        return chain > 2 or any(numeric)
     return False
 
 
@@ -218,6 +230,12 @@ def number_runs(toks: list[Token], *, allow_fillers: bool = True) -> list[Number
         pending = False
         while i < len(texts):
             word = texts[i]
+            following = texts[i + 1] if i + 1 < len(texts) else ""
+            if word == WRITTEN_DOUBLE and chunks and len(following) == 1 and following.isdigit():
+                chunks.append(following * 2)
+                values.append(int(chunks[-1]))
+                i += 2
+                continue
             if word in MULTIPLIERS:
                 if i + 1 < len(texts) and _is_number_word(texts, i + 1) and texts[i + 1] in DIGIT_WORDS:
                     chunks.append(DIGIT_WORDS[texts[i + 1]] * MULTIPLIERS[word])

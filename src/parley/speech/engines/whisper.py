@@ -272,7 +272,9 @@ class _Model:
         )
         self.features = FeatureExtractor(feature_size=self.whisper.model.n_mels)
 
-    def transcribe(self, audio: np.ndarray, prompt: str | None, context_s: float) -> tuple[str, float, float]:
+    def transcribe(
+        self, audio: np.ndarray, prompt: str | None, context_s: float, beam_size: int = 5
+    ) -> tuple[str, float, float]:
         """(text, confidence, no-speech probability) of 16 kHz float audio."""
         import ctranslate2
 
@@ -287,7 +289,7 @@ class _Model:
         result = self.whisper.model.generate(
             ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)),
             [tokens],
-            beam_size=5,
+            beam_size=beam_size,
             max_length=MAX_TOKENS,
             return_scores=True,
             return_no_speech_prob=True,
@@ -321,7 +323,9 @@ class WhisperSession:
         if len(pcm) >= TELEPHONE_RATE // 10:  # under 100 ms there is no word to hear
             audio = soxr.resample(pcm.astype(np.float32) / 32768.0, TELEPHONE_RATE, MODEL_RATE)
             prompt = initial_prompt(self.question) if self.engine.biased else None
-            text, confidence, no_speech = self.engine.model().transcribe(audio, prompt, self.engine.context_s)
+            text, confidence, no_speech = self.engine.model().transcribe(
+                audio, prompt, self.engine.context_s, self.engine.beam_size
+            )
             if no_speech > NO_SPEECH_MAX and confidence < 0.5:
                 text, confidence = "", 0.0  # Whisper invents words ("Thank you.") in noise
         return Hypothesis(
