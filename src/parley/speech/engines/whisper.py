@@ -358,10 +358,12 @@ class WhisperEngine:
         self.model_name = model or os.environ.get("PARLEY_WHISPER_MODEL") or DEFAULT_MODEL
         self.context_s = float(context_s or os.environ.get("PARLEY_WHISPER_CONTEXT") or DEFAULT_CONTEXT_S)
         self.biased = biased if biased is not None else os.environ.get("PARLEY_WHISPER_PROMPT", "1") != "0"
+        self.beam_size = beam_size
         self.settings: dict[str, Any] = {
             "model": self.model_name,
             "context_s": self.context_s,
             "prompt": self.biased,
+            "beam": beam_size,
         }
         self._directory: Path | None = None
         self._model: _Model | None = None
