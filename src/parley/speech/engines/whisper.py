@@ -353,7 +353,11 @@ class WhisperEngine:
     revision = "1"  # bumped when decoding changes without a settings change (benchmark caches)
 
     def __init__(
-        self, model: str | None = None, context_s: float | None = None, biased: bool | None = None
+        self,
+        model: str | None = None,
+        context_s: float | None = None,
+        biased: bool | None = None,
+        beam_size: int = 5,
     ) -> None:
         self.model_name = model or os.environ.get("PARLEY_WHISPER_MODEL") or DEFAULT_MODEL
         self.context_s = float(context_s or os.environ.get("PARLEY_WHISPER_CONTEXT") or DEFAULT_CONTEXT_S)
