@@ -214,3 +214,18 @@ def test_dates_after_hesitations_and_restarts(text, day):
 )
 def test_whisper_writes_double_as_w(text, digits):
     assert value(SlotType.DIGITS, text) == digits
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "digits"),
+    [
+        ("0 to 0, 8, 6, 9, 7, 1 to 7, 8.", 11, "02086971278"),  # "two" written as "to"
+        ("It's a 1 8 4 1 4 5 1 4 0 6", 11, "01841451406"),  # a leading "oh" written as "a"
+        ("Go 1534930965.", 11, "01534930965"),
+        ("5 1 4 double 019.", 7, "5140019"),
+        ("It's a 1 8 4 1 4 5 1 4 0 6", 10, "1841451406"),  # no digit missing: "a" is a word
+        ("I want to go to 3 shops", None, "3"),  # "to" next to one numeral only is a word
+    ],
+)
+def test_how_a_neural_recogniser_writes_half_heard_digits(text, count, digits):
+    assert value(SlotType.PHONE if count == 11 else SlotType.DIGITS, text, digit_count=count) == digits

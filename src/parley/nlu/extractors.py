@@ -139,12 +139,38 @@ def _pick_run(runs: list[NumberRun], digits: int | None) -> NumberRun | None:
     return max(reversed(runs), key=lambda r: len(r.digits))  # longest; the last of equals
 
 
+# How a neural recogniser writes digit words it half heard, between numerals ("0 to 0, 8" for "oh two
+# oh eight") and before a number whose first digit is a zero ("It's a 1 8 4 1..." for "it's oh one
+# eight four one"): read as the digits they stand for, only where the answer needs that digit.
+HOMOPHONE_DIGITS = {"to": "2", "too": "2", "for": "4"}
+LEADING_ZERO_WORDS = {"a", "o", "oh", "so", "go", "over", "all", "the"}
+
+
+def _homophones(toks: list[Token]) -> list[Token]:
+    """'to'/'too'/'for' between two digits written as numerals read as the digit they sound like."""
+    out = list(toks)
+    for i in range(1, len(toks) - 1):
+        digit = HOMOPHONE_DIGITS.get(toks[i].text)
+        if digit and toks[i - 1].text.isdigit() and toks[i + 1].text.isdigit():
+            out[i] = Token(digit, toks[i].start, toks[i].end)
+    return out
+
+
 def _read_digits(toks: list[Token], digits: int | None) -> Extraction | None:
+    toks = _homophones(toks)
     runs = number_runs(toks)
     run = _pick_run(runs, digits)
     if run is None:
         return None
     value, span = run.digits, _span(toks[run.start : run.end])
+    if (
+        digits is not None
+        and len(value) == digits - 1
+        and run.start > 0
+        and toks[run.start - 1].text in LEADING_ZERO_WORDS
+        and toks[run.start].text.isdigit()
+    ):  # a leading "oh" written as a word
+        value, span = "0" + value, _span(toks[run.start - 1 : run.end])
     compound = any(
         t.text in SCALES or NUMBER_WORDS.get(t.text, 0) >= 10 for t in toks[run.start : run.end]
     )  # "forty two" (42 or 402?) is vaguer than "four two"

@@ -242,8 +242,9 @@ def number_runs(toks: list[Token], *, allow_fillers: bool = True) -> list[Number
                     values.append(int(chunks[-1]))
                     i += 2
                     continue
-                if i + 1 < len(texts) and texts[i + 1].isdigit() and len(texts[i + 1]) == 1:
-                    chunks.append(texts[i + 1] * MULTIPLIERS[word])
+                if i + 1 < len(texts) and texts[i + 1].isdigit():  # "double 019": 0019
+                    numeral = texts[i + 1]
+                    chunks.append(numeral[0] * MULTIPLIERS[word] + numeral[1:])
                     values.append(int(chunks[-1]))
                     i += 2
                     continue
