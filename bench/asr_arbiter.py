@@ -10,7 +10,7 @@ same hypotheses with the learned priors (exactly the arbiter's policy, without r
 (``LEAN_SELECTION``: the grammar, the per-agent LM and whisper on closed questions; whisper and the
 agent LM on free speech). "oracle" counts an utterance right when any engine got it: no selection
 policy can beat it. Variants of whisper (``--variants``: without the question prompt, with the full
-30 s encoder window, the base model) are reported beside, for the choices in the engine's docstring;
+30 s encoder window, the tiny.en model, greedy decoding) are reported beside, for the choices in the engine's docstring;
 they take no part in the arbiter or the oracle.
 
 The priors are learned on the training corpus, with each engine's confidence calibration and the
@@ -85,7 +85,7 @@ _ENGINES: list[AsrEngine] = []
 VARIANTS: dict[str, dict[str, Any]] = {
     "whisper-noprompt": {"biased": False},
     "whisper-ctx30": {"context_s": 30.0},
-    "whisper-base": {"model": "base"},
+    "whisper-tiny": {"model": "tiny.en"},
     "whisper-beam1": {"beam_size": 1},
 }
 
