@@ -311,3 +311,20 @@ async def test_an_abandoned_session_gives_its_decoder_back(speech) -> None:
         assert decoders.created == 0  # every session ran on a decoder warmed at start and given back
     finally:
         pool.close()
+
+
+async def test_a_dedicated_engine_decodes_in_processes_of_its_own():
+    """Whisper-like engines get their own process: never queued behind the streaming decoders."""
+    async with DecodePool(
+        ["sphinx-grammar", "sphinx-agent-lm"], workers=1, dedicated=["sphinx-agent-lm"]
+    ) as pool:
+        pids = await pool.warm()
+        assert len(set(pids)) == 2
+        question = Question(SlotType.YES_NO)
+        shared = await pool.start("sphinx-grammar", question)
+        alone = await pool.start("sphinx-agent-lm", question)
+        assert (shared._worker, alone._worker) == (0, 1)
+        await shared.abandon()
+        await alone.abandon()
+        with pytest.raises(LookupError, match="sphinx-lm"):
+            await pool.start("sphinx-lm", question)

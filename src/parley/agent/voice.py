@@ -64,6 +64,8 @@ LEAN_SELECTION: dict[SlotType, tuple[str, ...]] = {
     **{t: ("sphinx-grammar", "sphinx-agent-lm", "whisper") for t in SlotType if t is not SlotType.FREE},
     SlotType.FREE: ("sphinx-agent-lm", "whisper"),
 }
+WHOLE_ANSWER_ENGINES = ("whisper",)  # decode once per answer: a decode process of their own each
+ARBITER_DEADLINE_S = 1.5  # end of speech -> decision at the latest (whisper base: 0.25 CPU-s a decode)
 # The recognisers hear the caller only from the VAD's speech onset (no decoding of silence or of
 # the prompt's echo), plus this much audio before the onset: weak first sounds ("f" of "four").
 PREROLL_MS = 300
@@ -76,7 +78,7 @@ PREROLL_FRAMES_MAX = 100  # frames kept while waiting for an onset (the VAD conf
 # every digit (a first digit heard as "it is") waited the whole silence timeout before.
 PAUSE_CHECK_MS = 250
 PAUSE_CHECKS_MAX = 3  # per turn: each refused check re-decodes the turn's audio so far
-PAUSE_CHECK_DEADLINE_S = 0.3  # a check waits this long for finals (frames queue meanwhile); else refused
+PAUSE_CHECK_DEADLINE_S = 0.5  # a check waits this long for finals (frames queue meanwhile); else refused
 
 
 class VoiceAgent:
@@ -105,7 +107,9 @@ class VoiceAgent:
         self.nlu = ParleyUnderstanding(agent, stable_partials=1)
         self.engines = engines if engines is not None else load_engines()
         self.pool = pool
-        self.arbiter = Arbiter(self.engines, pool=pool, priors=priors, deadline=1.0, selection=LEAN_SELECTION)
+        self.arbiter = Arbiter(
+            self.engines, pool=pool, priors=priors, deadline=ARBITER_DEADLINE_S, selection=LEAN_SELECTION
+        )
         engine = tts or load_tts(agent.voice.engine)
         self.tts = engine if isinstance(engine, CachedTts) else CachedTts(engine)
         self.records = records
@@ -486,9 +490,12 @@ async def serve_agent(
 
     agent = load_agent(path)
     engines = load_engines()
-    # One decoder process per core beside the event loop's (at least one): decoding scales with cores.
+    # One decoder process per core beside the event loop's (at least one): decoding scales with cores;
+    # whisper, which decodes whole answers, in a process of its own (see DecodePool).
     default = max(1, (os.cpu_count() or 2) - 1)
-    pool = DecodePool([engine.name for engine in engines], workers=decode_processes or default)
+    names = [engine.name for engine in engines]
+    dedicated = [name for name in names if name in WHOLE_ANSWER_ENGINES]
+    pool = DecodePool(names, workers=decode_processes or default, dedicated=dedicated)
     app = VoiceAgent(agent, engines=engines, pool=pool, records=records, keyring=keyring)
     try:
         await app.start()

@@ -13,10 +13,14 @@ in 20 ms chunks:
   every 5 ms: process worker 613 of an ideal 630 ticks; thread worker 4 of 607 (the loop froze).
 
 So decoding runs in worker processes: they hold more calls (they scale with cores) and leave the
-event loop alone. Each worker process owns its own engines (built from entry-point names or
-engine classes) and the sessions opened on it; a session sticks to the worker it started on (its
-decoder state lives there), and new sessions go to the least-loaded worker. ``kind="thread"``
-keeps everything in-process (cheaper start-up, for tests and light loads).
+event loop alone. An engine that decodes a whole answer at once (whisper: 0.25 CPU-s at the end of a
+turn) can be given processes of its own (``dedicated``): in a shared process its decode queued behind
+every call's streaming feeds and theirs behind it, and under load of a few calls whisper missed the
+arbiter's deadline on most turns (a load test of four calls on a busy machine). Each worker process
+owns its own engines (built from entry-point names or engine classes) and the sessions opened on it;
+a session sticks to the worker it started on (its decoder state lives there), and new sessions go to
+the least-loaded worker that runs their engine. ``kind="thread"`` keeps everything in-process
+(cheaper start-up, for tests and light loads).
 """
 
 from __future__ import annotations
@@ -83,6 +87,10 @@ def _ping() -> int:
     return os.getpid()
 
 
+def _spec_name(spec: EngineSpec) -> str:
+    return spec if isinstance(spec, str) else str(spec.name)
+
+
 class PooledSession:
     """An ``AsrSession`` running in the pool; async ``feed``/``finish`` never block the loop."""
 
@@ -127,21 +135,31 @@ class DecodePool:
         engines: Sequence[EngineSpec],
         workers: int | None = None,
         kind: Literal["process", "thread"] = "process",
+        dedicated: Sequence[str] = (),
     ) -> None:
+        """``workers`` processes run every engine but the ``dedicated`` ones (entry-point names), which
+        get one process each of their own (in thread mode, everything shares one thread pool)."""
         self.kind = kind
         self.specs = list(engines)
         count = workers or os.cpu_count() or 1
-        self._executors: list[Executor]
+        self._executors: list[Executor] = []
+        self._engine_workers: dict[str, list[int]] = {}  # engine -> the executors that run it
         if kind == "process":
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-            self._executors = [
-                ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(self.specs,))
-                for _ in range(count)
-            ]
+            alone = [s for s in self.specs if isinstance(s, str) and s in dedicated]
+            shared = [s for s in self.specs if s not in alone]
+            groups = [shared] * (count if shared else 0) + [[s] for s in alone]
+            for group in groups:
+                self._executors.append(
+                    ProcessPoolExecutor(1, mp_context=ctx, initializer=_init, initargs=(group,))
+                )
+                for spec in group:
+                    self._engine_workers.setdefault(_spec_name(spec), []).append(len(self._executors) - 1)
         else:
             _init(self.specs)
             self._executors = [ThreadPoolExecutor(count, thread_name_prefix="parley-asr")]
+            self._engine_workers = {_spec_name(spec): [0] for spec in self.specs}
         self._load = [0] * len(self._executors)
         self._ids = itertools.count(1)
 
@@ -153,13 +171,19 @@ class DecodePool:
         """Start every worker now (process start-up and engine loading), returns their pids."""
         return list(await asyncio.gather(*(self._run(i, _ping) for i in range(len(self._executors)))))
 
+    def _workers_of(self, engine: str) -> list[int]:
+        workers = self._engine_workers.get(engine)
+        if not workers:
+            raise LookupError(f"ASR engine {engine!r} is not in this decode pool")
+        return workers
+
     async def prepare(self, engine: str, question: Question) -> None:
-        """Prepare ``question`` on every worker (grammars and LMs are per process)."""
-        await asyncio.gather(*(self._run(i, _prepare, engine, question) for i in range(len(self._executors))))
+        """Prepare ``question`` on every worker that runs ``engine`` (grammars and LMs are per process)."""
+        await asyncio.gather(*(self._run(i, _prepare, engine, question) for i in self._workers_of(engine)))
 
     async def start(self, engine: str, question: Question) -> PooledSession:
-        """Open a session of ``engine`` on the least-loaded worker."""
-        worker = min(range(len(self._load)), key=self._load.__getitem__)
+        """Open a session of ``engine`` on the least-loaded worker that runs it."""
+        worker = min(self._workers_of(engine), key=self._load.__getitem__)
         sid = next(self._ids)
         self._load[worker] += 1
         try:
