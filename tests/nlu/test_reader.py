@@ -229,3 +229,8 @@ def test_whisper_writes_double_as_w(text, digits):
 )
 def test_how_a_neural_recogniser_writes_half_heard_digits(text, count, digits):
     assert value(SlotType.PHONE if count == 11 else SlotType.DIGITS, text, digit_count=count) == digits
+
+
+def test_a_date_naming_two_days_is_not_a_complete_answer():
+    reading = read_slot(Question(SlotType.DATE), "the seventh of march monday twentieth that an", REFERENCE)
+    assert reading is not None and not reading.complete

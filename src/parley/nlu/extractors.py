@@ -718,6 +718,9 @@ def _read_date(toks: list[Token], reference: datetime) -> Extraction | None:
         or (words_[0] == "in" and words_[-1] in ("day", "days", "week", "weeks", "fortnight"))
     )
     relative = any(w in WEEKDAYS or w in RELATIVE_DAYS or w in ("next", "in") for w in words_)
+    days = {w for w in words_ if _ORDINAL.match(w)}
+    if len(days) > 1:  # "the seventh of march monday twentieth": two days named, neither is sure
+        return Extraction(moment.date(), False, 0.3, span)
     return Extraction(moment.date(), has_day and not pending, 0.8 if relative else 0.9, span)
 
 
