@@ -82,7 +82,7 @@ class HangingEngine(ExplodingEngine):
 
 async def test_grammar_engine_beats_the_lm_on_digits_and_the_record_says_why(engines):
     audio = await telephone_speech("four two seven one")
-    arbiter = Arbiter(engines, deadline=10)
+    arbiter = Arbiter(engines, priors=EnginePriors(), deadline=10)  # equal priors: both finals awaited
     await arbiter.prepare(DIGITS)
     record = await arbiter.recognize(DIGITS, audio)
     finals = {h.engine: h for h in record.hypotheses if h.is_final}
@@ -121,7 +121,7 @@ async def test_the_arbiter_decodes_in_worker_processes_without_blocking_the_loop
 
     async with DecodePool(["sphinx-lm", "sphinx-grammar"], workers=2) as pool:
         await pool.warm()
-        arbiter = Arbiter(engines, pool=pool, deadline=10)
+        arbiter = Arbiter(engines, pool=pool, priors=EnginePriors(), deadline=10)
         await arbiter.prepare(DIGITS)
         task = asyncio.ensure_future(ticker())
         started = time.monotonic()
@@ -287,6 +287,32 @@ async def test_the_turn_ends_as_soon_as_no_engine_still_decoding_could_win(engin
 async def test_equal_priors_wait_for_every_engine(engines):
     """Without priors that settle it, a slower engine's final is awaited and recorded."""
     audio = await telephone_speech("four two seven one")
-    record = await Arbiter(engines, deadline=30).recognize(DIGITS, audio)
+    record = await Arbiter(engines, priors=EnginePriors(), deadline=30).recognize(DIGITS, audio)
     assert record.not_awaited == [] and record.failed_engines == {}
     assert {h.engine for h in record.hypotheses if h.is_final} == {"sphinx-lm", "sphinx-grammar"}
+
+
+def test_the_shipped_priors_are_the_default_and_calibrate_every_engine():
+    """Learned on the training corpus (bench/asr_arbiter.py --ship): the agent LM's constant 1.00
+    confidence means no more than its hit rate, so it no longer outranks the others by confidence."""
+    shipped = EnginePriors.shipped()
+    assert Arbiter([]).priors == shipped
+    assert {"sphinx-grammar", "sphinx-agent-lm", "whisper"} <= set(shipped.calibration)
+    assert shipped.confidence("sphinx-agent-lm", 1.0) < 0.9
+    assert shipped.get("whisper", "date") > shipped.get("sphinx-agent-lm", "date")
+
+
+def test_calibration_maps_confidence_to_hit_rate():
+    priors = EnginePriors()
+    samples = [("e", c / 10, c >= 5) for c in range(10) for _ in range(5)]
+    samples += [("flat", 1.0, i % 4 == 0) for i in range(40)]
+    priors.calibrate(samples)
+    assert priors.confidence("e", 0.9) > 0.8 and priors.confidence("e", 0.1) < 0.2
+    assert priors.confidence("flat", 1.0) == pytest.approx(11 / 42)  # its smoothed hit rate
+    assert priors.confidence("unknown", 0.7) == 0.7  # uncalibrated: as given
+
+
+def test_priors_round_trip_through_their_file(tmp_path):
+    priors = EnginePriors({"e": {"digits": 0.7}}, 0.4, {"e": (3.0, -1.5)}, 0.3)
+    priors.save(tmp_path / "priors.json")
+    assert EnginePriors.load(tmp_path / "priors.json") == priors
