@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from parley.speech.arbiter import Arbiter
+from parley.speech.arbiter import Arbiter, EnginePriors
 
 from .test_arbiter import DIGITS, ExplodingEngine, engines, pytestmark, telephone_speech  # noqa: F401
 
@@ -22,7 +22,8 @@ async def test_a_turn_counts_each_engines_final_the_winner_and_a_crashed_engine(
         "win": sample("parley_asr_wins_total", engine="sphinx-grammar", slot_type="digits"),
         "miss": sample("parley_asr_misses_total", engine="exploding", why="error"),
     }
-    record = await Arbiter([*engines, ExplodingEngine()], deadline=10).recognize(DIGITS, audio)
+    equal = EnginePriors()  # equal priors: every engine's final is awaited (the shipped ones settle early)
+    record = await Arbiter([*engines, ExplodingEngine()], priors=equal, deadline=10).recognize(DIGITS, audio)
     assert record.winner is not None and record.winner.engine == "sphinx-grammar"
     assert sample("parley_asr_final_seconds_count", engine="sphinx-grammar") == before["grammar"] + 1
     assert sample("parley_asr_final_seconds_count", engine="sphinx-lm") == before["lm"] + 1

@@ -27,6 +27,8 @@ from tests.studio.conftest import PASSWORD, StudioServer, add_account, card_bloc
 from tests.studio.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 from parley.loadtest.caller import ScriptedCaller
+from parley.nlu.question import Question, SlotType
+from parley.nlu.reader import read_slot
 from parley.speech.tts import load_tts
 from parley.studio.node import RecordShipper, StudioLink, StudioUnavailable
 from parley.telephony.manager import CallManager
@@ -133,7 +135,11 @@ async def test_node_follows_publishes_and_keeps_records_while_the_studio_is_down
             ).json()
             assert replay["passed"], replay  # v2 only changed the greeting
             heard = [t["heard"] for t in replay["results"][0]["turns"] if t["heard"] is not None]
-            assert heard == ["four two seven one", "yes"]
+            digits, yes = (Question(SlotType.DIGITS, digit_count=4), Question(SlotType.YES_NO))
+            assert [read_slot(q, h).value for q, h in zip((digits, yes), heard, strict=True)] == [
+                "4271",
+                True,
+            ]
             five = text.replace("digits: 4", "digits: 5")
             store.save_version("e2e-test", five, 2, editor.principal)
             replay = (await api.post("/api/agents/e2e-test/replay", json={"calls": [a["call_id"]]})).json()
