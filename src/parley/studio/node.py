@@ -274,6 +274,11 @@ async def serve_from_studio(
     from parley.speech.engines.pool import DecodePool
     from parley.telephony.server import run_server
 
+    if keyring is None:
+        log.warning(
+            "no caller-data keys (--key-file or $PARLEY_KEYS): %s keeps caller data and turn audio in clear",
+            records,
+        )
     engines = load_engines()
     default = max(1, (os.cpu_count() or 2) - 1)
     pool = DecodePool([engine.name for engine in engines], workers=decode_processes or default)
