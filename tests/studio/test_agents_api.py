@@ -127,6 +127,13 @@ def test_bad_input(client, accounts) -> None:
     assert r.status_code == 413
     r = client.post("/api/calls", content=b"x" * (17 * 1024 * 1024), headers=h)
     assert r.status_code == 413
+
+    def chunks():  # no Content-Length: refused once the limit has arrived
+        for _ in range(20):
+            yield b"x" * (1024 * 1024)
+
+    r = client.post("/api/calls", content=chunks(), headers=h)
+    assert r.status_code == 413
     assert client.get("/api/agents/nope", headers=h).status_code == 404
     assert client.get("/api/agents/card-block/versions/99", headers=h).status_code == 404
     assert client.get("/api/agents/card-block/diff?old=1&new=7", headers=h).status_code == 404

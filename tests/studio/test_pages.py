@@ -19,6 +19,13 @@ def test_login_sets_a_strict_httponly_cookie_and_pages_need_it(client, accounts)
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "parley_session=" in cookie
     assert client.get("/").status_code == 200
     assert client.post("/login", data={"name": "editor1", "password": "wrong!!!!"}).status_code == 401
+    for elsewhere in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+        r = client.post(
+            "/login",
+            data={"name": "editor1", "password": PASSWORD, "next": elsewhere},
+            follow_redirects=False,
+        )
+        assert r.headers["location"] == "/"  # no open redirect
 
 
 def test_login_attempts_are_rate_limited(client, accounts) -> None:

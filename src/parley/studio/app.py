@@ -25,7 +25,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
-from starlette.middleware.base import BaseHTTPMiddleware
 
 from parley.agent.loader import load_agent_text
 from parley.studio.analytics import summarise
@@ -97,14 +96,36 @@ class LoginLimiter:
             self.failures.pop(key, None)
 
 
-class BodyLimit(BaseHTTPMiddleware):
-    """413 for a request body announced larger than the limit (before it is read)."""
+class BodyLimit:
+    """413 for a request body larger than the limit: at once when its Content-Length says so, else
+    as soon as that much of it has arrived (a chunked upload announces no length)."""
 
-    async def dispatch(self, request: Request, call_next: Callable[..., Any]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": "request body too large"}, status_code=413)
-        return await call_next(request)
+    def __init__(self, app: Callable[..., Any], limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await JSONResponse({"detail": "request body too large"}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, "request body too large")
+            return message
+
+        await self.app(scope, limited, send)
 
 
 # -- API models (the OpenAPI schema) ---------------------------------------------------------------
@@ -923,7 +944,8 @@ def _check_size(text: str) -> None:
 
 def _local(target: str) -> str:
     """Only redirect within the studio (no open redirect through ``next``)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    local = target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target
+    return target if local else "/"
 
 
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
