@@ -52,7 +52,7 @@ from parley.studio.models import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SESSION_TTL = timedelta(hours=12)
-COUNT_CAP = 10_000  # the call list counts matches up to this
+COUNT_CAP = 1_000  # the call list counts matches up to this (then "more than"): a count scans its matches
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
@@ -543,7 +543,7 @@ class Store:
                 sa.exists().where(CallSlot.call_id == Call.id, CallSlot.name == slot, status_filter)
             )
         with self.session() as s:
-            # counted up to COUNT_CAP + 1 only: past that the list says "more than 10,000" (an exact
+            # counted up to COUNT_CAP + 1 only: past that the list says "more than COUNT_CAP" (an exact
             # count of a broad filter over a large table costs more than the page itself)
             capped = query.with_only_columns(Call.id).limit(COUNT_CAP + 1).subquery()
             total = s.scalar(sa.select(sa.func.count()).select_from(capped)) or 0
