@@ -179,11 +179,19 @@ async def test_node_follows_publishes_and_keeps_records_while_the_studio_is_down
             )
             assert c["version"] == 2
 
-            # One-action rollback reaches the node as well.
-            store.rollback("e2e-test", editor.principal)
-            await asyncio.to_thread(
-                wait_until, lambda: served(node, 1), "the node to roll back to v1", 5, node
+            # In the browser: call A's timeline, a spoken turn's audio plays; then the one-action
+            # rollback, which reaches the node as well.
+            await page.goto(f"{studio.url}/calls/{a['call_id']}")
+            await page.click(f"#turn-{spoken[0]} .caller strong")
+            await page.wait_for_function(
+                f"() => document.querySelector('#turn-{spoken[0]} audio').currentTime > 0.1", timeout=10_000
             )
+            await page.screenshot(path=shots / "node-call-timeline.png", full_page=True)
+            await page.goto(f"{studio.url}/agents/e2e-test")
+            await page.click("#rollback")
+            await page.wait_for_selector("#live-version:has-text('live: v1')")
+            rolled_back = lambda: served(node, 1)  # noqa: E731
+            await asyncio.to_thread(wait_until, rolled_back, "the node to roll back to v1", 5, node)
         finally:
             await browser.close()
             await playwright.stop()
