@@ -281,3 +281,29 @@ def test_an_expired_nonce_is_challenged_again_as_stale() -> None:
     assert verifier.verify(forged, "INVITE", "sip:bob@10.0.0.2", 30.0) == "unknown nonce"
     assert verifier.verify("Basic abc", "INVITE", "sip:bob@10.0.0.2", 30.0) == "malformed credentials"
     assert verifier.verify("Basic realm=x", "INVITE", "sip:bob@10.0.0.2", 30.0) == "not digest credentials"
+
+
+def test_every_refusal_reaches_the_metrics_hook_with_its_reason() -> None:
+    invite = {"body": OFFER, "extra": "Content-Type: application/sdp\r\n"}
+
+    def refusals(agent: UserAgent, *messages: tuple[bytes, tuple[str, int]]) -> list[str]:
+        reasons: list[str] = []
+        agent.on_sip_refused = reasons.append
+        for when, (message, source) in enumerate(messages):
+            agent.receive(message, source, "UDP", float(when))
+        return reasons
+
+    assert refusals(
+        ua(BOB, "b", allow=SourceFilter(["10.0.0.0/24"])), (raw("OPTIONS"), ("192.0.2.6", 5060))
+    ) == ["source"]
+    burst = [(raw("OPTIONS", branch=f"z9hG4bKr{i}", call_id=f"r{i}"), ALICE) for i in range(3)]
+    assert refusals(ua(BOB, "b", limits=SipLimits(rate_per_ip=100)), *burst) == []
+    # 0.5 a second, bursts of 1; one request a second: the second is refused, the third has a token again
+    assert refusals(ua(BOB, "b", limits=SipLimits(rate_per_ip=0.5)), *burst) == ["rate"]
+    two = [(raw("INVITE", branch=f"z9hG4bKt{i}", call_id=f"t{i}", **invite), ALICE) for i in range(2)]
+    assert refusals(ua(BOB, "b", limits=SipLimits(max_transactions=1)), *two) == ["transactions"]
+    verifier = DigestVerifier({"alice": "s3cret"}, "parley.test")
+    forged = 'Digest username="alice", realm="parley.test", nonce="1.x", uri="sip:bob@10.0.0.2", response="0"'
+    extra = invite["extra"] + f"Authorization: {forged}\r\n"
+    bad = (raw("INVITE", body=OFFER, extra=extra), ALICE)
+    assert refusals(ua(BOB, "b", authenticator=verifier), bad) == ["auth"]

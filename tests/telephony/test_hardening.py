@@ -13,6 +13,7 @@ import secrets
 import socket
 
 import pytest
+from prometheus_client import REGISTRY
 
 from integration.harness import HOST, free_port, rtp_range
 from parley.media.rtp import RtpPacket, RtpSender
@@ -261,6 +262,10 @@ async def answer_and_confirm_delayed(peer: RawPeer, answer: bytes) -> tuple[byte
     return ok, to_tag
 
 
+def refused_metric(reason: str) -> float:
+    return REGISTRY.get_sample_value("parley_sip_refused_total", {"reason": reason}) or 0.0
+
+
 # -- items 3 and 9: TCP limits ------------------------------------------------------------------------
 async def tcp_connect(manager: CallManager) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(HOST, manager.port)
@@ -288,6 +293,8 @@ async def test_tcp_connections_are_capped_per_source_and_in_total(managers: Mana
     caplog.set_level(logging.INFO)
     limits = SipLimits(max_connections=3, max_connections_per_ip=2)
     server = await managers(None, transports=("UDP", "TCP"), limits=limits)
+    refused_before = refused_metric("connections")
+    open_before = REGISTRY.get_sample_value("parley_sip_tcp_connections") or 0.0
     opened = []
     try:
         for _ in range(2):
@@ -303,6 +310,8 @@ async def test_tcp_connections_are_capped_per_source_and_in_total(managers: Mana
         assert not await closed_by_server(other[0], 0.3)
         report = server.sip_report()
         assert report["tcp_refused"] == 2 and report["tcp_connections"] == 3
+        assert refused_metric("connections") - refused_before == 2  # and in the Prometheus metrics
+        assert REGISTRY.get_sample_value("parley_sip_tcp_connections") - open_before == 3
         assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 2  # one per reason
         no_tracebacks(caplog)
     finally:

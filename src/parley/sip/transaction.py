@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -306,6 +307,7 @@ class TransactionLayer:
         self.max_transactions = max_transactions  # server transactions in flight; beyond: 503
         self.server_header = server_header
         self.overloaded = 0  # requests answered 503 because of max_transactions
+        self.on_overload: Callable[[], None] | None = None  # told of each (metrics)
         self.outbox: list[Outgoing] = []
         self.events: list[Event] = []
         self._heap: list[tuple[float, int, Transaction, str]] = []
@@ -421,6 +423,8 @@ class TransactionLayer:
         address = response_address(request, source, transport)
         if len(self.servers) >= self.max_transactions:
             self.overloaded += 1
+            if self.on_overload is not None:
+                self.on_overload()
             busy = make_response(request, 503, to_tag=secrets.token_hex(6), extra=[("Retry-After", "5")])
             if self.server_header:
                 busy.headers.add("Server", self.server_header)

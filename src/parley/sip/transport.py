@@ -59,6 +59,7 @@ class SipTransport:
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._udp_v6 = False
+        self.on_connections: Callable[[int], None] | None = None  # +1/-1 as TCP/TLS connections come and go
         self.errors = RepeatedErrors(log)
         self.stats = {"tcp_refused": 0, "tcp_idle_closed": 0, "send_errors": 0}
 
@@ -294,8 +295,12 @@ class SipTransport:
         if reason:
             self.stats["tcp_refused"] += 1
             self.errors.report(f"tcp-refused:{reason}", "TCP connection refused: %s", reason)
+            if reason != "source not allowed" and self.ua.on_sip_refused is not None:
+                self.ua.on_sip_refused("connections")  # (the allow-list counted its own)
             return False
         self.connections[peer] = conn
+        if self.on_connections is not None:
+            self.on_connections(1)
         self.per_host[peer[0]] = self.per_host.get(peer[0], 0) + 1
         return True
 
@@ -304,6 +309,8 @@ class SipTransport:
         if peer is None or self.connections.get(peer) is not conn:
             return
         del self.connections[peer]
+        if self.on_connections is not None:
+            self.on_connections(-1)
         count = self.per_host.get(peer[0], 1) - 1
         if count > 0:
             self.per_host[peer[0]] = count

@@ -228,6 +228,9 @@ class UserAgent:
         # OPTIONS (Kamailio's dispatcher) stops sending calls while the calls in progress finish.
         self.draining = False
         self.on_refused: Callable[[str], None] | None = None  # a new INVITE got 503: why (metrics)
+        # A request refused by the edge's limits or access control: why ("source", "rate", "auth",
+        # "transactions"; the transport adds "connections"), for the metrics.
+        self.on_sip_refused: Callable[[str], None] | None = None
         self.credentials = credentials
         self.user_agent = user_agent
         self.layer = TransactionLayer()
@@ -240,6 +243,7 @@ class UserAgent:
         self.allow = allow or SourceFilter()
         self.rate = SourceRate(self.limits.rate_per_ip)
         self.layer.max_transactions = self.limits.max_transactions
+        self.layer.on_overload = lambda: self._sip_refused("transactions")
         self.layer.server_header = user_agent
         self.refusals = RepeatedErrors(log)
         self.authenticator = authenticator  # digest authentication of inbound INVITEs, when set
@@ -299,7 +303,12 @@ class UserAgent:
             return True
         self.stats["refused_source"] += 1
         self.refusals.report("refused-source", "SIP refused: source address not in the allow-list")
+        self._sip_refused("source")
         return False
+
+    def _sip_refused(self, reason: str) -> None:
+        if self.on_sip_refused is not None:
+            self.on_sip_refused(reason)
 
     def receive(self, data: bytes, source: Address, transport: str, now: float) -> None:
         """Feed one datagram (UDP) or a chunk of a stream (TCP) from ``source``."""
@@ -348,6 +357,7 @@ class UserAgent:
             if not self.rate.allow(source[0], now):
                 self.stats["rate_limited"] += 1
                 self.refusals.report("rate-limited", "SIP requests over the per-source rate limit")
+                self._sip_refused("rate")
                 if self.limits.rate_action == "reply" and message.method != "ACK":
                     busy = make_response(
                         message, 503, to_tag=secrets.token_hex(6), extra=[("Retry-After", "5")]
@@ -514,6 +524,7 @@ class UserAgent:
         else:
             self.stats["auth_failed"] += 1
             self.refusals.report(f"auth:{verdict}", "SIP INVITE refused: authentication failed (%s)", verdict)
+            self._sip_refused("auth")
         challenge = self.authenticator.challenge(now, stale=verdict == "stale")
         txn.respond_with(401, now=now, extra=[("WWW-Authenticate", challenge)])
         return False

@@ -137,6 +137,7 @@ class CallManager:
             # Overload: reject new calls cleanly (503) rather than degrade every call in progress.
             self.ua.admit = lambda: self.load() < max_load
         self.ua.on_refused = lambda reason: metrics.CALLS_REFUSED.labels(reason).inc()
+        self.ua.on_sip_refused = lambda reason: metrics.SIP_REFUSED.labels(reason).inc()
         self.calls: dict[str, Call] = {}
         self.stats = ManagerStats()
         self._transport: SipTransport | None = None
@@ -162,6 +163,7 @@ class CallManager:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._transport = SipTransport(self.ua, self._on_events, self.resolver, tls=self.tls)
+        self._transport.on_connections = metrics.SIP_TCP_CONNECTIONS.inc
         await self._transport.start(self.transports)
 
     async def stop(self, drain: float = 0.0) -> None:

@@ -36,3 +36,13 @@ LOAD = Gauge(
     "an agent's speech decoders.",
     multiprocess_mode="livemax",  # a dead worker's last load is dropped
 )
+SIP_REFUSED = Counter(
+    "parley_sip_refused",
+    "SIP requests and TCP/TLS connections the edge refused: source (not in --allow), rate (over "
+    "--rate-per-ip), transactions (over --max-transactions), auth (digest credentials refused), "
+    "connections (over --max-connections or --max-connections-per-ip).",
+    ["reason"],
+)
+SIP_TCP_CONNECTIONS = Gauge(
+    "parley_sip_tcp_connections", "SIP connections open (TCP and TLS).", multiprocess_mode="livesum"
+)
