@@ -11,7 +11,7 @@ after ``--``) is attacked from other loopback addresses than the callers':
 while SIPp (core 0, from 127.0.0.1) places ``--calls`` normal calls (PCMU both ways, 3 s each).
 Reported: the calls that succeeded (the goal: all), the server's peak and final RSS (the bound
 to document), what the flood got back (200s, 503s, nothing), how many idle connections the
-server kept or refused, and the server's SIP counters.
+server kept or refused, the tracebacks and lines in its log, and the server's SIP counters.
 
 Usage: ``.venv/bin/python bench/flood.py`` (``-- --rate-per-ip 0`` passes options to the server).
 """
@@ -173,6 +173,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         except subprocess.TimeoutExpired:
             server.kill()
     stats = json.loads((workdir / "stats.json").read_text()) if (workdir / "stats.json").exists() else {}
+    log = (workdir / "server.log").read_text(errors="replace")
     from calls_per_core import sipp_counts
 
     calls = sipp_counts(stat_csv)
@@ -191,6 +192,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         "rss_idle_mb": round(idle_rss, 1),
         "rss_peak_mb": round(peak[0], 1),
         "rss_after_mb": round(final_rss, 1),
+        "server_log_tracebacks": log.count("Traceback"),
+        "server_log_lines": log.count("\n"),
         "server_sip": stats.get("sip", {}),
     }
 
