@@ -165,6 +165,7 @@ def test_dates_read_back_spoken_and_written(day):
         f"The {day.day}{suffix} of {month} {day.year}.",
         f"{day.day} {month} {day.year}",
         f"{day.month}/{day.day}/{day.year}",
+        f"{month} {day.day}, {day.year}.",
     ]
     for text in spoken + written:
         assert value(SlotType.DATE, text) == day, text
@@ -202,6 +203,7 @@ def test_is_correct_compares_normalised_values():
         ("The 11th, the 11th of July.", date(2025, 7, 11)),
         ("January, January twelfth", date(2026, 1, 12)),
         ("the second of May", date(2025, 5, 2)),
+        ("Dessert, does March 19, 1961.", date(1961, 3, 19)),  # a day numeral then a year
     ],
 )
 def test_dates_after_hesitations_and_restarts(text, day):

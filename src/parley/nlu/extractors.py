@@ -574,6 +574,9 @@ def _normalise_dates(toks: list[Token]) -> list[_Word]:
         if word in ("twenty", "thirty") and nxt in ORDINALS and ORDINALS[nxt] < 10:  # "twenty first"
             out.append((_ordinal(NUMBER_WORDS[word] + ORDINALS[nxt]), i, i + 1))
             i += 2
+        elif word.isdigit() and int(word) <= 31 and len(nxt) == 4 and nxt.isdigit():
+            out.append((word, i, i))  # written "March 19, 1961": a day, then a year (not "191961")
+            i += 1
         elif word in ORDINALS and not (word == "second" and i and texts[i - 1] in ("a", "one", "just")):
             out.append((_ordinal(ORDINALS[word]), i, i))  # ("hang on a second": not the 2nd)
             i += 1
