@@ -15,10 +15,10 @@ Models (``PARLEY_WHISPER_MODEL``: a name below or a directory holding a CTransla
 
 Which one, and the encoder window, measured on the ASR benchmark's evaluation corpus (342 answers in
 voices and noise the training corpus never had; closed answers right, CPU seconds per answer, one
-thread, int8): tiny.en with a 10 s window 55.9 % at 0.13 s, tiny.en with the full 30 s window 61.2 %
-at 0.54 s, base with a 10 s window 62.2 % at 0.23 s. On 152 digit, phone, name and spelled answers,
-base got 71 right with a 10 s window and 71 with 30 s (0.26 against 1.03 s): base keeps its accuracy
-with the short window, tiny.en does not (57 against 70). So base with a 10 s window is the default.
+thread, int8; ``bench/asr_arbiter.py --variants``, one run): base with a 10 s window 63.5 % at 0.23 s,
+base with the full 30 s window 63.5 % at 1.04 s, tiny.en with a 10 s window 59.2 % at 0.13 s (in an
+earlier run tiny.en got 55.9 % with 10 s and 61.2 % with 30 s: it needs the full window, base does
+not). So base with a 10 s window is the default.
 
 Every file of a known model is checked against its pinned SHA-256 before the model loads (once per
 process). A missing, truncated or altered file raises :class:`ModelError` naming the file; the engine
@@ -67,14 +67,14 @@ log = logging.getLogger(__name__)
 MODEL_RATE = 16000
 FEATURE_FRAMES_PER_S = 100  # Whisper's log-mel frames per second
 FULL_CONTEXT_S = 30.0
-DEFAULT_CONTEXT_S = 10.0  # base keeps its accuracy at 10 s; tiny.en lost 6 points of 62 (docstring)
+DEFAULT_CONTEXT_S = 10.0  # base keeps its accuracy at 10 s; tiny.en does not (module docstring)
 CONTEXT_MARGIN_S = 1.0  # room after the answer within the encoder's window
 MAX_TOKENS = 96  # an answer is a sentence or two
 NO_SPEECH_MAX = 0.6  # above this probability of "no speech", a low-confidence text is dropped
-# Slot types whose answers the question's prompt helps (bench/asr_arbiter.py, whisper against
-# whisper-noprompt per type, 38 answers each: names 84 vs 55 %, yes/no 92 vs 74 %, dates 84 vs 79 %,
-# choices 68 vs 63 %, spellings 13 vs 11 %); digits, phone numbers and amounts were heard better
-# without it (24 vs 32 %, 21 vs 26 %, 61 vs 63 %).
+# Slot types whose answers the question's prompt helps (bench/asr_arbiter.py, base with against
+# without it, 38 answers each: names 92 vs 68 %, choices 87 vs 58 %, spellings 18 vs 13 %, yes/no 87
+# vs 84 %, dates 84 vs 82 %); digits, phone numbers and amounts were heard better without it in the
+# tiny.en run (24 vs 32 %, 21 vs 26 %, 61 vs 63 %).
 PROMPTED_TYPES = frozenset({SlotType.NAME, SlotType.SPELLED, SlotType.YES_NO, SlotType.DATE, SlotType.CHOICE})
 PROMPT_MAX_CHARS = 600  # Whisper keeps the last 223 prompt tokens; names lists are cut before that
 
