@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +31,8 @@ from .voice_caller import (
     CallEnded,
     ScriptedCaller,
     WebhookSink,
+    running_agent,
     speech_ms,
-    start_agent_server,
-    stop_agent_server,
 )
 
 pytestmark = [
@@ -120,28 +118,9 @@ def sink() -> Iterator[WebhookSink]:
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink) -> Iterator[AgentServer]:
     """One ``parley serve`` for the module (its warm-up is the slow part); stopped at teardown."""
-    directory = tmp_path_factory.mktemp("e2e")
-    agent_file = directory / "agent.yaml"
-    agent_file.write_text(
-        AGENT_YAML.format(url=sink.url("/claims"), transfer=TRANSFER_TARGET, no_input_ms=NO_INPUT_MS)
-    )
-    records = directory / "calls.jsonl"
-    try:
-        server = start_agent_server(
-            agent_file,
-            port=free_port(),
-            rtp_ports=rtp_range(20),
-            records=records,
-            startup_timeout=90,
-            uvloop=UVLOOP,
-            cache_dir=directory / "cache",
-        )
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    server.records = records  # type: ignore[attr-defined]
-    yield server
-    code = stop_agent_server(server)
-    assert code == 0, f"parley serve exited {code} after SIGTERM\n{server.log()}"
+    text = AGENT_YAML.format(url=sink.url("/claims"), transfer=TRANSFER_TARGET, no_input_ms=NO_INPUT_MS)
+    with running_agent(tmp_path_factory.mktemp("e2e"), text, startup_timeout=90, uvloop=UVLOOP) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +162,8 @@ async def step(awaitable: Any, what: str, server: AgentServer, seconds: float = 
 
 async def record_of(server: AgentServer, call_id: str, timeout: float = 10.0) -> dict[str, Any]:
     """The server's record of ``call_id`` (appended to the JSONL file when the call ends)."""
-    path: Path = server.records  # type: ignore[attr-defined]
+    path = server.records
+    assert path is not None
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         if path.exists():

@@ -17,7 +17,6 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from integration.harness import HOST, free_port, rtp_range
 from parley.telephony.manager import CallManager
 
 from .http_backend import serve_http
-from .voice_caller import AgentServer, CallEnded, ScriptedCaller, start_agent_server, stop_agent_server
+from .voice_caller import AgentServer, CallEnded, ScriptedCaller, running_agent
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
@@ -111,24 +110,9 @@ def sink() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: str) -> Iterator[AgentServer]:
-    directory = tmp_path_factory.mktemp("keypad")
-    agent_file = directory / "agent.yaml"
-    agent_file.write_text(AGENT_YAML.format(url=sink + "/keypad", interdigit=INTERDIGIT_S))
-    records = directory / "calls.jsonl"
-    try:
-        server = start_agent_server(
-            agent_file,
-            port=free_port(),
-            rtp_ports=rtp_range(20),
-            records=records,
-            startup_timeout=90,
-            cache_dir=directory / "cache",
-        )
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    server.records = records  # type: ignore[attr-defined]
-    yield server
-    assert stop_agent_server(server) == 0, server.log()
+    text = AGENT_YAML.format(url=sink + "/keypad", interdigit=INTERDIGIT_S)
+    with running_agent(tmp_path_factory.mktemp("keypad"), text, startup_timeout=90) as server:
+        yield server
 
 
 @pytest.fixture
@@ -147,7 +131,8 @@ async def step(awaitable: Any, what: str, server: AgentServer, seconds: float = 
 
 
 async def record_of(server: AgentServer, call_id: str) -> dict[str, Any]:
-    path: Path = server.records  # type: ignore[attr-defined]
+    path = server.records
+    assert path is not None
     for _ in range(100):
         if path.exists():
             for line in path.read_text().splitlines():

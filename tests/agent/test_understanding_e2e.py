@@ -13,8 +13,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from integration.harness import free_port, rtp_range
-
 from .test_calls_e2e import (
     UVLOOP,
     caller_manager,  # noqa: F401  (a fixture)
@@ -22,7 +20,7 @@ from .test_calls_e2e import (
     record_of,
     step,
 )
-from .voice_caller import AgentServer, AnswerBook, WebhookSink, start_agent_server, stop_agent_server
+from .voice_caller import AgentServer, AnswerBook, WebhookSink, running_agent
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
@@ -76,25 +74,11 @@ def sink() -> Iterator[WebhookSink]:
 
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink) -> Iterator[AgentServer]:
-    directory = tmp_path_factory.mktemp("understanding")
-    agent_file = directory / "agent.yaml"
-    agent_file.write_text(AGENT_YAML.format(url=sink.url("/payments")))
-    records = directory / "calls.jsonl"
-    try:
-        server = start_agent_server(
-            agent_file,
-            port=free_port(),
-            rtp_ports=rtp_range(20),
-            records=records,
-            startup_timeout=120,
-            uvloop=UVLOOP,
-            cache_dir=directory / "cache",
-        )
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    server.records = records  # type: ignore[attr-defined]
-    yield server
-    assert stop_agent_server(server) == 0, server.log()
+    text = AGENT_YAML.format(url=sink.url("/payments"))
+    with running_agent(
+        tmp_path_factory.mktemp("understanding"), text, startup_timeout=120, uvloop=UVLOOP
+    ) as server:
+        yield server
 
 
 async def test_date_and_amount_reach_the_webhook_exactly(agent_server, sink, caller_manager) -> None:  # noqa: F811

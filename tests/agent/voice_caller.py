@@ -21,10 +21,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from integration.harness import spawn_until_ready
+from integration.harness import free_port, rtp_range, spawn_until_ready
 from parley.loadtest.audio import FRAME_MS, LOUD, TRIM_LEVEL, AnswerBook, speech_ms, trim
 from parley.loadtest.caller import CallEnded, ScriptedCaller
 from parley.loadtest.sink import WebhookSink
@@ -38,6 +40,7 @@ __all__ = [
     "CallEnded",
     "ScriptedCaller",
     "WebhookSink",
+    "running_agent",
     "speech_ms",
     "start_agent_server",
     "stop_agent_server",
@@ -54,6 +57,7 @@ class AgentServer:
     proc: subprocess.Popen
     port: int
     lines: list[str] = field(default_factory=list)
+    records: Path | None = None  # the JSON-lines call records it appends to
 
     @property
     def uri(self) -> str:
@@ -94,7 +98,29 @@ def start_agent_server(
     lines: list[str] = []
     env = {**os.environ, "PARLEY_CACHE_DIR": str(cache_dir)} if cache_dir is not None else None
     proc = spawn_until_ready(cmd, lines, cwd=cwd, env=env, startup_timeout=startup_timeout)
-    return AgentServer(proc, port, lines)
+    return AgentServer(proc, port, lines, records)
+
+
+@contextlib.contextmanager
+def running_agent(directory: Path, agent_yaml: str, **options: Any) -> Iterator[AgentServer]:
+    """``parley serve`` on ``agent_yaml`` (written to ``directory``) on a free port, with its call
+    records and a fresh prompt cache in ``directory``; stopped at exit, which must be clean (exit 0).
+    Raises RuntimeError (with its log) when it does not start."""
+    agent_file = directory / "agent.yaml"
+    agent_file.write_text(agent_yaml)
+    server = start_agent_server(
+        agent_file,
+        port=free_port(),
+        rtp_ports=rtp_range(20),
+        records=directory / "calls.jsonl",
+        cache_dir=directory / "cache",
+        **options,
+    )
+    try:
+        yield server
+    finally:
+        code = stop_agent_server(server)
+    assert code == 0, f"parley serve exited {code} after SIGTERM\n{server.log()}"
 
 
 def stop_agent_server(server: AgentServer, timeout: float = 10.0) -> int | None:
