@@ -275,7 +275,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             port=free_port(),
             rtp_ports=free_range(2 * max(args.steps) + 40),
             records=records,
-            extra=["--max-load", str(args.max_load), "--media-timeout", "60"],
+            extra=["--workers", "1", "--max-load", str(args.max_load), "--media-timeout", "60"],
             startup_timeout=180,
             prefix=prefix,
             uvloop=not args.no_uvloop,
