@@ -158,7 +158,7 @@ def agent_run(args: argparse.Namespace, workdir: Path, prefix: list[str]) -> dic
     started = time.monotonic()
     server = start_agent_server(
         agent, port=free_port(), rtp_ports=(24000, 24400), records=workdir / "agent-calls.jsonl",
-        extra=["--max-load", "0"], startup_timeout=180, prefix=prefix, cache_dir=cache,
+        extra=["--workers", "1", "--max-load", "0"], startup_timeout=180, prefix=prefix, cache_dir=cache,
     )  # fmt: skip
     startup = time.monotonic() - started
     try:
