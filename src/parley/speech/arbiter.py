@@ -186,7 +186,7 @@ class _EngineWorker:
         self.queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
         self.partials: list[Hypothesis] = []  # as they came: the fallback when the final is late
         self.final: Hypothesis | None = None
-        self.final_at = 0.0  # time.perf_counter() when the final came (metrics)
+        self.final_at = 0.0  # time.perf_counter() when the final came (turn record, metrics)
         self.error: str | None = None
         self.session: Any = None
         self.task = asyncio.ensure_future(self._run())
@@ -307,15 +307,13 @@ class ArbiterTurn:
                     candidates.append(fallback)
         self._choose(candidates)
         record.finish_seconds = time.perf_counter() - started
-        self._count(started)
+        self._count()
         return record
 
-    def _count(self, ended: float) -> None:
+    def _count(self) -> None:
         """The turn in the speech metrics: each final's delay after the end of speech, the winner, misses."""
-        for worker in self.workers:
-            if worker.final is not None:
-                delay = max(0.0, worker.final_at - ended)
-                metrics.ASR_FINAL_SECONDS.labels(worker.engine.name).observe(delay)
+        for name, delay in self.record.answer_seconds.items():
+            metrics.ASR_FINAL_SECONDS.labels(name).observe(delay)
         for name, why in self.record.failed_engines.items():
             metrics.ASR_MISSES.labels(name, "timeout" if why == "timeout" else "error").inc()
         if self.record.winner is not None:
