@@ -175,6 +175,14 @@ def _read_users(path: Path) -> dict[str, str]:
     help="An agent's speech decoder processes per worker (default: the cores left beside the workers).",
 )
 @click.option(
+    "--decode-hang-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=15.0,
+    show_default=True,
+    help="A speech decoder process that finishes none of its waiting work for this long is killed "
+    "and replaced (one that dies is replaced at once).",
+)
+@click.option(
     "--studio",
     metavar="URL",
     help="Serve AGENT (a name) as the studio at URL publishes it: its live version, followed within "
@@ -217,6 +225,7 @@ def serve(
     workers: int | None,
     admin_port: int | None,
     decode_processes: int | None,
+    decode_hang_s: float,
     studio: str | None,
     token: str | None,
     key_file: Path | None,
@@ -334,7 +343,14 @@ def serve(
         from parley.studio.node import serve_from_studio
 
         coro = serve_from_studio(
-            studio, token or "", agent, records, keyring=keyring, decode_processes=decode_processes, **options
+            studio,
+            token or "",
+            agent,
+            records,
+            keyring=keyring,
+            decode_processes=decode_processes,
+            decode_hang_s=decode_hang_s,
+            **options,
         )
     elif agent == "echo":
         coro = run_server(echo, **options)
@@ -342,7 +358,12 @@ def serve(
         from parley.agent.voice import serve_agent
 
         coro = serve_agent(
-            Path(agent), records, decode_processes=decode_processes, keyring=keyring, **options
+            Path(agent),
+            records,
+            decode_processes=decode_processes,
+            decode_hang_s=decode_hang_s,
+            keyring=keyring,
+            **options,
         )
     try:
         stats = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)

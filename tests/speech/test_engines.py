@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
+import time
 
 import numpy as np
+import psutil
 import pytest
 from pocketsphinx import Decoder
 
@@ -14,7 +18,7 @@ from parley.media import g711
 from parley.nlu.reader import read_slot
 from parley.speech.engines import available_engines, load_engines
 from parley.speech.engines.grammar import DIGIT_WORDS, compile_question, default_dictionary
-from parley.speech.engines.pool import DecodePool
+from parley.speech.engines.pool import DecodePool, DecoderLost
 from parley.speech.engines.sphinx import (
     SphinxAgentLmEngine,
     SphinxGrammarEngine,
@@ -247,7 +251,7 @@ def test_agent_lm_recognises_the_agents_phrases(speech) -> None:
 async def test_process_pool_keeps_the_event_loop_ticking(speech) -> None:
     """A 10 s decode in the worker process while a 5 ms asyncio ticker keeps running."""
     long = np.concatenate([speech(t) for t in ("four two seven one", "nine nine three zero five")] * 3)
-    pool = DecodePool(["sphinx-lm"], workers=1, kind="process")
+    pool = DecodePool(["sphinx-lm"], workers=1, kind="process", hang_s=120)  # one call of seconds
     try:
         session = await pool.start("sphinx-lm", Question(SlotType.FREE))
         await session.feed(long[:FRAME_SAMPLES])  # decoder created in the worker
@@ -328,3 +332,65 @@ async def test_a_dedicated_engine_decodes_in_processes_of_its_own():
         await alone.abandon()
         with pytest.raises(LookupError, match="sphinx-lm"):
             await pool.start("sphinx-lm", question)
+
+
+async def _decode(pool: DecodePool, question: Question, pcm: np.ndarray) -> str:
+    session = await pool.start("sphinx-grammar", question)
+    await session.feed(pcm)
+    return (await session.finish()).text
+
+
+async def test_a_killed_decode_process_is_replaced(speech) -> None:
+    """SIGKILL mid-utterance: the session's next call fails with DecoderLost (the arbiter then counts
+    the engine as failed for that turn), and a new process decodes the next session."""
+    question = Question(SlotType.DIGITS, digit_count=4)
+    pcm = speech("four two seven one", "slt")
+    async with DecodePool(["sphinx-grammar"], workers=1) as pool:
+        [pid] = await pool.warm()
+        await pool.prepare("sphinx-grammar", question)
+        session = await pool.start("sphinx-grammar", question)
+        await session.feed(pcm[: len(pcm) // 2])
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(DecoderLost):
+            await session.feed(pcm[len(pcm) // 2 :])
+        with pytest.raises(DecoderLost):  # its process is gone: it never reaches the new one
+            await session.finish()
+        assert pool.replaced == 1
+        assert await asyncio.wait_for(_decode(pool, question, pcm), 60) == "four two seven one"
+        assert pool.pids() and pool.pids() != [pid]
+        assert pool._load == [0]  # the lost session does not count against the new process
+
+
+async def test_a_hung_decode_process_is_killed_and_replaced(speech) -> None:
+    """A stopped process (SIGSTOP: as hung as a process can be) is told from a busy one by the time
+    since it last finished a call; it is killed, and the calls waiting on it fail, not stall."""
+    question = Question(SlotType.DIGITS, digit_count=4)
+    pcm = speech("four two seven one", "slt")
+    async with DecodePool(["sphinx-grammar"], workers=1, hang_s=1.0) as pool:
+        [pid] = await pool.warm()
+        await pool.prepare("sphinx-grammar", question)
+        assert await _decode(pool, question, pcm) == "four two seven one"
+        hung = psutil.Process(pid)
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(DecoderLost):
+            await asyncio.wait_for(_decode(pool, question, pcm), 10)
+        assert time.monotonic() - started < 3.0
+        hung.wait(5)  # killed, not left stopped
+        assert pool.replaced == 1
+        assert await asyncio.wait_for(_decode(pool, question, pcm), 60) == "four two seven one"
+
+
+async def test_a_busy_decode_process_is_not_taken_for_hung(speech) -> None:
+    """Calls queued behind one another for longer than hang_s in all are not a hang: each one
+    finishes well within it."""
+    question = Question(SlotType.DIGITS, digit_count=4)
+    pcm = speech("four two seven one", "slt")
+    async with DecodePool(["sphinx-grammar"], workers=1, hang_s=1.0) as pool:
+        await pool.warm()
+        await pool.prepare("sphinx-grammar", question)
+        started = time.monotonic()
+        texts = await asyncio.gather(*(_decode(pool, question, pcm) for _ in range(12)))
+        assert time.monotonic() - started > 1.0  # the queue was longer than hang_s
+        assert texts == ["four two seven one"] * 12
+        assert pool.replaced == 0

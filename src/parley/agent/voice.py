@@ -47,7 +47,7 @@ from parley.media.stream import Playback
 from parley.speech.arbiter import Arbiter, ArbiterTurn, EnginePriors
 from parley.speech.endpoint import Endpointer, NoInput, Paused, SpeechEnded, SpeechStarted
 from parley.speech.engines import load_engines
-from parley.speech.engines.pool import DecodePool
+from parley.speech.engines.pool import HANG_S, DecodePool
 from parley.speech.tts import CachedTts, TtsEngine, load_tts, render, trim_silence
 from parley.speech.types import FRAME_SAMPLES, AsrEngine, Hypothesis, Question, SlotType, TurnRecord
 from parley.speech.vad import make_vad
@@ -117,16 +117,17 @@ class VoiceAgent:
         self.http: httpx.AsyncClient | None = None  # one client for every call's webhooks (start())
         self._decoders_load: CpuMeter | None = None  # decode processes, each one core (start())
         self._cores_load: CpuMeter | None = None  # this process and its decoders on their cores
+        self._decoders_replaced = 0  # the pool's count of replaced processes when last metered
 
     async def start(self) -> None:
         """Warm up before the first call: decoder processes, static prompts, question grammars, and
         the webhook client (a client per call cost ~40 ms of CPU: its TLS context)."""
         self.http = httpx.AsyncClient()
         if self.pool is not None:
-            workers = await self.pool.warm()
-            if self.pool.kind == "process":
-                self._decoders_load = CpuMeter(workers, cores=len(workers))
-                self._cores_load = CpuMeter([os.getpid(), *workers], cores=usable_cores())
+            for pid in await self.pool.warm():
+                engines = ", ".join(self.pool.engines_of(pid)) or "its engines"
+                log.info("decode process %d runs %s", pid, engines)
+            self._watch_decoders()
         voice = self.agent.voice
         for text in self.agent.prompts():
             if "{" not in text:
@@ -138,9 +139,21 @@ class VoiceAgent:
         for step in self.agent.slots().values():
             await self.arbiter.prepare(ask_question(self.agent, step, step.prompt))
 
+    def _watch_decoders(self) -> None:
+        """Meter the decode processes running now (again after the pool replaced one)."""
+        assert self.pool is not None
+        workers = self.pool.pids()
+        self._decoders_replaced = self.pool.replaced
+        if self.pool.kind == "process" and workers:
+            self._decoders_load = CpuMeter(workers, cores=len(workers))
+            self._cores_load = CpuMeter([os.getpid(), *workers], cores=usable_cores())
+
     def cpu_load(self) -> float:
         """Load of the speech decoding beyond the event loop's process (admission control): its
         worker processes, or the cores they share with the event loop, whichever is busier."""
+        pool = self.pool
+        if pool is not None and pool.replaced != self._decoders_replaced and pool.all_running:
+            self._watch_decoders()
         if self._decoders_load is None or self._cores_load is None:
             return 0.0
         load = max(self._decoders_load(), self._cores_load())
@@ -481,6 +494,7 @@ async def serve_agent(
     records: Path | None,
     *,
     decode_processes: int | None = None,
+    decode_hang_s: float = HANG_S,
     keyring: Keyring | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -495,7 +509,7 @@ async def serve_agent(
     default = max(1, (os.cpu_count() or 2) - 1)
     names = [engine.name for engine in engines]
     dedicated = [name for name in names if name in WHOLE_ANSWER_ENGINES]
-    pool = DecodePool(names, workers=decode_processes or default, dedicated=dedicated)
+    pool = DecodePool(names, workers=decode_processes or default, dedicated=dedicated, hang_s=decode_hang_s)
     app = VoiceAgent(agent, engines=engines, pool=pool, records=records, keyring=keyring)
     try:
         await app.start()

@@ -166,6 +166,8 @@ def worker_command(
         if options.get("key_file"):
             cmd += ["--key-file", str(options["key_file"])]
         cmd += ["--records", records, "--decode-processes", str(options["decode_processes"])]
+        if options.get("decode_hang_s") is not None:
+            cmd += ["--decode-hang-s", str(options["decode_hang_s"])]
         if options.get("max_calls") is not None:
             cmd += ["--max-calls", str(options["max_calls"])]
         for name in SIP_LIMIT_OPTIONS:

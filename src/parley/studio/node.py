@@ -30,6 +30,7 @@ import httpx
 from parley.agent.loader import AgentFileError, load_agent_text
 from parley.agent.sealing import Keyring
 from parley.agent.voice import VoiceAgent
+from parley.speech.engines.pool import HANG_S
 from parley.telephony.call import Call
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,7 @@ async def serve_from_studio(
     *,
     keyring: Keyring | None = None,
     decode_processes: int | None = None,
+    decode_hang_s: float = HANG_S,
     poll_s: float = POLL_S,
     **options: Any,
 ) -> dict[str, Any]:
@@ -281,7 +283,8 @@ async def serve_from_studio(
         )
     engines = load_engines()
     default = max(1, (os.cpu_count() or 2) - 1)
-    pool = DecodePool([engine.name for engine in engines], workers=decode_processes or default)
+    names = [engine.name for engine in engines]
+    pool = DecodePool(names, workers=decode_processes or default, hang_s=decode_hang_s)
     link = StudioLink(url, token)
 
     def make_agent(agent: Any, version: int) -> VoiceAgent:
