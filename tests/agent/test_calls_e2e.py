@@ -12,7 +12,6 @@ no-input path when the caller says nothing.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -28,11 +27,12 @@ from parley.telephony.manager import CallManager
 from .voice_caller import (
     AgentServer,
     AnswerBook,
-    CallEnded,
     ScriptedCaller,
     WebhookSink,
+    record_of,
     running_agent,
     speech_ms,
+    step,
 )
 
 pytestmark = [
@@ -43,7 +43,6 @@ pytestmark = [
 TRANSFER_TARGET = "sip:operator@127.0.0.1:5999"
 CLAIM_ID = "C123"
 PROMPT_SILENCE_MS = 700  # the agent's prompt has ended after this much silence
-TURN_TIMEOUT = 20.0  # one prompt (or the agent's reaction to an answer) must come within this
 NO_INPUT_MS = 4000
 # PARLEY_E2E_UVLOOP=0 runs the server on asyncio's loop instead (to tell uvloop-only faults apart).
 UVLOOP = os.environ.get("PARLEY_E2E_UVLOOP", "1") != "0"
@@ -149,30 +148,6 @@ async def caller_manager() -> AsyncIterator[CallManager]:
 async def dial(manager: CallManager, server: AgentServer) -> ScriptedCaller:
     call = await manager.dial(server.uri, timeout=10)
     return ScriptedCaller(manager, call)
-
-
-async def step(awaitable: Any, what: str, server: AgentServer, seconds: float = TURN_TIMEOUT) -> Any:
-    try:
-        return await asyncio.wait_for(awaitable, seconds)
-    except TimeoutError:
-        pytest.fail(f"timed out after {seconds} s waiting for {what}\nserver log:\n{server.log()}")
-    except CallEnded as exc:
-        pytest.fail(f"the call ended ({exc}) while waiting for {what}\nserver log:\n{server.log()}")
-
-
-async def record_of(server: AgentServer, call_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The server's record of ``call_id`` (appended to the JSONL file when the call ends)."""
-    path = server.records
-    assert path is not None
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                record = json.loads(line)
-                if record["call_id"] == call_id:
-                    return record
-        await asyncio.sleep(0.1)
-    pytest.fail(f"no record of call {call_id} in {path}\nserver log:\n{server.log()}")
 
 
 def value(envelope: Any) -> Any:

@@ -25,7 +25,7 @@ from integration.harness import HOST, free_port, rtp_range
 from parley.telephony.manager import CallManager
 
 from .http_backend import serve_http
-from .voice_caller import AgentServer, CallEnded, ScriptedCaller, running_agent
+from .voice_caller import AgentServer, ScriptedCaller, record_of, running_agent, step
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
@@ -121,25 +121,6 @@ async def manager() -> AsyncIterator[CallManager]:
     await manager.start()
     yield manager
     await asyncio.wait_for(manager.stop(), 5)
-
-
-async def step(awaitable: Any, what: str, server: AgentServer, seconds: float = 20.0) -> Any:
-    try:
-        return await asyncio.wait_for(awaitable, seconds)
-    except (TimeoutError, CallEnded) as exc:
-        pytest.fail(f"{type(exc).__name__} waiting for {what}\nserver log:\n{server.log()}")
-
-
-async def record_of(server: AgentServer, call_id: str) -> dict[str, Any]:
-    path = server.records
-    assert path is not None
-    for _ in range(100):
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if (record := json.loads(line))["call_id"] == call_id:
-                    return record
-        await asyncio.sleep(0.1)
-    pytest.fail(f"no record of {call_id}\n{server.log()}")
 
 
 async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rtp_flows(

@@ -16,7 +16,9 @@ prints "answering calls"; :func:`stop_agent_server` stops it with SIGTERM (kill 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -40,15 +42,47 @@ __all__ = [
     "CallEnded",
     "ScriptedCaller",
     "WebhookSink",
+    "record_of",
     "running_agent",
     "speech_ms",
     "start_agent_server",
+    "step",
     "stop_agent_server",
     "trim",
 ]
 
 HOST = "127.0.0.1"
 NO_UVLOOP = "import sys; sys.modules['uvloop'] = None; from parley.cli import main; main(prog_name='parley')"
+
+
+# -- awaiting the server's side of a call (tests) -------------------------------------------------
+async def step(awaitable: Any, what: str, server: AgentServer, seconds: float = 20.0) -> Any:
+    """``awaitable`` within ``seconds``; else the test fails naming ``what``, with the server's log."""
+    import pytest
+
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        pytest.fail(f"timed out after {seconds} s waiting for {what}\nserver log:\n{server.log()}")
+    except CallEnded as exc:
+        pytest.fail(f"the call ended ({exc}) while waiting for {what}\nserver log:\n{server.log()}")
+
+
+async def record_of(server: AgentServer, call_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The server's record of ``call_id`` (appended to its JSONL file when the call ends)."""
+    import pytest
+
+    path = server.records
+    assert path is not None
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                if record["call_id"] == call_id:
+                    return record
+        await asyncio.sleep(0.1)
+    pytest.fail(f"no record of call {call_id} in {path}\nserver log:\n{server.log()}")
 
 
 # -- the server under test ---------------------------------------------------------------------

@@ -278,7 +278,8 @@ class DecodePool:
     async def _rewarm(self, worker: int) -> None:
         """Start a replacement process now and prepare its engines' questions, not on a caller's turn."""
         try:
-            self._pids[worker] = await self._run(worker, _ping, watched=False)
+            self._pids[worker] = pid = await self._run(worker, _ping, watched=False)
+            log.info("decode process %d runs %s (a replacement)", pid, ", ".join(self.engines_of(pid)))
             names = {_spec_name(spec) for spec in self._groups[worker]}
             for engine, question in list(self._prepared):
                 if engine in names:

@@ -1,0 +1,200 @@
+"""Faults that a call survives, over real SIP and RTP calls to ``parley serve AGENT.yaml``.
+
+Whisper's decode process is killed (SIGKILL) or stopped (SIGSTOP: hung) while the caller speaks:
+the turn finishes on the streaming engines of the other process (the pool's own tests kill and stop
+the shared process too, in tests/speech/test_engines.py), the call goes on to its end, the pool replaces the
+lost process (its log says so and names the new pid), and the next call is understood as before.
+A TTS engine that fails speaks through the fallback voice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+from collections.abc import AsyncIterator, Iterator
+
+import psutil
+import pytest
+
+from integration.harness import HOST, free_port, rtp_range
+from parley.telephony.manager import CallManager
+
+from .voice_caller import AgentServer, AnswerBook, ScriptedCaller, record_of, running_agent, step
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
+    pytest.mark.timeout(240),
+]
+
+PROMPT_SILENCE_MS = 700
+HANG_S = 2.0  # the server's --decode-hang-s: a stopped process is replaced this long after it stalls
+STREAMING = ("sphinx-grammar", "sphinx-agent-lm")  # the shared decode process (--decode-processes 1)
+
+AGENT_YAML = """
+name: faults-test
+language: en-US
+voice: {engine: flite, voice: slt, rate: 1.0}
+settings: {silence_ms: 700, no_input_ms: 6000, max_turn_ms: 10000, barge_in: false}
+steps:
+  - id: account
+    type: ask
+    slot: account
+    slot_type: digits
+    digits: 4
+    prompt: "Please say your four digit account number."
+    confirm: never
+    on_failure: sorry
+  - id: agree
+    type: ask
+    slot: agree
+    slot_type: yes_no
+    prompt: "Shall I send your request now?"
+    confirm: never
+    on_failure: sorry
+  - id: bye
+    type: hangup
+    message: "Thank you, goodbye."
+  - id: sorry
+    type: hangup
+    message: "Sorry, I could not help you. Goodbye."
+"""
+
+
+@pytest.fixture(scope="module")
+def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    extra = ["--decode-processes", "1", "--decode-hang-s", str(HANG_S)]
+    directory = tmp_path_factory.mktemp("faults")
+    with running_agent(directory, AGENT_YAML, startup_timeout=90, extra=extra) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def answers() -> AnswerBook:
+    from parley.speech.tts import load_tts
+
+    return AnswerBook(load_tts("flite"), "slt")
+
+
+@pytest.fixture
+async def manager() -> AsyncIterator[CallManager]:
+    manager = CallManager(None, host=HOST, port=free_port(), rtp_ports=rtp_range(20), max_load=None)
+    await manager.start()
+    yield manager
+    await asyncio.wait_for(manager.stop(), 5)
+
+
+def decode_pids(server: AgentServer) -> dict[str, int]:
+    """Each engine's decode process, as the server's log names them (replacements last)."""
+    pids: dict[str, int] = {}
+    for line in server.lines:
+        found = re.search(r"decode process (\d+) runs ([\w, -]+?)(?: \(a replacement\))?$", line.strip())
+        if found:
+            for engine in found.group(2).split(", "):
+                pids[engine] = int(found.group(1))
+    return pids
+
+
+async def wait_for_log(server: AgentServer, pattern: str, seconds: float = 30.0) -> str:
+    for _ in range(int(seconds * 10)):
+        for line in server.lines:
+            if re.search(pattern, line):
+                return line
+        await asyncio.sleep(0.1)
+    pytest.fail(f"no log line matching {pattern!r}\n{server.log()}")
+
+
+async def faulted_call(
+    server: AgentServer, manager: CallManager, answers: AnswerBook, pid: int, sig: signal.Signals
+) -> dict:
+    """A whole call; ``sig`` goes to ``pid`` 0.6 s into the caller's account number."""
+    account, yes = await answers.get("four two seven one"), await answers.get("yes")
+    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    try:
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the account prompt", server)
+        speaking = asyncio.ensure_future(caller.say(account))
+        await asyncio.sleep(0.6)
+        os.kill(pid, sig)
+        await step(speaking, "the account answer to play", server)
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no prompt after the fault", server)
+        await step(caller.say(yes), "the yes answer to play", server)
+        reason = await step(caller.wait_ended(), "the agent's BYE", server, 30)
+    finally:
+        await caller.close()
+    assert reason == "remote-bye", reason
+    return await record_of(server, caller.call.call_id)
+
+
+async def clean_call(server: AgentServer, manager: CallManager, answers: AnswerBook) -> dict:
+    account, yes = await answers.get("nine nine three zero"), await answers.get("yes")
+    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    try:
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the account prompt", server)
+        await step(caller.say(account), "the account answer to play", server)
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no prompt", server)
+        await step(caller.say(yes), "the yes answer to play", server)
+        await step(caller.wait_ended(), "the agent's BYE", server, 30)
+    finally:
+        await caller.close()
+    return await record_of(server, caller.call.call_id)
+
+
+def answered_by(record: dict) -> list[set[str]]:
+    """Per turn, the engines whose final the turn got."""
+    return [{h["engine"] for h in turn["hypotheses"]} for turn in record["turns"]]
+
+
+async def test_a_decode_process_killed_mid_turn(
+    agent_server: AgentServer, manager: CallManager, answers: AnswerBook
+) -> None:
+    """SIGKILL to whisper's process while the caller speaks: the streaming engines (another process)
+    finish the turn; the pool starts a new whisper process, and the next call goes as before."""
+    pid = decode_pids(agent_server)["whisper"]
+    record = await faulted_call(agent_server, manager, answers, pid, signal.SIGKILL)
+    assert record["outcome"] == "completed", (record, agent_server.log(150))
+    assert re.fullmatch(r"\d{4}", record["slots"]["account"]["value"])  # understood (4271, or misheard)
+    assert "whisper" not in answered_by(record)[0]  # the lost engine gave no final for that turn
+    assert set(STREAMING) & answered_by(record)[0]
+    await wait_for_log(agent_server, rf"decode process \[{pid}\] \(whisper\) replaced: it died")
+    await wait_for_log(agent_server, r"decode process \d+ runs whisper \(a replacement\)", 60)
+    new = decode_pids(agent_server)["whisper"]
+    assert new != pid and psutil.pid_exists(new)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    after = await clean_call(agent_server, manager, answers)
+    assert after["outcome"] == "completed" and re.fullmatch(r"\d{4}", after["slots"]["account"]["value"])
+
+
+async def test_a_decode_process_hung_mid_turn(
+    agent_server: AgentServer, manager: CallManager, answers: AnswerBook
+) -> None:
+    """SIGSTOP to whisper's process while the caller speaks: the turn closes on the streaming engines
+    by the arbiter's deadline instead of waiting, and --decode-hang-s later the stopped process is
+    killed and a new one started."""
+    pid = decode_pids(agent_server)["whisper"]
+    hung = psutil.Process(pid)
+    try:
+        record = await faulted_call(agent_server, manager, answers, pid, signal.SIGSTOP)
+    finally:
+        if hung.is_running() and hung.status() == psutil.STATUS_STOPPED:
+            os.kill(pid, signal.SIGCONT)
+    assert record["outcome"] == "completed", (record, agent_server.log(150))
+    assert re.fullmatch(r"\d{4}", record["slots"]["account"]["value"])  # understood (4271, or misheard)
+    first = record["turns"][0]
+    assert "whisper" not in answered_by(record)[0]
+    assert first["timing"]["asr_finish_ms"] < 2000  # the arbiter's deadline (1.5 s), not the hang
+    await wait_for_log(agent_server, rf"decode process \[{pid}\] \(whisper\) replaced: .*\(hung\)")
+    hung.wait(10)  # killed, not left stopped
+    await wait_for_log(agent_server, r"decode process \d+ runs whisper \(a replacement\)", 60)
+    after = await clean_call(agent_server, manager, answers)
+    assert after["outcome"] == "completed" and re.fullmatch(r"\d{4}", after["slots"]["account"]["value"])
+
+
+def test_decode_pids_reads_the_servers_log() -> None:
+    server = AgentServer(proc=None, port=0, lines=[  # type: ignore[arg-type]
+        "INFO parley.agent.voice: decode process 11 runs sphinx-grammar, sphinx-agent-lm\n",
+        "INFO parley.agent.voice: decode process 12 runs whisper\n",
+        "INFO parley.speech.engines.pool: decode process 13 runs whisper (a replacement)\n",
+    ])
+    assert decode_pids(server) == {"sphinx-grammar": 11, "sphinx-agent-lm": 11, "whisper": 13}
