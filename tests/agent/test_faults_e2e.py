@@ -4,7 +4,8 @@ Whisper's decode process is killed (SIGKILL) or stopped (SIGSTOP: hung) while th
 the turn finishes on the streaming engines of the other process (the pool's own tests kill and stop
 the shared process too, in tests/speech/test_engines.py), the call goes on to its end, the pool replaces the
 lost process (its log says so and names the new pid), and the next call is understood as before.
-A TTS engine that fails speaks through the fallback voice.
+The agent's TTS engine fails (its binary exits 1): the fallback voice speaks every prompt, and the
+call goes on to its end.
 """
 
 from __future__ import annotations
@@ -198,3 +199,45 @@ def test_decode_pids_reads_the_servers_log() -> None:
         "INFO parley.speech.engines.pool: decode process 13 runs whisper (a replacement)\n",
     ])
     assert decode_pids(server) == {"sphinx-grammar": 11, "sphinx-agent-lm": 11, "whisper": 13}
+
+
+@pytest.fixture(scope="module")
+def broken_tts_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    """The agent speaks flite (the default fallback list tries flite:kal16, then espeak-ng), and the
+    server's ``flite`` is a script that fails."""
+    directory = tmp_path_factory.mktemp("broken-tts")
+    bin_dir = directory / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "flite"
+    fake.write_text("#!/bin/sh\necho 'flite: cannot open audio output' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    with running_agent(directory, AGENT_YAML, startup_timeout=90, env=env) as server:
+        yield server
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (Debian espeak-ng)")
+async def test_a_failing_tts_engine_speaks_with_the_fallback_voice(
+    broken_tts_server: AgentServer, manager: CallManager, answers: AnswerBook
+) -> None:
+    server = broken_tts_server
+    account, yes = await answers.get("four two seven one"), await answers.get("yes")
+    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    try:
+        prompt = caller.wait_prompt_end(PROMPT_SILENCE_MS, min_speech_ms=1000)
+        await step(prompt, "the account prompt (in the fallback voice)", server)
+        await step(caller.say(account), "the account answer to play", server)
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no prompt", server)
+        await step(caller.say(yes), "the yes answer to play", server)
+        caller.mark()
+        reason = await step(caller.wait_ended(), "the agent's BYE", server, 30)
+        goodbye_ms = caller.speech_frames * 20
+    finally:
+        await caller.close()
+    assert reason == "remote-bye", reason
+    assert goodbye_ms >= 500  # "Thank you, goodbye." was heard
+    record = await record_of(server, caller.call.call_id)
+    assert record["outcome"] == "completed", (record, server.log(150))
+    log = server.log(400)
+    assert "TTS flite:slt failed (TtsError" in log and "speaking with espeak-ng:en-us" in log, log
+    assert "four digit account" not in log  # the failures are logged without the prompt's text

@@ -113,12 +113,14 @@ def start_agent_server(
     prefix: list[str] | None = None,
     uvloop: bool = True,
     cache_dir: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> AgentServer:
     """``parley serve AGENT --transport udp`` as a subprocess; returns once it answers calls.
 
     ``uvloop=False`` runs the same CLI on asyncio's own loop (to tell uvloop-only faults apart).
     ``cache_dir`` becomes ``PARLEY_CACHE_DIR``: a fresh one makes the server really synthesise its
-    prompts instead of reading what an earlier run left in the shared prompt cache.
+    prompts instead of reading what an earlier run left in the shared prompt cache. ``env`` adds to
+    (or overrides) the server's environment.
 
     Raises RuntimeError (with its log) when it exits or is not ready within ``startup_timeout``.
     """
@@ -130,8 +132,9 @@ def start_agent_server(
         cmd += ["--records", str(records)]
     cmd += extra or []
     lines: list[str] = []
-    env = {**os.environ, "PARLEY_CACHE_DIR": str(cache_dir)} if cache_dir is not None else None
-    proc = spawn_until_ready(cmd, lines, cwd=cwd, env=env, startup_timeout=startup_timeout)
+    cache = {"PARLEY_CACHE_DIR": str(cache_dir)} if cache_dir is not None else {}
+    environment = {**os.environ, **cache, **(env or {})} if cache or env else None
+    proc = spawn_until_ready(cmd, lines, cwd=cwd, env=environment, startup_timeout=startup_timeout)
     return AgentServer(proc, port, lines, records)
 
 

@@ -13,6 +13,7 @@ import soxr
 from parley.speech.tts import (
     CachedTts,
     EspeakTts,
+    FallbackTts,
     FestivalTts,
     FliteTts,
     PromptCache,
@@ -316,3 +317,61 @@ def test_engines_render_under_uvloop_whose_subprocess_pipes_are_socketpairs(name
     engine = engine_or_skip(name, voice)
     pcm = uvloop.run(render(engine, "Thank you for calling.", voice))
     assert len(pcm) > 4000 and np.abs(pcm.astype(np.int32)).max() > 1000
+
+
+def broken_binary(tmp_path, name: str = "flite") -> str:
+    """A stand-in for an engine binary that fails the way a broken install does (exit 1)."""
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\necho 'cannot synthesise' >&2\nexit 1\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+async def test_fallback_speaks_with_the_next_voice_when_the_engine_fails(tmp_path, caplog):
+    espeak = engine_or_skip("espeak-ng")
+    broken = FliteTts(binary=broken_binary(tmp_path))
+    speaker = FallbackTts([(broken, None), (espeak, "en-us")])
+    caplog.set_level("WARNING", logger="parley.speech.tts")
+    audio = await render(speaker, "Your balance is four hundred dollars.", "slt")
+    assert np.abs(audio.astype(np.int32)).max() > 1000 and len(audio) > 8000  # a second of speech
+    assert np.array_equal(audio, await render(espeak, "Your balance is four hundred dollars.", "en-us"))
+    assert speaker.failures == {"flite:slt": 1}
+    assert "TTS flite:slt failed (TtsError, 1 so far): speaking with espeak-ng:en-us" in caplog.text
+    assert "balance" not in caplog.text  # the prompt may hold caller data: never logged
+
+
+async def test_fallback_serves_a_cached_prompt_while_the_engine_fails(tmp_path):
+    """Pre-rendered audio: what the prompt cache holds is served without the (broken) engine."""
+    flite = engine_or_skip("flite", "slt")
+    cache = PromptCache(tmp_path / "cache")
+    rendered = await render(CachedTts(flite, cache), SHORT, "slt")
+    broken = CachedTts(FliteTts(binary=broken_binary(tmp_path)), cache)
+    speaker = FallbackTts([(broken, None), (EspeakTts(binary=broken_binary(tmp_path, "espeak")), None)])
+    assert np.array_equal(await render(speaker, SHORT, "slt"), rendered)
+    assert speaker.failures == {}
+    with pytest.raises(TtsError):  # not cached, and every choice fails: the caller of stream() decides
+        await render(speaker, "Something never said before.", "slt")
+    assert speaker.failures == {"flite:slt": 1, "espeak-ng:default": 1}
+
+
+class _FailsMidPrompt:
+    """An engine that gives one chunk, then fails (a process killed mid-prompt)."""
+
+    name = "midway"
+
+    def voices(self) -> list[str]:
+        return ["v"]
+
+    async def stream(self, text, voice=None, rate=1.0, pitch=1.0):
+        yield np.ones(160, dtype=np.int16)
+        raise TtsError("killed")
+
+
+async def test_fallback_does_not_restart_a_prompt_that_had_begun():
+    espeak = engine_or_skip("espeak-ng")
+    speaker = FallbackTts([(_FailsMidPrompt(), "v"), (espeak, "en-us")])
+    chunks = []
+    with pytest.raises(TtsError, match="killed"):
+        async for chunk in speaker.stream("Hello there.", "v"):
+            chunks.append(chunk)
+    assert len(chunks) == 1  # the words said are not said again in another voice

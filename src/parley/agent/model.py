@@ -92,6 +92,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
 
+TTS_ENGINES = ("flite", "espeak-ng", "festival")
+
+
 class Voice(_Model):
     """The text-to-speech voice of the agent."""
 
@@ -100,6 +103,25 @@ class Voice(_Model):
         None, description="Engine voice name (e.g. flite 'slt'); engine default if unset."
     )
     rate: float = Field(1.0, gt=0.25, le=4.0, description="Speaking rate; 1.0 is normal.")
+    fallback: list[str] = Field(
+        default_factory=lambda: ["flite:kal16", "espeak-ng:en-us"],
+        description="Voices tried in order when the engine fails on a prompt: ENGINE or ENGINE:VOICE.",
+    )
+
+    @model_validator(mode="after")
+    def _known_fallback_engines(self) -> Self:
+        for choice in self.fallback:
+            engine = choice.partition(":")[0]
+            if engine not in TTS_ENGINES:
+                raise ValueError(
+                    f"fallback voice {choice!r}: unknown engine {engine!r} (one of {', '.join(TTS_ENGINES)})"
+                )
+        return self
+
+    def fallback_voices(self) -> list[tuple[str, str | None]]:
+        """The fallback (engine, voice) pairs, without the agent's own voice."""
+        pairs = [(e, v or None) for e, _, v in (choice.partition(":") for choice in self.fallback)]
+        return [pair for pair in pairs if pair != (self.engine, self.voice)]
 
 
 class Settings(_Model):

@@ -48,7 +48,7 @@ from parley.speech.arbiter import Arbiter, ArbiterTurn, EnginePriors
 from parley.speech.endpoint import Endpointer, NoInput, Paused, SpeechEnded, SpeechStarted
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import HANG_S, DecodePool
-from parley.speech.tts import CachedTts, TtsEngine, load_tts, render, trim_silence
+from parley.speech.tts import CachedTts, FallbackTts, TtsEngine, load_tts, render, trim_silence
 from parley.speech.types import FRAME_SAMPLES, AsrEngine, Hypothesis, Question, SlotType, TurnRecord
 from parley.speech.vad import make_vad
 from parley.telephony.call import Call, DtmfDigit
@@ -112,6 +112,12 @@ class VoiceAgent:
         )
         engine = tts or load_tts(agent.voice.engine)
         self.tts = engine if isinstance(engine, CachedTts) else CachedTts(engine)
+        # When the agent's engine fails on a prompt, its fallback voices speak it (none cached).
+        fallbacks: list[tuple[TtsEngine, str | None]] = [
+            (load_tts(name), voice) for name, voice in agent.voice.fallback_voices()
+        ]
+        self.speaker = FallbackTts([(self.tts, None), *fallbacks])  # static prompts: the cache first
+        self.personal_speaker = FallbackTts([(self.tts.engine, None), *fallbacks])  # never cached
         self.records = records
         self.static_audio: dict[str, np.ndarray] = {}  # static prompts, rendered once at start
         self.http: httpx.AsyncClient | None = None  # one client for every call's webhooks (start())
@@ -132,7 +138,7 @@ class VoiceAgent:
         for text in self.agent.prompts():
             if "{" not in text:
                 try:
-                    audio = await render(self.tts, text, voice.voice, voice.rate)
+                    audio = await render(self.speaker, text, voice.voice, voice.rate)
                     self.static_audio[text] = trim_silence(audio, tail_ms=PROMPT_TAIL_MS)
                 except Exception as exc:  # rendered again on first use; never fatal at start-up
                     log.warning("could not pre-render a prompt of %s: %s", self.agent.name, exc)
@@ -174,7 +180,7 @@ class VoiceAgent:
             yield static
             return
         voice = self.agent.voice
-        engine = self.tts.engine if say.personal else self.tts
+        engine = self.personal_speaker if say.personal else self.speaker
         started = False
         async for chunk in engine.stream(say.text, voice.voice, voice.rate):
             if not started:

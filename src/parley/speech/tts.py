@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -63,6 +64,8 @@ import numpy as np
 import soxr
 
 from parley.speech.types import TELEPHONE_RATE
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "parley.tts_engines"
 CACHE_FORMAT = "pcm_s16le/8000/mono/v1"  # part of every cache key: bump when output changes
@@ -482,6 +485,55 @@ class EspeakTts(SubprocessTts):
                 yield chunk
         finally:
             await self._reap(proc)
+
+
+class FallbackTts:
+    """Speaks with the first of several (engine, voice) choices that works on each prompt.
+
+    A choice that fails before its first audio (binary missing or broken, unknown voice, a crash)
+    hands the prompt to the next choice, and the failure is logged with the engine and the error's
+    kind, never the prompt's text (it may hold caller data). A choice that fails after its first
+    audio ends the prompt there: starting it again in another voice would repeat words. The first
+    choice is typically a :class:`CachedTts`, whose prompt cache serves the prompts it rendered
+    before (pre-rendered audio) even while its engine fails.
+    """
+
+    def __init__(self, choices: list[tuple[TtsEngine, str | None]]) -> None:
+        if not choices:
+            raise ValueError("FallbackTts needs at least one engine")
+        self.choices = choices
+        self.name = choices[0][0].name
+        self.failures: dict[str, int] = {}  # "engine:voice" -> prompts it failed on
+
+    def voices(self) -> list[str]:
+        """The first engine's voices."""
+        return self.choices[0][0].voices()
+
+    async def stream(
+        self, text: str, voice: str | None = None, rate: float = 1.0, pitch: float = 1.0
+    ) -> AsyncIterator[np.ndarray]:
+        """The first choice's audio (``voice`` is the first choice's voice), else the next one's."""
+        last = len(self.choices) - 1
+        for index, (engine, own_voice) in enumerate(self.choices):
+            chosen = voice if index == 0 else own_voice
+            started = False
+            try:
+                async for chunk in engine.stream(text, chosen, rate, pitch):
+                    started = True
+                    yield chunk
+                return
+            except Exception as exc:
+                name = f"{engine.name}:{chosen or 'default'}"
+                self.failures[name] = self.failures.get(name, 0) + 1
+                if started or index == last:
+                    raise
+                log.warning(
+                    "TTS %s failed (%s, %d so far): speaking with %s",
+                    name,
+                    type(exc).__name__,
+                    self.failures[name],
+                    f"{self.choices[index + 1][0].name}:{self.choices[index + 1][1] or 'default'}",
+                )
 
 
 def available_tts() -> list[str]:
