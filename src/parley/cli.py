@@ -194,6 +194,33 @@ def _read_users(path: Path) -> dict[str, str]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Seal caller data in --records with these keys (KID:BASE64 a line; default: $PARLEY_KEYS if set).",
 )
+@click.option(
+    "--webrtc-port",
+    type=click.IntRange(1, 65535),
+    help="Also take browser calls (WebRTC): serve the call page and its signalling on HOST:PORT.",
+)
+@click.option("--webrtc-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Serve the call page over HTTPS with this certificate (PEM): browsers allow the "
+              "microphone only on HTTPS pages, or on localhost.")  # fmt: skip
+@click.option(
+    "--webrtc-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its key (PEM)."
+)
+@click.option("--webrtc-ice-server", "webrtc_ice_servers", multiple=True, metavar="URL",
+              help="A STUN/TURN server for browsers behind NAT (stun:HOST:PORT); repeatable.")  # fmt: skip
+@click.option(
+    "--webrtc-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Browser calls one address may start per minute (beyond: 429).",
+)
+@click.option(
+    "--webrtc-consent-timeout",
+    type=click.FloatRange(min=5),
+    default=30.0,
+    show_default=True,
+    help="End a browser call whose browser stopped answering ICE consent checks for this long (RFC 7675).",
+)
 def serve(
     agent: str,
     host: str,
@@ -229,6 +256,12 @@ def serve(
     studio: str | None,
     token: str | None,
     key_file: Path | None,
+    webrtc_port: int | None,
+    webrtc_cert: Path | None,
+    webrtc_key: Path | None,
+    webrtc_ice_servers: tuple[str, ...],
+    webrtc_rate: float,
+    webrtc_consent_timeout: float,
 ) -> None:
     """Answer calls with AGENT: an agent YAML file (see `parley validate`), `echo`, or with --studio
     an agent's name in the studio."""
@@ -273,6 +306,16 @@ def serve(
 
     from parley.telephony.load import usable_cores
 
+    if webrtc_port is not None:
+        if workers not in (None, 1):
+            raise click.UsageError("--webrtc-port needs --workers 1 (browser calls are taken by one process)")
+        workers = 1
+        if (webrtc_cert is None) != (webrtc_key is None):
+            raise click.BadParameter("--webrtc-cert and --webrtc-key go together", param_hint="--webrtc-cert")
+        busy = _port_in_use(host, webrtc_port, ("TCP",))
+        if busy:
+            click.echo(f"parley serve: error: {busy}", err=True)
+            raise SystemExit(2)
     workers = workers or usable_cores()
     for worker_port in range(port, port + workers):  # each worker's SIP port; before any warm-up
         busy = _port_in_use(host, worker_port, transports)
@@ -332,6 +375,13 @@ def serve(
         media_timeout=media_timeout,
         drain=drain,
     )
+    if webrtc_port is not None:
+        from parley.telephony.server import WebRtcOptions
+
+        tls_files = (webrtc_cert, webrtc_key) if webrtc_cert and webrtc_key else None
+        options["webrtc"] = WebRtcOptions(
+            webrtc_port, tls_files, webrtc_ice_servers, webrtc_rate, webrtc_consent_timeout
+        )
     if admin_port is not None:  # one process: its own metrics (a node's supervisor serves more)
         from prometheus_client import start_http_server
 

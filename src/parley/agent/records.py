@@ -15,6 +15,8 @@ Layout of a record (``to_dict``)::
     {"record": "parley.call/1", "call_id", "agent", "agent_version" (the studio's version number, or
      null for an agent file), "started_at" (ISO 8601 UTC), "duration_s",
      "outcome": "completed" | "transferred" | "abandoned" | "failed", "outcome_reason", "end_step",
+     "channel": "sip" | "webrtc" | null, "end_reason" (how the connection ended: "remote-bye",
+     "local-bye", "remote-hangup", "local-hangup", "ice-failed" (a browser vanished), ... or null),
      "prompts": [{"t", "step", "text", "interruptible"}],
      "turns": [{"step", "kind": "answer" | "confirm", "t_listen", "t_end", "input": "speech" | "dtmf" |
                 "no_input" | "hangup", "transcript", "confidence", "hypotheses": [{"engine", "text",
@@ -181,6 +183,8 @@ class CallRecord:
     slots: dict[str, Any] = field(default_factory=dict)  # raw values; enveloped in to_dict()
     webhooks: list[WebhookCall] = field(default_factory=list)
     audio: dict[int, str] = field(default_factory=dict)  # turn index -> the caller's audio, base64 WAV
+    channel: str | None = None  # how the caller came: "sip" or "webrtc" (a browser); None: a text chat
+    end_reason: str | None = None  # how the call's connection ended (e.g. remote-bye, ice-failed)
 
     def add_prompt(self, t: float, step: str, text: str, *, personal: bool, interruptible: bool) -> None:
         """Record a spoken prompt; ``personal`` when it was rendered with slot values (then sensitive)."""
@@ -205,6 +209,8 @@ class CallRecord:
             "outcome": self.outcome,
             "outcome_reason": self.outcome_reason,
             "end_step": self.end_step,
+            "channel": self.channel,
+            "end_reason": self.end_reason,
             "prompts": copy.deepcopy(self.prompts),
             "turns": [turn.to_dict() for turn in self.turns],
             "slots": {name: sensitive(jsonable(value)) for name, value in self.slots.items()},

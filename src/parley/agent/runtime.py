@@ -706,13 +706,13 @@ class Conversation:
         self._failure = f"transfer failed ({status})"
         return self._polite_hangup("failed", self._failure)
 
-    def on_hangup(self) -> list[Action]:
-        """The caller hung up."""
+    def on_hangup(self, reason: str = "caller hung up") -> list[Action]:
+        """The caller hung up (or vanished: ``reason`` says how, for the record)."""
         if self._turn is not None and self._turn.input is None:
             self._turn.input = "hangup"
             self._turn.t_end = self._now()
         if not self.finished:
-            self._finish("abandoned", "caller hung up")
+            self._finish("abandoned", reason)
         self._waiting = None
         return []
 

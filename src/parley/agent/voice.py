@@ -29,6 +29,7 @@ import numpy as np
 
 from parley.agent import metrics
 from parley.agent.model import Agent
+from parley.agent.records import jsonable
 from parley.agent.runtime import (
     Action,
     CallWebhook,
@@ -193,6 +194,13 @@ class VoiceAgent:
         await _CallSession(self, call).run()
 
 
+# How a call ended without the caller hanging up (the Call's end reason): said in the record.
+CALLER_GONE = {
+    "ice-failed": "caller gone: the browser stopped answering (ICE consent expired)",
+    "timeout": "caller gone: no answer to our SIP requests",
+}
+
+
 class _CallSession:
     """One call: plays prompts, runs turns, performs the conversation's actions."""
 
@@ -222,8 +230,11 @@ class _CallSession:
         finally:
             pump.cancel()
             self.prompts.cancel()
+            record = self.conversation.record
+            record.channel = self.call.channel
             if self.call.ended.is_set() and self.conversation.outcome is None:
-                self.conversation.on_hangup()
+                self.conversation.on_hangup(CALLER_GONE.get(self.call.end_reason, "caller hung up"))
+            record.end_reason = self.call.end_reason or None
             if self.app.records is not None:
                 self.conversation.record.write_jsonl(self.app.records, self.app.keyring)
 
@@ -232,6 +243,7 @@ class _CallSession:
         for action in actions:
             if isinstance(action, Say):
                 self.pending.append(action)
+                self.call.publish({"type": "prompt", "text": action.text})
             elif isinstance(action, Listen):
                 turn = len(self.conversation.record.turns) - 1  # the Listen's turn (its answer adds the next)
                 following += await self._listen(action)
@@ -289,6 +301,7 @@ class _CallSession:
         self.heard = heard
 
         def on_partial(hypothesis: Hypothesis) -> None:
+            self.call.publish({"type": "partial", "engine": hypothesis.engine, "text": hypothesis.text})
             if any(isinstance(a, EarlyClose) for a in self.conversation.on_partial(hypothesis.text)):
                 early.append(True)
 
@@ -372,10 +385,14 @@ class _CallSession:
                         winner=winner.engine if winner else None,
                         timing=timing,
                     )
-                    metrics.TURN_LATENCY_SECONDS.observe(loop.time() - ended_at)
+                    latency = loop.time() - ended_at
+                    metrics.TURN_LATENCY_SECONDS.observe(latency)
+                    self._publish_turn(latency)
                     return decided
                 elif isinstance(event, NoInput) and not keys.digits:
-                    return self.conversation.on_no_input()
+                    decided = self.conversation.on_no_input()
+                    self._publish_turn()
+                    return decided
         finally:
             if not turn.finished:
                 await turn.abandon()
@@ -386,7 +403,31 @@ class _CallSession:
         if spoke_before_keys and not turn.finished:
             record = await turn.finish()
             spoken = record.winner.text if record.winner is not None else ""
-        return self.conversation.on_dtmf(digits, spoken=spoken)
+        decided = self.conversation.on_dtmf(digits, spoken=spoken)
+        self._publish_turn()
+        return decided
+
+    def _publish_turn(self, latency_s: float | None = None) -> None:
+        """The closed turn and the slots so far, for whoever watches the call (a browser's page):
+        the winning hypothesis, and the time from the end of the caller's speech to the decision."""
+        if not self.conversation.record.turns:
+            return
+        turn = self.conversation.record.turns[-1]
+        winner = next((h for h in turn.hypotheses if h.get("chosen")), None)
+        self.call.publish(
+            {
+                "type": "turn",
+                "step": turn.step,
+                "input": turn.input,
+                "transcript": turn.transcript,
+                "engine": winner.get("engine") if winner else None,
+                "confidence": turn.confidence,
+                "result": turn.result,
+                "latency_ms": None if latency_s is None else round(1000 * latency_s, 1),
+            }
+        )
+        slots = {name: jsonable(value) for name, value in self.conversation.slots.items()}
+        self.call.publish({"type": "slots", "slots": slots})
 
     def _closes_at_pause(self, record: TurnRecord) -> bool:
         """Whether the arbiter's final at a pause completes the answer (the conversation decides)."""

@@ -222,6 +222,7 @@ class UserAgent:
         self.transport = transport.upper()
         self.user = user
         self.max_sessions = max_sessions
+        self.other_calls = 0  # calls of other channels (browsers) that count against max_sessions
         # Admission control beyond the call limit (e.g. CPU load): False answers new INVITEs 503.
         self.admit: Callable[[], bool] | None = None
         # Draining: new INVITEs and out-of-dialog OPTIONS get 503, so a load balancer probing with
@@ -262,6 +263,10 @@ class UserAgent:
     @property
     def active_sessions(self) -> int:
         return sum(1 for s in self.sessions.values() if s.state != SessionState.TERMINATED)
+
+    def over_limit(self) -> bool:
+        """At ``max_sessions``: SIP dialogs and the other channels' calls together."""
+        return self.max_sessions is not None and self.active_sessions + self.other_calls >= self.max_sessions
 
     def port_of(self, transport: str) -> int:
         """Our port for ``transport``: TLS listens on its own (``tls_port``), UDP and TCP share ``port``."""
@@ -475,7 +480,7 @@ class UserAgent:
         if request.body and request.content_type not in ("application/sdp", None):
             txn.respond_with(415, now=now, extra=[("Accept", "application/sdp")])
             return
-        over_limit = self.max_sessions is not None and self.active_sessions >= self.max_sessions
+        over_limit = self.over_limit()
         overloaded = not (self.draining or over_limit) and self.admit is not None and not self.admit()
         if self.draining or over_limit or overloaded:
             self.stats["rejected_busy"] += 1

@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -15,7 +15,15 @@ from parley.media.stream import Playback, RtpStream
 
 if TYPE_CHECKING:
     from parley.sip.useragent import InviteSession
-    from parley.telephony.manager import CallManager
+
+
+class Channel(Protocol):
+    """What carries a call: SIP (:class:`~parley.telephony.manager.CallManager`) or a browser
+    (:class:`~parley.telephony.webrtc.WebRtcChannel`). A call asks its channel to act on it."""
+
+    def hangup(self, call: Call) -> None: ...
+    def refer(self, call: Call, target: str) -> None: ...
+    def reinvite(self, call: Call, direction: str) -> bool: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -26,23 +34,34 @@ class DtmfDigit:
 
 
 class Call:
-    """One established call.
+    """One established call, over SIP or from a browser (WebRTC): the layers above cannot tell which.
 
     Incoming audio arrives as 20 ms frames of 8 kHz int16 PCM. Consume it either with
     ``async for item in call.incoming()`` (frames and :class:`DtmfDigit` in order) or, on
     hot paths, by setting ``on_audio``/``on_dtmf`` callbacks which run inside the media tick.
+    ``stream`` is the call's media (an :class:`RtpStream`, or a browser call's stream with the same
+    playback interface); ``session`` is the SIP dialog (None for a browser call).
     """
 
     MAX_QUEUED_FRAMES = 500  # 10 s: a consumer that stops reading loses old audio, not memory
 
     def __init__(
-        self, manager: CallManager, session: InviteSession, stream: RtpStream, direction: str
+        self,
+        manager: Channel,
+        session: InviteSession | None,
+        stream: RtpStream,
+        direction: str,
+        *,
+        call_id: str | None = None,
+        channel: str = "sip",
     ) -> None:
         self.manager = manager
         self.session = session
         self.stream = stream
         self.direction = direction
-        self.call_id = session.call_id
+        self.channel = channel  # "sip" or "webrtc": for records and logs, never for the dialogue
+        self.call_id = call_id or (session.call_id if session is not None else "")
+        self.on_event: Callable[[dict[str, Any]], None] | None = None  # see publish()
         self.ended = asyncio.Event()
         self.end_reason = ""
         self._on_audio: Callable[[np.ndarray], None] | None = None
@@ -126,6 +145,12 @@ class Call:
 
     def send_dtmf(self, digits: str) -> None:
         self.stream.send_dtmf(digits)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Tell whoever watches the call what the agent heard and did (a partial, a turn's result, the
+        slots): a browser call shows it on the caller's page; on SIP nobody listens."""
+        if self.on_event is not None and not self.ended.is_set():
+            self.on_event(event)
 
     # -- control ------------------------------------------------------------------------------
     def hangup(self) -> None:

@@ -152,6 +152,17 @@ class CallManager:
         metrics.LOAD.set(load)
         return load
 
+    def refusal(self) -> str | None:
+        """Why a new call would be refused now, as an INVITE would be ("draining", "limit", "load"),
+        or None: admission control for calls that come another way (a browser's offer)."""
+        if self.ua.draining:
+            return "draining"
+        if self.ua.over_limit():
+            return "limit"
+        if self.max_load is not None and self.load() >= self.max_load:
+            return "load"
+        return None
+
     @property
     def host(self) -> str:
         return self.ua.host
@@ -330,9 +341,15 @@ class CallManager:
         with contextlib.suppress(SdpError):
             self._apply(leg, leg.sdp.accept_answer(await self._resolved(parse_sdp(body))))
 
-    async def _run_app(self, call: Call) -> None:
+    def start_app(self, call: Call, app: App | None = None) -> None:
+        """Run ``app`` (default: the manager's) on a call that another channel (a browser) answered."""
+        app = app or self.app
+        if app is not None:
+            self._spawn(self._run_app(call, app))
+
+    async def _run_app(self, call: Call, app: App | None = None) -> None:
         try:
-            await self.app(call)  # type: ignore[misc]
+            await (app or self.app)(call)  # type: ignore[misc]
         finally:
             if not call.ended.is_set():
                 call.hangup()

@@ -1,0 +1,521 @@
+"""Browser calls: WebRTC as a second channel that produces the same :class:`Call` as SIP.
+
+A page sends a JSON offer (``POST /offer``, :mod:`parley.telephony.webpage`); :class:`WebRtcChannel`
+answers it with aiortc, which does ICE (aioice), DTLS-SRTP (pylibsrtp) and Opus: none of that is
+written here. Once ICE and DTLS are up, the call is a :class:`Call` like any SIP call — same app
+(agent or echo), same media clock, same admission control (``--max-calls`` counts browsers and SIP
+dialogs together, ``--max-load`` the same loads), same records — so agents and speech cannot tell a
+browser call from a SIP call.
+
+Audio: the browser's Opus arrives from aiortc decoded at 48 kHz and is resampled to the pipeline's
+8 kHz 20 ms frames with soxr (the resampler the speech layer uses); what the call plays is taken one
+20 ms frame per media-clock tick (as an RTP stream's is), resampled to 48 kHz and handed to aiortc,
+which encodes Opus and sends SRTP. A page's keypad sends DTMF over the call's data channel, which
+also carries to the page what the agent heard and did (:meth:`Call.publish`) and either side's
+hang-up. A browser that vanishes without hanging up ends the call when ICE fails (the consent
+checks of RFC 7675 stop being answered): the call ends with ``ice-failed`` and its record says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import aioice.ice
+import av
+import numpy as np
+import soxr
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from parley.media.g711 import FRAME_SAMPLES
+from parley.media.stream import Playback
+from parley.telephony import logs, metrics
+from parley.telephony.call import Call
+
+if TYPE_CHECKING:
+    from aiortc import RTCDataChannel
+
+    from parley.telephony.manager import App, CallManager
+
+log = logging.getLogger(__name__)
+
+PIPELINE_RATE = 8000  # the rate of every Call's frames (G.711's)
+BROWSER_RATE = 48000  # Opus's
+BROWSER_FRAME = BROWSER_RATE * FRAME_SAMPLES // PIPELINE_RATE  # 960 samples: 20 ms
+MAX_OUT_FRAMES = 5  # frames queued for aiortc beyond which the oldest go (100 ms): it stopped pulling
+SETUP_TIMEOUT_S = 20.0  # offer answered, but ICE/DTLS never came up: give up
+CLOSE_DELAY_S = 0.5  # after a hang-up, time for the data channel's last message before closing
+INACTIVITY_CHECK_TICKS = 50
+SDP_MAX_BYTES = 64 * 1024
+
+
+class OfferError(Exception):
+    """An offer that cannot be answered; ``status`` is the HTTP status to answer with (400 bad
+    offer, 503 refused by admission control), and the message says why in words for the page."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason  # a short token for the metrics: "sdp", "limit", "load", "draining"
+
+
+class BrowserStream:
+    """A browser call's media as its :class:`Call` sees it: the playback interface of an
+    :class:`~parley.media.stream.RtpStream` (play, play_frame, stop_playback, playing) at 8 kHz,
+    ticked by the media clock, with frames going out through ``send_frame`` instead of RTP."""
+
+    codec = "L16"  # the clock's G.711 batching never sees a frame of this stream (next_out gives None)
+
+    def __init__(self, send_frame: Callable[[np.ndarray], None], *, inactivity_timeout: float = 30.0) -> None:
+        self.send_frame = send_frame
+        self.on_audio: Callable[[np.ndarray], None] | None = None
+        self.on_dtmf: Callable[[str], None] | None = None
+        self.on_inactive: Callable[[], None] | None = None
+        self.inactivity_timeout = inactivity_timeout
+        self.frames_in = self.frames_out = self.dtmf_in = 0
+        self.last_rx = time.monotonic()
+        self._ticks = 0
+        self._playbacks: deque[Playback | np.ndarray] = deque()
+        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._resamplers: dict[int, soxr.ResampleStream] = {}
+        self._pending = np.empty(0, dtype=np.int16)  # resampled input short of a whole frame
+
+    # -- from the browser ---------------------------------------------------------------------
+    def receive(self, pcm: np.ndarray, rate: int = BROWSER_RATE) -> None:
+        """Mono int16 audio from the browser at ``rate``: delivered as 8 kHz 20 ms frames."""
+        resampler = self._resamplers.get(rate)
+        if resampler is None:
+            resampler = self._resamplers[rate] = soxr.ResampleStream(rate, PIPELINE_RATE, 1, dtype="int16")
+        out = resampler.resample_chunk(pcm)
+        buffer = np.concatenate((self._pending, out)) if len(self._pending) else out
+        whole = len(buffer) - len(buffer) % FRAME_SAMPLES
+        self._pending = buffer[whole:].copy()
+        self.last_rx = time.monotonic()
+        on_audio = self.on_audio
+        for start in range(0, whole, FRAME_SAMPLES):
+            self.frames_in += 1
+            if on_audio is not None:
+                on_audio(buffer[start : start + FRAME_SAMPLES].copy())
+
+    def receive_dtmf(self, digit: str) -> None:
+        """A key of the page's keypad."""
+        self.dtmf_in += 1
+        if self.on_dtmf is not None:
+            self.on_dtmf(digit)
+
+    # -- to the browser -----------------------------------------------------------------------
+    def play(self, pcm: np.ndarray) -> Playback:
+        """Queue 8 kHz int16 audio; sent 20 ms per tick."""
+        playback = Playback(np.ascontiguousarray(pcm, dtype=np.int16).tobytes())
+        self._playbacks.append(playback)
+        return playback
+
+    def play_frame(self, pcm: np.ndarray) -> None:
+        """Queue one 20 ms frame of a live source (echo, streamed TTS)."""
+        if len(pcm) != FRAME_SAMPLES:
+            self.play(pcm)
+        else:
+            self._playbacks.append(pcm)
+
+    def stop_playback(self) -> None:
+        """Drop everything queued at once (barge-in)."""
+        while self._playbacks:
+            item = self._playbacks.popleft()
+            if type(item) is Playback:
+                item._finish(True)
+
+    @property
+    def playing(self) -> bool:
+        return bool(self._playbacks)
+
+    def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
+        raise ValueError("a browser call has no telephone-event: RFC 4733 DTMF cannot be sent")
+
+    def _next_frame(self) -> np.ndarray:
+        playbacks = self._playbacks
+        step = 2 * FRAME_SAMPLES  # bytes of a frame
+        while playbacks:
+            playback = playbacks[0]
+            if type(playback) is not Playback:
+                return playbacks.popleft()
+            start = playback.offset
+            chunk = playback.data[start : start + step]
+            playback.offset = start + step
+            if playback.offset >= len(playback.data):
+                playbacks.popleft()._finish(False)
+            if chunk:
+                frame = np.frombuffer(chunk, dtype=np.int16)
+                if len(frame) < FRAME_SAMPLES:
+                    frame = np.concatenate((frame, self._silence[len(frame) :]))
+                return frame
+        return self._silence
+
+    # -- the media clock's phases (see parley.media.clock.Ticking) -------------------------------
+    def next_out(self) -> None:
+        """Send this tick's frame to the browser; nothing for the clock to encode."""
+        self.frames_out += 1
+        self.send_frame(self._next_frame())
+
+    def pull(self) -> None:
+        """Received audio is delivered as it is decoded (aiortc's jitter buffer paced it)."""
+        self._ticks += 1
+
+    def deliver(self, pcm: np.ndarray | None) -> None:
+        pass
+
+    def send_payload(self, payload: bytes) -> None:
+        pass
+
+    def housekeeping(self) -> None:
+        on_inactive = self.on_inactive
+        if (
+            self._ticks % INACTIVITY_CHECK_TICKS == 0
+            and on_inactive is not None
+            and time.monotonic() - self.last_rx > self.inactivity_timeout
+        ):
+            self.on_inactive = None
+            on_inactive()
+
+
+class _OutgoingAudio(MediaStreamTrack):
+    """The call's audio as aiortc pulls it: 20 ms 48 kHz frames, one per media-clock tick."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frames: deque[np.ndarray] = deque(maxlen=MAX_OUT_FRAMES)
+        self._ready: asyncio.Event = asyncio.Event()
+        self._resampler = soxr.ResampleStream(PIPELINE_RATE, BROWSER_RATE, 1, dtype="int16")
+        self._pending = np.empty(0, dtype=np.int16)
+        self._pts = 0
+        self._time_base = fractions.Fraction(1, BROWSER_RATE)
+        self.on_sent: Callable[[np.ndarray], None] | None = None  # a frame handed to the encoder
+
+    def push(self, pcm: np.ndarray) -> None:
+        """One 8 kHz frame from the media clock."""
+        out = self._resampler.resample_chunk(pcm)
+        buffer = np.concatenate((self._pending, out)) if len(self._pending) else out
+        while len(buffer) >= BROWSER_FRAME:
+            self._frames.append(buffer[:BROWSER_FRAME])
+            buffer = buffer[BROWSER_FRAME:]
+        self._pending = buffer
+        self._ready.set()
+
+    async def recv(self) -> av.AudioFrame:
+        while not self._frames:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        pcm = self._frames.popleft()
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = BROWSER_RATE
+        frame.pts = self._pts
+        frame.time_base = self._time_base
+        self._pts += len(pcm)
+        if self.on_sent is not None:
+            self.on_sent(pcm)
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+@dataclass(eq=False)
+class _Browser:
+    """One peer connection and, once it is up, its call."""
+
+    call_id: str
+    pc: RTCPeerConnection
+    out: _OutgoingAudio
+    stream: BrowserStream
+    app: App | None
+    call: Call | None = None
+    channel: RTCDataChannel | None = None
+    ended: bool = False
+    setup_timer: asyncio.TimerHandle | None = None
+
+
+class WebRtcChannel:
+    """Answers browsers' offers and runs each connected browser as a :class:`Call` of ``manager``
+    (its media clock, admission control, app and statistics).
+
+    ``ice_servers``: STUN/TURN URLs for callers behind NAT (none is needed on a LAN or localhost).
+    """
+
+    def __init__(
+        self, manager: CallManager, *, ice_servers: tuple[str, ...] = (), consent_timeout: float = 30.0
+    ) -> None:
+        self.manager = manager
+        self.ice_servers = ice_servers
+        # RFC 7675: a browser that stops answering consent checks for this long is gone. aioice checks
+        # every CONSENT_INTERVAL (5 s) and gives up after CONSENT_FAILURES misses, for the process.
+        aioice.ice.CONSENT_FAILURES = max(1, round(consent_timeout / aioice.ice.CONSENT_INTERVAL))
+        self.browsers: dict[str, _Browser] = {}
+        self.answered = self.refused = 0
+        self.ended: dict[str, int] = {}
+        self.on_sent: Callable[[str, np.ndarray], None] | None = None  # (call id, 48 kHz frame): benches
+
+    def refusal(self) -> OfferError | None:
+        """Why a new browser call would be refused now (the same admission as an INVITE's), or None."""
+        reason = self.manager.refusal()
+        if reason is None:
+            return None
+        message = {
+            "draining": "The server is shutting down and takes no new calls. Please try again shortly.",
+            "limit": "All lines are busy: the server is at its call limit. Please try again shortly.",
+            "load": "The server is too busy to take another call now. Please try again shortly.",
+        }[reason]
+        return OfferError(503, message, reason)
+
+    async def answer(self, offer: Any, app: App | None = None) -> dict[str, str]:
+        """Answer a browser's offer (``{"type": "offer", "sdp": ...}``); the call starts once ICE and
+        DTLS are up. ``app`` overrides the manager's app for this call (the studio's chosen version).
+        Raises :class:`OfferError` for a bad offer (400) or when admission refuses (503)."""
+        sdp = _offered_sdp(offer)
+        refused = self.refusal()
+        if refused is not None:
+            self.refused += 1
+            metrics.CALLS_REFUSED.labels(refused.reason).inc()
+            raise refused
+        from aiortc import RTCIceServer
+
+        config = RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in self.ice_servers])
+        pc = RTCPeerConnection(configuration=config)
+        out = _OutgoingAudio()
+        browser = _Browser(
+            "webrtc-" + secrets.token_hex(8),
+            pc,
+            out,
+            BrowserStream(out.push, inactivity_timeout=self.manager.media_timeout),
+            app,
+        )
+        if self.on_sent is not None:
+            on_sent = self.on_sent
+            out.on_sent = lambda pcm: on_sent(browser.call_id, pcm)
+        self._wire(browser)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+            if not audio:
+                raise OfferError(400, "the offer has no audio stream (m=audio)", "sdp")
+            audio[0].sender.replaceTrack(out)
+            audio[0].direction = "sendrecv"
+            await pc.setLocalDescription(await pc.createAnswer())
+        except OfferError:
+            await pc.close()
+            self._refused_sdp()
+            raise
+        except Exception as exc:  # aiortc's parse and negotiation errors: the offer is at fault
+            await pc.close()
+            self._refused_sdp()
+            raise OfferError(400, f"cannot answer this offer: {exc}", "sdp") from None
+        self.browsers[browser.call_id] = browser
+        self.manager.ua.other_calls += 1  # counts against --max-calls from now (setup included)
+        browser.setup_timer = asyncio.get_running_loop().call_later(
+            SETUP_TIMEOUT_S, lambda: self._spawn_end(browser, "setup-timeout")
+        )
+        return {"type": "answer", "sdp": pc.localDescription.sdp, "call_id": browser.call_id}
+
+    def _refused_sdp(self) -> None:
+        self.refused += 1
+        metrics.CALLS_REFUSED.labels("sdp").inc()
+
+    def _wire(self, browser: _Browser) -> None:
+        pc = browser.pc
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                self._spawn(self._read(browser, track))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            browser.channel = channel
+            channel.on("message", lambda message: self._on_message(browser, message))
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            state = pc.connectionState
+            if state == "connected" and browser.call is None and not browser.ended:
+                self._connected(browser)
+            elif state == "failed" or (state == "closed" and _consent_expired(pc)):
+                self._spawn_end(browser, "ice-failed")
+            elif state == "closed":  # the browser closed its side (DTLS close_notify) without our page
+                self._spawn_end(browser, "remote-hangup")
+
+    def _connected(self, browser: _Browser) -> None:
+        """ICE and DTLS are up: the browser is a call now."""
+        if browser.setup_timer is not None:
+            browser.setup_timer.cancel()
+        manager = self.manager
+        call = Call(self, None, browser.stream, "inbound", call_id=browser.call_id, channel="webrtc")  # type: ignore[arg-type]
+        browser.call = call
+        browser.stream.on_audio = call._audio_in
+        browser.stream.on_dtmf = call._dtmf_in
+        browser.stream.on_inactive = lambda: self._media_timeout(call)
+        call.on_event = lambda event: self._send_event(browser, event)
+        manager.calls[browser.call_id] = call
+        manager.clock.add(browser.stream)
+        self.answered += 1
+        manager.stats.answered += 1
+        metrics.CALLS_ADMITTED.inc()
+        metrics.CALLS_ACTIVE.inc()
+        token = logs.call_id.set(browser.call_id)
+        log.info("browser call connected")
+        manager.start_app(call, browser.app)
+        logs.call_id.reset(token)
+
+    async def _read(self, browser: _Browser, track: MediaStreamTrack) -> None:
+        """The browser's audio, decoded by aiortc, into the call (mono, resampled to 8 kHz)."""
+        stream = browser.stream
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if browser.call is None:
+                continue  # not connected yet (cannot happen before DTLS, but be sure)
+            pcm = frame.to_ndarray()
+            channels = len(frame.layout.channels)
+            if channels > 1:  # packed s16: samples interleaved; the browser's microphone is mono
+                pcm = pcm.reshape(-1, channels)[:, 0]
+            stream.receive(np.ascontiguousarray(pcm.reshape(-1), dtype=np.int16), frame.sample_rate)
+
+    def _on_message(self, browser: _Browser, message: str | bytes) -> None:
+        """The page's messages: ``{"type": "dtmf", "digit": "5"}`` and ``{"type": "hangup"}``."""
+        try:
+            data = json.loads(message)
+        except (TypeError, ValueError):
+            return
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type")
+        if kind == "hangup":
+            self._spawn_end(browser, "remote-hangup")
+        elif kind == "dtmf" and browser.call is not None:
+            digit = str(data.get("digit", ""))
+            if len(digit) == 1 and digit in "0123456789*#ABCD":
+                browser.stream.receive_dtmf(digit)
+
+    def _send_event(self, browser: _Browser, event: dict[str, Any]) -> None:
+        channel = browser.channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(json.dumps(event, default=str))
+
+    def _media_timeout(self, call: Call) -> None:
+        log.info("call %s: no audio from the browser for %.0f s, hanging up", call.call_id,
+                 self.manager.media_timeout)  # fmt: skip
+        call.hangup()
+
+    # -- Channel: what a Call asks of us ---------------------------------------------------------
+    def hangup(self, call: Call) -> None:
+        browser = self.browsers.get(call.call_id)
+        if browser is not None:
+            self._send_event(browser, {"type": "hangup", "by": "agent"})
+            self._spawn_end(browser, "local-hangup")
+
+    def refer(self, call: Call, target: str) -> None:
+        """A browser call cannot be transferred: the transfer fails (the agent's failure path runs)."""
+        future = call._transfer
+        if future is not None and not future.done():
+            future.set_result(501)
+
+    def reinvite(self, call: Call, direction: str) -> bool:
+        return False  # no hold for a browser call (Call.hold answers 491)
+
+    # -- ending ---------------------------------------------------------------------------------
+    def _spawn_end(self, browser: _Browser, reason: str) -> None:
+        if not browser.ended:
+            self._spawn(self._end(browser, reason))
+
+    async def _end(self, browser: _Browser, reason: str) -> None:
+        if browser.ended:
+            return
+        browser.ended = True
+        if browser.setup_timer is not None:
+            browser.setup_timer.cancel()
+        self.browsers.pop(browser.call_id, None)
+        manager = self.manager
+        manager.ua.other_calls -= 1
+        self.ended[reason] = self.ended.get(reason, 0) + 1
+        call = browser.call
+        if call is not None:
+            manager.stats.ended[reason] = manager.stats.ended.get(reason, 0) + 1
+            manager.clock.remove(browser.stream)
+            manager.calls.pop(browser.call_id, None)
+            metrics.CALLS_ACTIVE.dec()
+            metrics.CALLS_ENDED.labels(reason).inc()
+            token = logs.call_id.set(browser.call_id)
+            log.info("browser call ended: %s", reason)
+            logs.call_id.reset(token)
+            call._ended(reason)
+            stream = browser.stream
+            stream.on_audio = stream.on_dtmf = stream.on_inactive = None
+            call.on_event = None
+        browser.out.stop()
+        if reason == "local-hangup":
+            await asyncio.sleep(CLOSE_DELAY_S)  # the page hears the hang-up on the data channel first
+        with contextlib.suppress(Exception):
+            await browser.pc.close()
+
+    async def close(self) -> None:
+        """End every browser call (the server stops)."""
+        await asyncio.gather(*(self._end(b, "local-hangup") for b in list(self.browsers.values())))
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        return self.manager._spawn(coro)
+
+    def report(self) -> dict[str, Any]:
+        return {"answered": self.answered, "refused": self.refused, "ended": dict(self.ended),
+                "active": len(self.browsers)}  # fmt: skip
+
+
+def _offered_sdp(offer: Any) -> str:
+    """The SDP of a JSON offer, checked enough to say clearly what is wrong with a bad one."""
+    if not isinstance(offer, dict):
+        raise OfferError(400, 'expected a JSON object {"type": "offer", "sdp": "..."}', "sdp")
+    if offer.get("type") != "offer":
+        raise OfferError(400, f'expected "type": "offer", got {offer.get("type")!r}', "sdp")
+    sdp = offer.get("sdp")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise OfferError(400, 'the offer has no "sdp" text', "sdp")
+    if len(sdp) > SDP_MAX_BYTES:
+        raise OfferError(400, f"the SDP is larger than {SDP_MAX_BYTES} bytes", "sdp")
+    lines = [line.strip() for line in sdp.strip().splitlines()]
+    if not lines[0].startswith("v=0"):
+        raise OfferError(400, "malformed SDP: it must start with v=0 (RFC 8866)", "sdp")
+    bad = next((line for line in lines if len(line) < 2 or line[1] != "=" or not line[0].isalpha()), None)
+    if bad is not None:
+        raise OfferError(400, f"malformed SDP line: {bad[:60]!r}", "sdp")
+    if not any(line.startswith("m=audio ") for line in lines):
+        raise OfferError(400, "the offer has no audio stream (m=audio)", "sdp")
+    for needed, what in (("a=ice-ufrag:", "ICE credentials"), ("a=fingerprint:", "a DTLS fingerprint")):
+        if not any(line.startswith(needed) for line in lines):
+            raise OfferError(400, f"the offer has no {what} ({needed[:-1]}): not a WebRTC offer", "sdp")
+    return sdp if sdp.endswith("\n") else sdp + "\r\n"
+
+
+def _consent_expired(pc: RTCPeerConnection) -> bool:
+    """Whether ICE ended because the peer stopped answering (consent expired, RFC 7675) rather than by a
+    close: aiortc then closes the DTLS transport too, and may report the whole connection "closed"
+    before its ICE transport says "failed". aioice drops its consent task only when consent expires
+    (a close cancels it), which is the one trace of the difference it leaves."""
+    dtls = [t.sender.transport for t in pc.getTransceivers()] + ([pc.sctp.transport] if pc.sctp else [])
+    for transport in dtls:
+        connection = getattr(getattr(transport.transport, "iceGatherer", None), "_connection", None)
+        if connection is not None and getattr(connection, "_query_consent_task", True) is None:
+            return True
+    return False

@@ -1,0 +1,258 @@
+"""Browser calls end to end: Debian's Chromium (Playwright) calls an agent through ``parley serve
+--webrtc-port``'s page, speaking from a WAV rendered by the project's TTS.
+
+Chromium's fake microphone plays ``caller.wav`` from the moment the page asks for it, and loops it: the
+file is an account number and a date of birth with silence around them (the agent's prompts are
+interruptible, so an answer heard while a prompt still plays is taken too), then enough silence that
+the call has ended before the loop comes round. The same server (``--max-calls 1``) also takes the
+fault cases: a browser that vanishes (an aiortc peer in a process that is killed) and a call beyond
+admission, which the page refuses with the server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soxr
+
+from integration.harness import free_port
+from parley.speech.corpus import write_wav
+from parley.speech.tts import load_tts
+
+from ..agent.voice_caller import AgentServer, AnswerBook, WebhookSink, running_agent
+
+CHROMIUM = "/usr/bin/chromium"
+HERE = Path(__file__).resolve().parent
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
+    pytest.mark.timeout(240),
+]
+
+AGENT_YAML = """
+name: browser-e2e
+language: en-US
+voice: {{engine: flite, voice: slt, rate: 1.0}}
+settings: {{silence_ms: 700, no_input_ms: 8000, max_turn_ms: 10000, barge_in: true}}
+steps:
+  - id: account
+    type: ask
+    slot: account_number
+    slot_type: digits
+    digits: 6
+    prompt: "What is your account number?"
+    confirm: never
+    on_failure: sorry
+  - id: birth
+    type: ask
+    slot: birth_date
+    slot_type: date
+    prompt: "And your date of birth?"
+    confirm: never
+    on_failure: sorry
+  - id: submit
+    type: webhook
+    url: {url}
+    method: POST
+    send: [account_number, birth_date]
+    timeout_s: 5
+    retries: 0
+    next: bye
+    on_failure: sorry
+  - id: bye
+    type: hangup
+    message: "Thank you, goodbye."
+  - id: sorry
+    type: hangup
+    message: "Sorry, I could not help you. Goodbye."
+"""
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[WebhookSink]:
+    with WebhookSink({}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def webrtc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def agent_server(
+    tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink, webrtc_port: int
+) -> Iterator[AgentServer]:
+    text = AGENT_YAML.format(url=sink.url("/accounts"))
+    extra = ["--webrtc-port", str(webrtc_port), "--max-calls", "1"]
+    with running_agent(tmp_path_factory.mktemp("webrtc"), text, extra=extra, startup_timeout=120) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def caller_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The caller: silence, an account number, silence, a date of birth, long silence (48 kHz)."""
+
+    async def render() -> list[np.ndarray]:
+        book = AnswerBook(load_tts("flite"), "awb")
+        return [
+            await book.get("four two seven one nine three"),
+            await book.get("the third of march nineteen eighty"),
+        ]
+
+    account, birth = asyncio.run(render())
+    silence = lambda seconds: np.zeros(int(8000 * seconds), dtype=np.int16)  # noqa: E731
+    pcm = np.concatenate((silence(2.5), account, silence(4.0), birth, silence(40.0)))
+    path = tmp_path_factory.mktemp("caller") / "caller.wav"
+    write_wav(path, soxr.resample(pcm, 8000, 48000).astype(np.int16), 48000)
+    return path
+
+
+def record_of(server: AgentServer, call_id: str, timeout: float = 15.0) -> dict[str, Any]:
+    assert server.records is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.records.exists():
+            for line in server.records.read_text().splitlines():
+                record = json.loads(line)
+                if record["call_id"] == call_id:
+                    return record
+        time.sleep(0.1)
+    pytest.fail(f"no record of call {call_id}\nserver log:\n{server.log()}")
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_chromium_calls_the_agent_and_the_webhook_gets_the_values(
+    agent_server, sink, caller_wav, webrtc_port
+):
+    from playwright.sync_api import sync_playwright
+
+    args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={caller_wav}"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{webrtc_port}/")
+            assert "cdn" not in page.content().lower()
+            page.click("#call-button")
+            page.wait_for_function("window.parleyCall.status === 'ended'", timeout=90_000)
+            state = page.evaluate("window.parleyCall")
+            transcript = page.inner_text("#transcript")
+            slots = page.inner_text("#slots")
+        finally:
+            browser.close()
+    log = agent_server.log()
+    assert state["endedBy"] == "agent", (state, log)
+    call_id = state["callId"]
+    posts = [body for _, path, body in sink.requests if path == "/accounts" and body["call_id"] == call_id]
+    assert len(posts) == 1, (sink.requests, state["events"], log)
+    assert posts[0]["slots"] == {"account_number": "427193", "birth_date": "1980-03-03"}, state["events"]
+    # the page showed what the agent said and heard, the slots, and the turn latency
+    assert "Agent: What is your account number?" in transcript, transcript
+    assert "You: " in transcript and "turn latency" in transcript, transcript
+    assert "427193" in slots and "1980-03-03" in slots, slots
+    assert any(e["type"] == "partial" for e in state["events"]), state["events"]
+    # the agent's voice reached the browser: the remote track had speech energy for a while
+    assert state["maxLevel"] > 0.02 and state["loudFrames"] >= 20, state
+    record = record_of(agent_server, call_id)
+    assert (record["channel"], record["outcome"], record["end_reason"]) == (
+        "webrtc",
+        "completed",
+        "local-hangup",
+    )
+
+
+def test_malformed_offers_get_a_clear_400(agent_server, webrtc_port):
+    url = f"http://127.0.0.1:{webrtc_port}/offer"
+    cases = [
+        (b"not json", "not JSON"),
+        (json.dumps({"type": "answer", "sdp": "v=0"}).encode(), '"type": "offer"'),
+        (json.dumps({"type": "offer"}).encode(), 'no "sdp"'),
+        (json.dumps({"type": "offer", "sdp": "hello world"}).encode(), "v=0"),
+        (
+            json.dumps(
+                {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"}
+            ).encode(),
+            "m=audio",
+        ),
+        (json.dumps({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"}).encode(), "ICE"),
+    ]
+    for body, says in cases:
+        response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+        assert response.status_code == 400, (body, response.text)
+        assert says in response.json()["error"], (body, response.json())
+    # the server is fine afterwards: the page still loads
+    assert httpx.get(f"http://127.0.0.1:{webrtc_port}/", timeout=10).status_code == 200
+
+
+def _start_peer(url: str) -> tuple[subprocess.Popen, str]:
+    """A browser (aiortc) in its own process, connected; returns it and its call id."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "webrtc_peer.py"), url],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    assert line.startswith("connected "), line
+    return proc, line.split()[1]
+
+
+def test_a_browser_that_vanishes_ends_the_call_and_the_record_says_so(agent_server, webrtc_port):
+    proc, call_id = _start_peer(f"http://127.0.0.1:{webrtc_port}/offer")
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)  # no hang-up, no DTLS close: gone
+    proc.wait(timeout=5)
+    record = record_of(agent_server, call_id, timeout=90)  # ICE consent runs out within ~30 s
+    assert record["channel"] == "webrtc", record
+    assert record["end_reason"] == "ice-failed", record
+    assert record["outcome"] == "abandoned" and "ICE consent" in record["outcome_reason"], record
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_a_call_beyond_admission_is_refused_on_the_page(agent_server, webrtc_port, caller_wav):
+    from playwright.sync_api import sync_playwright
+
+    proc, _ = _start_peer(f"http://127.0.0.1:{webrtc_port}/offer")  # takes the one line (--max-calls 1)
+    try:
+        args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={caller_wav}"]
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{webrtc_port}/")
+                page.click("#call-button")
+                page.wait_for_function("window.parleyCall.status === 'ended'", timeout=30_000)
+                error = page.inner_text("#error")
+                status = page.inner_text("#status")
+            finally:
+                browser.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    assert "All lines are busy" in error, (error, status)
+    assert status == "Call refused.", status
