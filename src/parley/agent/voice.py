@@ -29,7 +29,7 @@ import numpy as np
 
 from parley.agent import metrics
 from parley.agent.model import Agent
-from parley.agent.records import jsonable
+from parley.agent.records import Turn, jsonable
 from parley.agent.runtime import (
     Action,
     CallWebhook,
@@ -213,6 +213,7 @@ class _CallSession:
         self.inbox: asyncio.Queue[np.ndarray | DtmfDigit | None] = asyncio.Queue()
         self.pending: list[Say] = []
         self.prompts = _PromptPlayer(app, call)
+        self.listened: Turn | None = None  # the record's turn of the Listen in progress
 
     async def _pump(self) -> None:
         async for item in self.call.incoming():
@@ -306,6 +307,8 @@ class _CallSession:
                 early.append(True)
 
         turn = self.app.arbiter.start_turn(listen.question, on_partial=on_partial)
+        turns = self.conversation.record.turns
+        self.listened = turns[-1] if turns else None  # this Listen's turn (its answer adds the next)
         keys = KeypadEntry(listen)
         speaking = False
         spoke_before_keys = False
@@ -410,9 +413,9 @@ class _CallSession:
     def _publish_turn(self, latency_s: float | None = None) -> None:
         """The closed turn and the slots so far, for whoever watches the call (a browser's page):
         the winning hypothesis, and the time from the end of the caller's speech to the decision."""
-        if not self.conversation.record.turns:
+        turn = self.listened
+        if turn is None:
             return
-        turn = self.conversation.record.turns[-1]
         winner = next((h for h in turn.hypotheses if h.get("chosen")), None)
         self.call.publish(
             {

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aioice.ice
@@ -57,6 +57,7 @@ SETUP_TIMEOUT_S = 20.0  # offer answered, but ICE/DTLS never came up: give up
 CLOSE_DELAY_S = 0.5  # after a hang-up, time for the data channel's last message before closing
 INACTIVITY_CHECK_TICKS = 50
 SDP_MAX_BYTES = 64 * 1024
+MAX_BACKLOG = 200  # events kept for a page whose data channel is not open (yet)
 
 
 class OfferError(Exception):
@@ -246,6 +247,7 @@ class _Browser:
     channel: RTCDataChannel | None = None
     ended: bool = False
     setup_timer: asyncio.TimerHandle | None = None
+    backlog: list[str] = field(default_factory=list)  # events published before the data channel opened
 
 
 class WebRtcChannel:
@@ -266,6 +268,7 @@ class WebRtcChannel:
         self.browsers: dict[str, _Browser] = {}
         self.answered = self.refused = 0
         self.ended: dict[str, int] = {}
+        self._closing: set[asyncio.Task] = set()
         self.on_sent: Callable[[str, np.ndarray], None] | None = None  # (call id, 48 kHz frame): benches
 
     def refusal(self) -> OfferError | None:
@@ -325,7 +328,7 @@ class WebRtcChannel:
         self.browsers[browser.call_id] = browser
         self.manager.ua.other_calls += 1  # counts against --max-calls from now (setup included)
         browser.setup_timer = asyncio.get_running_loop().call_later(
-            SETUP_TIMEOUT_S, lambda: self._spawn_end(browser, "setup-timeout")
+            SETUP_TIMEOUT_S, lambda: self._end(browser, "setup-timeout")
         )
         return {"type": "answer", "sdp": pc.localDescription.sdp, "call_id": browser.call_id}
 
@@ -345,6 +348,8 @@ class WebRtcChannel:
         def on_datachannel(channel: RTCDataChannel) -> None:
             browser.channel = channel
             channel.on("message", lambda message: self._on_message(browser, message))
+            channel.on("open", lambda: self._flush_events(browser))
+            self._flush_events(browser)
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
@@ -352,9 +357,9 @@ class WebRtcChannel:
             if state == "connected" and browser.call is None and not browser.ended:
                 self._connected(browser)
             elif state == "failed" or (state == "closed" and _consent_expired(pc)):
-                self._spawn_end(browser, "ice-failed")
+                self._end(browser, "ice-failed")
             elif state == "closed":  # the browser closed its side (DTLS close_notify) without our page
-                self._spawn_end(browser, "remote-hangup")
+                self._end(browser, "remote-hangup")
 
     def _connected(self, browser: _Browser) -> None:
         """ICE and DTLS are up: the browser is a call now."""
@@ -404,16 +409,23 @@ class WebRtcChannel:
             return
         kind = data.get("type")
         if kind == "hangup":
-            self._spawn_end(browser, "remote-hangup")
+            self._end(browser, "remote-hangup")
         elif kind == "dtmf" and browser.call is not None:
             digit = str(data.get("digit", ""))
             if len(digit) == 1 and digit in "0123456789*#ABCD":
                 browser.stream.receive_dtmf(digit)
 
     def _send_event(self, browser: _Browser, event: dict[str, Any]) -> None:
+        browser.backlog.append(json.dumps(event, default=str))
+        del browser.backlog[:-MAX_BACKLOG]
+        self._flush_events(browser)
+
+    def _flush_events(self, browser: _Browser) -> None:
         channel = browser.channel
         if channel is not None and channel.readyState == "open":
-            channel.send(json.dumps(event, default=str))
+            for message in browser.backlog:
+                channel.send(message)
+            browser.backlog.clear()
 
     def _media_timeout(self, call: Call) -> None:
         log.info("call %s: no audio from the browser for %.0f s, hanging up", call.call_id,
@@ -425,7 +437,7 @@ class WebRtcChannel:
         browser = self.browsers.get(call.call_id)
         if browser is not None:
             self._send_event(browser, {"type": "hangup", "by": "agent"})
-            self._spawn_end(browser, "local-hangup")
+            self._end(browser, "local-hangup")
 
     def refer(self, call: Call, target: str) -> None:
         """A browser call cannot be transferred: the transfer fails (the agent's failure path runs)."""
@@ -437,11 +449,8 @@ class WebRtcChannel:
         return False  # no hold for a browser call (Call.hold answers 491)
 
     # -- ending ---------------------------------------------------------------------------------
-    def _spawn_end(self, browser: _Browser, reason: str) -> None:
-        if not browser.ended:
-            self._spawn(self._end(browser, reason))
-
-    async def _end(self, browser: _Browser, reason: str) -> None:
+    def _end(self, browser: _Browser, reason: str) -> None:
+        """The call is over (at once: its app and record see ``reason``); the connection closes after."""
         if browser.ended:
             return
         browser.ended = True
@@ -466,14 +475,24 @@ class WebRtcChannel:
             stream.on_audio = stream.on_dtmf = stream.on_inactive = None
             call.on_event = None
         browser.out.stop()
-        if reason == "local-hangup":
-            await asyncio.sleep(CLOSE_DELAY_S)  # the page hears the hang-up on the data channel first
+        # after our hang-up, the page hears it on the data channel before the connection closes
+        delay = CLOSE_DELAY_S if reason == "local-hangup" else 0.0
+        closing = asyncio.ensure_future(self._close(browser, delay))
+        self._closing.add(closing)  # not the manager's tasks: those are cancelled as it stops
+        closing.add_done_callback(self._closing.discard)
+
+    async def _close(self, browser: _Browser, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
         with contextlib.suppress(Exception):
             await browser.pc.close()
 
     async def close(self) -> None:
-        """End every browser call (the server stops)."""
-        await asyncio.gather(*(self._end(b, "local-hangup") for b in list(self.browsers.values())))
+        """End every browser call and close the connections (the server stops)."""
+        for browser in list(self.browsers.values()):
+            self._end(browser, "local-hangup")
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=2.0)
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         return self.manager._spawn(coro)

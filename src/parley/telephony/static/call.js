@@ -33,7 +33,7 @@
     if (meta) {
       const span = document.createElement("span");
       span.className = "meta";
-      span.textContent = meta;
+      span.textContent = " — " + meta;
       item.appendChild(span);
     }
     $("transcript").appendChild(item);
