@@ -92,7 +92,12 @@ async def listen(tmp_path, engine: ScriptedEngine, audio: np.ndarray) -> _CallSe
     app = VoiceAgent(
         load_agent_text(AGENT), engines=[engine], tts=CachedTts(FliteTts(), PromptCache(tmp_path))
     )
-    call = SimpleNamespace(call_id="t1", stream=SimpleNamespace(playing=False), stop_playback=lambda: None)
+    call = SimpleNamespace(
+        call_id="t1",
+        stream=SimpleNamespace(playing=False),
+        stop_playback=lambda: None,
+        publish=lambda event: None,
+    )
     session = _CallSession(app, call)  # type: ignore[arg-type]
     listen_action = next(a for a in session.conversation.start() if isinstance(a, Listen))
     frames = [audio[i : i + FRAME_SAMPLES] for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
