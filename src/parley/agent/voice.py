@@ -20,7 +20,7 @@ import logging
 import os
 import wave
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from parley.agent import metrics
 from parley.agent.model import Agent
-from parley.agent.records import Turn, jsonable
+from parley.agent.records import CallRecord, Turn, jsonable
 from parley.agent.runtime import (
     Action,
     CallWebhook,
@@ -98,8 +98,10 @@ class VoiceAgent:
         version: int | None = None,
         keyring: Keyring | None = None,
         record_audio: bool = False,
+        on_record: Callable[[CallRecord], None] | None = None,
     ) -> None:
         self.agent = agent
+        self.on_record = on_record  # each ended call's record, beside the records file (the studio's calls)
         self.version = version  # the studio's version number, named in each call record
         self.keyring = keyring  # seals caller data in the records file
         self.record_audio = record_audio  # each turn's caller audio into the record (a WAV)
@@ -238,6 +240,8 @@ class _CallSession:
             record.end_reason = self.call.end_reason or None
             if self.app.records is not None:
                 self.conversation.record.write_jsonl(self.app.records, self.app.keyring)
+            if self.app.on_record is not None:
+                self.app.on_record(record)
 
     async def _perform(self, actions: list[Action]) -> list[Action]:
         following: list[Action] = []

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from parley.agent.loader import load_agent_text
 from parley.studio.analytics import summarise
+from parley.studio.browser_calls import BrowserCalls
 from parley.studio.console import Consoles, ConsoleSession
 from parley.studio.graph import flow_svg_of
 from parley.studio.store import (
@@ -41,6 +43,9 @@ from parley.studio.store import (
     validate_text,
 )
 from parley.studio.views import present, timeline
+from parley.telephony.webpage import STATIC as CALL_PAGE_ASSETS
+from parley.telephony.webpage import call_panel, offer_error, read_offer
+from parley.telephony.webrtc import OfferError
 
 HERE = FilePath(__file__).parent
 log = logging.getLogger(__name__)
@@ -228,6 +233,7 @@ def create_app(
             yield
         finally:
             task.cancel()
+            await browser_calls.close()
 
     app = FastAPI(
         title="Parley Studio",
@@ -240,9 +246,11 @@ def create_app(
     )
     app.add_middleware(BodyLimit)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/call-assets", StaticFiles(directory=CALL_PAGE_ASSETS), name="call-assets")
     templates = Jinja2Templates(directory=HERE / "templates")
     limiter = LoginLimiter()
     consoles = Consoles()
+    browser_calls = BrowserCalls(store)
     app.state.store = store
     app.state.limiter = limiter
 
@@ -764,6 +772,29 @@ def create_app(
             versions=store.versions(name),
         )
 
+    @app.get("/agents/{name}/call", response_class=HTMLResponse, include_in_schema=False)
+    def page_browser_call(request: Request, name: str, who: PageUser, version: int | None = None) -> Response:
+        editor(who)
+        agent = store.agent(name)
+        picker = _version_picker(store.versions(name), agent["live"], version or agent["head"])
+        offer_url = f"/agents/{quote(name)}/call/offer"
+        panel = call_panel(offer_url, f"Call {name}", extra=picker, csrf=who.csrf or "")
+        return render(request, "browser_call.html", who, agent=agent, panel=panel)
+
+    @app.post("/agents/{name}/call/offer", include_in_schema=False)
+    async def page_browser_call_offer(request: Request, name: str, who: PageUser) -> Response:
+        editor(who)
+        try:
+            offer = await read_offer(request)
+            number = offer.get("version") if isinstance(offer, dict) else None
+            number = int(number) if number else store.agent(name)["head"]
+            text = (await asyncio.to_thread(store.version, name, number))["yaml"]
+            return JSONResponse(await browser_calls.answer(offer, name, number, text))
+        except OfferError as exc:
+            return offer_error(exc)
+        except ValueError:
+            return JSONResponse({"error": "the version must be a number", "reason": "sdp"}, status_code=400)
+
     @app.post("/agents/{name}/console", include_in_schema=False)
     def page_console_open(
         request: Request,
@@ -968,3 +999,18 @@ def _parse_records(body: bytes) -> list[dict[str, Any]]:
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise Invalid("call records must be JSON objects")
     return records
+
+
+def _version_picker(versions: list[dict[str, Any]], live: int | None, chosen: int) -> str:
+    """The call page's version select (every version; those after the live one are drafts)."""
+    options = []
+    for version in versions:
+        number = version["number"]
+        tags = " (live)" if version["live"] else " (draft)" if number > (live or 0) else ""
+        selected = " selected" if number == chosen else ""
+        options.append(f'<option value="{number}"{selected}>v{number}{tags}</option>')
+    return (
+        '<p><label>Version <select id="version" data-offer-field="version">'
+        + "".join(options)
+        + "</select></label> Webhooks are simulated with a sample answer.</p>"
+    )

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -60,12 +62,19 @@ class RateLimit:
                 del self.buckets[address]
 
 
-def page_html(offer_url: str, title: str, *, assets: str = "assets", extra: str = "") -> str:
-    """The call page's body: ``offer_url`` is where the page POSTs its offer."""
-    return (
-        (STATIC / "call.html")
-        .read_text()
-        .format(offer_url=offer_url, title=title, assets=assets, extra=extra)
+def call_panel(offer_url: str, title: str, *, extra: str = "", csrf: str = "") -> str:
+    """The call page's panel (``<main id="call">``): ``offer_url`` is where ``call.js`` POSTs the offer
+    (with ``csrf`` as ``X-CSRF-Token``, for the studio); ``extra`` is HTML put above the controls, whose
+    inputs marked ``data-offer-field`` are sent with the offer (the studio's version picker)."""
+    return (STATIC / "call-panel.html").read_text().format(
+        offer_url=html.escape(offer_url), title=html.escape(title), extra=extra, csrf=html.escape(csrf)
+    )
+
+
+def page_html(offer_url: str, title: str, *, assets: str = "assets") -> str:
+    """The stand-alone call page."""
+    return (STATIC / "call.html").read_text().format(
+        title=html.escape(title), assets=assets, panel=call_panel(offer_url, title)
     )
 
 
@@ -74,8 +83,6 @@ async def read_offer(request: Request) -> Any:
     body = await request.body()
     if len(body) > MAX_OFFER_BYTES:
         raise OfferError(400, f"the offer is larger than {MAX_OFFER_BYTES} bytes", "sdp")
-    import json
-
     try:
         return json.loads(body)
     except ValueError:
