@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 PIPELINE_RATE = 8000  # the rate of every Call's frames (G.711's)
 BROWSER_RATE = 48000  # Opus's
 BROWSER_FRAME = BROWSER_RATE * FRAME_SAMPLES // PIPELINE_RATE  # 960 samples: 20 ms
+# soxr's stream qualities trade delay for filtering: HQ hands out audio in blocks of ~140 ms (a turn's end
+# heard 140 ms late), LQ every 20-40 ms with a proper anti-aliasing filter (the microphone's content
+# above 4 kHz must not fold into speech), QQ (cubic) at once: enough to lift 8 kHz speech to 48 kHz.
+DOWNSAMPLING = "LQ"
+UPSAMPLING = "QQ"
 MAX_OUT_FRAMES = 5  # frames queued for aiortc beyond which the oldest go (100 ms): it stopped pulling
 SETUP_TIMEOUT_S = 20.0  # offer answered, but ICE/DTLS never came up: give up
 CLOSE_DELAY_S = 0.5  # after a hang-up, time for the data channel's last message before closing
@@ -96,7 +101,8 @@ class BrowserStream:
         """Mono int16 audio from the browser at ``rate``: delivered as 8 kHz 20 ms frames."""
         resampler = self._resamplers.get(rate)
         if resampler is None:
-            resampler = self._resamplers[rate] = soxr.ResampleStream(rate, PIPELINE_RATE, 1, dtype="int16")
+            resampler = soxr.ResampleStream(rate, PIPELINE_RATE, 1, dtype="int16", quality=DOWNSAMPLING)
+            self._resamplers[rate] = resampler
         out = resampler.resample_chunk(pcm)
         buffer = np.concatenate((self._pending, out)) if len(self._pending) else out
         whole = len(buffer) - len(buffer) % FRAME_SAMPLES
@@ -197,7 +203,9 @@ class _OutgoingAudio(MediaStreamTrack):
         super().__init__()
         self._frames: deque[np.ndarray] = deque(maxlen=MAX_OUT_FRAMES)
         self._ready: asyncio.Event = asyncio.Event()
-        self._resampler = soxr.ResampleStream(PIPELINE_RATE, BROWSER_RATE, 1, dtype="int16")
+        self._resampler = soxr.ResampleStream(
+            PIPELINE_RATE, BROWSER_RATE, 1, dtype="int16", quality=UPSAMPLING
+        )
         self._pending = np.empty(0, dtype=np.int16)
         self._pts = 0
         self._time_base = fractions.Fraction(1, BROWSER_RATE)
