@@ -163,8 +163,9 @@ async def test_completed_call_posts_spoken_slots(
     caller = await dial(caller_manager, agent_server)
     try:
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the greeting and account prompt", agent_server)
-        await step(caller.say(account), "the account answer to play", agent_server)
+        said = await step(caller.say(account), "the account answer to play", agent_server)
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no prompt", agent_server)
+        heard = caller.first_reply_after(said)  # the yes/no prompt's first loud packet
         await step(caller.say(yes), "the yes answer to play", agent_server)
         caller.mark()
         reason = await step(caller.wait_ended(), "the agent's BYE", agent_server, 30)
@@ -195,6 +196,15 @@ async def test_completed_call_posts_spoken_slots(
         timing = turn["timing"]  # where the reply time went, for the latency benchmark
         assert {"close_after_speech_ms", "asr_finish_ms"} <= set(timing) and min(timing.values()) >= 0, turn
         assert "asr_whisper_ms" in timing, turn  # each engine's answer time after the end of speech
+        # from the caller's end of speech: the turn closed, the final, the decision, the reply's first audio
+        decided = timing["close_after_speech_ms"] + timing["asr_finish_ms"]
+        assert decided <= timing["decision_ms"] <= timing["first_audio_ms"] < 10_000, turn
+    # The node's first audio out is the reply the caller heard: the caller's own reply latency (from
+    # its last frame sent to the first loud packet) differs by the node's jitter buffer and where the
+    # VAD put the end of speech, not by more.
+    assert heard is not None
+    caller_ms, node_ms = (heard - said) * 1000, turns[0]["timing"]["first_audio_ms"]
+    assert caller_ms - 400 < node_ms < caller_ms + 100, (caller_ms, turns[0]["timing"])
     assert record["webhooks"][0]["status"] == 200, record["webhooks"]
     # After the last answer: the reference, then the goodbye once (not twice), then BYE.
     tts = load_tts("flite")

@@ -171,6 +171,52 @@ def test_a_keyed_correction_and_keyed_yes() -> None:
     assert c.slots["card"] == MASTERCARD
 
 
+def test_the_read_back_of_a_keyable_slot_listens_for_a_keyed_correction() -> None:
+    from parley.agent.voice import KeypadEntry
+
+    c = conversation()
+    c.start()
+    listen = listening(c.on_final(VISA_WORDS, 0.95))
+    assert (listen.dtmf_allowed, listen.dtmf_answer_keys, listen.dtmf_max_digits) == (True, "12", None)
+    for key, after_words in (("1", False), ("2", False)):
+        assert KeypadEntry(listen).press(key, 0.0, after_words=after_words)  # a whole answer at once
+    keys = KeypadEntry(listen)
+    assert [keys.press(k, 0.0) for k in "5555"] == [False] * 4  # another first key: a value goes on
+    keys = KeypadEntry(listen)
+    assert not keys.press("1", 0.0, after_words=True)  # "no" then keys: a value that begins with 1
+
+
+CHECKS_OUT = "That number doesn't check out: one of the digits may be wrong."
+LEADING_ONE = "1234567890123452"  # Luhn-valid, and begins with the key of a yes
+
+
+@pytest.mark.parametrize(
+    ("keys", "spoken", "result", "first_said"),
+    [
+        (MASTERCARD, "", "correction", READ_BACK.format(spaced(MASTERCARD))),  # read back again
+        ("1", "", "yes", "What is your date of birth?"),
+        ("2", "", "no", "What is your card number?"),
+        (LEADING_ONE, "no", "correction", READ_BACK.format(spaced(LEADING_ONE))),  # "no" + keys
+        (LEADING_ONE, "", "correction", READ_BACK.format(spaced(LEADING_ONE))),  # all keys at once
+        ("1111111111111111", "", "invalid:checksum", CHECKS_OUT),  # 16 ones: a value, not a yes
+        ("4222", "no", "invalid:length", "That is too short: I need at least 15 digits."),
+        ("4*2", "no", "no", "What is your card number?"),  # "no" and keys that make no value: a no
+        (VISA, "", "yes", "What is your date of birth?"),  # the same value keyed again confirms it
+    ],
+)
+def test_keys_at_the_read_back(keys: str, spoken: str, result: str, first_said: str) -> None:
+    c = conversation()
+    c.start()
+    c.on_final(VISA_WORDS, 0.95)
+    actions = c.on_dtmf(keys, spoken=spoken)
+    turn = c.record.turns[1]
+    assert (turn.kind, turn.input, turn.result) == ("confirm", "speech+dtmf" if spoken else "dtmf", result)
+    assert says(actions)[0] == first_said
+    if result == "correction":
+        assert says(c.on_dtmf("1")) == ["What is your date of birth?"]
+        assert c.slots["card"] == keys
+
+
 def test_a_correction_that_breaks_a_rule_is_re_asked() -> None:
     c = conversation()
     c.start()
@@ -370,3 +416,17 @@ def test_words_spoken_before_the_keys_begin_the_answer() -> None:
     actions = c.on_dtmf("1111111", spoken="four one one one one one one one one")
     assert says(actions) == [READ_BACK.format(spaced(VISA))]
     assert (c.record.turns[0].input, c.record.turns[0].transcript) == ("speech+dtmf", VISA)
+
+
+def test_the_final_whose_digits_fit_the_keys_begins_the_answer() -> None:
+    """A grammar that forces the digit count hears four digits in "four two": the final whose digits
+    make a whole answer with the keys is taken, the arbiter's choice when none does."""
+    text = AGENT.replace("    rules: {checksum: luhn, min_length: 15, max_length: 16}\n", "    digits: 4\n")
+    c = conversation(text)
+    c.start()
+    c.on_dtmf("71", spoken=["four two eight one", "four two"])
+    assert (c.record.turns[0].transcript, c.record.turns[0].result) == ("4271", "to_confirm")
+    c = conversation(text)
+    c.start()
+    c.on_dtmf("71", spoken=["four two eight one", "four"])
+    assert (c.record.turns[0].transcript, c.record.turns[0].result) == ("428171", "no_match")

@@ -7,6 +7,9 @@ that keep arriving may not restart it (issue 13: the digits were dropped and the
 no-input). Also: the terminator, the maximum number of keys, and a value rule on a keyed answer;
 and on the same live call path, a slow webhook backend (a real HTTP server on 127.0.0.1): the hold
 prompt is spoken while it works, and a timeout after sending takes the agent's unknown-outcome path.
+A call that mixes speech and keys (flite speech through the real recognisers): words then keys in
+one answer, a correction keyed at the read-back, "no" said then the corrected value keyed, a keyed
+yes, then a spoken answer to the next question.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from typing import Any
 import pytest
 
 from integration.harness import HOST, free_port, rtp_range
+from parley.nlu.question import Question, SlotType
+from parley.nlu.reader import read_slot
+from parley.speech.tts import load_tts
 from parley.telephony.manager import CallManager
 
 from .http_backend import serve_http
-from .voice_caller import AgentServer, ScriptedCaller, record_of, running_agent, step
+from .voice_caller import AgentServer, AnswerBook, ScriptedCaller, record_of, running_agent, step
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
@@ -82,6 +88,42 @@ steps:
 """
 
 
+MIXED_AGENT_YAML = """
+name: mixed-e2e
+voice: {{engine: flite, voice: slt}}
+settings: {{silence_ms: 700, no_input_ms: 8000, max_turn_ms: 20000}}
+steps:
+  - id: phone
+    type: ask
+    slot: phone
+    slot_type: phone
+    dtmf: true
+    prompt: "Please say or key your phone number, then the hash key."
+    confirm: always
+    confirm_prompt: "I have {{value}}. Press 1 if that is right, 2 if not, or key the right number."
+    on_failure: sorry
+  - id: agree
+    type: ask
+    slot: agree
+    slot_type: yes_no
+    prompt: "Shall I send your request now?"
+    confirm: never
+    on_failure: sorry
+  - id: submit
+    type: webhook
+    url: {url}
+    retries: 0
+    next: bye
+    on_failure: sorry
+  - id: bye
+    type: hangup
+    message: "Thank you, goodbye."
+  - id: sorry
+    type: hangup
+    message: "Sorry, goodbye."
+"""
+
+
 class Backend(BaseHTTPRequestHandler):
     """A real HTTP backend on loopback: records each POST; a PIN of 999999 makes it answer after 4 s
     (the agent's timeout is 2.5 s: the request was sent, its outcome is unknown)."""
@@ -112,6 +154,13 @@ def sink() -> Iterator[str]:
 def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: str) -> Iterator[AgentServer]:
     text = AGENT_YAML.format(url=sink + "/keypad", interdigit=INTERDIGIT_S)
     with running_agent(tmp_path_factory.mktemp("keypad"), text, startup_timeout=90) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mixed_server(tmp_path_factory: pytest.TempPathFactory, sink: str) -> Iterator[AgentServer]:
+    text = MIXED_AGENT_YAML.format(url=sink + "/mixed")
+    with running_agent(tmp_path_factory.mktemp("mixed"), text, startup_timeout=90) as server:
         yield server
 
 
@@ -174,3 +223,54 @@ async def test_slow_backend_gets_the_hold_prompt_and_an_unknown_outcome_on_a_liv
     assert (record["end_step"], record["outcome_reason"]) == ("unknown", "webhook submit outcome unknown")
     posts = [body for _, _, body in Backend.requests if body.get("call_id") == record["call_id"]]
     assert len(posts) == 1, posts  # sent once: never repeated by accident
+
+
+async def test_a_call_mixing_speech_and_keys_with_keyed_corrections_at_the_read_back(
+    mixed_server: AgentServer, sink: str, manager: CallManager
+) -> None:
+    book = AnswerBook(load_tts("flite"), "slt")
+    zero_seven_seven, no, yes = [await book.get(text) for text in ("zero seven seven", "no", "yes")]
+    server = mixed_server
+    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    try:
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the phone prompt", server)
+        await caller.say(zero_seven_seven)
+        await caller.press("00900123#")  # words, then keys: one answer, read back
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the first read-back", server)
+        await caller.press("07700900456#")  # a keyed correction (its first key is neither 1 nor 2)
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the second read-back", server)
+        await caller.say(no)
+        await caller.press("1800123456#")  # "no", then the right number keyed: even one that begins with 1
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the third read-back", server)
+        await caller.press("1")  # yes
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no question", server)
+        await caller.say(yes)
+        await step(caller.wait_ended(), "the goodbye and BYE", server, 30)
+    finally:
+        await caller.close()
+    record = await record_of(server, caller.call.call_id)
+    turns = [(t["step"], t["kind"], t["input"], t["result"]) for t in record["turns"]]
+    assert turns == [
+        ("phone", "answer", "speech+dtmf", "to_confirm"),
+        ("phone", "confirm", "dtmf", "correction"),
+        ("phone", "confirm", "speech+dtmf", "correction"),
+        ("phone", "confirm", "dtmf", "yes"),
+        ("agree", "answer", "speech", "accepted"),
+    ], (record["turns"], server.log())
+    # the words' digits as the arbiter's choice heard them ("zero seven seven" unless misheard), then keys
+    chosen = next(h["text"]["value"] for h in record["turns"][0]["hypotheses"] if h["chosen"])
+    reading = read_slot(Question(SlotType.PHONE), chosen)
+    heard = "".join(ch for ch in str(reading.value) if ch.isdigit())
+    assert heard, chosen
+    read_backs = [p["text"]["value"] for p in record["prompts"] if isinstance(p["text"], dict)]
+    assert [text.split(".")[0] for text in read_backs] == [
+        "I have " + " ".join(heard + "00900123"),
+        "I have " + " ".join("07700900456"),
+        "I have " + " ".join("1800123456"),
+    ], read_backs
+    posts = [body for _, path, body in Backend.requests if body.get("call_id") == record["call_id"]]
+    assert [p["slots"] for p in posts] == [{"phone": "1800123456", "agree": True}], posts
+    assert record["outcome"] == "completed", record
+    for turn in record["turns"]:  # keyed turns too: from the last key to the decision and first audio out
+        timing = turn["timing"]
+        assert 0 <= timing["decision_ms"] <= timing["first_audio_ms"] < 10_000, turn

@@ -348,6 +348,14 @@ def test_placeholder_names_uncollected_slot(tmp_path: Path) -> None:
     assert "never collected" in error.message
 
 
+def test_a_read_back_may_name_the_value_it_reads_back(tmp_path: Path) -> None:
+    read_back = '    prompt: "What is your first name?"\n    confirm_prompt: "I have {value}, right?"\n'
+    text = VALID.replace('    prompt: "What is your first name?"\n', read_back)
+    assert validate_file(_write(tmp_path, text)) == []
+    elsewhere = text.replace('message: "Goodbye."', 'message: "Goodbye {value}."')
+    _one(tmp_path, elsewhere, "{value}", "placeholder {value} names a slot that is never", None, nth=1)
+
+
 def test_placeholder_in_multiline_text_points_at_the_value(tmp_path: Path) -> None:
     text = VALID.replace('text: "Hello."', "text: >-\n      Hello\n      {caller}.")
     _one(tmp_path, text, ">-", "placeholder {caller}", "collected slots are: claim_id, first_name")

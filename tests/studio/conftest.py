@@ -253,7 +253,13 @@ def card_block_call(
             ],
             arbiter_reason="grammar parse of a complete answer",
             winner="sphinx-grammar",
-            timing={"close_after_speech_ms": 180.0, "asr_finish_ms": 40.0},
+            # the speech layer's parts, and (as the voice layer adds them) the decision and first audio out
+            timing={
+                "close_after_speech_ms": 180.0,
+                "asr_finish_ms": 40.0,
+                "decision_ms": 225.0,
+                "first_audio_ms": 310.0,
+            },
         )
         conversation.on_final("the third of may nineteen eighty five", 0.9)
         actions = conversation.on_final("yes", 0.9)

@@ -191,7 +191,8 @@ def test_analytics_of_a_version(client, accounts) -> None:
     account = next(n for n in f["no_match"] if n["step"] == "account_number")
     assert (account["slot"], account["answers"], account["no_match"]) == ("account_number", 4, 1)
     assert {d["step"] for d in f["drop_off"]} >= {"account_number"}
-    assert f["turn_latency_ms"]["turns"] == 2 and f["turn_latency_ms"]["p50"] == 220.0
+    assert (f["turn_latency_ms"]["turns"], f["turn_latency_ms"]["p50"]) == (2, 310.0)  # to first audio out
+    assert (f["decision_latency_ms"]["turns"], f["decision_latency_ms"]["p95"]) == (2, 225.0)
     assert f["engine_wins"] == {"digits": {"sphinx-grammar": {"wins": 2, "share": 1.0}}}
     page = client.get("/agents/card-block/analytics?version=1", headers=accounts["viewer"].headers)
     assert page.status_code == 200 and "25.0 %" in page.text and 'id="engine-wins"' in page.text

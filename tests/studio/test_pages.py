@@ -106,7 +106,14 @@ def test_call_timeline_page(client, accounts, store) -> None:
     page = client.get("/calls/call-t").text
     assert page.count('class="turn"') == len(card_block_call("x")["turns"])
     assert "sphinx-grammar" in page and "✔ chosen" in page and "grammar parse of a complete answer" in page
-    assert "close after speech" in page and "‹account_number›" in page
+    assert "‹account_number›" in page
+    bars = re.findall(r'data-phase="([^"]+)".*?margin-left: ([\d.]+)%; width: ([\d.]+)%.*?(\d+) ms', page)
+    assert bars == [  # one axis from the end of speech to the reply's first audio out (310 ms)
+        ("close after speech", "0.0", "58.1", "180"),
+        ("ASR final", "58.1", "12.9", "220"),
+        ("decision", "71.0", "1.6", "225"),
+        ("first audio out", "72.6", "27.4", "310"),
+    ], bars
     assert "55667788" not in page and "5 5 6 6" not in page
     assert 'id="reveal"' not in page
     client.post(

@@ -633,8 +633,9 @@ class Agent(_Model):
                     Problem(loc, f"bad placeholder in prompt: {exc}", "write {slot_name}; '{{' for '{'")
                 )
                 continue
+            read_back = loc[-1] == "confirm_prompt"  # its {value} is the value being read back
             for name in names:
-                if name not in collected:
+                if name not in collected and not (read_back and name == "value"):
                     out.append(
                         Problem(
                             loc,

@@ -87,7 +87,9 @@ class Listen:
     """Open the caller's turn: recognise one answer to ``question`` (keypad too if ``dtmf_allowed``).
 
     Keypad answers end ``dtmf_interdigit_s`` after the last key (audio flowing meanwhile does not
-    extend it), at ``dtmf_terminator``, or at ``dtmf_max_digits`` keys; then ``on_dtmf``.
+    extend it), at ``dtmf_terminator``, or at ``dtmf_max_digits`` keys; then ``on_dtmf``. A key of
+    ``dtmf_answer_keys`` pressed first, with no words before it, is a whole answer by itself (the 1 =
+    yes, 2 = no of a digits read-back, where other keys begin a corrected value).
     """
 
     question: Question
@@ -96,6 +98,7 @@ class Listen:
     dtmf_interdigit_s: float = 3.0
     dtmf_terminator: str | None = "#"
     dtmf_max_digits: int | None = None
+    dtmf_answer_keys: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,34 +578,39 @@ class Conversation:
         self._turn.t_end = self._now()
         return self._no_input()
 
-    def on_dtmf(self, digits: str, *, spoken: str = "") -> list[Action]:
+    def on_dtmf(
+        self,
+        digits: str,
+        *,
+        spoken: str | Sequence[str] = "",
+        hypotheses: Sequence[Hypothesis | dict[str, Any]] = (),
+        winner: str | None = None,
+    ) -> list[Action]:
         """Keypad input (a digit string, '#'-terminated or not) as the answer to the open question.
 
-        ``spoken``: what the caller said in the same turn before the first key; for digits and phone
-        questions its digits begin the answer ("four two" then keys 7 1 → 4271).
+        ``spoken``: what the caller said in the same turn before the first key (or the recognisers'
+        finals of it, the arbiter's choice first; ``hypotheses`` and ``winner`` as in
+        :meth:`on_final`, for the record). For digits and phone questions its digits begin the
+        answer ("four two" then keys 7 1 → 4271): the first final whose digits make a whole value
+        with the keys (a grammar that forces the question's digit count hears more than was said);
+        at a read-back, see :meth:`_keyed_confirmation`.
         """
         listen = self.listening
         if listen is None or not listen.dtmf_allowed or self._turn is None or self._ask is None:
             return []
         keys = digits.strip().rstrip("#*")
+        said = [spoken] if isinstance(spoken, str) else list(spoken)
+        said = [text for text in said if text.strip()]
         turn = self._turn
         turn.t_end = self._now()
-        turn.input = "dtmf"
-        if (
-            spoken.strip()
-            and self._waiting == "answer"
-            and self._ask.step.slot_type
-            in (
-                SlotKind.DIGITS,
-                SlotKind.PHONE,
-            )
-        ):
+        turn.input = "speech+dtmf" if said else "dtmf"
+        if said:
+            turn.hypotheses = [_hypothesis(h, said[0], winner) for h in hypotheses]
+        if said and self._waiting == "answer" and _keys_a_value(self._ask.step):
             step = self._ask.step
             question = ask_question(self.agent, step, step.prompt)
-            said = self.nlu.turn(question, step.slot_type, today=self.today()).final(spoken, 1.0)
-            said_digits = "".join(ch for ch in str(said.value) if ch.isdigit()) if said is not None else ""
-            keys = said_digits + keys
-            turn.input = "speech+dtmf"
+            whole = [self._spoken_digits(question, step, text) + keys for text in said]
+            keys = next((value for value in whole if self._keypad_value(step, value) is not None), whole[0])
         turn.transcript = keys
         turn.confidence = 1.0
         log.info(
@@ -610,12 +618,7 @@ class Conversation:
         )
         step = self._ask.step
         if self._waiting == "confirm":
-            answer = {"1": True, "2": False}.get(keys)
-            if answer is None and step.slot_type in (SlotKind.DIGITS, SlotKind.PHONE):
-                correction = self._keypad_value(step, keys)
-                if correction is not None and correction != self._candidate_value():
-                    return self._corrected(Reading(correction, 1.0, True))
-            return self._confirmation(answer)
+            return self._keyed_confirmation(step, keys, said)
         value: Any = None
         if step.slot_type in (SlotKind.DIGITS, SlotKind.PHONE):
             value = self._keypad_value(step, keys)
@@ -829,6 +832,7 @@ class Conversation:
             step.dtmf_interdigit_s,
             step.dtmf_terminator,
             _keypad_limit(step, confirm),
+            "12" if confirm and _keys_a_value(step) else "",
         )
         self._turn = Turn(step.id, "confirm" if confirm else "answer", self._now())
         self.record.turns.append(self._turn)
@@ -930,6 +934,28 @@ class Conversation:
         if jsonable(reading.value) == jsonable(self._candidate_value()):
             return None
         return reading
+
+    def _spoken_digits(self, question: Question, step: AskStep, text: str) -> str:
+        said = self.nlu.turn(question, step.slot_type, today=self.today()).final(text, 1.0)
+        return "".join(ch for ch in str(said.value) if ch.isdigit()) if said is not None else ""
+
+    def _keyed_confirmation(self, step: AskStep, keys: str, said: list[str]) -> list[Action]:
+        """Keys at a read-back (``said``: words before them, finals best first): 1 yes, 2 no; for
+        digits and phone numbers, a keyed value instead corrects it ("no" said before the keys makes
+        even a value that begins with 1 or 2 one), and the same value keyed again confirms it."""
+        assert self._turn is not None
+        answer = {"1": True, "2": False}.get(keys)
+        keyed = self._keypad_value(step, keys) if _keys_a_value(step) else None
+        if keyed is not None and (answer is None or said):
+            if keyed != self._candidate_value():
+                self._turn.transcript = f"{said[0]} {keyed}" if said else keyed
+                return self._corrected(Reading(keyed, 1.0, True))
+            answer = True
+        if answer is None and self._turn_nlu is not None:  # "no" and keys that make no value: a no
+            readings = (self._turn_nlu.final(text, 1.0) for text in said)
+            yes_no = (r.value for r in readings if r is not None and r.complete and isinstance(r.value, bool))
+            answer = next(yes_no, None)
+        return self._confirmation(answer)
 
     def _corrected(self, reading: Reading) -> list[Action]:
         """A correction replaces the value: checked against the rules, then read back again."""
@@ -1091,10 +1117,16 @@ class Conversation:
         return "USD" if self.agent.language.lower() == "en-us" else "GBP"
 
 
+def _keys_a_value(step: AskStep) -> bool:
+    """Whether the slot's value can be keyed (digits, phone numbers), at its question and read-back."""
+    return step.slot_type in (SlotKind.DIGITS, SlotKind.PHONE)
+
+
 def _keypad_limit(step: AskStep, confirm: bool) -> int | None:
-    """Keys after which a keypad answer is complete: one for yes/no, choices and read-backs (1 yes,
-    2 no), else ``dtmf_max_digits``, else the expected ``digits``."""
-    if confirm or step.slot_type in (SlotKind.YES_NO, SlotKind.CHOICE):
+    """Keys after which a keypad answer is complete: one for yes/no, choices and their read-backs
+    (1 yes, 2 no), else ``dtmf_max_digits``, else the expected ``digits`` (also at a read-back of
+    digits or a phone number, where a keyed correction may come; 1 or 2 alone answer it at once)."""
+    if (confirm and not _keys_a_value(step)) or step.slot_type in (SlotKind.YES_NO, SlotKind.CHOICE):
         return 1
     return step.dtmf_max_digits or step.digits
 

@@ -8,6 +8,11 @@ silence; at a short pause in a digits answer the recognisers' final is checked t
 endpointing, :meth:`Conversation.on_pause`). Speech during an interruptible prompt stops it
 (barge-in). RFC 4733 digits answer keypad-capable questions. Webhooks, transfers (REFER) and
 hang-ups are performed here, and the call record is appended to a JSON-lines file when the call ends.
+
+Each closed turn's reply time goes into its record, in milliseconds from the moment the caller
+stopped (the end of speech, or the last key): ``decision_ms`` when the dialogue had decided, and
+``first_audio_ms`` when the reply's first RTP frame left the server (beside the speech layer's parts:
+the endpointer's ``close_after_speech_ms`` and the recognisers' ``asr_finish_ms``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import io
 import logging
 import os
+import time
 import wave
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -316,14 +322,13 @@ class _CallSession:
         keys = KeypadEntry(listen)
         speaking = False
         spoke_before_keys = False
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
                     # the inter-digit deadline runs from the last key: audio frames do not extend it
-                    item = await asyncio.wait_for(self.inbox.get(), keys.remaining(loop.time()))
+                    item = await asyncio.wait_for(self.inbox.get(), keys.remaining(time.monotonic()))
                 except TimeoutError:
-                    return await self._keyed(keys.digits, turn, spoke_before_keys)
+                    return await self._keyed(keys, turn, spoke_before_keys)
                 if item is None:
                     raise CallGone
                 if isinstance(item, DtmfDigit):
@@ -332,8 +337,8 @@ class _CallSession:
                     self.prompts.cancel()
                     if not keys.digits and speaking:
                         spoke_before_keys = True  # "four two…" then keys: one answer
-                    if keys.press(item.digit, loop.time()):
-                        return await self._keyed(keys.digits, turn, spoke_before_keys)
+                    if keys.press(item.digit, time.monotonic(), after_words=spoke_before_keys):
+                        return await self._keyed(keys, turn, spoke_before_keys)
                     continue
                 playing = self.prompts.active
                 if playing and not interruptible:
@@ -351,8 +356,9 @@ class _CallSession:
                 if early and speaking:
                     event = endpointer.request_early_close() or event
                 record: TurnRecord | None = None
-                # a check needs recognisers that kept up: a lagging one's final would come too late
-                if isinstance(event, Paused) and checks and not turn.lagging:
+                # a check needs recognisers that kept up: a lagging one's final would come too late;
+                # once keys come, the keypad ends the turn (the words before them begin the answer)
+                if isinstance(event, Paused) and checks and not turn.lagging and not keys.digits:
                     checks -= 1
                     record = await turn.finish(deadline=PAUSE_CHECK_DEADLINE_S)
                     ended = endpointer.end_on_pause() if self._closes_at_pause(record) else None
@@ -375,7 +381,7 @@ class _CallSession:
                     if keys.digits:  # keying goes on: the keypad ends this turn
                         speaking = False
                         continue
-                    ended_at = loop.time() - (event.at_ms - event.last_speech_ms) / 1000  # last speech
+                    ended_at = time.monotonic() - (event.at_ms - event.last_speech_ms) / 1000  # last speech
                     if record is None:
                         record = await turn.finish()
                     winner = record.winner
@@ -392,7 +398,8 @@ class _CallSession:
                         winner=winner.engine if winner else None,
                         timing=timing,
                     )
-                    latency = loop.time() - ended_at
+                    self._decided(ended_at)
+                    latency = time.monotonic() - ended_at
                     metrics.TURN_LATENCY_SECONDS.observe(latency)
                     self._publish_turn(latency)
                     return decided
@@ -404,15 +411,34 @@ class _CallSession:
             if not turn.finished:
                 await turn.abandon()
 
-    async def _keyed(self, digits: str, turn: ArbiterTurn, spoke_before_keys: bool) -> list[Action]:
+    async def _keyed(self, keys: KeypadEntry, turn: ArbiterTurn, spoke_before_keys: bool) -> list[Action]:
         """The keypad ended the turn; words spoken before the first key (if any) begin the answer."""
-        spoken = ""
+        finals: list[Hypothesis] = []
+        winner = None
         if spoke_before_keys and not turn.finished:
             record = await turn.finish()
-            spoken = record.winner.text if record.winner is not None else ""
-        decided = self.conversation.on_dtmf(digits, spoken=spoken)
+            winner = record.winner
+            finals = [h for h in record.hypotheses if h.is_final]
+            finals.sort(key=lambda h: h != winner)  # the arbiter's choice first
+        decided = self.conversation.on_dtmf(
+            keys.digits,
+            spoken=[h.text for h in finals],
+            hypotheses=finals,
+            winner=winner.engine if winner is not None else None,
+        )
+        if keys.last_key is not None:
+            self._decided(keys.last_key)
         self._publish_turn()
         return decided
+
+    def _decided(self, stopped: float) -> None:
+        """Note in the closed turn's record when the dialogue decided, counted from ``stopped`` (when
+        the caller stopped, ``time.monotonic``), and have the reply's first audio out noted there too."""
+        turn = self.listened
+        if turn is None:
+            return
+        turn.timing["decision_ms"] = round((time.monotonic() - stopped) * 1000, 1)
+        self.prompts.reply_to(turn, stopped)
 
     def _publish_turn(self, latency_s: float | None = None) -> None:
         """The closed turn and the slots so far, for whoever watches the call (a browser's page):
@@ -461,6 +487,25 @@ class _PromptPlayer:
         self.call = call
         self.task: asyncio.Task[None] | None = None
         self.last: Playback | None = None
+        self.replying: tuple[Turn, float] | None = None  # the turn whose reply's first audio is awaited
+
+    def reply_to(self, turn: Turn, stopped: float) -> None:
+        """Note in ``turn``'s timing (``first_audio_ms``) when the next audio's first frame leaves,
+        counted from ``stopped`` (``time.monotonic``, the media clock's time)."""
+        self.replying = (turn, stopped)
+
+    def _play(self, pcm: np.ndarray) -> None:
+        playback = self.call.play(pcm)
+        self.last = playback
+        if self.replying is not None:
+            playback.callbacks.append(lambda _stopped: self._sent(playback))
+
+    def _sent(self, playback: Playback) -> None:
+        """A reply's playback ended (played out or stopped): its first frame's time, if it left."""
+        if self.replying is not None and playback.first_sent is not None:
+            turn, stopped = self.replying
+            turn.timing["first_audio_ms"] = round((playback.first_sent - stopped) * 1000, 1)
+            self.replying = None
 
     def speak(self, says: list[Say]) -> None:
         """Queue ``says`` after whatever is still being rendered."""
@@ -476,12 +521,12 @@ class _PromptPlayer:
                     pcm = np.concatenate((carry, chunk)) if len(carry) else chunk
                     whole = len(pcm) - len(pcm) % FRAME_SAMPLES
                     if whole:
-                        self.last = self.call.play(pcm[:whole])
+                        self._play(pcm[:whole])
                     carry = pcm[whole:]
             except Exception:  # the call goes on without this prompt
                 log.exception("call %s: could not render a prompt", self.call.call_id)
             if len(carry):
-                self.last = self.call.play(carry)
+                self._play(carry)
 
     @property
     def active(self) -> bool:
@@ -519,7 +564,8 @@ def _pause_checkable(question: Question) -> bool:
 
 
 class KeypadEntry:
-    """The keys of one answer: complete at the terminator, at the maximum number of keys, or when the
+    """The keys of one answer: complete at the terminator, at the maximum number of keys, at a first
+    key that is an answer by itself (a read-back's 1 or 2, unless words came before it), or when the
     inter-digit time has passed since the *last key* (an absolute deadline: the 20 ms audio frames
     that keep arriving meanwhile must not restart it)."""
 
@@ -527,14 +573,19 @@ class KeypadEntry:
         self.listen = listen
         self.digits = ""
         self.deadline: float | None = None
+        self.last_key: float | None = None  # when the last key came
 
-    def press(self, key: str, now: float) -> bool:
-        """Add a key pressed at ``now``; True when the answer is complete."""
+    def press(self, key: str, now: float, *, after_words: bool = False) -> bool:
+        """Add a key pressed at ``now`` (``after_words``: the caller spoke before the first key);
+        True when the answer is complete."""
+        self.last_key = now
         if key == self.listen.dtmf_terminator:
             self.deadline = now  # also ends an empty answer: on_dtmf("") is a no-match
             return True
         self.digits += key
         self.deadline = now + self.listen.dtmf_interdigit_s
+        if self.digits in self.listen.dtmf_answer_keys and len(self.digits) == 1 and not after_words:
+            return True
         limit = self.listen.dtmf_max_digits
         return limit is not None and len(self.digits) >= limit
 

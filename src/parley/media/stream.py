@@ -48,14 +48,16 @@ class StreamStats:
 
 
 class Playback:
-    """Encoded audio queued for sending; ``done`` fires when played out or stopped."""
+    """Encoded audio queued for sending; ``callbacks`` run when it is played out or stopped, and
+    ``first_sent`` is when its first frame left (the stream's clock; None until then)."""
 
-    __slots__ = ("callbacks", "data", "offset", "stopped")
+    __slots__ = ("callbacks", "data", "first_sent", "offset", "stopped")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.offset = 0
         self.stopped = False
+        self.first_sent: float | None = None
         self.callbacks: list[Callable[[bool], None]] = []
 
     @property
@@ -260,6 +262,8 @@ class RtpStream:
             if type(playback) is not Playback:
                 return playbacks.popleft()  # a live PCM frame from play_frame()
             start = playback.offset
+            if not start:
+                playback.first_sent = self._time()
             chunk = playback.data[start : start + FRAME_SAMPLES]
             playback.offset = start + FRAME_SAMPLES
             if playback.offset >= len(playback.data):

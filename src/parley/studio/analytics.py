@@ -1,6 +1,11 @@
 """Analytics of one agent version from its call records: outcomes, drop-off per step, no-match rate per
 slot, turn-latency percentiles and each ASR engine's win rate per slot type.
 
+Turn latency is counted from the moment the caller stopped (end of speech, or the last key) to the
+reply's first audio out (``first_audio_ms`` of each turn's timing); the decision's latency, to the
+dialogue's decision (``decision_ms``; for records older than that field, the endpointer's close plus
+the recognisers' final).
+
 Only the records' structure is read (outcomes, steps, turn results, timings, which engine the arbiter
 chose): no caller data is opened, so viewers may see these figures.
 """
@@ -35,7 +40,8 @@ def summarise(records: Iterable[dict[str, Any]], agent_yaml: str | None) -> dict
     reached: Counter[str] = Counter()  # calls that had a turn at each step
     answers: Counter[str] = Counter()
     no_match: Counter[str] = Counter()
-    latency: list[float] = []
+    latency: list[float] = []  # caller stopped -> first audio out
+    decision: list[float] = []  # caller stopped -> the dialogue's decision
     wins: dict[str, Counter[str]] = defaultdict(Counter)
     for record in records:
         calls += 1
@@ -52,8 +58,12 @@ def summarise(records: Iterable[dict[str, Any]], agent_yaml: str | None) -> dict
                 if turn.get("result") == "no_match":
                     no_match[step] += 1
             timing = turn.get("timing") or {}
-            if timing:
-                latency.append(sum(float(v) for v in timing.values() if isinstance(v, int | float)))
+            if "first_audio_ms" in timing:
+                latency.append(float(timing["first_audio_ms"]))
+            if "decision_ms" in timing:
+                decision.append(float(timing["decision_ms"]))
+            elif "close_after_speech_ms" in timing and "asr_finish_ms" in timing:
+                decision.append(float(timing["close_after_speech_ms"]) + float(timing["asr_finish_ms"]))
             chosen = [h.get("engine") for h in turn.get("hypotheses") or [] if h.get("chosen")]
             if chosen and step in asks:
                 wins[asks[step].slot_type.value][chosen[0]] += 1
@@ -77,12 +87,8 @@ def summarise(records: Iterable[dict[str, Any]], agent_yaml: str | None) -> dict
             }
             for step in answers
         ],
-        "turn_latency_ms": {
-            "turns": len(latency),
-            "p50": percentile(latency, 0.5),
-            "p90": percentile(latency, 0.9),
-            "p95": percentile(latency, 0.95),
-        },
+        "turn_latency_ms": _percentiles(latency),
+        "decision_latency_ms": _percentiles(decision),
         "engine_wins": {
             slot_type: {
                 engine: {"wins": count, "share": _rate(count, sum(engines.values()))}
@@ -90,6 +96,15 @@ def summarise(records: Iterable[dict[str, Any]], agent_yaml: str | None) -> dict
             }
             for slot_type, engines in sorted(wins.items())
         },
+    }
+
+
+def _percentiles(values: list[float]) -> dict[str, Any]:
+    return {
+        "turns": len(values),
+        "p50": percentile(values, 0.5),
+        "p90": percentile(values, 0.9),
+        "p95": percentile(values, 0.95),
     }
 
 

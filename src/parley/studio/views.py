@@ -132,7 +132,7 @@ def _plain(record: dict[str, Any], show: Any) -> dict[str, Any]:
 
 def timeline(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The call's turns in order, each with the prompts played since the turn before it, the
-    hypotheses (the arbiter's choice marked), NLU, and its timing bars (ms, for drawing)."""
+    hypotheses (the arbiter's choice marked), NLU, its listening time and its reply's timing bars."""
     prompts = sorted(record.get("prompts") or [], key=lambda p: p.get("t") or 0.0)
     out = []
     previous_end = -1.0
@@ -140,18 +140,13 @@ def timeline(record: dict[str, Any]) -> list[dict[str, Any]]:
         start = turn.get("t_listen") or 0.0
         said = [p for p in prompts if previous_end < (p.get("t") or 0.0) <= start]
         end = turn.get("t_end")
-        timing = turn.get("timing") or {}
-        bars = [
-            ("listening", start, end),
-            ("close after speech", None, timing.get("close_after_speech_ms")),
-            ("recognisers' finish", None, timing.get("asr_finish_ms")),
-        ]
         out.append(
             {
                 "index": index,
                 "turn": turn,
                 "prompts": said,
-                "bars": _bars(bars),
+                "listened_s": None if end is None else round(end - start, 2),
+                "bars": reply_bars(turn.get("timing") or {}),
                 "closed_early": turn.get("t_early_close") is not None,
             }
         )
@@ -159,15 +154,29 @@ def timeline(record: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _bars(spans: list[tuple[str, float | None, float | None]]) -> list[dict[str, Any]]:
-    """Widths for the timing bars: a turn's listening time in seconds, the others in milliseconds."""
-    out = []
-    for label, start, end in spans:
-        if end is None:
+def reply_bars(timing: dict[str, Any]) -> list[dict[str, Any]]:
+    """A turn's reply as phases on one axis from the moment the caller stopped (end of speech, or the
+    last key), in ms: the endpointer closing the turn, the recognisers' final ("ASR final"), the
+    dialogue's decision, the reply's first audio out. Each bar: label, start and end (ms), left offset
+    and width (%)."""
+
+    def ms(key: str) -> float | None:
+        value = timing.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    closed, finish = ms("close_after_speech_ms"), ms("asr_finish_ms")
+    final = None if closed is None or finish is None else closed + finish
+    marks = [("close after speech", closed), ("ASR final", final)]
+    marks += [("decision", ms("decision_ms")), ("first audio out", ms("first_audio_ms"))]
+    bars = []
+    previous = 0.0
+    for label, at in marks:
+        if at is None:
             continue
-        ms = (end - start) * 1000 if start is not None else float(end)
-        out.append({"label": label, "ms": round(ms, 1)})
-    longest = max((bar["ms"] for bar in out), default=0.0) or 1.0
-    for bar in out:
-        bar["width"] = max(1, round(100 * bar["ms"] / longest))
-    return out
+        bars.append({"label": label, "start": round(previous, 1), "end": round(at, 1)})
+        previous = max(previous, at)
+    total = max((bar["end"] for bar in bars), default=0.0) or 1.0
+    for bar in bars:
+        bar["left"] = round(100 * bar["start"] / total, 1)
+        bar["width"] = max(0.5, round(100 * (bar["end"] - bar["start"]) / total, 1))
+    return bars
