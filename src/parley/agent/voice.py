@@ -594,6 +594,16 @@ class KeypadEntry:
         return None if self.deadline is None else max(0.0, self.deadline - now)
 
 
+def decode_pool(engines: list[AsrEngine], processes: int | None, hang_s: float = HANG_S) -> DecodePool:
+    """The decode processes of a serving process: ``processes``, or one per core beside the event
+    loop's (at least one), as decoding scales with cores; whisper, which decodes whole answers, in a
+    process of its own (see DecodePool)."""
+    names = [engine.name for engine in engines]
+    dedicated = [name for name in names if name in WHOLE_ANSWER_ENGINES]
+    workers = processes or max(1, (os.cpu_count() or 2) - 1)
+    return DecodePool(names, workers=workers, dedicated=dedicated, hang_s=hang_s)
+
+
 async def serve_agent(
     path: Path,
     records: Path | None,
@@ -609,12 +619,7 @@ async def serve_agent(
 
     agent = load_agent(path)
     engines = load_engines()
-    # One decoder process per core beside the event loop's (at least one): decoding scales with cores;
-    # whisper, which decodes whole answers, in a process of its own (see DecodePool).
-    default = max(1, (os.cpu_count() or 2) - 1)
-    names = [engine.name for engine in engines]
-    dedicated = [name for name in names if name in WHOLE_ANSWER_ENGINES]
-    pool = DecodePool(names, workers=decode_processes or default, dedicated=dedicated, hang_s=decode_hang_s)
+    pool = decode_pool(engines, decode_processes, decode_hang_s)
     app = VoiceAgent(agent, engines=engines, pool=pool, records=records, keyring=keyring)
     try:
         await app.start()

@@ -25,6 +25,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from parley.cluster.supervisor import Supervisor, WorkerPlan
 
 NODE_READY_LINE = "parley: node ready,"
+STUDIO_TOKEN_ENV = "PARLEY_STUDIO_TOKEN"  # where `parley serve --token` is read from, if not given
 Wsgi = Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]
 
 
@@ -162,7 +163,7 @@ def worker_command(
         records = str(options["records"])
         if options.get("studio"):  # each worker follows the studio, and ships its own records file
             records = f"{records}.w{plan.index}"
-            cmd += ["--studio", options["studio"], "--token", options["token"]]
+            cmd += ["--studio", options["studio"]]  # the token goes in the environment, not argv
         if options.get("key_file"):
             cmd += ["--key-file", str(options["key_file"])]
         cmd += ["--records", records, "--decode-processes", str(options["decode_processes"])]
@@ -222,8 +223,11 @@ def serve_node(
     decoders = options.get("decode_processes") or max(1, (usable_cores() - workers) // workers)
     command = worker_command({**options, "decode_processes": decoders}, logging_options)
     with NodeMetrics() as metrics:
+        env = metrics.worker_env()
+        if options.get("studio"):  # a secret: never on a command line that `ps` shows every user
+            env[STUDIO_TOKEN_ENV] = options["token"]
         stats, clean = asyncio.run(
-            run_node(command, plans, host=options["host"], admin_port=admin_port, env=metrics.worker_env(),
+            run_node(command, plans, host=options["host"], admin_port=admin_port, env=env,
                      metrics=metrics.exposition, on_exit=metrics.process_exited)
         )  # fmt: skip
     if stats_file is not None:

@@ -29,7 +29,7 @@ import httpx
 
 from parley.agent.loader import AgentFileError, load_agent_text
 from parley.agent.sealing import Keyring
-from parley.agent.voice import VoiceAgent
+from parley.agent.voice import VoiceAgent, decode_pool
 from parley.speech.engines.pool import HANG_S
 from parley.telephony.call import Call
 
@@ -273,7 +273,6 @@ async def serve_from_studio(
 ) -> dict[str, Any]:
     """``parley serve --studio URL --token T NAME``: serve NAME's live version until stopped."""
     from parley.speech.engines import load_engines
-    from parley.speech.engines.pool import DecodePool
     from parley.telephony.server import run_server
 
     if keyring is None:
@@ -282,9 +281,7 @@ async def serve_from_studio(
             records,
         )
     engines = load_engines()
-    default = max(1, (os.cpu_count() or 2) - 1)
-    names = [engine.name for engine in engines]
-    pool = DecodePool(names, workers=decode_processes or default, hang_s=decode_hang_s)
+    pool = decode_pool(engines, decode_processes, decode_hang_s)  # whisper in a process of its own
     link = StudioLink(url, token)
 
     def make_agent(agent: Any, version: int) -> VoiceAgent:
