@@ -1,6 +1,6 @@
-"""Echo calls one node holds: ``parley serve echo --workers 2`` on 2 cores against ``--workers 1`` on 1 core.
+"""Calls one node holds with ``--workers 2`` on 2 cores against ``--workers 1`` on 1 core: echo, then agents.
 
-For each configuration and each step N, SIPp (``rtp_stream``, 20 s of PCMU a call each way) places N
+**Echo.** For each configuration and each step N, SIPp (``rtp_stream``, 20 s of PCMU a call each way) places N
 calls, spread evenly over the node's workers (one SIPp per worker port), and holds them 20 s:
 
 - **1 worker, 1 core**: the node pinned to core 1 (``taskset``), SIPp to core 0.
@@ -14,25 +14,56 @@ the worst worker's outgoing frame timing p99 (how far a stream's frame intervals
 Timing is not a pass criterion here, unlike ``calls_per_core.py``: on this shared 2-core machine
 other engineers' processes run on the node's cores and alone push it past 5 ms at a few hundred calls.
 
-Usage: ``.venv/bin/python bench/cluster_capacity.py --steps-1 300,500 --steps-2 600,1000``.
+**Agent.** ``parley serve examples/card_block.yaml`` (its webhook ``$CARDS_BACKEND`` pointed at the
+load tester's sink), one decode process per worker beside each worker's Whisper process, pinned and
+placed as above. For each step C, ``parley loadtest examples/loadtest/card_block.yaml`` places
+``--agent-calls-per-step`` × C calls, at most C at once, spread round-robin over the workers' ports
+(``--target`` per worker), one node for all the steps of a configuration. A step holds when no call
+failed (SIP), no prompt timed out, RTP loss (the load tester's side) is below 0.1 % and the turn
+latency p95 (the caller's end of speech to the agent's first reply audio) is within
+``--agent-p95-ms``. Whisper's decode (≈0.4 CPU-s an answer) is the cost: a core holds a handful.
+
+**Examples** (``--parts examples``). Each example agent (``examples/X.yaml`` with
+``examples/loadtest/X.yaml``) on one worker on one core, ``--examples-concurrency`` calls at once:
+its node's CPU per second of call (cores per concurrent call), the figure that scales card_block's
+measured capacity to the others in ``docs/scaling.md``.
+
+The capacity of each configuration is its highest step passing before the first that fails; the
+figure is the ratio 2 workers / 1 worker, for echo and for agent calls, in one run.
+
+Usage::
+
+    .venv/bin/python bench/cluster_capacity.py --out capacity.json          # both, ≈ 20 min
+    .venv/bin/python bench/cluster_capacity.py --parts agent --agent-steps-1 2,4 --agent-steps-2 4,8
+    .venv/bin/python bench/cluster_capacity.py --parts echo --steps-1 300,500 --steps-2 600,1000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from calls_per_core import SCENARIO, free_port, sipp_counts
 
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+AGENT = ROOT / "examples" / "card_block.yaml"
+AGENT_SCENARIO = ROOT / "examples" / "loadtest" / "card_block.yaml"
+LOSS_GOAL_PCT = 0.1
 HOLD_S = 20.0
 RAMP_S = 10.0
 READY = "parley: node ready"
@@ -57,36 +88,55 @@ def bindable(port: int) -> bool:
 
 
 def tree_cpu(root: psutil.Process) -> float:
-    """CPU seconds of a process and all its descendants alive now."""
+    """CPU seconds of a process and all its descendants alive now, and of the children they reaped."""
     total = 0.0
     for process in [root, *root.children(recursive=True)]:
         try:
             times = process.cpu_times()
         except psutil.Error:
             continue
-        total += times.user + times.system
+        total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
-def start_node(workers: int, port: int, stats_file: Path, pin: str | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "parley", "serve", "echo", "--workers", str(workers), "--port", str(port)]
+def start_node(
+    workers: int,
+    port: int,
+    stats_file: Path,
+    pin: str | None,
+    app: str = "echo",
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """``parley serve APP --workers N`` on ``port`` … ``port+N-1``, returned once every worker answers."""
+    cmd = [sys.executable, "-m", "parley", "serve", app, "--workers", str(workers), "--port", str(port)]
     cmd += ["--host", "127.0.0.1", "--transport", "udp", "--rtp-ports", "20000-40000", "--max-load", "0"]
-    cmd += ["--stats-file", str(stats_file)]
+    cmd += ["--stats-file", str(stats_file), *extra]
     ready = "answering calls" if workers == 1 else READY  # one worker runs as one process
     proc = subprocess.Popen(
         [*(["taskset", "-c", pin] if pin else []), *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True,
+        text=True, env=env, start_new_session=True,
     )  # fmt: skip
     assert proc.stderr is not None
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if ready in line:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe drained
             return proc
         if not line and proc.poll() is not None:
             break
     proc.kill()
-    raise RuntimeError(f"the node with {workers} workers did not start")
+    raise RuntimeError(f"the node with {workers} workers did not start: {' '.join(cmd)}")
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    node.send_signal(signal.SIGTERM)
+    try:
+        node.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
 
 
 def sipp(port: int, calls: int, stat_csv: Path, pin: str | None) -> subprocess.Popen:
@@ -122,8 +172,7 @@ def run_step(workers: int, calls: int, workdir: Path) -> dict[str, object]:
         except subprocess.TimeoutExpired:
             caller.kill()
             caller.wait()
-    node.send_signal(signal.SIGTERM)
-    node.wait(timeout=60)
+    stop_node(node)
     counts = [sipp_counts(workdir / f"sipp-{workers}-{calls}-{i}.csv") for i in range(workers)]
     result: dict[str, object] = {
         "workers": workers,
@@ -145,34 +194,183 @@ def passes(result: dict[str, object]) -> bool:
     return (
         result["failed"] == 0
         and result["successful"] == result["calls"]
-        and float(result.get("rtp_loss_percent", 100.0)) < 0.1  # type: ignore[arg-type]
+        and float(result.get("rtp_loss_percent", 100.0)) < LOSS_GOAL_PCT  # type: ignore[arg-type]
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps-1", default="500,1000,1500", help="calls for 1 worker on 1 core")
-    parser.add_argument("--steps-2", default="1000,2000,3000", help="calls for 2 workers on 2 cores")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="cluster-capacity-"))
+def pinned(pin: str | None) -> list[str]:
+    return ["taskset", "-c", pin] if pin else []
+
+
+def agent_step(
+    agent: Path, scenario: Path, workers: int, concurrency: int, port: int, sink_port: int,
+    node: psutil.Process, pin: str | None, args: argparse.Namespace, workdir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """One load-test run of ``concurrency`` calls at once against the node's workers (round-robin)."""
+    calls = args.agent_calls_per_step * concurrency
+    out = workdir / f"{agent.stem}-{workers}-{concurrency}"
+    cmd = [sys.executable, "-m", "parley", "loadtest", str(scenario), "--out", str(out)]
+    for worker in range(workers):
+        cmd += ["--target", f"sip:agent@127.0.0.1:{port + worker}"]
+    cmd += ["--calls", str(calls), "--concurrency", str(concurrency), "--rate", "1", "--seed", "1"]
+    cmd += ["--webhook-port", str(sink_port), "--rtp-ports", "40000-48000"]
+    load0 = os.getloadavg()[0]
+    cpu0, t0 = tree_cpu(node), time.monotonic()
+    done = subprocess.run([*pinned(pin), *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=calls * 200 + 120)  # fmt: skip
+    cpu, wall = tree_cpu(node) - cpu0, time.monotonic() - t0
+    if done.returncode not in (0, 1):  # 1: the scenario's own thresholds missed, reported beside
+        raise RuntimeError(f"parley loadtest exited {done.returncode}: {done.stderr[-2000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    figures = summary["summary"]
+    latency = figures["reply_latency_ms"]
+    call_seconds = (figures["call_duration_s"]["mean"] or 0.0) * figures["call_duration_s"]["count"]
+    result = {
+        "part": "agent",
+        "agent": agent.name,
+        "workers": workers,
+        "concurrency": concurrency,
+        "calls": figures["attempted"],
+        "failed": figures["failed"],
+        "outcomes": {k: v for k, v in figures["outcomes"].items() if v},
+        "peak_concurrency": figures["peak_concurrency"],
+        "turns": figures["turns"]["replied"],
+        "prompt_timeouts": figures["turns"]["prompt_timeouts"],
+        "turn_latency_p50_ms": round(latency["p50"], 1) if latency["p50"] is not None else None,
+        "turn_latency_p95_ms": round(latency["p95"], 1) if latency["p95"] is not None else None,
+        "rtp_loss_percent": round(figures["rtp"]["loss_pct"], 3),
+        "slot_accuracy_pct": figures["slots"].get("pct"),
+        "node_cpu_cores": round(cpu / wall, 2),
+        "node_cpu_s_per_call": round(cpu / max(figures["attempted"], 1), 2),
+        "call_duration_s_mean": round(figures["call_duration_s"]["mean"] or 0.0, 1),
+        "node_cores_per_call": round(cpu / call_seconds, 4) if call_seconds else None,
+        "wall_s": round(wall, 1),
+        "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "threshold_failures": summary["threshold_failures"],
+    }
+    p95 = result["turn_latency_p95_ms"]
+    result["pass"] = (
+        result["failed"] == 0
+        and result["calls"] == calls
+        and result["prompt_timeouts"] == 0
+        and result["rtp_loss_percent"] < LOSS_GOAL_PCT
+        and p95 is not None
+        and p95 <= args.agent_p95_ms
+    )
+    return result
+
+
+def start_agent_node(
+    agent: Path, workers: int, port: int, sink_port: int, pin: str | None, workdir: Path
+) -> subprocess.Popen:
+    """The agent on a node, every ``${X_BACKEND}`` of its webhooks pointed at the load tester's sink."""
+    backends = set(re.findall(r"\$\{(\w+_BACKEND)", agent.read_text()))
+    env = {**os.environ, **{name: f"http://127.0.0.1:{sink_port}" for name in backends}}
+    name = f"{agent.stem}-{workers}"
+    extra = ["--decode-processes", "1", "--records", str(workdir / f"{name}-records.jsonl")]
+    started = time.monotonic()
+    node = start_node(workers, port, workdir / f"{name}.json", pin, str(agent), extra, env)
+    print(f"{agent.name}, {workers} worker(s): up in {time.monotonic() - started:.1f} s", flush=True)
+    return node
+
+
+def agent_capacity(
+    agent: Path, scenario: Path, workers: int, steps: list[int], args: argparse.Namespace, workdir: Path
+) -> list[dict]:
+    """One agent node for every step of a configuration: the steps until the first that fails."""
+    port = free_block(workers)
+    sink_port = free_port()
+    node_pin, caller_pin = ("1", "0") if workers == 1 else (None, None)
+    node = start_agent_node(agent, workers, port, sink_port, node_pin, workdir)
     results = []
-    capacity = {}
-    for workers, steps in ((1, args.steps_1), (2, args.steps_2)):
-        capacity[workers] = 0
-        for calls in (int(s) for s in steps.split(",")):
-            result = run_step(workers, calls, workdir)
-            result["pass"] = passes(result)
+    try:
+        root = psutil.Process(node.pid)
+        for concurrency in steps:
+            result = agent_step(
+                agent, scenario, workers, concurrency, port, sink_port, root, caller_pin, args, workdir
+            )
             results.append(result)
             print(json.dumps(result), flush=True)
             if not result["pass"]:
                 break
-            capacity[workers] = calls
-    ratio = capacity[2] / capacity[1] if capacity[1] else None
-    summary = {"command": " ".join([sys.executable, *sys.argv]), "capacity": capacity, "ratio": ratio}
-    print(json.dumps(summary))
+    finally:
+        stop_node(node)
+    return results
+
+
+def highest_pass(results: list[dict], key: str) -> int:
+    """The highest step passing before the first that fails (0: none)."""
+    held = 0
+    for result in results:
+        if not result["pass"]:
+            break
+        held = result[key]
+    return held
+
+
+def steps_of(text: str) -> list[int]:
+    return [int(step) for step in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="echo,agent", help="echo, agent, examples (comma-separated)")
+    parser.add_argument("--steps-1", default="1000,1500", help="echo calls for 1 worker on 1 core")
+    parser.add_argument("--steps-2", default="2000,3000", help="echo calls for 2 workers on 2 cores")
+    parser.add_argument("--agent", type=Path, default=AGENT, help="the agent (its webhook: $CARDS_BACKEND)")
+    parser.add_argument("--agent-scenario", type=Path, default=AGENT_SCENARIO, help="its load-test scenario")
+    parser.add_argument("--agent-steps-1", default="2,3,4,5", help="agent calls at once, 1 worker")
+    parser.add_argument("--agent-steps-2", default="4,6,8,10", help="agent calls at once, 2 workers")
+    parser.add_argument("--agent-calls-per-step", type=int, default=2, help="calls a step, × its concurrency")
+    parser.add_argument("--examples-concurrency", type=int, default=2, help="calls at once, 'examples' part")
+    parser.add_argument("--agent-p95-ms", type=float, default=1000.0, help="turn-latency p95 bound of 'held'")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    workdir = Path(tempfile.mkdtemp(prefix="cluster-capacity-"))
+    report: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv])}
+    report["load_average"] = [os.getloadavg()]
+    if "echo" in parts:
+        results = []
+        capacity = {}
+        for workers, steps in ((1, args.steps_1), (2, args.steps_2)):
+            mine = []
+            for calls in steps_of(steps):
+                result = {"part": "echo", **run_step(workers, calls, workdir)}
+                result["pass"] = passes(result)
+                mine.append(result)
+                print(json.dumps(result), flush=True)
+                if not result["pass"]:
+                    break
+            capacity[workers] = highest_pass(mine, "calls")
+            results += mine
+        ratio = capacity[2] / capacity[1] if capacity[1] else None
+        report["echo"] = {"steps": results, "capacity": capacity, "ratio": ratio}
+        report["load_average"].append(os.getloadavg())
+    if "agent" in parts:
+        results = []
+        capacity = {}
+        for workers, steps in ((1, args.agent_steps_1), (2, args.agent_steps_2)):
+            mine = agent_capacity(args.agent, args.agent_scenario, workers, steps_of(steps), args, workdir)
+            capacity[workers] = highest_pass(mine, "concurrency")
+            results += mine
+        ratio = capacity[2] / capacity[1] if capacity[1] else None
+        report["agent"] = {"steps": results, "capacity": capacity, "ratio": ratio,
+                           "p95_bound_ms": args.agent_p95_ms}  # fmt: skip
+        report["load_average"].append(os.getloadavg())
+    if "examples" in parts:  # each example agent's CPU per call-second, 1 worker on 1 core
+        report["examples"] = []
+        for scenario in sorted((ROOT / "examples" / "loadtest").glob("*.yaml")):
+            agent = ROOT / "examples" / scenario.name
+            if agent.exists():
+                steps = [args.examples_concurrency]
+                report["examples"] += agent_capacity(agent, scenario, 1, steps, args, workdir)
+        report["load_average"].append(os.getloadavg())
+    print(json.dumps({k: {"capacity": v["capacity"], "ratio": v["ratio"]} for k, v in report.items()
+                      if isinstance(v, dict)}))  # fmt: skip
+    print(f"load average (1 min) through the run: {[round(load[0], 2) for load in report['load_average']]}")
     if args.out:
-        args.out.write_text(json.dumps({"steps": results, **summary}, indent=2))
+        args.out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

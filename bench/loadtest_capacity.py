@@ -10,6 +10,10 @@
    when every call completed, loss < 0.1 % and no prompt timed out; it is also "on time" when the
    load tester's own media clock kept time (p99 lateness < 20 ms: beyond that a few of its outgoing
    frames leave in bursts, though arrival times stay the kernel's).
+   With ``--workers N`` the load tester places the calls from N processes and with
+   ``--server-workers M`` the echo server runs M workers, the calls round-robin over their ports;
+   then nothing is pinned (this machine has two cores for both sides), and the CPU columns are the
+   load tester's processes together and the server's tree, as shares of one core.
 2. **Prompt-detection cost** — CPU per 20 ms packet of the energy test on the encoded G.711 bytes
    (what the caller uses) beside a WebRTC VAD call on the decoded frame and a numpy peak.
 3. **End to end** — ``parley serve examples/card_block.yaml`` (its webhook URL pointed at the load
@@ -20,6 +24,8 @@ Usage::
 
     .venv/bin/python bench/loadtest_capacity.py --steps 250,500,1000 --hold 20 --agent-calls 5
     .venv/bin/python bench/loadtest_capacity.py --steps 20,50 --hold 5 --agent-calls 2   # quick
+    .venv/bin/python bench/loadtest_capacity.py --steps 1000,2000 --workers 2 --server-workers 2 \
+        --hold 20 --rate 100 --agent-calls 0   # 2,000 calls from two processes
 
 Writes ``bench/results/loadtest_capacity-<time>.json`` and prints tables.
 """
@@ -40,13 +46,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from agent.voice_caller import start_agent_server, stop_agent_server  # noqa: E402
-from integration.harness import spawn_until_ready  # noqa: E402
+from cluster_capacity import tree_cpu  # noqa: E402
+from integration.harness import READY_LINE, spawn_until_ready  # noqa: E402
+from parley.cluster.node import NODE_READY_LINE  # noqa: E402
 from parley.loadtest.audio import QUIET  # noqa: E402
 from parley.loadtest.listen import PacketTap  # noqa: E402
 from parley.loadtest.run import RunOptions, free_port, run_loadtest  # noqa: E402
@@ -76,11 +85,14 @@ CLOCK_LATENESS_GOAL_MS = 20.0  # the load tester's own clock must keep time, or 
 
 
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """CPU of this process and of its reaped children (the load tester's worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def capacity_step(calls: int, args: argparse.Namespace, server_uri: str, workdir: Path) -> dict[str, Any]:
+def capacity_step(
+    calls: int, args: argparse.Namespace, server_uris: tuple[str, ...], workdir: Path, server: psutil.Process
+) -> dict[str, Any]:
     rate = min(args.rate, calls)
     hold_s = args.hold + calls / rate  # the first call is still up when the last one is placed
     path = workdir / f"capacity-{calls}.yaml"
@@ -88,20 +100,28 @@ def capacity_step(calls: int, args: argparse.Namespace, server_uri: str, workdir
         ECHO_SCENARIO.format(calls=calls, rate=rate, hold_ms=int(hold_s * 1000), max_call=int(hold_s + 60))
     )
     out = workdir / f"capacity-{calls}"
-    cpu0, t0 = cpu_seconds(), time.monotonic()
+    cpu0, server_cpu0, t0 = cpu_seconds(), tree_cpu(server), time.monotonic()
+    load0 = os.getloadavg()[0]
     result = run_loadtest(
-        RunOptions(scenario_path=path, target=server_uri, out=out, rtp_ports=(40000, 40000 + 4 * calls + 100))
-    )
-    cpu, wall = cpu_seconds() - cpu0, time.monotonic() - t0
+        RunOptions(
+            scenario_path=path, targets=server_uris, out=out, workers=args.workers,
+            rtp_ports=(40000, 40000 + 4 * calls + 100 * args.workers),
+        )
+    )  # fmt: skip
+    cpu, server_cpu, wall = cpu_seconds() - cpu0, tree_cpu(server) - server_cpu0, time.monotonic() - t0
     records = result.records
     packets = sum(r["rtp"]["packets"] for r in records)
     lost = sum(r["rtp"]["lost"] for r in records)
     loss_pct = 100 * lost / max(1, packets + lost)
     timeouts = sum(t["prompt_timeout"] for r in records for t in r["turns"])
     completed = sum(r["outcome"] == "hung_up_early" for r in records)  # the script ends by hanging up
-    clock = json.loads((out / "summary.json").read_text())["worker_stats"][0]["manager"]["clock"]
+    stats = json.loads((out / "summary.json").read_text())["worker_stats"]
+    clocks = [w["manager"]["clock"] for w in stats if w]
+    clock = max(clocks, key=lambda c: c["lateness_p99_ms"])  # the latest of the load tester's processes
     return {
         "calls": calls,
+        "load_tester_processes": args.workers,
+        "server_workers": len(server_uris),
         "rate_cps": rate,
         "completed": completed,
         "failed": len(records) - completed,
@@ -115,6 +135,8 @@ def capacity_step(calls: int, args: argparse.Namespace, server_uri: str, workdir
         "cpu_s": round(cpu, 2),
         "wall_s": round(wall, 2),
         "cpu_share_of_core": round(cpu / wall, 3),
+        "server_cpu_share_of_core": round(server_cpu / wall, 3),
+        "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "clock": clock,
         "gaps_per_call": round(sum(r["rtp"]["gaps"] for r in records) / max(1, len(records)), 2),
         "holds": completed == calls and loss_pct < LOSS_GOAL_PCT and timeouts == 0,
@@ -165,7 +187,7 @@ def agent_run(args: argparse.Namespace, workdir: Path, prefix: list[str]) -> dic
         result = run_loadtest(
             RunOptions(
                 scenario_path=ROOT / "examples" / "loadtest" / "card_block.yaml",
-                target=server.uri,
+                targets=(server.uri,),
                 out=workdir / "agent-run",
                 rtp_ports=(44000, 44400),
                 webhook_port=sink_port,
@@ -197,13 +219,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="Calls placed per second in a step.")
     parser.add_argument("--agent-calls", type=int, default=5, help="Calls of the end-to-end run (0: skip).")
     parser.add_argument("--server-cpu", type=int, default=None, help="Core for the server (default: last).")
+    parser.add_argument("--workers", type=int, default=1, help="Load-tester processes (>1: unpinned).")
+    parser.add_argument("--server-workers", type=int, default=1, help="Echo server workers (ports P..P+N-1).")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     steps = [int(x) for x in args.steps.split(",")]
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu = args.server_cpu if args.server_cpu is not None else cpus[-1]
-    os.sched_setaffinity(0, [c for c in cpus if c != server_cpu] or cpus)
-    prefix = ["taskset", "-c", str(server_cpu)] if shutil.which("taskset") else []
+    prefix: list[str] = []
+    if args.workers == 1 and args.server_workers == 1:  # one core each; several processes share them all
+        os.sched_setaffinity(0, [c for c in cpus if c != server_cpu] or cpus)
+        prefix = ["taskset", "-c", str(server_cpu)] if shutil.which("taskset") else []
     workdir = Path(tempfile.mkdtemp(prefix="loadtest-capacity-"))
     report: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "server_cpu": server_cpu}
 
@@ -212,21 +238,24 @@ def main() -> None:
 
     port = free_port()
     cmd = [*prefix, sys.executable, "-m", "parley", "serve", "echo", "--host", "127.0.0.1"]
-    cmd += ["--workers", "1", "--port", str(port)]
+    cmd += ["--workers", str(args.server_workers), "--port", str(port)]
     cmd += ["--transport", "udp", "--rtp-ports", f"20000-{20000 + 4 * max(steps) + 100}", "--max-load", "0"]
     lines: list[str] = []
-    proc = spawn_until_ready(cmd, lines, cwd=ROOT, startup_timeout=30)
+    ready = READY_LINE if args.server_workers == 1 else NODE_READY_LINE
+    proc = spawn_until_ready(cmd, lines, cwd=ROOT, startup_timeout=60, ready_line=ready)
+    uris = tuple(f"sip:echo@127.0.0.1:{port + i}" for i in range(args.server_workers))
     header = f"{'calls':>6} {'done':>5} {'fail':>5} {'loss %':>8} {'gaps':>6} {'p-t/o':>5} {'cpu %':>6}"
-    print(header + f" {'holds':>5} {'clock p99 ms':>12}")
+    print(header + f" {'holds':>5} {'clock p99 ms':>12} {'server cpu %':>12} {'peak':>6}")
     report["capacity"] = []
     try:
         for calls in steps:
-            row = capacity_step(calls, args, f"sip:echo@127.0.0.1:{port}", workdir)
+            row = capacity_step(calls, args, uris, workdir, psutil.Process(proc.pid))
             report["capacity"].append(row)
             print(
                 f"{row['calls']:>6} {row['completed']:>5} {row['failed']:>5} {row['loss_pct']:>8.3f} "
                 f"{row['gaps']:>6} {row['prompt_timeouts']:>5} {100 * row['cpu_share_of_core']:>6.0f} "
-                f"{'yes' if row['holds'] else 'no':>5} {row['clock']['lateness_p99_ms']:>12.1f}",
+                f"{'yes' if row['holds'] else 'no':>5} {row['clock']['lateness_p99_ms']:>12.1f} "
+                f"{100 * row['server_cpu_share_of_core']:>12.0f} {row['peak_concurrency']:>6}",
                 flush=True,
             )
             for error in row["errors"]:

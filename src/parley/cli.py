@@ -567,7 +567,13 @@ def rotate(database: str, key_file: Path, no_new_key: bool) -> None:
 
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target", help="The agent to call, sip:HOST:PORT (default: the scenario's target).")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    help="The agent to call, sip:HOST:PORT (default: the scenario's target); repeat it to spread the "
+    "calls round-robin over several (e.g. a node's worker ports).",
+)
 @click.option("--calls", type=click.IntRange(1), help="Place this many calls (overrides the scenario).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Calls per second.")
 @click.option("--concurrency", type=click.IntRange(1), help="At most this many calls at once.")
@@ -585,7 +591,7 @@ def rotate(database: str, key_file: Path, no_new_key: bool) -> None:
 @click.option("--webhook-port", type=click.IntRange(0, 65535), help="Sink port (overrides the scenario).")
 def loadtest(
     scenario: Path,
-    target: str | None,
+    targets: tuple[str, ...],
     calls: int | None,
     rate: float | None,
     concurrency: int | None,
@@ -607,12 +613,13 @@ def loadtest(
 
     if calls is not None and duration is not None:
         raise click.UsageError("give --calls or --duration, not both")
-    if target is not None and not target.startswith(("sip:", "sips:")):
-        raise click.BadParameter("expected sip:HOST:PORT", param_hint="--target")
+    for target in targets:
+        if not target.startswith(("sip:", "sips:")):
+            raise click.BadParameter(f"expected sip:HOST:PORT, not {target!r}", param_hint="--target")
     overrides = {"calls": calls, "rate": rate, "concurrency": concurrency, "duration_s": duration}
     options = RunOptions(
         scenario_path=scenario,
-        target=target,
+        targets=targets,
         out=out,
         seed=seed,
         workers=workers,

@@ -77,7 +77,7 @@ def test_the_pages_scenario_runs_against_the_pizza_agent(
     scenario.write_text(text)
     options = RunOptions(
         scenario_path=scenario,
-        target=pizza_server.uri,
+        targets=(pizza_server.uri,),
         out=tmp_path / "out",
         seed=seed_of_ordering_calls(text),
         sip_port=free_port(),

@@ -68,10 +68,10 @@ scripts:
 """
 
 
-def options(tmp_path: Path, scenario: Path, target: str, **kw: object) -> RunOptions:
+def options(tmp_path: Path, scenario: Path, *targets: str, **kw: object) -> RunOptions:
     return RunOptions(
         scenario_path=scenario,
-        target=target,
+        targets=targets,
         out=tmp_path / "out",
         rtp_ports=rtp_range(40),
         sip_port=free_port(),
@@ -254,3 +254,20 @@ def test_workers_share_the_calls_and_their_records_merge(tmp_path: Path) -> None
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["workers"] == 2 and [w["placed"] for w in summary["worker_stats"]] == [3, 3]
     assert summary["summary"]["attempted"] == 6 and result.exit_code == 0
+
+
+def test_several_targets_take_the_calls_round_robin(tmp_path: Path) -> None:
+    answering = start_server(tmp_path, transport="udp")
+    refusing = start_server(tmp_path, transport="udp", max_calls=0)  # answers every INVITE 503
+    try:
+        scenario = write(tmp_path / "echo.yaml", ECHO_SCENARIO)
+        result = run_loadtest(options(tmp_path, scenario, answering.uri, refusing.uri, seed=3))
+    finally:
+        answering.stop()
+        refusing.stop()
+    records = read_jsonl(tmp_path / "out" / "calls.jsonl")
+    outcomes = {r["index"]: (r["outcome"], r["sip_status"]) for r in records}
+    assert outcomes == {i: ("hung_up_early", 200) if i % 2 == 0 else ("rejected", 503) for i in range(6)}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["targets"] == [answering.uri, refusing.uri] and summary["target"] == answering.uri
+    assert result.exit_code == 0  # ECHO_SCENARIO has no thresholds

@@ -130,6 +130,16 @@ def test_the_cli_needs_a_target(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no target" in result.output, result.output
 
 
+def test_the_cli_refuses_a_target_that_is_not_a_sip_uri(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD)
+    targets = ["--target", "sip:a@127.0.0.1:5060", "--target", "127.0.0.1:5062"]
+    result = CliRunner().invoke(main, ["loadtest", str(path), *targets, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "expected sip:HOST:PORT, not '127.0.0.1:5062'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_variables_are_deterministic_per_seed_and_index() -> None:
     scenario = load_scenario_text(GOOD)
 

@@ -43,7 +43,7 @@ WORKER_EXIT_WAIT_S = 15.0
 @dataclass
 class RunOptions:
     scenario_path: Path
-    target: str | None = None
+    targets: tuple[str, ...] = ()  # several: calls go round-robin over them (e.g. a node's worker ports)
     calls: int | None = None
     rate: float | None = None
     concurrency: int | None = None
@@ -228,7 +228,7 @@ async def _run(options: RunOptions, scenario: Scenario, out: Path, console: Cons
     configs = [
         WorkerConfig(
             scenario_path=str(options.scenario_path),
-            target=options.target or scenario.target or "",
+            targets=options.targets,
             overrides=options.overrides,
             seed=options.seed,
             worker=w,
@@ -270,7 +270,8 @@ async def _run(options: RunOptions, scenario: Scenario, out: Path, console: Cons
     failures = check_thresholds(summary, thresholds)
     summary_doc = {
         "scenario": scenario.name,
-        "target": configs[0].target,
+        "target": options.targets[0],
+        "targets": list(options.targets),
         "seed": options.seed,
         "workers": options.workers,
         "duration_s": round(duration, 3),
@@ -353,10 +354,10 @@ def run_loadtest(options: RunOptions) -> RunResult:
     """Load the scenario (raises ScenarioFileError), run it, write the files; the caller exits with
     ``result.exit_code``."""
     scenario = apply_overrides(load_scenario(options.scenario_path), options.overrides)
-    target = options.target or scenario.target
-    if not target:
+    targets = options.targets or ((scenario.target,) if scenario.target else ())
+    if not targets:
         raise ValueError("no target: give --target sip:HOST:PORT or 'target:' in the scenario")
-    options = replace(options, target=target)
+    options = replace(options, targets=tuple(targets))
     console = options.console or Console(stderr=False)
     out = options.out or default_out_dir()
     _raise_fd_limit()

@@ -51,7 +51,7 @@ class WorkerConfig:
     """What a worker needs (picklable: sent to spawned processes)."""
 
     scenario_path: str
-    target: str
+    targets: tuple[str, ...]  # call i dials targets[i % len(targets)]
     overrides: dict[str, Any]
     seed: int
     worker: int = 0
@@ -220,9 +220,9 @@ class CallRunner:
         record["started"] = self.rel(invited)
         transport = scenario.transport.upper()
         try:
-            call = await self.manager.dial(
-                config.target, timeout=scenario.traffic.setup_timeout_s, transport=transport
-            )
+            target = config.targets[index % len(config.targets)]  # round-robin over the targets
+            timeout = scenario.traffic.setup_timeout_s
+            call = await self.manager.dial(target, timeout=timeout, transport=transport)
         except DialError as exc:
             record["call_id"] = exc.call_id
             if exc.final_response:
