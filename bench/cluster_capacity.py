@@ -18,10 +18,16 @@ other engineers' processes run on the node's cores and alone push it past 5 ms a
 load tester's sink), one decode process per worker beside each worker's Whisper process, pinned and
 placed as above. For each step C, ``parley loadtest examples/loadtest/card_block.yaml`` places
 ``--agent-calls-per-step`` × C calls, at most C at once, spread round-robin over the workers' ports
-(``--target`` per worker), one node for all the steps of a configuration. A step holds when no call
-failed (SIP), no prompt timed out, RTP loss (the load tester's side) is below 0.1 % and the turn
+(``--target`` per worker), one node for all the steps of a configuration. A step holds when every
+call was answered, no prompt timed out, RTP loss (the load tester's side) is below 0.1 % and the turn
 latency p95 (the caller's end of speech to the agent's first reply audio) is within
-``--agent-p95-ms``. Whisper's decode (≈0.4 CPU-s an answer) is the cost: a core holds a handful.
+``--agent-p95-ms``. Calls whose dialogue went astray (a misheard date ends in a transfer: the
+scenario's ``failed``) are reported beside, with the slot accuracy: they are the recognisers'
+accuracy, not the node's capacity. Whisper's decode (≈0.4 CPU-s an answer) is the cost, and the
+agent waits for it at most ``ARBITER_DEADLINE_S`` (1.5 s) after the end of speech: the share of
+speech turns whose whisper result came in time is reported (``whisper_in_time_pct``). The default
+bound, 2.5 s, is for a shared machine where whisper alone takes over a second; on cores of its own
+the agent's goal is p95 ≤ 400 ms (``bench/turn_latency.py``).
 
 **Examples** (``--parts examples``). Each example agent (``examples/X.yaml`` with
 ``examples/loadtest/X.yaml``) on one worker on one core, ``--examples-concurrency`` calls at once:
@@ -215,6 +221,8 @@ def agent_step(
     cmd += ["--calls", str(calls), "--concurrency", str(concurrency), "--rate", "1", "--seed", "1"]
     cmd += ["--webhook-port", str(sink_port), "--rtp-ports", "40000-48000"]
     load0 = os.getloadavg()[0]
+    records = workdir / f"{agent.stem}-{workers}-records.jsonl"
+    seen = len(records.read_text().splitlines()) if records.exists() else 0
     cpu0, t0 = tree_cpu(node), time.monotonic()
     done = subprocess.run([*pinned(pin), *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           timeout=calls * 200 + 120)  # fmt: skip
@@ -225,12 +233,21 @@ def agent_step(
     figures = summary["summary"]
     latency = figures["reply_latency_ms"]
     call_seconds = (figures["call_duration_s"]["mean"] or 0.0) * figures["call_duration_s"]["count"]
+    time.sleep(1.0)  # the node appends a call's record as it ends
+    turns = [
+        turn
+        for line in records.read_text().splitlines()[seen:]
+        for turn in json.loads(line).get("turns", [])
+        if turn.get("input") == "speech"
+    ]
+    whisper_in_time = sum("asr_whisper_ms" in (turn.get("timing") or {}) for turn in turns)
     result = {
         "part": "agent",
         "agent": agent.name,
         "workers": workers,
         "concurrency": concurrency,
         "calls": figures["attempted"],
+        "not_answered": figures["attempted"] - figures["answered"],
         "failed": figures["failed"],
         "outcomes": {k: v for k, v in figures["outcomes"].items() if v},
         "peak_concurrency": figures["peak_concurrency"],
@@ -238,6 +255,8 @@ def agent_step(
         "prompt_timeouts": figures["turns"]["prompt_timeouts"],
         "turn_latency_p50_ms": round(latency["p50"], 1) if latency["p50"] is not None else None,
         "turn_latency_p95_ms": round(latency["p95"], 1) if latency["p95"] is not None else None,
+        "speech_turns": len(turns),
+        "whisper_in_time_pct": round(100 * whisper_in_time / len(turns), 1) if turns else None,
         "rtp_loss_percent": round(figures["rtp"]["loss_pct"], 3),
         "slot_accuracy_pct": figures["slots"].get("pct"),
         "node_cpu_cores": round(cpu / wall, 2),
@@ -250,7 +269,7 @@ def agent_step(
     }
     p95 = result["turn_latency_p95_ms"]
     result["pass"] = (
-        result["failed"] == 0
+        result["not_answered"] == 0
         and result["calls"] == calls
         and result["prompt_timeouts"] == 0
         and result["rtp_loss_percent"] < LOSS_GOAL_PCT
@@ -323,7 +342,7 @@ def main() -> None:
     parser.add_argument("--agent-steps-2", default="4,6,8,10", help="agent calls at once, 2 workers")
     parser.add_argument("--agent-calls-per-step", type=int, default=2, help="calls a step, × its concurrency")
     parser.add_argument("--examples-concurrency", type=int, default=2, help="calls at once, 'examples' part")
-    parser.add_argument("--agent-p95-ms", type=float, default=1000.0, help="turn-latency p95 bound of 'held'")
+    parser.add_argument("--agent-p95-ms", type=float, default=2500.0, help="turn p95 bound of 'held'")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
