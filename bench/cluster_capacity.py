@@ -26,8 +26,10 @@ scenario's ``failed``) are reported beside, with the slot accuracy: they are the
 accuracy, not the node's capacity. Whisper's decode (≈0.4 CPU-s an answer) is the cost, and the
 agent waits for it at most ``ARBITER_DEADLINE_S`` (1.5 s) after the end of speech: the share of
 speech turns whose whisper result came in time is reported (``whisper_in_time_pct``). The default
-bound, 2.5 s, is for a shared machine where whisper alone takes over a second; on cores of its own
-the agent's goal is p95 ≤ 400 ms (``bench/turn_latency.py``).
+bound, 3 s, is for a shared machine, where whisper starved of CPU misses that deadline on most turns
+and replies start about 2.4 s after the caller stops (0.6 s of silence to close the turn, the 1.5 s
+deadline, the reply's start): 3 s is that floor plus room, so a step fails when the node itself
+falls behind. On cores of its own the agent's goal is p95 ≤ 400 ms (``bench/turn_latency.py``).
 
 **Examples** (``--parts examples``). Each example agent (``examples/X.yaml`` with
 ``examples/loadtest/X.yaml``) on one worker on one core, ``--examples-concurrency`` calls at once:
@@ -342,7 +344,7 @@ def main() -> None:
     parser.add_argument("--agent-steps-2", default="4,6,8,10", help="agent calls at once, 2 workers")
     parser.add_argument("--agent-calls-per-step", type=int, default=2, help="calls a step, × its concurrency")
     parser.add_argument("--examples-concurrency", type=int, default=2, help="calls at once, 'examples' part")
-    parser.add_argument("--agent-p95-ms", type=float, default=2500.0, help="turn p95 bound of 'held'")
+    parser.add_argument("--agent-p95-ms", type=float, default=3000.0, help="turn p95 bound of 'held'")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     parts = set(args.parts.split(","))

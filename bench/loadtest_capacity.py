@@ -53,7 +53,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from agent.voice_caller import start_agent_server, stop_agent_server  # noqa: E402
-from cluster_capacity import tree_cpu  # noqa: E402
+from cluster_capacity import free_block, tree_cpu  # noqa: E402
 from integration.harness import READY_LINE, spawn_until_ready  # noqa: E402
 from parley.cluster.node import NODE_READY_LINE  # noqa: E402
 from parley.loadtest.audio import QUIET  # noqa: E402
@@ -236,7 +236,7 @@ def main() -> None:
     report["detection_cost"] = cost = detection_cost()
     print("prompt detection, CPU per 20 ms packet: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
 
-    port = free_port()
+    port = free_block(args.server_workers)
     cmd = [*prefix, sys.executable, "-m", "parley", "serve", "echo", "--host", "127.0.0.1"]
     cmd += ["--workers", str(args.server_workers), "--port", str(port)]
     cmd += ["--transport", "udp", "--rtp-ports", f"20000-{20000 + 4 * max(steps) + 100}", "--max-load", "0"]
