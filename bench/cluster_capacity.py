@@ -14,27 +14,21 @@ the worst worker's outgoing frame timing p99 (how far a stream's frame intervals
 Timing is not a pass criterion here, unlike ``calls_per_core.py``: on this shared 2-core machine
 other engineers' processes run on the node's cores and alone push it past 5 ms at a few hundred calls.
 
-**Agent.** ``parley serve examples/card_block.yaml`` (its webhook ``$CARDS_BACKEND`` pointed at the
-load tester's sink), one decode process per worker beside each worker's Whisper process, pinned and
-placed as above. For each step C, ``parley loadtest examples/loadtest/card_block.yaml`` places
+**Agent.** ``parley serve examples/card_block.yaml`` (every ``${X_BACKEND}`` of its webhooks pointed
+at the load tester's sink), one decode process per worker beside each worker's Whisper process,
+pinned and placed as above. For each step C, ``parley loadtest examples/loadtest/card_block.yaml`` places
 ``--agent-calls-per-step`` × C calls, at most C at once, spread round-robin over the workers' ports
 (``--target`` per worker), one node for all the steps of a configuration. A step holds when every
-call was answered, no prompt timed out, RTP loss (the load tester's side) is below 0.1 % and the turn
+call was answered, no prompt timed out, RTP loss (the load tester's side) is below 0.1 %, the turn
 latency p95 (the caller's end of speech to the agent's first reply audio) is within
-``--agent-p95-ms``. Calls whose dialogue went astray (a misheard date ends in a transfer: the
-scenario's ``failed``) are reported beside, with the slot accuracy: they are the recognisers'
-accuracy, not the node's capacity. Whisper's decode (≈0.4 CPU-s an answer) is the cost, and the
-agent waits for it at most ``ARBITER_DEADLINE_S`` (1.5 s) after the end of speech: the share of
-speech turns whose whisper result came in time is reported (``whisper_in_time_pct``). The default
-bound, 3 s, is for a shared machine, where whisper starved of CPU misses that deadline on most turns
-and replies start about 2.4 s after the caller stops (0.6 s of silence to close the turn, the 1.5 s
-deadline, the reply's start): 3 s is that floor plus room, so a step fails when the node itself
-falls behind. On cores of its own the agent's goal is p95 ≤ 400 ms (``bench/turn_latency.py``).
-
-**Examples** (``--parts examples``). Each example agent (``examples/X.yaml`` with
-``examples/loadtest/X.yaml``) on one worker on one core, ``--examples-concurrency`` calls at once:
-its node's CPU per second of call (cores per concurrent call), the figure that scales card_block's
-measured capacity to the others in ``docs/scaling.md``.
+``--agent-p95-ms``, and Whisper's result came in time on at least ``--whisper-in-time-pct`` of the
+spoken turns (from the node's call records). That last test matters: Whisper's decode (≈0.3–0.4
+CPU-s an answer) is the agent's main cost, and the agent waits for it at most
+``ARBITER_DEADLINE_S`` (1.5 s) after the end of speech, then answers on the streaming decoders
+alone. A starved node therefore keeps its replies within about 2.4 s (0.6 s of silence to close
+the turn, the deadline, the reply's start) while its accuracy falls and dialogues go astray: the
+latency alone would hide the overload. Calls whose dialogue went astray (a misheard date ends in a
+transfer: the scenario's ``failed``) are reported beside, with the slot accuracy.
 
 The capacity of each configuration is its highest step passing before the first that fails; the
 figure is the ratio 2 workers / 1 worker, for echo and for agent calls, in one run.
@@ -277,6 +271,7 @@ def agent_step(
         and result["rtp_loss_percent"] < LOSS_GOAL_PCT
         and p95 is not None
         and p95 <= args.agent_p95_ms
+        and (result["whisper_in_time_pct"] or 0.0) >= args.whisper_in_time_pct
     )
     return result
 
@@ -335,16 +330,16 @@ def steps_of(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", default="echo,agent", help="echo, agent, examples (comma-separated)")
+    parser.add_argument("--parts", default="echo,agent", help="echo, agent, or both (comma-separated)")
     parser.add_argument("--steps-1", default="1000,1500", help="echo calls for 1 worker on 1 core")
     parser.add_argument("--steps-2", default="2000,3000", help="echo calls for 2 workers on 2 cores")
-    parser.add_argument("--agent", type=Path, default=AGENT, help="the agent (its webhook: $CARDS_BACKEND)")
+    parser.add_argument("--agent", type=Path, default=AGENT, help="the agent (its ${X_BACKEND}s: the sink)")
     parser.add_argument("--agent-scenario", type=Path, default=AGENT_SCENARIO, help="its load-test scenario")
     parser.add_argument("--agent-steps-1", default="2,3,4,5", help="agent calls at once, 1 worker")
     parser.add_argument("--agent-steps-2", default="4,6,8,10", help="agent calls at once, 2 workers")
     parser.add_argument("--agent-calls-per-step", type=int, default=2, help="calls a step, × its concurrency")
-    parser.add_argument("--examples-concurrency", type=int, default=2, help="calls at once, 'examples' part")
-    parser.add_argument("--agent-p95-ms", type=float, default=3000.0, help="turn p95 bound of 'held'")
+    parser.add_argument("--agent-p95-ms", type=float, default=1000.0, help="turn p95 bound of 'held'")
+    parser.add_argument("--whisper-in-time-pct", type=float, default=95.0, help="of spoken turns, for 'held'")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -376,16 +371,9 @@ def main() -> None:
             capacity[workers] = highest_pass(mine, "concurrency")
             results += mine
         ratio = capacity[2] / capacity[1] if capacity[1] else None
-        report["agent"] = {"steps": results, "capacity": capacity, "ratio": ratio,
-                           "p95_bound_ms": args.agent_p95_ms}  # fmt: skip
-        report["load_average"].append(os.getloadavg())
-    if "examples" in parts:  # each example agent's CPU per call-second, 1 worker on 1 core
-        report["examples"] = []
-        for scenario in sorted((ROOT / "examples" / "loadtest").glob("*.yaml")):
-            agent = ROOT / "examples" / scenario.name
-            if agent.exists():
-                steps = [args.examples_concurrency]
-                report["examples"] += agent_capacity(agent, scenario, 1, steps, args, workdir)
+        report["agent"] = {"steps": results, "capacity": capacity, "ratio": ratio}
+        held_if = {"p95_ms": args.agent_p95_ms, "whisper_in_time_pct": args.whisper_in_time_pct}
+        report["agent"]["held_if"] = held_if
         report["load_average"].append(os.getloadavg())
     print(json.dumps({k: {"capacity": v["capacity"], "ratio": v["ratio"]} for k, v in report.items()
                       if isinstance(v, dict)}))  # fmt: skip
