@@ -96,7 +96,8 @@ def wait_for_line(proc: subprocess.Popen, text: str, what: str, timeout: float =
 def test_the_bench_commands_in_scaling_md_name_options_the_benches_have():
     text = (ROOT / "docs" / "scaling.md").read_text()
     commands = re.findall(r"(?m)^\.venv/bin/python (bench/\S+\.py)(.*)$", text)
-    assert {script for script, _ in commands} == {"bench/cluster_capacity.py", "bench/kamailio_cost.py"}
+    benches = {"bench/cluster_capacity.py", "bench/kamailio_cost.py", "bench/loadtest_capacity.py"}
+    assert {script for script, _ in commands} == benches
     for script, options in commands:
         shown = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
                                timeout=60)  # fmt: skip
