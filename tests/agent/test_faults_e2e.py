@@ -5,22 +5,26 @@ the turn finishes on the streaming engines of the other process (the pool's own 
 the shared process too, in tests/speech/test_engines.py), the call goes on to its end, the pool replaces the
 lost process (its log says so and names the new pid), and the next call is understood as before.
 The agent's TTS engine fails (its binary exits 1): the fallback voice speaks every prompt, and the
-call goes on to its end.
+call goes on to its end. The call records' disk is full (a tiny tmpfs, filled): calls go on, their
+records wait in memory and are written when the disk has room again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import signal
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from integration.harness import HOST, free_port, rtp_range
+from integration.harness import HOST, fill_disk, free_port, rtp_range, small_disk
 from parley.telephony.manager import CallManager
 
 from .voice_caller import AgentServer, AnswerBook, ScriptedCaller, record_of, running_agent, step
@@ -128,7 +132,10 @@ async def faulted_call(
     return await record_of(server, caller.call.call_id)
 
 
-async def clean_call(server: AgentServer, manager: CallManager, answers: AnswerBook) -> dict:
+async def clean_call(
+    server: AgentServer, manager: CallManager, answers: AnswerBook, *, record: bool = True
+) -> Any:
+    """A whole call, answered as asked; its record (its Call-ID with ``record=False``)."""
     account, yes = await answers.get("nine nine three zero"), await answers.get("yes")
     caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
     try:
@@ -136,10 +143,11 @@ async def clean_call(server: AgentServer, manager: CallManager, answers: AnswerB
         await step(caller.say(account), "the account answer to play", server)
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no prompt", server)
         await step(caller.say(yes), "the yes answer to play", server)
-        await step(caller.wait_ended(), "the agent's BYE", server, 30)
+        reason = await step(caller.wait_ended(), "the agent's BYE", server, 30)
     finally:
         await caller.close()
-    return await record_of(server, caller.call.call_id)
+    assert reason == "remote-bye", reason
+    return await record_of(server, caller.call.call_id) if record else caller.call.call_id
 
 
 def answered_by(record: dict) -> list[set[str]]:
@@ -241,3 +249,24 @@ async def test_a_failing_tts_engine_speaks_with_the_fallback_voice(
     log = server.log(400)
     assert "TTS flite:slt failed (TtsError" in log and "speaking with espeak-ng:en-us" in log, log
     assert "four digit account" not in log  # the failures are logged without the prompt's text
+
+
+async def test_a_full_disk_for_call_records(
+    tmp_path: Path, manager: CallManager, answers: AnswerBook
+) -> None:
+    with small_disk(tmp_path / "disk") as disk:
+        records = disk / "calls.jsonl"
+        with running_agent(tmp_path, AGENT_YAML, records=records, startup_timeout=90) as server:
+            filler = fill_disk(disk)
+            first = await clean_call(server, manager, answers, record=False)
+            line = await wait_for_log(server, r"call records: .* refused a record \(ENOSPC")
+            assert str(records) in line
+            assert not records.exists() or first not in records.read_text()
+            filler.unlink()
+            second = await clean_call(server, manager, answers, record=False)
+            for call_id in (first, second):  # the waiting record first, then the new one
+                assert (await record_of(server, call_id))["outcome"] == "completed"
+            written = [json.loads(line)["call_id"] for line in records.read_text().splitlines()]
+            assert written == [first, second]
+            await wait_for_log(server, r"call records: the disk takes writes again; 1 waiting written")
+            assert "Traceback" not in server.log(1000)

@@ -139,9 +139,12 @@ def start_agent_server(
 
 
 @contextlib.contextmanager
-def running_agent(directory: Path, agent_yaml: str, **options: Any) -> Iterator[AgentServer]:
+def running_agent(
+    directory: Path, agent_yaml: str, records: Path | None = None, **options: Any
+) -> Iterator[AgentServer]:
     """``parley serve`` on ``agent_yaml`` (written to ``directory``) on a free port, with its call
-    records and a fresh prompt cache in ``directory``; stopped at exit, which must be clean (exit 0).
+    records (in ``directory`` unless ``records`` names the file) and a fresh prompt cache in
+    ``directory``; stopped at exit, which must be clean (exit 0).
     Raises RuntimeError (with its log) when it does not start."""
     agent_file = directory / "agent.yaml"
     agent_file.write_text(agent_yaml)
@@ -149,7 +152,7 @@ def running_agent(directory: Path, agent_yaml: str, **options: Any) -> Iterator[
         agent_file,
         port=free_port(),
         rtp_ports=rtp_range(20),
-        records=directory / "calls.jsonl",
+        records=records or directory / "calls.jsonl",
         cache_dir=directory / "cache",
         **options,
     )

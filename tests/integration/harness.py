@@ -5,6 +5,7 @@
 * :func:`run_sipp` runs one SIPp scenario to completion and parses its statistics CSV.
 * :class:`Sniffer` captures loopback UDP/TCP with an ``AF_PACKET`` socket (root only) so tests can
   prove RTP really flows, and inspect the SIP messages on the wire.
+* :func:`small_disk` mounts a tiny tmpfs (root only) and :func:`fill_disk` fills it: a real full disk.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -609,3 +610,29 @@ class UdpClient:
 
 def status(text: str | None) -> int | None:
     return int(text[8:11]) if text else None
+
+
+# -- a full disk -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def small_disk(mount: Path, size: str = "256k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``mount`` (created), unmounted at exit; the test is skipped
+    where mounting is not allowed (not root, or no CAP_SYS_ADMIN)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)]
+    done = subprocess.run(command, capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Write a file on ``disk`` until the file system has no space left; returns it (delete it to
+    give the space back)."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 4096)
+    return filler

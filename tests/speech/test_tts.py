@@ -375,3 +375,19 @@ async def test_fallback_does_not_restart_a_prompt_that_had_begun():
         async for chunk in speaker.stream("Hello there.", "v"):
             chunks.append(chunk)
     assert len(chunks) == 1  # the words said are not said again in another voice
+
+
+async def test_a_full_disk_for_the_prompt_cache_costs_no_prompt(tmp_path, caplog):
+    """The rendering is spoken all the same; it is not kept (and is rendered again next time)."""
+    from integration.harness import fill_disk, small_disk
+
+    flite = engine_or_skip("flite", "slt")
+    with small_disk(tmp_path / "disk") as disk:
+        fill_disk(disk)
+        cached = CachedTts(flite, PromptCache(disk / "cache"))
+        audio = await render(cached, SHORT, "slt")
+        assert np.array_equal(audio, await render(flite, SHORT, "slt"))
+        assert cached.cache.failed_puts == 1 and flite.launches >= 2
+        await render(cached, SHORT, "slt")
+        assert cached.cache.failed_puts == 2
+    assert caplog.text.count("prompt cache: ") == 1  # the first failure; then every 100th

@@ -27,3 +27,13 @@ DECODE_LOAD = Gauge(
     "Load of an agent's speech decoder processes, or the cores they share (1.0: saturated).",
     multiprocess_mode="livemax",
 )
+RECORDS_HELD = Gauge(
+    "parley_records_held",
+    "Call records waiting in memory because the disk refused them (full, read-only, I/O errors).",
+    multiprocess_mode="livesum",
+)
+RECORDS_LOST = Counter(
+    "parley_records_lost",
+    "Call records dropped: the disk refused them and the memory bound was reached (or a write was "
+    "cut short by a full disk).",
+)

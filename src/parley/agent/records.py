@@ -34,13 +34,21 @@ With a :class:`~parley.agent.sealing.Keyring`, ``to_json`` and ``write_jsonl`` s
 (AES-GCM, key id per value): caller data is then encrypted at rest in the JSONL file too.
 
 Times ``t`` are seconds since the call started, from the conversation's (monotonic) clock.
+
+A live agent appends records through :class:`RecordFile`: when the disk refuses (full, read-only,
+I/O errors) calls go on, the records wait in memory up to a bound and are written first when the
+disk takes writes again; records dropped beyond the bound are counted and logged.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import json
+import logging
+import os
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -48,8 +56,12 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from parley.agent import metrics
+
 if TYPE_CHECKING:
     from parley.agent.sealing import Keyring
+
+log = logging.getLogger(__name__)
 
 RECORD_FORMAT = "parley.call/1"
 OUTCOMES = ("completed", "transferred", "abandoned", "failed")
@@ -250,3 +262,114 @@ class CallRecord:
                 + (f" ({call.error})" if call.error else "")
             )
         return "\n".join(lines)
+
+
+HELD_BYTES = 32 * 1024 * 1024  # records kept in memory while the disk refuses them, at most
+FREE_MARGIN = 64 * 1024  # a write that would leave less free than this waits (no half-written line)
+
+
+class RecordFile:
+    """Appends call records (one JSON line each) to ``path``, and survives a disk that refuses them.
+
+    Each record is sealed with ``keyring`` (if given) as it is appended, so what waits in memory is
+    what the file would hold. A write is not tried when the file system has less free space than the
+    line plus :data:`FREE_MARGIN` (a half-written line would break the readers); a write that fails
+    all the same (ENOSPC, EIO, EROFS, ...) keeps the line too. Waiting lines are written first, in
+    order, at the next append the disk takes, in one ``write`` (workers sharing the file never
+    interleave). Beyond ``held_bytes`` the oldest waiting records are dropped and counted in
+    :attr:`lost`. The log says when the disk starts refusing (with the error, never caller data),
+    when records are dropped (the first time, then every 100), and when the waiting ones are written.
+    """
+
+    def __init__(
+        self, path: str | Path, keyring: Keyring | None = None, held_bytes: int = HELD_BYTES
+    ) -> None:
+        self.path = Path(path)
+        self.keyring = keyring
+        self.held_bytes = held_bytes
+        self.held: deque[bytes] = deque()
+        self._held_size = 0
+        self.lost = 0  # records dropped: the disk refused them and memory's bound was reached
+        self.refusals = 0  # appends the disk refused
+        self._cut = False  # the file ends in a line cut short by a full disk, not yet ended
+
+    def append(self, record: CallRecord) -> bool:
+        """Write ``record`` (after any waiting ones); False when it waits in memory (or was dropped)."""
+        self.held.append((record.to_json(self.keyring) + "\n").encode("utf-8"))
+        self._held_size += len(self.held[-1])
+        waiting = len(self.held)
+        data = (b"\n" if self._cut else b"") + b"".join(self.held)
+        reason = self._room_for(len(data))
+        if reason is None:
+            reason = self._write(data)
+        if reason is None:
+            if waiting > 1:
+                log.warning("call records: the disk takes writes again; %d waiting written", waiting - 1)
+            self.held.clear()
+            self._held_size = 0
+            metrics.RECORDS_HELD.set(0)
+            return True
+        self._refused(reason, first=waiting == 1)
+        return False
+
+    def _room_for(self, size: int) -> str | None:
+        """None if ``size`` bytes fit with the margin to spare; else why not."""
+        try:
+            stats = os.statvfs(self.path.parent)
+        except OSError as exc:
+            return _describe(exc)
+        if stats.f_bavail * stats.f_frsize < size + FREE_MARGIN:
+            return f"ENOSPC: less than {(size + FREE_MARGIN) // 1024} KiB free"
+        return None
+
+    def _write(self, data: bytes) -> str | None:
+        """Append ``data``; None when all of it was written, else why not. After a short write (the
+        disk filled up meanwhile) the lines written whole are taken off :attr:`held`, the one cut
+        short is ended with a newline (the readers skip one bad line, not two) and counted lost."""
+        try:
+            with self.path.open("ab", buffering=0) as out:
+                written = out.write(data) or 0
+        except OSError as exc:
+            return _describe(exc)
+        if written and self._cut:  # the newline that ends an earlier cut line went first
+            self._cut = False
+            written -= 1
+        if written == self._held_size:
+            return None
+        while self.held and len(self.held[0]) <= written:
+            written -= len(self.held[0])
+            self._held_size -= len(self.held.popleft())
+        if written and self.held:
+            try:
+                with self.path.open("ab", buffering=0) as out:
+                    self._cut = not out.write(b"\n")
+            except OSError:
+                self._cut = True  # ended by the next write that goes through
+            self._held_size -= len(self.held.popleft())
+            self._lose(1)
+        return f"ENOSPC: a short write ({len(data)} bytes)"
+
+    def _refused(self, reason: str, *, first: bool) -> None:
+        self.refusals += 1
+        if first:
+            log.warning("call records: %s refused a record (%s); keeping them in memory", self.path, reason)
+        while self._held_size > self.held_bytes and self.held:
+            self._held_size -= len(self.held.popleft())
+            self._lose(1)
+        metrics.RECORDS_HELD.set(len(self.held))
+
+    def _lose(self, count: int) -> None:
+        self.lost += count
+        metrics.RECORDS_LOST.inc(count)
+        if self.lost == count or self.lost // 100 != (self.lost - count) // 100:
+            log.error(
+                "call records: %d lost so far (the disk refuses them and %d KiB are held in memory)",
+                self.lost,
+                self.held_bytes // 1024,
+            )
+
+
+def _describe(exc: OSError) -> str:
+    """An OS error without its file name: the code and the message."""
+    code = errno.errorcode.get(exc.errno or 0, "error")
+    return f"{code}: {exc.strerror or exc}"

@@ -35,7 +35,7 @@ import numpy as np
 
 from parley.agent import metrics
 from parley.agent.model import Agent
-from parley.agent.records import CallRecord, Turn, jsonable
+from parley.agent.records import CallRecord, RecordFile, Turn, jsonable
 from parley.agent.runtime import (
     Action,
     CallWebhook,
@@ -98,7 +98,7 @@ class VoiceAgent:
         engines: list[AsrEngine] | None = None,
         pool: DecodePool | None = None,
         tts: TtsEngine | None = None,
-        records: Path | None = None,
+        records: Path | RecordFile | None = None,
         priors: EnginePriors | None = None,
         pause_check_ms: int | None = PAUSE_CHECK_MS,
         version: int | None = None,
@@ -127,7 +127,8 @@ class VoiceAgent:
         ]
         self.speaker = FallbackTts([(self.tts, None), *fallbacks])  # static prompts: the cache first
         self.personal_speaker = FallbackTts([(self.tts.engine, None), *fallbacks])  # never cached
-        self.records = records
+        # the JSON-lines call records (a RecordFile: calls go on while the disk refuses them)
+        self.records = RecordFile(records, keyring) if isinstance(records, Path) else records
         self.static_audio: dict[str, np.ndarray] = {}  # static prompts, rendered once at start
         self.http: httpx.AsyncClient | None = None  # one client for every call's webhooks (start())
         self._decoders_load: CpuMeter | None = None  # decode processes, each one core (start())
@@ -245,7 +246,7 @@ class _CallSession:
                 self.conversation.on_hangup(CALLER_GONE.get(self.call.end_reason, "caller hung up"))
             record.end_reason = self.call.end_reason or None
             if self.app.records is not None:
-                self.conversation.record.write_jsonl(self.app.records, self.app.keyring)
+                self.app.records.append(record)
             if self.app.on_record is not None:
                 self.app.on_record(record)
 

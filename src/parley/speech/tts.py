@@ -598,6 +598,7 @@ class PromptCache:
         self.hits = 0
         self.misses = 0
         self.corrupt = 0
+        self.failed_puts = 0  # renderings the disk refused (full, read-only): served, not kept
 
     @staticmethod
     def key(engine: str, voice: str, rate: float, pitch: float, text: str) -> str:
@@ -703,7 +704,12 @@ class CachedTts:
             yield chunk
         audio = np.concatenate(parts) if parts else np.empty(0, dtype=np.int16)
         info = {"engine": self.engine.name, "voice": voice, "rate": rate, "pitch": pitch, "text": text}
-        await asyncio.to_thread(self.cache.put, key, audio, **info)
+        try:
+            await asyncio.to_thread(self.cache.put, key, audio, **info)
+        except OSError as exc:  # a full or read-only disk: the prompt was spoken; it is rendered again
+            self.cache.failed_puts += 1
+            if self.cache.failed_puts == 1 or self.cache.failed_puts % 100 == 0:
+                log.warning("prompt cache: %d prompts not stored (%s)", self.cache.failed_puts, exc.strerror)
 
     async def warm(
         self, texts: list[str], voice: str | None = None, rate: float = 1.0, pitch: float = 1.0

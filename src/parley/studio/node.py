@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from parley.agent.loader import AgentFileError, load_agent_text
+from parley.agent.records import RecordFile
 from parley.agent.sealing import Keyring
 from parley.agent.voice import VoiceAgent, decode_pool
 from parley.speech.engines.pool import HANG_S
@@ -284,12 +285,14 @@ async def serve_from_studio(
     pool = decode_pool(engines, decode_processes, decode_hang_s)  # whisper in a process of its own
     link = StudioLink(url, token)
 
+    record_file = RecordFile(records, keyring)  # one for every version: records held survive a switch
+
     def make_agent(agent: Any, version: int) -> VoiceAgent:
         return VoiceAgent(
             agent,
             engines=engines,
             pool=pool,
-            records=records,
+            records=record_file,
             version=version,
             keyring=keyring,
             record_audio=True,
