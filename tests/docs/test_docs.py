@@ -111,6 +111,7 @@ MODELS: dict[str, type[BaseModel]] = {
     for cls in (
         model.Agent,
         model.Voice,
+        model.Access,
         model.Settings,
         model.GlobalIntentAction,
         model.SayStep,

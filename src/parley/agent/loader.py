@@ -26,6 +26,7 @@ from parley.agent.model import (
     IDENTIFIER,
     STEP_TYPES,
     TTS_ENGINES,
+    Access,
     Agent,
     AskStep,
     BranchCase,
@@ -356,6 +357,8 @@ def _model_for(loc: Loc) -> type[BaseModel]:
         return Agent
     if loc[0] == "voice":
         return Voice
+    if loc[0] == "access":
+        return Access
     if loc[0] == "settings":
         return Settings
     if loc[0] == "global_intents":
@@ -425,7 +428,10 @@ def _pydantic_error(file: str, root: yaml.Node, err: ErrorDetails) -> AgentError
         hint = f"{close} (one of: {allowed})" if close and close.startswith("did") else f"one of: {allowed}"
     elif kind == "string_pattern_mismatch":
         text = str(value)
-        if field == "name" and len(loc) == 1:
+        if loc[0] == "access":
+            message = f"{text!r} is not a number pattern"
+            hint = "1 to 64 of: letters, digits, + # . _ - and the wildcards * ? [ ] !, e.g. '+4420*'"
+        elif field == "name" and len(loc) == 1:
             message = f"name {text!r} is not a slug"
             slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
             hint = f"use lowercase letters, digits and dashes, e.g. {slug!r}"

@@ -13,6 +13,7 @@ checks (the loader does, and reports :meth:`Agent.problems` itself).
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import re
 import string
 from collections.abc import Iterator
@@ -92,9 +93,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
 
-TTS_ENGINES = ("flite", "espeak-ng", "festival")
-
-
 class Voice(_Model):
     """The text-to-speech voice of the agent."""
 
@@ -122,6 +120,29 @@ class Voice(_Model):
         """The fallback (engine, voice) pairs, without the agent's own voice."""
         pairs = [(e, v or None) for e, _, v in (choice.partition(":") for choice in self.fallback)]
         return [pair for pair in pairs if pair != (self.engine, self.voice)]
+
+
+NumberPattern = Annotated[str, Field(pattern=r"^[0-9A-Za-z+*?#._\-\[\]!]{1,64}$")]
+
+
+class Access(_Model):
+    """Who may call the agent: patterns of the caller's number (the From URI's user part) and of
+    the number dialled (the request URI's user part). Empty: anyone."""
+
+    callers: list[NumberPattern] = Field(
+        default_factory=list, description="Callers allowed (shell patterns: '+4420*'); empty: any."
+    )
+    called: list[NumberPattern] = Field(
+        default_factory=list, description="Numbers dialled that the agent answers ('0800*'); empty: any."
+    )
+
+    def refusal(self, caller: str, called: str) -> str | None:
+        """Why a call from ``caller`` to ``called`` is refused (naming the rule, not the numbers), or None."""
+        if self.callers and not any(fnmatch.fnmatchcase(caller, p) for p in self.callers):
+            return "the caller is not in access.callers"
+        if self.called and not any(fnmatch.fnmatchcase(called, p) for p in self.called):
+            return "the number dialled is not in access.called"
+        return None
 
 
 class Settings(_Model):
@@ -433,6 +454,7 @@ class Agent(_Model):
     global_intents: dict[IntentName, GlobalIntentAction] = Field(
         default_factory=dict, description="Intents recognised at any ask → goto a step or an action."
     )
+    access: Access = Field(default_factory=Access, description="Who may call: caller and dialled numbers.")
     start: StepId | None = Field(None, description="Default: the first step.")
     steps: list[Step] = Field(
         min_length=1, description="say, ask, branch, webhook, transfer and hangup steps."

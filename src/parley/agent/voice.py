@@ -199,6 +199,12 @@ class VoiceAgent:
             if len(chunk):
                 yield chunk
 
+    def screen(self, caller: str, called: str) -> str | None:
+        """Why a call from ``caller`` to ``called`` is refused by the agent's ``access`` rules, or
+        None (the call manager answers 403 and logs the reason, which never holds the numbers)."""
+        refusal = self.agent.access.refusal(caller, called)
+        return None if refusal is None else f"agent {self.agent.name}: {refusal}"
+
     async def __call__(self, call: Call) -> None:
         await _CallSession(self, call).run()
 

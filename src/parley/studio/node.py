@@ -259,6 +259,10 @@ class LiveAgent:
     def cpu_load(self) -> float:
         return 0.0 if self.current is None else self.current.cpu_load()
 
+    def screen(self, caller: str, called: str) -> str | None:
+        """The live version's access rules (see :meth:`VoiceAgent.screen`)."""
+        return None if self.current is None else self.current.screen(caller, called)
+
 
 async def serve_from_studio(
     url: str,

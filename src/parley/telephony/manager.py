@@ -256,6 +256,14 @@ class CallManager:
     async def _accept(self, session: InviteSession, received: float) -> None:
         """Answer an incoming INVITE: open RTP, negotiate SDP, send 200, run the app."""
         logs.call_id.set(session.call_id)  # this task's context, copied into the app's task
+        refusal = self._screen(session)
+        if refusal is not None:
+            log.info("call refused (403): %s", refusal)  # the reason names a rule, never a number
+            self.stats.rejected += 1
+            metrics.CALLS_REFUSED.labels("access").inc()
+            self.ua.reject(session, 403, self._now())
+            self._flush()
+            return
         try:
             endpoint = await self.ports.open()
         except OSError:
@@ -302,6 +310,23 @@ class CallManager:
         metrics.CALL_SETUP_SECONDS.observe(self._now() - received)
         if self.app is not None:
             leg.tasks.add(self._spawn(self._run_app(call)))
+
+    def _screen(self, session: InviteSession) -> str | None:
+        """The app's reason to refuse this INVITE (its ``screen(caller, called)``, if it has one):
+        the caller is the From URI's user part, the number dialled the request URI's."""
+        screen = getattr(self.app, "screen", None)
+        if screen is None:
+            return None
+        invite = session.invite
+        try:
+            caller = invite.from_.uri.user or ""
+        except Exception:  # unparsable From: matches no pattern
+            caller = ""
+        try:
+            called = invite.request_uri.user or ""
+        except Exception:
+            called = ""
+        return screen(caller, called)
 
     async def _resolved(self, offer: MediaOffer) -> MediaOffer:
         """The offer or answer with a numeric connection address: a host name in ``c=`` is resolved

@@ -222,8 +222,9 @@ class DecodePool:
         generation = self._generation[worker]
         try:
             future = loop.run_in_executor(executor, fn, *args)
-        except (BrokenProcessPool, RuntimeError) as exc:  # broken or shut down by a replacement
-            self._replace(worker, generation, f"it could not take work ({exc})")
+        except RuntimeError as exc:  # broken (it died), or shut down by a replacement meanwhile
+            died = isinstance(exc, BrokenProcessPool)
+            self._replace(worker, generation, "it died" if died else f"it could not take work ({exc})")
             raise DecoderLost(f"decode process {worker} was lost") from exc
         if self._waiting[worker] == 0:
             self._progress[worker] = time.monotonic()
