@@ -205,6 +205,7 @@ class DecodePool:
         self._waiting = [0] * workers_count  # calls sent and not yet answered
         self._progress = [0.0] * workers_count  # when a worker last finished a call (or became busy)
         self._loading = [True] * workers_count  # no call finished yet: loading its engines, not watched
+        self._unwatched = [0] * workers_count  # unwatched calls (start-up, prepare) in flight
         self._pids: list[int | None] = [None] * workers_count
         self._prepared: list[tuple[str, Question]] = []  # re-prepared in a replacement process
         self._background: set[asyncio.Future[Any]] = set()
@@ -229,6 +230,7 @@ class DecodePool:
         if self._waiting[worker] == 0:
             self._progress[worker] = time.monotonic()
         self._waiting[worker] += 1
+        self._unwatched[worker] += not watched
         try:
             while True:
                 done, _ = await asyncio.wait([future], timeout=self.hang_s if watched else _UNWATCHED_S)
@@ -239,7 +241,8 @@ class DecodePool:
                         self._loading[worker] = False
                     return future.result()
                 stalled = time.monotonic() - self._progress[worker]
-                if watched and current and stalled >= self.hang_s and not self._loading[worker]:
+                busy = self._loading[worker] or self._unwatched[worker]  # loading, preparing: not hung
+                if watched and current and stalled >= self.hang_s and not busy:
                     self._replace(worker, generation, f"it finished no call for {stalled:.1f} s (hung)")
                 if self._generation[worker] != generation:
                     future.cancel()
@@ -250,6 +253,7 @@ class DecodePool:
         finally:
             if self._generation[worker] == generation:
                 self._waiting[worker] -= 1
+                self._unwatched[worker] -= not watched
 
     def _replace(self, worker: int, generation: int, why: str) -> None:
         """Kill ``worker``'s process (if ``generation`` is still the one running) and start another."""
@@ -267,6 +271,7 @@ class DecodePool:
         self._generation[worker] += 1
         self._load[worker] = 0
         self._waiting[worker] = 0
+        self._unwatched[worker] = 0
         self._loading[worker] = True
         self._pids[worker] = None
         self.replaced += 1
