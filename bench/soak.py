@@ -13,8 +13,17 @@ Reported:
 - **memory per concurrent call**: (mean RSS after warm-up - idle RSS) / concurrent calls,
 - RSS once the load stopped and every ended session's linger ran out (``--settle`` seconds later).
 
-Usage: ``.venv/bin/python bench/soak.py --minutes 30 --concurrent 500``
-(``--agent examples/card_block.yaml`` for an agent; keep its concurrency to what its decoders carry).
+With an agent (``--agent examples/card_block.yaml``) every call runs the dialogue: its prompts are
+spoken, SIPp's recorded voice is heard by the VAD and decoded by every engine in the decode
+processes (their RSS is counted), turns end in no-matches and re-asks, and each call's record is
+appended to the records file; the report adds how many records were written and the turns they
+heard, so the figures are those of calls that really ran the agent. Keep the concurrency to what its
+decoders carry on the cores given, and ``--call-seconds`` below the time the agent takes to give up
+and hang up itself (SIPp would count that call failed).
+
+Usage: ``.venv/bin/python bench/soak.py --minutes 30 --concurrent 500``;
+``.venv/bin/python bench/soak.py --agent examples/card_block.yaml --minutes 5 --concurrent 4
+--call-seconds 10 --warmup-minutes 1`` for the agent.
 """
 
 from __future__ import annotations
@@ -107,6 +116,27 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / var
 
 
+def agent_records(path: Path) -> dict[str, object]:
+    """What the agent's call records say: calls recorded, their outcomes and the turns heard."""
+    records = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    outcomes: dict[str, int] = {}
+    for record in records:
+        outcomes[str(record.get("outcome"))] = outcomes.get(str(record.get("outcome")), 0) + 1
+    turns = [turn for record in records for turn in record.get("turns", [])]
+    return {
+        "records": len(records),
+        "outcomes": outcomes,
+        "turns": len(turns),
+        "turns_with_speech": sum(1 for turn in turns if turn.get("input") == "speech"),
+    }
+
+
 def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     port = free_port()
     server = start_server(args.agent, port, workdir)
@@ -160,6 +190,8 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         "rss_settled_mb": round(settled, 2),
         "samples": samples,
     }
+    if args.agent != "echo":
+        result |= agent_records(workdir / "records.jsonl")
     if len(warm) >= 2:
         per_call = slope([(s["calls_ended"], s["rss_mb"]) for s in warm])
         mean = sum(s["rss_mb"] for s in warm) / len(warm)
