@@ -209,7 +209,6 @@ class _OutgoingAudio(MediaStreamTrack):
         self._pending = np.empty(0, dtype=np.int16)
         self._pts = 0
         self._time_base = fractions.Fraction(1, BROWSER_RATE)
-        self.on_sent: Callable[[np.ndarray], None] | None = None  # a frame handed to the encoder
 
     def push(self, pcm: np.ndarray) -> None:
         """One 8 kHz frame from the media clock."""
@@ -233,8 +232,6 @@ class _OutgoingAudio(MediaStreamTrack):
         frame.pts = self._pts
         frame.time_base = self._time_base
         self._pts += len(pcm)
-        if self.on_sent is not None:
-            self.on_sent(pcm)
         return frame
 
     def stop(self) -> None:
@@ -277,7 +274,6 @@ class WebRtcChannel:
         self.answered = self.refused = 0
         self.ended: dict[str, int] = {}
         self._closing: set[asyncio.Task] = set()
-        self.on_sent: Callable[[str, np.ndarray], None] | None = None  # (call id, 48 kHz frame): benches
 
     def refusal(self) -> OfferError | None:
         """Why a new browser call would be refused now (the same admission as an INVITE's), or None."""
@@ -313,9 +309,6 @@ class WebRtcChannel:
             BrowserStream(out.push, inactivity_timeout=self.manager.media_timeout),
             app,
         )
-        if self.on_sent is not None:
-            on_sent = self.on_sent
-            out.on_sent = lambda pcm: on_sent(browser.call_id, pcm)
         self._wire(browser)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -374,7 +367,8 @@ class WebRtcChannel:
         if browser.setup_timer is not None:
             browser.setup_timer.cancel()
         manager = self.manager
-        call = Call(self, None, browser.stream, "inbound", call_id=browser.call_id, channel="webrtc")  # type: ignore[arg-type]
+        stream: Any = browser.stream  # the playback interface of an RtpStream (see BrowserStream)
+        call = Call(self, None, stream, "inbound", call_id=browser.call_id, channel="webrtc")
         browser.call = call
         browser.stream.on_audio = call._audio_in
         browser.stream.on_dtmf = call._dtmf_in

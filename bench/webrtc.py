@@ -1,0 +1,407 @@
+"""Browser calls (WebRTC) against phone calls (SIP), side by side in one run.
+
+1. **Turn latency**, one ``parley serve AGENT --webrtc-port`` (pinned to the last core) with the agent
+   of ``bench/turn_latency.py``: calls alternate between Parley's SIP UAC and an aiortc browser peer
+   (``tests/telephony/webrtc_peer.py``), both saying the same flite answers. For every turn: the time
+   from the caller's end of speech (its last frame sent) to the first packet of the agent's reply
+   with speech in it, time-stamped as it arrives at the caller on loopback — the audio leaving the
+   server. SIP tells speech by the G.711 frame's energy, WebRTC by the Opus packet's size (silence
+   encodes to a few bytes, speech to a hundred or more). p50/p95 per channel, and the server's CPU
+   per call (process tree) on each.
+2. **Echo capacity**: ``parley serve echo --webrtc-port`` pinned to one core, N calls that each send
+   a tone for ``--hold`` seconds, from browser peers (a load-generator process of aiortc peers on the
+   other core) and from SIP (Parley's UAC, same core). The server's CPU share with all N up gives its
+   CPU per call, and the calls one core holds at the 85 % admission threshold.
+3. **Per-frame costs**, in this process: Opus encode and decode (aiortc's codec: 48 kHz, stereo as it
+   sends), SRTP protect and unprotect (pylibsrtp), the soxr resampling both ways, and G.711 beside.
+
+Usage::
+
+    .venv/bin/python bench/webrtc.py --rounds 6 --echo-steps 10,20
+
+Writes ``bench/results/webrtc-<time>.json`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT / "tests"), str(ROOT / "tests" / "telephony")]
+
+from webrtc_peer import BrowserPeer  # noqa: E402
+
+from agent.voice_caller import AnswerBook, WebhookSink, start_agent_server, stop_agent_server  # noqa: E402
+from parley.speech.tts import load_tts  # noqa: E402
+from parley.telephony.manager import CallManager  # noqa: E402
+from turn_latency import (  # noqa: E402
+    AGENT,
+    DIGITS,
+    PROMPT_SILENCE_MS,
+    SINK_PLACEHOLDER,
+    digits_text,
+    free_port,
+    free_range,
+    percentile,
+    tree_cpu_seconds,
+)
+from turn_latency import one_call as sip_call  # noqa: E402
+
+OPUS_SPEECH_BYTES = 40  # an Opus packet larger than this carries sound (aiortc's silence: 3-10 bytes)
+ADMISSION = 0.85  # parley serve's default --max-load
+
+
+# -- 1. turn latency ---------------------------------------------------------------------------
+class PacketTap:
+    """Arrival time and payload size of every RTP packet the peer receives (before its jitter buffer)."""
+
+    def __init__(self, peer: BrowserPeer) -> None:
+        self.arrivals: list[tuple[float, int]] = []
+        receiver = next(t.receiver for t in peer.pc.getTransceivers() if t.kind == "audio")
+        handle = receiver._handle_rtp_packet
+
+        async def tapped(packet: Any, arrival_time_ms: int) -> None:
+            self.arrivals.append((time.monotonic(), len(packet.payload)))
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = tapped
+
+    def first_speech_after(self, moment: float) -> float | None:
+        return next((t for t, size in self.arrivals if t > moment and size > OPUS_SPEECH_BYTES), None)
+
+
+async def browser_call(url: str, answers: AnswerBook, rng: random.Random) -> tuple[list[float], str]:
+    """The same script as turn_latency's SIP caller, from a browser peer; (latencies ms, call id)."""
+    account = "".join(rng.choice(DIGITS) for _ in range(4))
+    pin = "".join(rng.choice(DIGITS) for _ in range(6))
+    script = [digits_text(account), digits_text(pin), "yes"]
+    pcms = [await answers.get(text) for text in script]
+    peer = BrowserPeer()
+    tap = PacketTap(peer)
+    latencies: list[float] = []
+    try:
+        response = await peer.call(url)
+        response.raise_for_status()
+        await asyncio.wait_for(peer.connected.wait(), 15)
+        await peer.wait_quiet(PROMPT_SILENCE_MS / 1000)
+        for i, pcm in enumerate(pcms):
+            peer.say(pcm)
+            end = await asyncio.wait_for(peer.said(), 30)
+            if i + 1 < len(pcms):
+                await peer.wait_quiet(PROMPT_SILENCE_MS / 1000)
+            else:
+                await asyncio.wait_for(peer.hung_up.wait(), 30)
+            reply = tap.first_speech_after(end)
+            if reply is not None:
+                latencies.append((reply - end) * 1000)
+    finally:
+        await peer.close()
+    return latencies, peer.call_id or ""
+
+
+async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], workdir: Path) -> dict[str, Any]:
+    records = workdir / "calls.jsonl"
+    webrtc_port = free_port()
+    with WebhookSink({"reference": "R42"}) as sink:
+        agent_file = workdir / "agent.yaml"
+        agent_file.write_text(AGENT.read_text().replace(SINK_PLACEHOLDER, f"http://127.0.0.1:{sink.port}"))
+        server = start_agent_server(
+            agent_file,
+            port=free_port(),
+            rtp_ports=free_range(40),
+            records=records,
+            extra=["--max-load", "0", "--media-timeout", "60", "--webrtc-port", str(webrtc_port)],
+            startup_timeout=180,
+            prefix=prefix,
+            cache_dir=workdir / "cache",
+        )
+        manager = CallManager(
+            None, host="127.0.0.1", port=free_port(), rtp_ports=free_range(40), max_load=None
+        )
+        await manager.start()
+        answers = AnswerBook(load_tts("flite"), "slt")
+        out: dict[str, dict[str, list[float]]] = {
+            c: {"latency_ms": [], "cpu_s": []} for c in ("sip", "webrtc")
+        }
+        errors: list[str] = []
+        try:
+            for round_ in range(args.rounds):
+                for channel in ("sip", "webrtc"):
+                    rng = random.Random(round_)  # the same answers on both channels
+                    cpu0 = tree_cpu_seconds(server.proc.pid)
+                    try:
+                        if channel == "sip":
+                            samples, _, _ = await sip_call(manager, server, answers, rng, 1)
+                            latencies = [s.latency_ms for s in samples if s.latency_ms is not None]
+                        else:
+                            latencies, _ = await browser_call(
+                                f"http://127.0.0.1:{webrtc_port}/offer", answers, rng
+                            )
+                    except Exception as exc:
+                        errors.append(f"{channel}: {type(exc).__name__}: {exc}"[:200])
+                        continue
+                    await asyncio.sleep(0.5)
+                    out[channel]["cpu_s"].append(tree_cpu_seconds(server.proc.pid) - cpu0)
+                    out[channel]["latency_ms"] += latencies
+                print(f"  round {round_ + 1}/{args.rounds} done", flush=True)
+        finally:
+            await asyncio.wait_for(manager.stop(), 10)
+            stop_agent_server(server)
+    summary: dict[str, Any] = {"errors": errors}
+    for channel, data in out.items():
+        lat, cpu = data["latency_ms"], data["cpu_s"]
+        summary[channel] = {
+            "turns": len(lat),
+            "p50_ms": _r(percentile(lat, 50)),
+            "p95_ms": _r(percentile(lat, 95)),
+            "cpu_s_per_call": _r(sum(cpu) / len(cpu), 3) if cpu else None,
+            "latencies_ms": [round(x, 1) for x in lat],
+        }
+    return summary
+
+
+# -- 2. echo capacity --------------------------------------------------------------------------
+async def generate(url: str, calls: int, hold: float) -> None:
+    """The load generator (a process of its own): ``calls`` browser peers sending a tone, then a report."""
+    tone = (6000 * np.sin(2 * np.pi * 440 * np.arange(8000 * (hold + 30)) / 8000)).astype(np.int16)
+    peers = [BrowserPeer() for _ in range(calls)]
+    for peer in peers:
+        response = await peer.call(url)
+        response.raise_for_status()
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(asyncio.gather(*(p.connected.wait() for p in peers)), 60)
+    for peer in peers:
+        peer.say(tone)
+    print("connected", flush=True)
+    await asyncio.sleep(hold)
+    loud = [sum(1 for _, rms in p.heard[-int(hold * 25) :] if rms > 300) for p in peers]
+    print(json.dumps({"connected": len(peers), "echoing": sum(1 for n in loud if n > 0)}), flush=True)
+    for peer in peers:
+        peer.hang_up()
+    await asyncio.sleep(0.5)
+    for peer in peers:
+        await peer.close()
+
+
+def cpu_share(pid: int, seconds: float) -> float:
+    start, t0 = tree_cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (tree_cpu_seconds(pid) - start) / (time.monotonic() - t0)
+
+
+async def echo_step_webrtc(
+    calls: int, server_pid: int, url: str, hold: float, caller_prefix: list[str]
+) -> dict:
+    generator = subprocess.Popen(
+        [*caller_prefix, sys.executable, __file__, "--generate", url, str(calls), str(hold + 4)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert generator.stdout is not None
+        line = generator.stdout.readline()
+        if line.strip() != "connected":
+            return {"calls": calls, "error": f"generator: {line.strip()!r}"}
+        await asyncio.sleep(2.0)  # the calls settle
+        share = await asyncio.to_thread(cpu_share, server_pid, hold)
+        report = json.loads(generator.stdout.readline() or "{}")
+    finally:
+        generator.wait(timeout=60)
+    return {"calls": calls, "server_core_share": round(share, 3), **report}
+
+
+async def echo_step_sip(calls: int, server_pid: int, sip_port: int, hold: float) -> dict:
+    manager = CallManager(
+        None, host="127.0.0.1", port=free_port(), rtp_ports=free_range(4 * calls + 20), max_load=None
+    )
+    await manager.start()
+    tone = (6000 * np.sin(2 * np.pi * 440 * np.arange(int(8000 * (hold + 10))) / 8000)).astype(np.int16)
+    try:
+        dialled = []
+        for _ in range(calls):
+            dialled.append(await manager.dial(f"sip:echo@127.0.0.1:{sip_port}", timeout=10))
+            await asyncio.sleep(0.02)
+        for call in dialled:
+            call.play(tone)
+        await asyncio.sleep(2.0)
+        share = await asyncio.to_thread(cpu_share, server_pid, hold)
+        for call in dialled:
+            call.hangup()
+        await asyncio.sleep(0.5)
+    finally:
+        await asyncio.wait_for(manager.stop(), 10)
+    return {"calls": calls, "server_core_share": round(share, 3), "connected": calls}
+
+
+async def echo_capacity(args: argparse.Namespace, prefix: list[str], caller_prefix: list[str]) -> dict:
+    sip_port, webrtc_port = free_port(), free_port()
+    first, last = free_range(4 * max(args.echo_steps) + 20)
+    server = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "parley", "serve", "echo", "--workers", "1", "--transport", "udp",
+         "--port", str(sip_port), "--rtp-ports", f"{first}-{last}", "--max-load", "0",
+         "--webrtc-port", str(webrtc_port), "--webrtc-rate", "100000"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert server.stderr is not None
+    while "answering calls" not in (line := server.stderr.readline()):
+        if not line:
+            raise RuntimeError("the echo server did not start")
+    steps: list[dict] = []
+    try:
+        idle = await asyncio.to_thread(cpu_share, server.pid, 3.0)
+        for calls in args.echo_steps:
+            url = f"http://127.0.0.1:{webrtc_port}/offer"
+            webrtc = await echo_step_webrtc(calls, server.pid, url, args.hold, caller_prefix)
+            await asyncio.sleep(3.0)
+            sip = await echo_step_sip(calls, server.pid, sip_port, args.hold)
+            await asyncio.sleep(2.0)
+            for row in (webrtc, sip):
+                share = row.get("server_core_share")
+                if share is not None:
+                    per_call = max(share - idle, 1e-6) / calls
+                    row["core_share_per_call"] = round(per_call, 5)
+                    row["calls_per_core_at_85pct"] = int((ADMISSION - idle) / per_call)
+            steps.append({"webrtc": webrtc, "sip": sip})
+            print(
+                f"  {calls} echo calls: webrtc {webrtc}\n  {'':>{len(str(calls))}} sip    {sip}", flush=True
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    return {"idle_core_share": round(idle, 3), "steps": steps}
+
+
+# -- 3. per-frame costs ------------------------------------------------------------------------
+def per_frame_costs(frames: int = 3000) -> dict[str, float]:
+    """Microseconds of CPU per 20 ms frame for each piece of a browser call's media path, and G.711."""
+    import av
+    import soxr
+    from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+    from aiortc.jitterbuffer import JitterFrame
+
+    from parley.media import g711
+    from parley.media.srtp import SrtpContext
+
+    rng = np.random.default_rng(0)
+    pcm48 = (3000 * rng.standard_normal(960)).astype(np.int16)
+    pcm8 = pcm48[::6].copy()
+    encoder, decoder = OpusEncoder(), OpusDecoder()
+
+    def frame(i: int) -> av.AudioFrame:
+        f = av.AudioFrame.from_ndarray(pcm48.reshape(1, -1), format="s16", layout="mono")
+        f.sample_rate, f.pts, f.time_base = 48000, i * 960, fractions.Fraction(1, 48000)
+        return f
+
+    def timed(step: Any) -> float:
+        start = time.process_time()
+        for i in range(frames):
+            step(i)
+        return 1e6 * (time.process_time() - start) / frames
+
+    packets: list[bytes] = []
+    costs = {"opus_encode": timed(lambda i: packets.extend(encoder.encode(frame(i))[0]))}
+    costs["opus_decode"] = timed(lambda i: decoder.decode(JitterFrame(packets[i % len(packets)], i * 960)))
+    key = bytes(range(30))
+    sender, receiver = (
+        SrtpContext("AES_CM_128_HMAC_SHA1_80", key, key),
+        SrtpContext("AES_CM_128_HMAC_SHA1_80", key, key),
+    )
+    payload = packets[len(packets) // 2]
+    ssrc = b"\0\0\0\1"
+    rtp = [
+        bytes([0x80, 111]) + (i % 65536).to_bytes(2, "big") + (i * 960).to_bytes(4, "big") + ssrc + payload
+        for i in range(frames)
+    ]
+    protected: list[bytes] = []
+    costs["srtp_protect"] = timed(lambda i: protected.append(sender.protect(rtp[i])))
+    costs["srtp_unprotect"] = timed(lambda i: receiver.unprotect(protected[i]))
+    down = soxr.ResampleStream(48000, 8000, 1, dtype="int16", quality="LQ")
+    up = soxr.ResampleStream(8000, 48000, 1, dtype="int16", quality="QQ")
+    costs["resample_48k_to_8k"] = timed(lambda i: down.resample_chunk(pcm48))
+    costs["resample_8k_to_48k"] = timed(lambda i: up.resample_chunk(pcm8))
+    costs["g711_encode"] = timed(lambda i: g711.encode("PCMU", pcm8))
+    encoded = g711.encode("PCMU", pcm8)
+    costs["g711_decode"] = timed(lambda i: g711.decode("PCMU", encoded))
+    return {name: round(us, 2) for name, us in costs.items()}
+
+
+def _r(x: float | None, digits: int = 1) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu = cpus[-1]
+    caller_cpus = [c for c in cpus if c != server_cpu] or cpus
+    os.sched_setaffinity(0, caller_cpus)
+    taskset = shutil.which("taskset")
+    prefix = [taskset, "-c", str(server_cpu)] if taskset else []
+    caller_prefix = [taskset, "-c", ",".join(map(str, caller_cpus))] if taskset else []
+    report: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "server_cpu": server_cpu}
+    print("per-frame costs (µs of CPU per 20 ms frame):", flush=True)
+    report["per_frame_us"] = costs = per_frame_costs()
+    for name, us in costs.items():
+        print(f"  {name:<20} {us:8.1f}", flush=True)
+    webrtc_media = sum(costs[k] for k in ("opus_encode", "opus_decode", "srtp_protect", "srtp_unprotect",
+                                          "resample_48k_to_8k", "resample_8k_to_48k"))  # fmt: skip
+    report["media_core_share_per_call"] = {
+        "webrtc_opus": round(50 * (costs["opus_encode"] + costs["opus_decode"]) / 1e6, 5),
+        "webrtc_srtp": round(50 * (costs["srtp_protect"] + costs["srtp_unprotect"]) / 1e6, 5),
+        "webrtc_resampling": round(50 * (costs["resample_48k_to_8k"] + costs["resample_8k_to_48k"]) / 1e6, 5),
+        "webrtc_all": round(50 * webrtc_media / 1e6, 5),
+        "sip_g711": round(50 * (costs["g711_encode"] + costs["g711_decode"]) / 1e6, 5),
+    }
+    print(f"  share of a core per call, both directions: {report['media_core_share_per_call']}", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="webrtc-bench-"))
+    if args.rounds:
+        print(f"turn latency, SIP and WebRTC alternating, {args.rounds} calls each:", flush=True)
+        report["latency"] = latency = await latency_side_by_side(args, prefix, workdir)
+        for channel in ("sip", "webrtc"):
+            row = latency[channel]
+            print(f"  {channel:<7} turns {row['turns']:>3}  p50 {row['p50_ms']} ms  p95 {row['p95_ms']} ms  "
+                  f"CPU {row['cpu_s_per_call']} s/call", flush=True)  # fmt: skip
+        for error in latency["errors"][:5]:
+            print(f"  ! {error}", flush=True)
+    if args.echo_steps:
+        print("echo capacity (server on one core):", flush=True)
+        report["echo"] = await echo_capacity(args, prefix, caller_prefix)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6, help="Agent calls per channel (0: skip).")
+    parser.add_argument("--echo-steps", default="10,20", help="Concurrent echo calls per step ('' skips).")
+    parser.add_argument("--hold", type=float, default=10.0, help="Seconds the CPU is measured per step.")
+    parser.add_argument("--generate", nargs=3, metavar=("URL", "CALLS", "HOLD"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.generate:
+        url, calls, hold = args.generate
+        asyncio.run(generate(url, int(calls), float(hold)))
+        return
+    args.echo_steps = [int(x) for x in args.echo_steps.split(",") if x]
+    report = asyncio.run(bench(args))
+    out = args.out or HERE / "results" / f"webrtc-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

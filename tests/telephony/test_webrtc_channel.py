@@ -1,0 +1,115 @@
+"""The browser channel with a real WebRTC peer (aiortc, in this process): a browser call is a Call whose
+app hears the browser's audio and keys, whose audio and events reach the browser, and which ends on
+either side's hang-up with the reason said; admission counts it against --max-calls beside SIP."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from parley.telephony.call import Call, DtmfDigit
+from parley.telephony.manager import CallManager
+from parley.telephony.webrtc import OfferError, WebRtcChannel
+
+from .webrtc_peer import BrowserPeer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def tone(seconds: float) -> np.ndarray:
+    t = np.arange(int(8000 * seconds)) / 8000
+    return (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+
+
+async def offer_of(peer: BrowserPeer) -> dict:
+    await peer.pc.setLocalDescription(await peer.pc.createOffer())
+    return {"type": "offer", "sdp": peer.pc.localDescription.sdp}
+
+
+async def connect(channel: WebRtcChannel, peer: BrowserPeer) -> str:
+    from aiortc import RTCSessionDescription
+
+    answer = await channel.answer(await offer_of(peer))
+    await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    await asyncio.wait_for(peer.connected.wait(), 15)
+    for _ in range(100):  # the server's side of DTLS completes a moment after the peer's
+        if answer["call_id"] in channel.manager.calls:
+            break
+        await asyncio.sleep(0.02)
+    return answer["call_id"]
+
+
+async def test_a_browser_call_is_a_call_both_ways(managers) -> None:
+    heard: list[np.ndarray | DtmfDigit] = []
+    ended: list[str] = []
+
+    async def app(call: Call) -> None:
+        assert call.channel == "webrtc" and call.session is None
+        call.publish({"type": "prompt", "text": "hello"})
+        await call.wait_played(call.play(tone(1.0)))
+        async for item in call.incoming():
+            heard.append(item)
+            if isinstance(item, DtmfDigit):
+                break
+        call.hangup()
+        ended.append(await call.wait_ended())
+
+    manager: CallManager = await managers(app)
+    channel = WebRtcChannel(manager)
+    peer = BrowserPeer()
+    try:
+        call_id = await connect(channel, peer)
+        assert call_id in manager.calls
+        peer.say(tone(1.0))
+        await asyncio.sleep(1.5)
+        peer.channel.send('{"type": "dtmf", "digit": "5"}')
+        await asyncio.wait_for(peer.hung_up.wait(), 10)
+    finally:
+        await peer.close()
+        await channel.close()
+    assert ended == ["local-hangup"]
+    frames = [f for f in heard if isinstance(f, np.ndarray)]
+    assert [d.digit for d in heard if isinstance(d, DtmfDigit)] == ["5"]
+    assert sum(1 for f in frames if np.sqrt(np.mean(f.astype(float) ** 2)) > 2000) >= 30  # the tone, 8 kHz
+    assert {"type": "prompt", "text": "hello"} in peer.events
+    assert sum(1 for _, rms in peer.heard if rms > 2000) >= 30  # the call's audio reached the browser
+    assert manager.stats.ended == {"local-hangup": 1} and not manager.calls
+
+
+async def test_the_browser_hangs_up_and_the_call_ends(managers) -> None:
+    reasons: list[str] = []
+
+    async def app(call: Call) -> None:
+        reasons.append(await call.wait_ended())
+
+    manager = await managers(app)
+    channel = WebRtcChannel(manager)
+    peer = BrowserPeer()
+    try:
+        await connect(channel, peer)
+        peer.hang_up()
+        for _ in range(100):
+            if reasons:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await peer.close()
+        await channel.close()
+    assert reasons == ["remote-hangup"]
+
+
+async def test_browser_calls_count_against_max_calls(managers) -> None:
+    manager = await managers(None, max_calls=1)
+    channel = WebRtcChannel(manager)
+    first, second = BrowserPeer(), BrowserPeer()
+    try:
+        await connect(channel, first)
+        assert manager.ua.over_limit()  # a SIP INVITE would get 503 now
+        with pytest.raises(OfferError) as refused:
+            await channel.answer(await offer_of(second))
+        assert refused.value.status == 503 and "busy" in str(refused.value)
+    finally:
+        for peer in (first, second):
+            await peer.close()
+        await channel.close()
+    assert not manager.ua.over_limit()
