@@ -6,8 +6,9 @@
    from the caller's end of speech (its last frame sent) to the first packet of the agent's reply
    with speech in it, time-stamped as it arrives at the caller on loopback — the audio leaving the
    server. SIP tells speech by the G.711 frame's energy, WebRTC by the Opus packet's size (silence
-   encodes to a few bytes, speech to a hundred or more). p50/p95 per channel, and the server's CPU
-   per call (process tree) on each.
+   encodes to a few bytes, speech to a hundred or more). Beside it, the server's own figure from its
+   call records (``first_audio_ms``: the end of speech its VAD heard to the reply's first frame
+   sent). p50/p95 per channel, and the server's CPU per call (process tree) on each.
 2. **Echo capacity**: ``parley serve echo --webrtc-port`` pinned to one core, N calls that each send
    a tone for ``--hold`` seconds, from browser peers (a load-generator process of aiortc peers on the
    other core) and from SIP (Parley's UAC, same core). The server's CPU share with all N up gives its
@@ -17,7 +18,11 @@
 
 Usage::
 
-    .venv/bin/python bench/webrtc.py --rounds 6 --echo-steps 10,20
+    .venv/bin/python bench/webrtc.py --rounds 6 --echo-steps 5,10
+
+The load generator's aiortc peers cost more CPU than the server's side of a call (each encodes Opus
+too), so with two cores the echo steps stop where one core of peers keeps up (about 10 calls here):
+the server's CPU per call is measured there and the calls one core holds extrapolated from it.
 
 Writes ``bench/results/webrtc-<time>.json`` and prints the tables.
 """
@@ -136,14 +141,14 @@ async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], work
         await manager.start()
         answers = AnswerBook(load_tts("flite"), "slt")
         out: dict[str, dict[str, list[float]]] = {
-            c: {"latency_ms": [], "cpu_s": []} for c in ("sip", "webrtc")
+            c: {"latency_ms": [], "cpu_s": [], "wall_s": []} for c in ("sip", "webrtc")
         }
         errors: list[str] = []
         try:
             for round_ in range(args.rounds):
                 for channel in ("sip", "webrtc"):
                     rng = random.Random(round_)  # the same answers on both channels
-                    cpu0 = tree_cpu_seconds(server.proc.pid)
+                    cpu0, t0 = tree_cpu_seconds(server.proc.pid), time.monotonic()
                     try:
                         if channel == "sip":
                             samples, _, _ = await sip_call(manager, server, answers, rng, 1)
@@ -157,19 +162,32 @@ async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], work
                         continue
                     await asyncio.sleep(0.5)
                     out[channel]["cpu_s"].append(tree_cpu_seconds(server.proc.pid) - cpu0)
+                    out[channel]["wall_s"].append(time.monotonic() - t0)
                     out[channel]["latency_ms"] += latencies
                 print(f"  round {round_ + 1}/{args.rounds} done", flush=True)
         finally:
             await asyncio.wait_for(manager.stop(), 10)
             stop_agent_server(server)
+    # the server's own figure: end of speech (as its VAD heard it) to the reply's first frame sent
+    first_audio: dict[str, list[float]] = {"sip": [], "webrtc": []}
+    for line in records.read_text().splitlines() if records.exists() else []:
+        record = json.loads(line)
+        for turn in record["turns"]:
+            ms = turn.get("timing", {}).get("first_audio_ms")
+            if ms is not None and record.get("channel") in first_audio:
+                first_audio[record["channel"]].append(ms)
     summary: dict[str, Any] = {"errors": errors}
     for channel, data in out.items():
-        lat, cpu = data["latency_ms"], data["cpu_s"]
+        lat, cpu, server_side = data["latency_ms"], data["cpu_s"], first_audio[channel]
         summary[channel] = {
             "turns": len(lat),
             "p50_ms": _r(percentile(lat, 50)),
             "p95_ms": _r(percentile(lat, 95)),
+            "server_first_audio_p50_ms": _r(percentile(server_side, 50)),
+            "server_first_audio_p95_ms": _r(percentile(server_side, 95)),
             "cpu_s_per_call": _r(sum(cpu) / len(cpu), 3) if cpu else None,
+            # calls of this length whose CPU fills one core to the admission threshold
+            "agent_calls_per_core_at_85pct": _r(ADMISSION * sum(data["wall_s"]) / sum(cpu)) if cpu else None,
             "latencies_ms": [round(x, 1) for x in lat],
         }
     return summary
@@ -373,8 +391,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         report["latency"] = latency = await latency_side_by_side(args, prefix, workdir)
         for channel in ("sip", "webrtc"):
             row = latency[channel]
-            print(f"  {channel:<7} turns {row['turns']:>3}  p50 {row['p50_ms']} ms  p95 {row['p95_ms']} ms  "
-                  f"CPU {row['cpu_s_per_call']} s/call", flush=True)  # fmt: skip
+            print(
+                f"  {channel:<7} turns {row['turns']:>3}  at the caller: p50 {row['p50_ms']} ms, p95 "
+                f"{row['p95_ms']} ms;  server's first audio: p50 {row['server_first_audio_p50_ms']} ms, "
+                f"p95 {row['server_first_audio_p95_ms']} ms;  CPU {row['cpu_s_per_call']} s/call, "
+                f"{row['agent_calls_per_core_at_85pct']} calls a core",
+                flush=True,
+            )
         for error in latency["errors"][:5]:
             print(f"  ! {error}", flush=True)
     if args.echo_steps:
@@ -386,7 +409,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6, help="Agent calls per channel (0: skip).")
-    parser.add_argument("--echo-steps", default="10,20", help="Concurrent echo calls per step ('' skips).")
+    parser.add_argument("--echo-steps", default="5,10", help="Concurrent echo calls per step ('' skips).")
     parser.add_argument("--hold", type=float, default=10.0, help="Seconds the CPU is measured per step.")
     parser.add_argument("--generate", nargs=3, metavar=("URL", "CALLS", "HOLD"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)

@@ -34,18 +34,30 @@ def test_playback_goes_out_a_frame_a_tick_and_barge_in_stops_it() -> None:
     sent: list[np.ndarray] = []
     stream = BrowserStream(sent.append)
     playback = stream.play(tone(0.05, 8000))  # 400 samples: 2 frames and a half
-    assert stream.playing
+    assert stream.playing and playback.first_sent is None
     for _ in range(3):
         assert stream.next_out() is None  # nothing for the clock to encode: the frame went to send
     assert playback.finished and not playback.stopped and not stream.playing
+    assert playback.first_sent is not None  # when its first frame left (a turn's first_audio_ms)
     assert [len(f) for f in sent] == [FRAME_SAMPLES] * 3
     assert not sent[2][80:].any()  # the last frame padded with silence
     stream.next_out()
     assert not sent[3].any()  # silence when nothing plays
+
     interrupted = stream.play(tone(1.0, 8000))
     stream.next_out()
     stream.stop_playback()
     assert interrupted.finished and interrupted.stopped and not stream.playing
+
+
+def test_silence_goes_to_the_browser_as_digital_silence() -> None:
+    """No dither: the Opus encoder sends 3-byte packets for silence, not 50-byte ones for noise."""
+    from parley.telephony.webrtc import _OutgoingAudio
+
+    out = _OutgoingAudio()
+    for _ in range(10):
+        out.push(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+    assert len(out._frames) >= 4 and not any(frame.any() for frame in out._frames)
 
 
 def test_a_stream_that_hears_nothing_reports_it_once() -> None:

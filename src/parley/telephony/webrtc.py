@@ -55,6 +55,7 @@ BROWSER_FRAME = BROWSER_RATE * FRAME_SAMPLES // PIPELINE_RATE  # 960 samples: 20
 # soxr's stream qualities trade delay for filtering: HQ hands out audio in blocks of ~140 ms (a turn's end
 # heard 140 ms late), LQ every 20-40 ms with a proper anti-aliasing filter (the microphone's content
 # above 4 kHz must not fold into speech), QQ (cubic) at once: enough to lift 8 kHz speech to 48 kHz.
+# Both in float32, rounded back to int16 by to_int16 (no dither).
 DOWNSAMPLING = "LQ"
 UPSAMPLING = "QQ"
 MAX_OUT_FRAMES = 5  # frames queued for aiortc beyond which the oldest go (100 ms): it stopped pulling
@@ -101,9 +102,9 @@ class BrowserStream:
         """Mono int16 audio from the browser at ``rate``: delivered as 8 kHz 20 ms frames."""
         resampler = self._resamplers.get(rate)
         if resampler is None:
-            resampler = soxr.ResampleStream(rate, PIPELINE_RATE, 1, dtype="int16", quality=DOWNSAMPLING)
+            resampler = soxr.ResampleStream(rate, PIPELINE_RATE, 1, dtype="float32", quality=DOWNSAMPLING)
             self._resamplers[rate] = resampler
-        out = resampler.resample_chunk(pcm)
+        out = to_int16(resampler.resample_chunk(pcm.astype(np.float32)))
         buffer = np.concatenate((self._pending, out)) if len(self._pending) else out
         whole = len(buffer) - len(buffer) % FRAME_SAMPLES
         self._pending = buffer[whole:].copy()
@@ -156,6 +157,8 @@ class BrowserStream:
             if type(playback) is not Playback:
                 return playbacks.popleft()
             start = playback.offset
+            if not start:
+                playback.first_sent = time.monotonic()  # the media clock's time, as an RtpStream's
             chunk = playback.data[start : start + step]
             playback.offset = start + step
             if playback.offset >= len(playback.data):
@@ -204,7 +207,7 @@ class _OutgoingAudio(MediaStreamTrack):
         self._frames: deque[np.ndarray] = deque(maxlen=MAX_OUT_FRAMES)
         self._ready: asyncio.Event = asyncio.Event()
         self._resampler = soxr.ResampleStream(
-            PIPELINE_RATE, BROWSER_RATE, 1, dtype="int16", quality=UPSAMPLING
+            PIPELINE_RATE, BROWSER_RATE, 1, dtype="float32", quality=UPSAMPLING
         )
         self._pending = np.empty(0, dtype=np.int16)
         self._pts = 0
@@ -212,7 +215,7 @@ class _OutgoingAudio(MediaStreamTrack):
 
     def push(self, pcm: np.ndarray) -> None:
         """One 8 kHz frame from the media clock."""
-        out = self._resampler.resample_chunk(pcm)
+        out = to_int16(self._resampler.resample_chunk(pcm.astype(np.float32)))
         buffer = np.concatenate((self._pending, out)) if len(self._pending) else out
         while len(buffer) >= BROWSER_FRAME:
             self._frames.append(buffer[:BROWSER_FRAME])
@@ -502,6 +505,12 @@ class WebRtcChannel:
     def report(self) -> dict[str, Any]:
         return {"answered": self.answered, "refused": self.refused, "ended": dict(self.ended),
                 "active": len(self.browsers)}  # fmt: skip
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    """Float samples (int16's scale) back to int16, rounded: soxr's own int16 output is dithered, and
+    its ±1 noise made Opus spend 50 bytes a packet on every "silent" frame."""
+    return np.clip(np.rint(samples), -32768, 32767).astype(np.int16)
 
 
 def _offered_sdp(offer: Any) -> str:
