@@ -12,6 +12,7 @@ Reported:
   ``--warmup-minutes``, in MB per 10,000 calls (the goal: < 1),
 - **memory per concurrent call**: (mean RSS after warm-up - idle RSS) / concurrent calls,
 - RSS once the load stopped and every ended session's linger ran out (``--settle`` seconds later).
+Each sample also has the RSS of every process of the tree (``rss_by_pid``: which one grows).
 
 With an agent (``--agent examples/card_block.yaml``) every call runs the dialogue: its prompts are
 spoken, SIPp's recorded voice is heard by the VAD and decoded by every engine in the decode
@@ -54,14 +55,19 @@ def free_port() -> int:
 
 def tree_rss_mb(pid: int) -> float:
     """RSS of the process and its children, in MB."""
+    return sum(process_rss_mb(pid).values())
+
+
+def process_rss_mb(pid: int) -> dict[str, float]:
+    """RSS of the process and of each of its children (e.g. speech decoders), in MB, by pid."""
     process = psutil.Process(pid)
-    total = process.memory_info().rss
+    sizes = {str(pid): process.memory_info().rss / 1e6}
     for child in process.children(recursive=True):
         try:
-            total += child.memory_info().rss
+            sizes[str(child.pid)] = child.memory_info().rss / 1e6
         except psutil.NoSuchProcess:
             continue
-    return total / 1e6
+    return sizes
 
 
 def start_server(agent: str, port: int, workdir: Path) -> subprocess.Popen:
@@ -164,6 +170,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
                 "calls_ended": ok + failed,
                 "failed": failed,
                 "rss_mb": round(tree_rss_mb(server.pid), 2),
+                "rss_by_pid": {pid: round(mb, 1) for pid, mb in process_rss_mb(server.pid).items()},
             }
             samples.append(sample)
             print(json.dumps(sample), flush=True)

@@ -93,6 +93,35 @@ async def test_a_call_over_tls_echoes_audio(managers: ManagerFactory, certificat
 
 
 @needs_openssl
+async def test_a_reinvite_changes_the_srtp_keys_and_the_audio_goes_on(
+    managers: ManagerFactory, certificates
+) -> None:
+    """RFC 4568 §7.1.4: the caller re-offers with a new key; both sides rekey (the caller's outbound,
+    the callee's inbound session), and the echoed tone still comes back, every packet authenticated:
+    those the caller sent under its old key while the offer/answer crossed them too."""
+    callee = await managers(echo, tls=tls(certificates), srtp="required")
+    caller = await managers(None, tls=tls(certificates, "client"), srtp="required")
+    call = await within(
+        caller.dial(f"sip:agent@{HOST}:{callee.ua.tls_port};transport=tls", timeout=5), 6, "answer"
+    )
+    try:
+        assert abs(await two_way_tone(call) - 440) < 10
+        (inbound,) = callee.calls.values()
+        assert call.srtp is not None and inbound.srtp is not None
+        old_key = call.srtp._keys[1]
+        assert await within(call.rekey(), 5, "the re-INVITE's answer") == 200
+        assert call.srtp.rekeys == 1 and inbound.srtp.rekeys == 1
+        assert call.srtp._keys[1] != old_key and inbound.srtp._keys[2] == call.srtp._keys[1]
+        assert abs(await two_way_tone(call) - 440) < 10  # both ways, under the new key
+        assert inbound.srtp.rejected == 0 and call.srtp.rejected == 0
+        assert await within(call.rekey(), 5, "a second re-INVITE") == 200
+        assert inbound.srtp.rekeys == 2
+    finally:
+        call.hangup()
+        await within(call.wait_ended(), 3, "the end")
+
+
+@needs_openssl
 async def test_a_client_without_a_certificate_from_the_ca_is_refused(
     managers: ManagerFactory, certificates
 ) -> None:

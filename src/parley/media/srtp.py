@@ -25,19 +25,40 @@ class SrtpContext:
 
     def __init__(self, suite: str, local_key: bytes, remote_key: bytes) -> None:
         """``local_key``/``remote_key``: the 30-byte master key + salt we sent and the peer sent."""
-        profile = SUITES[suite]
-        self._out = pylibsrtp.Session(
-            policy=pylibsrtp.Policy(
-                key=local_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
-            )
-        )
-        self._in = pylibsrtp.Session(
-            policy=pylibsrtp.Policy(
-                key=remote_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
-            )
-        )
+        self._keys = ("", b"", b"")
+        self._previous_in: pylibsrtp.Session | None = None
+        self.rekey(suite, local_key, remote_key)
+        self._previous_in = None
         self.rejected = 0  # RTP packets that failed authentication, replays, garbage
         self.rejected_rtcp = 0  # ditto for RTCP
+        self.rekeys = 0  # key changes after the first (re-INVITEs)
+
+    def rekey(self, suite: str, local_key: bytes, remote_key: bytes) -> bool:
+        """Use new keys (a re-INVITE's offer/answer); a direction whose key and suite stay keeps its
+        session (and its replay window). Returns whether anything changed."""
+        old_suite, old_local, old_remote = self._keys
+        if (suite, local_key, remote_key) == self._keys:
+            return False
+        profile = SUITES[suite]
+        if suite != old_suite or local_key != old_local:
+            self._out = pylibsrtp.Session(
+                policy=pylibsrtp.Policy(
+                    key=local_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
+                )
+            )
+        if suite != old_suite or remote_key != old_remote:
+            # Packets the peer sent under its old key cross the offer/answer: kept readable until a
+            # packet authenticates under the new one.
+            self._previous_in = getattr(self, "_in", None)
+            self._in = pylibsrtp.Session(
+                policy=pylibsrtp.Policy(
+                    key=remote_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
+                )
+            )
+        if old_suite:
+            self.rekeys += 1
+        self._keys = (suite, local_key, remote_key)
+        return True
 
     def protect(self, packet: bytes) -> bytes:
         return self._out.protect(packet)
@@ -47,16 +68,32 @@ class SrtpContext:
 
     def unprotect(self, packet: bytes) -> bytes | None:
         try:
-            return self._in.unprotect(packet)
+            plain = self._in.unprotect(packet)
         except (pylibsrtp.Error, ValueError):
-            self.rejected += 1
-            return None
+            plain = self._from_previous(packet, rtcp=False)
+            if plain is None:
+                self.rejected += 1
+            return plain
+        self._previous_in = None
+        return plain
 
     def unprotect_rtcp(self, packet: bytes) -> bytes | None:
         try:
             return self._in.unprotect_rtcp(packet)
         except (pylibsrtp.Error, ValueError):
-            self.rejected_rtcp += 1
+            plain = self._from_previous(packet, rtcp=True)
+            if plain is None:
+                self.rejected_rtcp += 1
+            return plain
+
+    def _from_previous(self, packet: bytes, *, rtcp: bool) -> bytes | None:
+        """``packet`` under the peer's key before the last rekey, while that one is still kept."""
+        previous = self._previous_in
+        if previous is None:
+            return None
+        try:
+            return previous.unprotect_rtcp(packet) if rtcp else previous.unprotect(packet)
+        except (pylibsrtp.Error, ValueError):
             return None
 
 

@@ -365,6 +365,13 @@ class LocalSdp:
         self._layout: list[MediaLine] = []
         self._audio_index = 0
 
+    def new_key(self) -> None:
+        """A new SRTP master key for our next offer or answer (RFC 4568 §7.1.4: a re-INVITE may
+        change the keys, e.g. to rekey a long call); the suite and tag stay."""
+        self._key = secrets.token_bytes(SRTP_KEY_LENGTH)
+        if self._crypto is not None:
+            self._crypto = Crypto(self._crypto.tag, self._crypto.suite, self._key)
+
     def set_address(self, address: str, port: int) -> None:
         """Change our media address/port; the next SDP we generate gets a new version."""
         if not _valid_address(address):

@@ -23,7 +23,9 @@ class Channel(Protocol):
 
     def hangup(self, call: Call) -> None: ...
     def refer(self, call: Call, target: str) -> None: ...
-    def reinvite(self, call: Call, direction: str) -> bool: ...
+    def reinvite(self, call: Call, direction: str, new_key: bool = False) -> bool:
+        """A re-INVITE offering ``direction`` ("": the current one), with a new SRTP key if asked."""
+        ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -169,10 +171,18 @@ class Call:
 
     async def hold(self, on: bool = True, timeout: float = 32.0) -> int:
         """Put the peer on hold (re-INVITE with sendonly) or resume (sendrecv); returns the status."""
+        return await self._reoffer("sendonly" if on else "sendrecv", False, timeout)
+
+    async def rekey(self, timeout: float = 32.0) -> int:
+        """Offer a new SRTP key (re-INVITE, same direction); returns the status. Both sides use the
+        new keys once the offer is answered."""
+        return await self._reoffer("", True, timeout)
+
+    async def _reoffer(self, direction: str, new_key: bool, timeout: float) -> int:
         if self.ended.is_set():
             return 481
         self._reinvite = asyncio.get_running_loop().create_future()
-        if not self.manager.reinvite(self, "sendonly" if on else "sendrecv"):
+        if not self.manager.reinvite(self, direction, new_key=new_key):
             return 491
         try:
             return await asyncio.wait_for(self._reinvite, timeout)

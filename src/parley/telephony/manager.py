@@ -418,6 +418,11 @@ class CallManager:
         call.hangup()
 
     def _apply(self, leg: _Leg, media: NegotiatedMedia) -> None:
+        call = leg.call
+        if call is not None and call.srtp is not None and media.srtp is not None:
+            keys = media.srtp  # a re-INVITE may change the SDES keys (RFC 4568 §7.1.4)
+            if call.srtp.rekey(keys.suite, keys.local_key, keys.remote_key):
+                log.info("call %s: SRTP keys changed", call.call_id)
         if leg.call is not None:
             leg.call.stream.update_remote(
                 (media.remote_address, media.remote_port), media.send, media.receive
@@ -429,7 +434,10 @@ class CallManager:
             self._flush()
             return
         try:
-            answer, media = leg.sdp.answer(await self._resolved(parse_sdp(offer)))
+            parsed = await self._resolved(parse_sdp(offer))
+            if leg.call is not None and parsed.port and parsed.secure != (leg.call.srtp is not None):
+                raise SdpError("SRTP cannot be turned on or off during a call")
+            answer, media = leg.sdp.answer(parsed)
         except SdpError:
             self.ua.respond_reinvite(session, 488, b"", self._now())
             self._flush()
@@ -540,11 +548,13 @@ class CallManager:
         self.ua.refer(call.session, target, self._now())
         self._flush()
 
-    def reinvite(self, call: Call, direction: str) -> bool:
+    def reinvite(self, call: Call, direction: str, new_key: bool = False) -> bool:
         leg = self._legs.get(id(call.session))
         if leg is None:
             return False
-        sent = self.ua.reinvite(call.session, leg.sdp.offer(direction), self._now())
+        if new_key:
+            leg.sdp.new_key()
+        sent = self.ua.reinvite(call.session, leg.sdp.offer(direction or leg.sdp.direction), self._now())
         self._flush()
         return sent
 

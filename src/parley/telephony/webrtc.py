@@ -450,7 +450,7 @@ class WebRtcChannel:
         if future is not None and not future.done():
             future.set_result(501)
 
-    def reinvite(self, call: Call, direction: str) -> bool:
+    def reinvite(self, call: Call, direction: str, new_key: bool = False) -> bool:
         return False  # no hold for a browser call (Call.hold answers 491)
 
     # -- ending ---------------------------------------------------------------------------------
