@@ -402,3 +402,26 @@ async def test_a_busy_decode_process_is_not_taken_for_hung(speech) -> None:
         assert max(wait for _, wait in results) > pool.hang_s  # the last ones queued longer than hang_s
         assert [text for text, _ in results] == ["four two seven one"] * 32
         assert pool.replaced == 0
+
+
+async def test_work_abandoned_by_its_caller_still_counts_as_progress(speech) -> None:
+    """The arbiter gives up on late engines: their calls still run in the process, and each one
+    that ends is progress. A call queued behind more abandoned work than hang_s is not a hang."""
+    question = Question(SlotType.DIGITS, digit_count=4)
+    pcm = speech("four two seven one", "slt")
+    async with DecodePool(["sphinx-grammar"], workers=1, hang_s=60) as pool:
+        await pool.warm()
+        await pool.prepare("sphinx-grammar", question)
+        sessions = [await pool.start("sphinx-grammar", question) for _ in range(10)]
+        started = time.monotonic()
+        await sessions[0].feed(pcm)  # makes a decoder: the others are made below, as a backlog
+        single = time.monotonic() - started
+        pool.hang_s = max(0.5, 3 * single)
+        feeds = [asyncio.ensure_future(session.feed(pcm)) for session in sessions[1:]]
+        await asyncio.sleep(0.05)
+        for feed in feeds:
+            feed.cancel()  # given up on, as the arbiter does at its deadline
+        started = time.monotonic()
+        assert await _decode(pool, question, pcm) == "four two seven one"
+        assert time.monotonic() - started > pool.hang_s  # it waited behind the abandoned work
+        assert pool.replaced == 0

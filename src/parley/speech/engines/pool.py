@@ -231,17 +231,17 @@ class DecodePool:
             self._progress[worker] = time.monotonic()
         self._waiting[worker] += 1
         self._unwatched[worker] += not watched
+        # Counted when the process answers, awaited or not: a call whose caller gave up (the
+        # arbiter's deadline) still runs there, and its end is progress all the same.
+        future.add_done_callback(lambda done: self._answered(worker, generation, watched, done))
         try:
             while True:
                 done, _ = await asyncio.wait([future], timeout=self.hang_s if watched else _UNWATCHED_S)
-                current = self._generation[worker] == generation
                 if done:
-                    if current and not isinstance(future.exception(), BrokenProcessPool):
-                        self._progress[worker] = time.monotonic()
-                        self._loading[worker] = False
                     return future.result()
                 stalled = time.monotonic() - self._progress[worker]
                 busy = self._loading[worker] or self._unwatched[worker]  # loading, preparing: not hung
+                current = self._generation[worker] == generation
                 if watched and current and stalled >= self.hang_s and not busy:
                     self._replace(worker, generation, f"it finished no call for {stalled:.1f} s (hung)")
                 if self._generation[worker] != generation:
@@ -250,10 +250,16 @@ class DecodePool:
         except BrokenProcessPool as exc:
             self._replace(worker, generation, "it died")
             raise DecoderLost(f"decode process {worker} died") from exc
-        finally:
-            if self._generation[worker] == generation:
-                self._waiting[worker] -= 1
-                self._unwatched[worker] -= not watched
+
+    def _answered(self, worker: int, generation: int, watched: bool, future: asyncio.Future[Any]) -> None:
+        """A call to ``worker`` ended (or was cancelled by a replacement): its process's progress."""
+        if self._generation[worker] != generation:
+            return  # a replaced process: its counters started again
+        self._waiting[worker] -= 1
+        self._unwatched[worker] -= not watched
+        if not future.cancelled() and not isinstance(future.exception(), BrokenProcessPool):
+            self._progress[worker] = time.monotonic()
+            self._loading[worker] = False
 
     def _replace(self, worker: int, generation: int, why: str) -> None:
         """Kill ``worker``'s process (if ``generation`` is still the one running) and start another."""
