@@ -1,12 +1,14 @@
-"""A node of two workers (`parley serve --workers 2 --studio URL AGENT`) against a real studio, its calls
-placed by `parley loadtest`, the studio driven in Debian's Chromium.
+"""The studio's whole flow against a node of two workers (`parley serve --workers 2 --studio URL
+AGENT`), its calls placed by `parley loadtest`, the studio driven in Debian's Chromium.
 
-Each worker follows the studio by itself: a publish made in the browser reaches both within 5 s, and
-so does the one-action rollback. `parley loadtest` places calls at each worker's port; every call's
-record, from whichever worker took it, reaches the studio (each worker ships its own records file)
-and names the version it ran. The calls are read in the browser: the call list, a call's timeline
-with its reply timing bars (end of speech → first audio out), a turn's audio played. The studio
-token reaches the workers through their environment, never their command lines.
+Log in; edit the agent and see a validation error at its line; fix it; read the changes against
+live; publish while `parley loadtest` has a call in progress on each worker: both workers take the
+new version within 5 s, the calls in progress finish on the old one and the next calls get the new
+one; every call's record, from whichever worker took it, reaches the studio (each worker ships its
+own records file) naming its version; read the calls in the browser: the list, a call's timeline
+with its reply timing bars (end of speech → first audio out), a turn's audio played; roll back in
+one action, which reaches both workers too. The studio token reaches the workers through their
+environment, never their command lines.
 """
 
 import asyncio
@@ -118,35 +120,51 @@ async def test_two_workers_follow_the_studio_and_their_loadtest_calls_reach_it(s
             assert len(commands) > WORKERS and sum(" serve e2e-test " in c for c in commands) == 1 + WORKERS
             assert not any(editor.token in c for c in commands), commands  # `ps` shows no secret
 
-            # Version 2 is written and published in the browser; both workers take it within 5 s.
+            # In the browser: log in, edit the agent and see a validation error at its line, fix it
+            # (version 2), and read its changes against live.
             page = await browser.new_page(viewport={"width": 1400, "height": 1000})
             await page.goto(f"{studio.url}/agents/e2e-test")
             await page.fill("input[name=name]", "ops")
             await page.fill("input[name=password]", PASSWORD)
             await page.click("#login")
+            broken = text.replace("    slot_type: yes_no", "    slot_type: maybe")
+            bad_line = broken.splitlines().index("    slot_type: maybe") + 1
+            await page.fill("#yaml", broken)
+            await page.click("#save")
+            problem = await page.locator("#problems li").first.inner_text()
+            assert f"e2e-test.yaml:{bad_line}:16: error:" in problem, problem
+            await page.screenshot(path=shots / "node-workers-1-validation-error.png")
             await page.fill("#yaml", text.replace("Parley test line.", "Parley test line, version two."))
             await page.click("#save")
-            await page.click("#publish")
-            published = time.monotonic()
-            await page.wait_for_selector("#live-version:has-text('live: v2')")
-            both = lambda: serving(node, 2) == WORKERS  # noqa: E731
-            await asyncio.to_thread(wait_until, both, "both workers to take v2", 5, node)
-            pickup_s = time.monotonic() - published
+            await page.wait_for_selector("#live-diff .add:has-text('version two')")
+            await page.screenshot(path=shots / "node-workers-2-changes-since-live.png")
 
-            # `parley loadtest` calls each worker at its own port.
+            # `parley loadtest` calls each worker at its own port, one call at a time; version 2 is
+            # published while each worker's first call is in progress: both workers take it within
+            # 5 s, those calls finish on version 1, and the next ones get version 2.
             scenario = tmp_path / "scenario.yaml"
             scenario.write_text(SCENARIO)
             outs = [tmp_path / f"loadtest-{i}" for i in range(WORKERS)]
             runs = [start_loadtest(scenario, port + i, outs[i]) for i in range(WORKERS)]
+            in_progress = lambda: sum(": agent e2e-test starts at" in line for line in lines) >= WORKERS  # noqa: E731
+            await asyncio.to_thread(wait_until, in_progress, "a call in progress on each worker", 60, node)
+            await page.click("#publish")
+            published = time.monotonic()
+            await page.wait_for_selector("#live-version:has-text('live: v2')")
+            await page.screenshot(path=shots / "node-workers-3-published.png")
+            both = lambda: serving(node, 2) == WORKERS  # noqa: E731
+            await asyncio.to_thread(wait_until, both, "both workers to take v2", 5, node)
+            pickup_s = time.monotonic() - published
             for run in runs:
                 output, _ = await asyncio.to_thread(run.communicate, timeout=240)
                 assert run.returncode in (0, 1), output  # 1: a threshold missed (none is set here)
             placed = [[json.loads(ln) for ln in (o / "calls.jsonl").read_text().splitlines()] for o in outs]
             for calls in placed:
                 assert [c["sip_status"] for c in calls] == [200] * CALLS_PER_WORKER, calls
+                assert [c["ended_by"] for c in calls] == ["agent"] * CALLS_PER_WORKER, calls  # none dropped
             by_worker = [{c["call_id"] for c in calls} for calls in placed]
 
-            # Every call reached the studio, from the worker that took it, on version 2.
+            # Every call reached the studio, from the worker that took it, naming the version it ran.
             def arrived() -> bool:
                 ids = {c["call_id"] for c in store.calls(agent="e2e-test", limit=100)[1]}
                 return set().union(*by_worker) <= ids
@@ -155,10 +173,16 @@ async def test_two_workers_follow_the_studio_and_their_loadtest_calls_reach_it(s
             for i, ids in enumerate(by_worker):
                 shipped = Path(f"{records}.w{i}").read_text()
                 assert all(call_id in shipped for call_id in ids), (i, ids)
+            for calls in placed:
+                versions = [
+                    store.call(c["call_id"])["version"] for c in sorted(calls, key=lambda c: c["index"])
+                ]
+                assert versions == [1] + [2] * (CALLS_PER_WORKER - 1), versions
             stored = [store.call(call_id) for call_id in set().union(*by_worker)]
-            assert {c["version"] for c in stored} == {2}, stored
             opened = [store.keyring.unseal(c["record"]) for c in stored]
-            assert all("version two" in r["prompts"][0]["text"] for r in opened)
+            for call, record in zip(stored, opened, strict=True):
+                assert ("version two" in record["prompts"][0]["text"]) == (call["version"] == 2), record
+                assert call["outcome"] in ("completed", "failed"), call  # the agent ended it
             spoken = [(c, r) for c, r in zip(stored, opened, strict=True) if c["audio_turns"]]
             assert spoken, [r["turns"] for r in opened]
             call, record = spoken[0]
@@ -180,7 +204,7 @@ async def test_two_workers_follow_the_studio_and_their_loadtest_calls_reach_it(s
             await page.wait_for_function(
                 f"() => document.querySelector('#turn-{turn} audio').currentTime > 0.1", timeout=10_000
             )
-            await page.screenshot(path=shots / "node-workers-call-timeline.png", full_page=True)
+            await page.screenshot(path=shots / "node-workers-4-call-timeline.png", full_page=True)
 
             # The one-action rollback reaches both workers too.
             await page.goto(f"{studio.url}/agents/e2e-test")
