@@ -361,6 +361,25 @@ async def test_a_killed_decode_process_is_replaced(speech) -> None:
         assert pool._load == [0]  # the lost session does not count against the new process
 
 
+async def test_a_warm_pool_answers_warm_up_and_prepared_questions_at_once() -> None:
+    """A new agent version warming up on a pool in use: warm() and a question prepared already queue
+    nothing behind the process's work (here, a process stopped mid-way: anything sent would wait)."""
+    question = Question(SlotType.DIGITS, digit_count=4)
+    async with DecodePool(["sphinx-grammar"], workers=1, hang_s=120) as pool:
+        [pid] = await pool.warm()
+        await pool.prepare("sphinx-grammar", question)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert await asyncio.wait_for(pool.warm(), 1) == [pid]
+            await asyncio.wait_for(pool.prepare("sphinx-grammar", question), 1)
+            other = Question(SlotType.DIGITS, digit_count=5)
+            with pytest.raises(TimeoutError):  # a new question does go to the process
+                await asyncio.wait_for(asyncio.shield(pool.prepare("sphinx-grammar", other)), 1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert pool.replaced == 0
+
+
 async def test_a_hung_decode_process_is_killed_and_replaced(speech) -> None:
     """A stopped process (SIGSTOP: as hung as a process can be) is told from a busy one by the time
     since it last finished a call; it is killed, and the calls waiting on it fail, not stall."""

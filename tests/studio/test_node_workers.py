@@ -182,7 +182,6 @@ async def test_two_workers_follow_the_studio_and_their_loadtest_calls_reach_it(s
             opened = [store.keyring.unseal(c["record"]) for c in stored]
             for call, record in zip(stored, opened, strict=True):
                 assert ("version two" in record["prompts"][0]["text"]) == (call["version"] == 2), record
-                assert call["outcome"] in ("completed", "failed"), call  # the agent ended it
             spoken = [(c, r) for c, r in zip(stored, opened, strict=True) if c["audio_turns"]]
             assert spoken, [r["turns"] for r in opened]
             call, record = spoken[0]

@@ -310,7 +310,10 @@ class DecodePool:
         return [pid for pid in self._pids if pid is not None]
 
     async def warm(self) -> list[int]:
-        """Start every worker now (process start-up and engine loading), returns their pids."""
+        """Start every worker now (process start-up and engine loading), returns their pids. A pool
+        whose processes all run already answers at once (nothing queues behind their decoding)."""
+        if self.kind == "process" and self.all_running:
+            return self.pids()
         count = len(self._executors)
         pids = await asyncio.gather(*(self._run(i, _ping, watched=False) for i in range(count)))
         if self.kind == "process":
@@ -330,10 +333,13 @@ class DecodePool:
         return workers
 
     async def prepare(self, engine: str, question: Question) -> None:
-        """Prepare ``question`` on every worker that runs ``engine`` (grammars and LMs are per process)."""
+        """Prepare ``question`` on every worker that runs ``engine`` (grammars and LMs are per process).
+        A question prepared already is not sent again (a replacement process prepares it by itself):
+        a new agent version warming up on a busy pool does not queue behind the calls' decoding."""
         workers = self._workers_of(engine)
-        if (engine, question) not in self._prepared:
-            self._prepared = [*self._prepared[-(PREPARED_KEPT - 1) :], (engine, question)]
+        if (engine, question) in self._prepared:
+            return
+        self._prepared = [*self._prepared[-(PREPARED_KEPT - 1) :], (engine, question)]
         await asyncio.gather(*(self._run(i, _prepare, engine, question, watched=False) for i in workers))
 
     async def start(self, engine: str, question: Question) -> PooledSession:
