@@ -77,7 +77,12 @@ def template_records() -> list[dict[str, Any]]:
                 ],
                 arbiter_reason="grammar parse",
                 winner="sphinx-grammar",
-                timing={"close_after_speech_ms": 180.0, "asr_finish_ms": 40.0},
+                timing={  # the speech layer's parts, and the voice layer's decision and first audio out
+                    "close_after_speech_ms": 180.0,
+                    "asr_finish_ms": 40.0,
+                    "decision_ms": 225.0,
+                    "first_audio_ms": 310.0,
+                },
             )
             c.on_final("the third of may nineteen eighty five", 0.9)
             actions = c.on_final("yes", 0.9) + c.on_final("yes", 0.9)
