@@ -23,7 +23,8 @@ utterances streamed in real time.
 Decodes are cached per engine fingerprint (name, decoder settings, code revision) in each corpus
 directory, so re-running after changing one engine re-decodes only that engine.
 
-Usage: ``.venv/bin/python bench/asr_arbiter.py [--per-type 38] [--train-per-type 24] [--variants] [--ship]``
+Usage: ``.venv/bin/python bench/asr_arbiter.py [--per-type 38] [--train-per-type 24] [--variants [NAME ...]]
+[--ship]``
 """
 
 from __future__ import annotations
@@ -312,12 +313,17 @@ async def main() -> None:
     parser.add_argument("--latency-sample", type=int, default=27)
     parser.add_argument("--workers", type=int, default=2, help="decoding processes")
     parser.add_argument("--workdir", type=Path, default=RESULTS / "asr")
-    parser.add_argument("--variants", action="store_true", help="also decode whisper's variants")
+    parser.add_argument(
+        "--variants",
+        nargs="*",
+        choices=sorted(VARIANTS),
+        help="also decode these whisper variants (all if none named)",
+    )
     parser.add_argument("--ship", action="store_true", help=f"write the learned priors to {SHIPPED_PRIORS}")
     args = parser.parse_args()
     engines = load_engines()
     names = [e.name for e in engines]
-    variants = [make_engine(v) for v in VARIANTS] if args.variants else []
+    variants = [make_engine(v) for v in (args.variants or VARIANTS)] if args.variants is not None else []
     revision = hashlib.sha1(Path(corpus_module.__file__).read_bytes()).hexdigest()[:8]  # re-render on change
     train_dir = args.workdir / f"train-seed1-{args.train_per_type}-{revision}"
     test_dir = args.workdir / f"eval-seed2-{args.per_type}-{revision}"

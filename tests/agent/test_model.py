@@ -132,7 +132,7 @@ def test_speech_slot_type_mapping() -> None:
         SlotKind.SPELLED: SlotType.SPELLED,
         SlotKind.YES_NO: SlotType.YES_NO,
         SlotKind.DATE: SlotType.DATE,
-        SlotKind.TIME: SlotType.FREE,
+        SlotKind.TIME: SlotType.TIME,
         SlotKind.AMOUNT: SlotType.AMOUNT,
         SlotKind.EMAIL: SlotType.FREE,
         SlotKind.ADDRESS: SlotType.FREE,

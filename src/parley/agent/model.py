@@ -65,19 +65,19 @@ _SPEECH_SLOT_TYPES: dict[SlotKind, SlotType] = {
     SlotKind.SPELLED: SlotType.SPELLED,
     SlotKind.YES_NO: SlotType.YES_NO,
     SlotKind.DATE: SlotType.DATE,
+    SlotKind.TIME: SlotType.TIME,
     SlotKind.AMOUNT: SlotType.AMOUNT,
     SlotKind.CHOICE: SlotType.CHOICE,
     SlotKind.FREE: SlotType.FREE,
-    # The speech layer has no grammar for these: its DATE grammar would force times into dates, so they
-    # are recognised as open speech (biased by the agent's phrases) and parsed by the NLU extractors.
-    SlotKind.TIME: SlotType.FREE,
+    # The speech layer has no grammar for these: they are recognised as open speech (biased by the
+    # agent's phrases) and read by their own NLU extractors.
     SlotKind.EMAIL: SlotType.FREE,
     SlotKind.ADDRESS: SlotType.FREE,
 }
 
 
 def speech_slot_type(kind: SlotKind | str) -> SlotType:
-    """The speech layer's slot type for an agent slot kind (time, email, address → ``FREE``)."""
+    """The speech layer's slot type for an agent slot kind (email, address → ``FREE``)."""
     return _SPEECH_SLOT_TYPES[SlotKind(kind)]
 
 

@@ -531,17 +531,22 @@ def _ordinal(n: int) -> str:
 
 
 def _clock_words(items: list[_Word]) -> list[_Word]:
-    """Times as clock numerals: 'half past 2' -> '2:30', 'quarter to 3' -> '2:45', 'noon' -> '12:00'."""
+    """Times as clock numerals: 'half past 2' -> '2:30', 'quarter to 3' -> '2:45', 'half ten' -> '10:30',
+    'noon' -> '12:00'."""
     out: list[_Word] = []
     i = 0
     while i < len(items):
         word, first, last = items[i]
         nxt = items[i + 1][0] if i + 1 < len(items) else ""
         after = items[i + 2][0] if i + 2 < len(items) else ""
-        minutes = {"half": 30, "quarter": 15}.get(word)
+        # "have past": how a recogniser often writes a quick "half past".
+        minutes = {"half": 30, "quarter": 15, "have": 30 if nxt == "past" else None}.get(word)
         if minutes is None and _NUMERAL.match(word) and int(word) < 60:
             minutes = int(word)
-        if minutes is not None and nxt in ("past", "to") and _NUMERAL.match(after) and 0 < int(after) <= 24:
+        if word == "half" and _NUMERAL.match(nxt) and 0 < int(nxt) <= 12:  # British "half ten" = 10:30
+            out.append((f"{int(nxt)}:30", first, items[i + 1][2]))
+            i += 2
+        elif minutes is not None and nxt in ("past", "to") and _NUMERAL.match(after) and 0 < int(after) <= 24:
             hour = int(after)
             clock = (
                 f"{hour}:{minutes:02d}" if nxt == "past" else f"{(hour - 1) % 24 or 12}:{60 - minutes:02d}"
@@ -559,10 +564,15 @@ def _clock_words(items: list[_Word]) -> list[_Word]:
     return out
 
 
-def _normalise_dates(toks: list[Token]) -> list[_Word]:
+AM_PM = ("am", "pm", "a", "p")
+
+
+def _normalise_dates(toks: list[Token], clock: bool = False) -> list[_Word]:
     """Spoken date/time words in dateparser's forms, each with the source tokens it came from.
 
     'the twenty first of may nineteen eighty at half past two' -> the 21st of may 1980 at 2:30.
+    ``clock``: the answer is a time of day, so an hour and minutes ("two fifty", "2:50", "nine oh
+    five") are a clock time without "at" before them.
     """
     out: list[_Word] = []
     runs = {r.start: r for r in number_runs(toks, allow_fillers=False)}
@@ -592,10 +602,17 @@ def _normalise_dates(toks: list[Token]) -> list[_Word]:
                 len(chunks) == 2
                 and chunks[0] <= 12
                 and 10 <= chunks[1] < 60
-                and (prev == "at" or following in ("am", "pm", "a", "p") or chunks[1] in (15, 30, 45))
+                and (clock or prev == "at" or following in AM_PM or chunks[1] in (15, 30, 45))
             ):
                 out.append((f"{chunks[0]}:{chunks[1]:02d}", i, run.end - 1))  # "three thirty"
-            elif len(chunks) == 3 and chunks[0] <= 12 and texts[i + 1] in ("oh", "o") and prev == "at":
+            elif clock and len(chunks) == 2 and chunks[0] <= 23 and len(texts[i + 1]) == 2 and chunks[1] < 60:
+                out.append((f"{chunks[0]}:{chunks[1]:02d}", i, run.end - 1))  # written "14:00", "2:05"
+            elif (
+                len(chunks) == 3
+                and chunks[0] <= 12
+                and texts[i + 1] in ("oh", "o", "0")
+                and (clock or prev == "at")
+            ):
                 out.append((f"{chunks[0]}:0{chunks[2]}", i, run.end - 1))  # "at nine oh five"
             else:
                 out.append((run.digits, i, run.end - 1))
@@ -783,15 +800,16 @@ def extract_date(
 
 def _read_time(toks: list[Token], reference: datetime) -> Extraction | None:
     """The last clock time said; the words around it are normalised as for dates (no date needed)."""
-    normalised = _normalise_dates(toks)
+    normalised = _normalise_dates(toks, clock=True)
     words_ = [w for w, _, _ in normalised]
+    alone = sum(bool(_NUMERAL.match(w) or _CLOCK.match(w)) for w in words_) == 1  # "can we say four"
     at = None
     for k, word in enumerate(words_):
         marked = words_[k + 1 : k + 2] in (["am"], ["pm"])
         if _CLOCK.match(word) or (
             _NUMERAL.match(word)
             and int(word) <= 24
-            and (marked or len(words_) == 1 or (k and words_[k - 1] in ("at", "around", "about", "by")))
+            and (marked or alone or (k and words_[k - 1] in ("at", "around", "about", "by")))
         ):
             at = k  # the last time said wins
     if at is None:

@@ -19,6 +19,7 @@ class SlotType(StrEnum):
     SPELLED = "spelled"  # "S M I T H"
     YES_NO = "yes_no"
     DATE = "date"
+    TIME = "time"  # a time of day: "half past ten", "2:15 pm"
     AMOUNT = "amount"  # money
     CHOICE = "choice"  # one of the question's options
     FREE = "free"  # open speech ("what is the reason for your call?")
@@ -34,7 +35,7 @@ class Question:
     options: tuple[str, ...] = ()  # names list, menu choices
     phrases: tuple[str, ...] = ()  # example answers / agent texts to bias language models
     language: str = "en-US"
-    # The agent's slot kind when it is finer than ``slot_type`` (time, email and address are FREE
+    # The agent's slot kind when it is finer than ``slot_type`` (email and address are FREE
     # speech to the recognisers, but read by their own extractor): see :func:`parley.nlu.reader.read_slot`.
     kind: str = ""
 

@@ -12,7 +12,7 @@ disagree about what a transcript says. The extractors read spoken forms ("four t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -44,15 +44,15 @@ def read_slot(question: Question, text: str, reference: date | datetime | None =
 
 
 def same_value(value: Any, expected: Any) -> bool:
-    """Whether a read ``value`` is the labelled ``expected`` one (labels are JSON: dates in ISO 8601,
-    amounts as ``{"value": 12.5, "currency": "GBP"}``, text compared without case)."""
+    """Whether a read ``value`` is the labelled ``expected`` one (labels are JSON: dates and times in
+    ISO 8601, amounts as ``{"value": 12.5, "currency": "GBP"}``, text compared without case)."""
     if isinstance(value, Money):
         if not isinstance(expected, dict):
             return False
         currency = expected.get("currency")
         close = abs(value.amount - Decimal(str(expected["value"]))) < Decimal("0.005")
         return close and (currency is None or value.currency == currency)
-    if isinstance(value, date):
+    if isinstance(value, date | time):
         return value.isoformat() == str(expected)
     if isinstance(value, str) and isinstance(expected, str):
         return value.casefold() == expected.casefold()

@@ -65,7 +65,7 @@ import re
 import wave
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +327,39 @@ def _date_answer(rng: random.Random) -> Answer:
     )
 
 
+def _clock_words(hour24: int, minute: int, rng: random.Random) -> str:
+    """A time of day as callers say it: "half past ten", "quarter to three", "nine oh five"."""
+    hour = hour24 % 12 or 12
+    following = hour % 12 + 1
+    forms = [f"{number_words(hour)} {number_words(minute) if minute >= 10 else f'oh {number_words(minute)}'}"]
+    if minute == 0:
+        forms = [f"{number_words(hour)} o'clock", number_words(hour)]
+    elif minute == 30:
+        forms += [f"half past {number_words(hour)}", f"half past {number_words(hour)}"]
+    elif minute == 15:
+        forms.append(f"quarter past {number_words(hour)}")
+    elif minute == 45:
+        forms.append(f"quarter to {number_words(following)}")
+    elif minute < 30 and minute % 5 == 0:
+        forms.append(f"{number_words(minute)} past {number_words(hour)}")
+    text = rng.choice(forms)
+    if rng.random() < 0.35:
+        part = "in the morning" if hour24 < 12 else "in the afternoon" if hour24 < 18 else "in the evening"
+        text += " " + rng.choice((part, part, "a m" if hour24 < 12 else "p m"))
+    return text
+
+
+def _time_answer(rng: random.Random) -> Answer:
+    # Office hours, where a time said without "am"/"pm" means what the slot reader takes it to mean
+    # (7 to 11 the morning, 12 to 6 the afternoon).
+    hour24 = rng.randint(8, 17)
+    minute = rng.choice((0, 0, 15, 30, 30, 45, rng.randrange(5, 60, 5)))
+    text = rng.choice(("{}", "{}", "at {}", "can we say {}", "{} please", "about {}")).format(
+        _clock_words(hour24, minute, rng)
+    )
+    return Answer(SlotType.TIME, text, time(hour24, minute).isoformat(), "What time would suit you?")
+
+
 _CURRENCIES = (
     ("GBP", "pound", "pounds", "pence"),
     ("USD", "dollar", "dollars", "cents"),
@@ -408,6 +441,7 @@ ANSWER_MAKERS: dict[SlotType, Callable[[random.Random], Answer]] = {
     SlotType.SPELLED: _spelled_answer,
     SlotType.YES_NO: _yes_no_answer,
     SlotType.DATE: _date_answer,
+    SlotType.TIME: _time_answer,
     SlotType.AMOUNT: _amount_answer,
     SlotType.CHOICE: _choice_answer,
     SlotType.FREE: _free_answer,
@@ -495,6 +529,10 @@ def _wrong_start(answer: Answer, rng: random.Random) -> str | None:
         wrong = min(28, max(1, day.day + rng.choice((-2, -1, 1, 2))))
         wrong = wrong if wrong != day.day else day.day % 28 + 1
         return answer.text[: answer.text.index(ordinal)] + ordinal_words(wrong)  # "the fourth"
+    if answer.slot_type is SlotType.TIME:
+        said = time.fromisoformat(value)
+        wrong = (said.hour - 8 + rng.choice((1, 2, 3, 5))) % 10 + 8  # another office hour
+        return _clock_words(wrong, said.minute, rng)
     if answer.slot_type is SlotType.AMOUNT:
         units = int(value["value"])
         many = next(words[2] for words in _CURRENCIES if words[0] == value["currency"])

@@ -179,6 +179,8 @@ _C_PHONE = "it's | my number is"
 _C_ITS = "it's | that's"
 _C_DATE = "it's | it was | on"
 _C_AMOUNT = "it's | about | around"
+_C_TIME = "at | about | around | can i do | can we say | shall we say | let's say | how about"
+DAY_PARTS = ("in the morning", "in the afternoon", "in the evening", "at night", "a.m.", "p.m.")
 _C_NAME = "my name is | it's | this is | i'm | the name is"
 _C_CHOICE = "i'd like | i want | i need | can i have"
 
@@ -323,6 +325,15 @@ def _answer(question: Question) -> tuple[list[str], str]:
             " | [next | this | last] <weekday> | [on] <weekday> [the <ordinal>])"
         )
         return rules, body
+    if st is SlotType.TIME:
+        hours = (*UNITS, "ten", "eleven", "twelve")
+        rules = [
+            f"<hour> = {_alt(hours)};",
+            f"<minutes> = oh {_alt(UNITS)} | {_alt(TEENS)} | {_alt(TENS[:4])} [{_alt(UNITS)}];",
+            "<clock> = <hour> [o'clock | <minutes>] | (half | [a] quarter) (past | to) <hour>"
+            " | <minutes> [minutes] (past | to) <hour> | noon | midday | midnight;",
+        ]
+        return rules, f"{_opt(_C_TIME)} <clock> {_opt(_alt(DAY_PARTS))} {_opt('please')}"
     if st is SlotType.AMOUNT:
         cur = _alt(CURRENCIES)
         sub = _alt(SUBUNITS)

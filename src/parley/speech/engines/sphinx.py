@@ -459,6 +459,17 @@ def _slot_sentences(slot_type: SlotType) -> list[str]:
             "twenty first",
             "thirty first",
         ]
+    if slot_type is SlotType.TIME:
+        hours = (*g.UNITS, "ten", "eleven", "twelve")
+        return [
+            *(f"half past {h}" for h in hours),
+            *(f"quarter to {h} {p}" for h, p in zip(hours, g.DAY_PARTS * 2, strict=False)),
+            *(f"{h} thirty" for h in hours),
+            *(f"{h} o'clock" for h in hours),
+            *(f"at {h} {t} {p}" for h, t, p in zip(hours, g.TEENS, g.DAY_PARTS * 2, strict=False)),
+            "noon",
+            "midday",
+        ]
     if slot_type is SlotType.AMOUNT:
         return [
             *(f"{u} hundred and {t} {c}" for u, t, c in zip(g.UNITS, g.TENS, g.CURRENCIES, strict=False)),

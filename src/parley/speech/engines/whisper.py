@@ -75,7 +75,9 @@ NO_SPEECH_MAX = 0.6  # above this probability of "no speech", a low-confidence t
 # without it, 38 answers each: names 92 vs 68 %, choices 87 vs 58 %, spellings 18 vs 13 %, yes/no 87
 # vs 84 %, dates 84 vs 82 %); digits, phone numbers and amounts were heard better without it in the
 # tiny.en run (24 vs 32 %, 21 vs 26 %, 61 vs 63 %).
-PROMPTED_TYPES = frozenset({SlotType.NAME, SlotType.SPELLED, SlotType.YES_NO, SlotType.DATE, SlotType.CHOICE})
+PROMPTED_TYPES = frozenset(
+    {SlotType.NAME, SlotType.SPELLED, SlotType.YES_NO, SlotType.DATE, SlotType.TIME, SlotType.CHOICE}
+)
 PROMPT_MAX_CHARS = 600  # Whisper keeps the last 223 prompt tokens; names lists are cut before that
 
 
@@ -251,6 +253,8 @@ def initial_prompt(question: Question) -> str | None:
         hints.append("The caller spells it letter by letter: S-M-I-T-H.")
     elif kind == SlotType.DATE:
         hints.append("A date, like March 3rd, 1980.")
+    elif kind == SlotType.TIME:
+        hints.append("A time of day, like half past ten or 2:15 pm.")
     elif kind == SlotType.YES_NO:
         hints.append("Yes or no.")
     if question.options:
