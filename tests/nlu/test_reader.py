@@ -1,7 +1,7 @@
 """The one slot reader (arbiter, dialogue and scoring alike), on spoken and written transcripts."""
 
 import calendar
-from datetime import date
+from datetime import date, time
 from decimal import Decimal
 
 import pytest
@@ -169,6 +169,24 @@ def test_dates_read_back_spoken_and_written(day):
     ]
     for text in spoken + written:
         assert value(SlotType.DATE, text) == day, text
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(8, 17), st.integers(0, 59))
+def test_times_read_back_spoken_and_written(hour, minute):
+    """Office hours said without am/pm, as callers say them and as a neural recogniser writes them."""
+    said = time(hour, minute)
+    twelve = hour % 12 or 12
+    minutes = number_words(minute) if minute >= 10 else f"oh {number_words(minute)}"
+    spoken = [f"{number_words(twelve)} {minutes}" if minute else f"{number_words(twelve)} o'clock"]
+    if minute == 30:
+        spoken += [f"half past {number_words(twelve)}", f"have past {twelve}", f"half {number_words(twelve)}"]
+    if minute == 45:
+        spoken.append(f"quarter to {number_words(twelve % 12 + 1)}")
+    marker = "a.m." if hour < 12 else "p.m."
+    written = [f"{twelve}:{minute:02d}", f"At {twelve}:{minute:02d} {marker}", f"{hour}:{minute:02d}"]
+    for text in spoken + written:
+        assert value(SlotType.TIME, text) == said, text
 
 
 @settings(max_examples=100, deadline=None)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 import shutil
-from datetime import date
+from datetime import date, time
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +46,10 @@ from parley.speech.corpus import (
     transcript_value,
     year_words,
 )
+from parley.speech.evaluation import is_correct
 from parley.speech.noise import NOISE_KINDS, make_noise
 from parley.speech.tts import load_tts
-from parley.speech.types import SlotType
+from parley.speech.types import Question, SlotType
 
 FAST_VOICES = "flite:slt,flite:kal16,flite:rms,espeak-ng:en-us"
 needs_engines = pytest.mark.skipif(
@@ -102,6 +103,9 @@ def test_every_slot_type_has_answers_with_valid_values():
                 assert isinstance(value, bool)
             elif slot_type is SlotType.DATE:
                 date.fromisoformat(value)
+            elif slot_type is SlotType.TIME:
+                assert time(8) <= time.fromisoformat(value) < time(18)
+                assert is_correct(Question(SlotType.TIME), answer.text, value)  # as the reader takes it
             elif slot_type is SlotType.AMOUNT:
                 assert value["currency"] in ("GBP", "USD", "EUR") and value["value"] > 0
             elif slot_type is SlotType.CHOICE:
