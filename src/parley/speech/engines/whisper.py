@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import soxr
 
+from parley.nlu.reader import read_slot
 from parley.speech.types import TELEPHONE_RATE, Hypothesis, Question, SlotType
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ NO_SPEECH_MAX = 0.6  # above this probability of "no speech", a low-confidence t
 PROMPTED_TYPES = frozenset(
     {SlotType.NAME, SlotType.SPELLED, SlotType.YES_NO, SlotType.DATE, SlotType.TIME, SlotType.CHOICE}
 )
+N_BEST = 5  # hypotheses of the beam searched for a complete answer (:func:`best_answer`)
 PROMPT_MAX_CHARS = 600  # Whisper keeps the last 223 prompt tokens; names lists are cut before that
 
 
@@ -281,9 +283,10 @@ class _Model:
         self.features = FeatureExtractor(feature_size=self.whisper.model.n_mels)
 
     def transcribe(
-        self, audio: np.ndarray, prompt: str | None, context_s: float, beam_size: int = 5
-    ) -> tuple[str, float, float]:
-        """(text, confidence, no-speech probability) of 16 kHz float audio."""
+        self, audio: np.ndarray, prompt: str | None, context_s: float, beam_size: int = 5, n_best: int = 1
+    ) -> tuple[list[tuple[str, float]], float]:
+        """The ``n_best`` best (text, confidence) of 16 kHz float audio, best first, and the no-speech
+        probability."""
         import ctranslate2
 
         features = self.features(audio)
@@ -298,16 +301,30 @@ class _Model:
             ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)),
             [tokens],
             beam_size=beam_size,
+            num_hypotheses=min(n_best, beam_size),
             max_length=MAX_TOKENS,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=[-1],
         )[0]
-        ids = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
-        text = self.tokenizer.decode(ids).strip()
-        confidence = math.exp(result.scores[0]) if ids else 0.0
-        return text, min(confidence, 1.0), float(result.no_speech_prob)
+        texts = []
+        for sequence, score in zip(result.sequences_ids, result.scores, strict=True):
+            ids = [t for t in sequence if t < self.tokenizer.eot]
+            texts.append((self.tokenizer.decode(ids).strip(), min(math.exp(score), 1.0) if ids else 0.0))
+        return texts, float(result.no_speech_prob)
+
+
+def best_answer(question: Question, texts: list[tuple[str, float]]) -> tuple[str, float]:
+    """The first of the n-best (text, confidence) that reads as a complete answer to a closed
+    ``question`` (the right digit count, a whole date...), else the best one: the beam often holds the
+    right answer just below a top hypothesis that dropped or merged a digit."""
+    if question.slot_type is not SlotType.FREE:
+        for text, confidence in texts:
+            reading = read_slot(question, text)
+            if reading is not None and reading.complete:
+                return text, confidence
+    return texts[0] if texts else ("", 0.0)
 
 
 class WhisperSession:
@@ -331,9 +348,10 @@ class WhisperSession:
         if len(pcm) >= TELEPHONE_RATE // 10:  # under 100 ms there is no word to hear
             audio = soxr.resample(pcm.astype(np.float32) / 32768.0, TELEPHONE_RATE, MODEL_RATE)
             prompt = initial_prompt(self.question) if self.engine.biased else None
-            text, confidence, no_speech = self.engine.model().transcribe(
-                audio, prompt, self.engine.context_s, self.engine.beam_size
+            texts, no_speech = self.engine.model().transcribe(
+                audio, prompt, self.engine.context_s, self.engine.beam_size, self.engine.n_best
             )
+            text, confidence = best_answer(self.question, texts)
             if no_speech > NO_SPEECH_MAX and confidence < 0.5:
                 text, confidence = "", 0.0  # Whisper invents words ("Thank you.") in noise
         return Hypothesis(
@@ -366,16 +384,19 @@ class WhisperEngine:
         context_s: float | None = None,
         biased: bool | None = None,
         beam_size: int = 5,
+        n_best: int = N_BEST,
     ) -> None:
         self.model_name = model or os.environ.get("PARLEY_WHISPER_MODEL") or DEFAULT_MODEL
         self.context_s = float(context_s or os.environ.get("PARLEY_WHISPER_CONTEXT") or DEFAULT_CONTEXT_S)
         self.biased = biased if biased is not None else os.environ.get("PARLEY_WHISPER_PROMPT", "1") != "0"
         self.beam_size = beam_size
+        self.n_best = n_best
         self.settings: dict[str, Any] = {
             "model": self.model_name,
             "context_s": self.context_s,
             "prompt": self.biased,
             "beam": beam_size,
+            "n_best": n_best,
         }
         self._directory: Path | None = None
         self._model: _Model | None = None
