@@ -320,9 +320,15 @@ async def main() -> None:
         choices=sorted(VARIANTS),
         help="also decode these whisper variants (all if none named)",
     )
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        help="only these installed engines (default: all; the lean ones are enough "
+        "for the agent's figures: sphinx-grammar sphinx-agent-lm whisper)",
+    )
     parser.add_argument("--ship", action="store_true", help=f"write the learned priors to {SHIPPED_PRIORS}")
     args = parser.parse_args()
-    engines = load_engines()
+    engines = load_engines(args.engines)
     names = [e.name for e in engines]
     variants = [make_engine(v) for v in (args.variants or VARIANTS)] if args.variants is not None else []
     revision = hashlib.sha1(Path(corpus_module.__file__).read_bytes()).hexdigest()[:8]  # re-render on change
@@ -337,6 +343,11 @@ async def main() -> None:
     priors = learn_priors(train_rows, names)
     priors.save(args.workdir / "priors.json")
     if args.ship:
+        shipped = EnginePriors.shipped()
+        for engine in set(shipped.table) - set(names):  # engines this run left out keep what they had
+            priors.table[engine] = shipped.table[engine]
+            if engine in shipped.calibration:
+                priors.calibration[engine] = shipped.calibration[engine]
         priors.save(SHIPPED_PRIORS)
 
     print(f"evaluating on {len(test_records)} utterances", file=sys.stderr)
