@@ -189,6 +189,20 @@ def test_times_read_back_spoken_and_written(hour, minute):
         assert value(SlotType.TIME, text) == said, text
 
 
+@pytest.mark.parametrize(
+    ("text", "letters"),
+    [
+        ("It's Jones, or spell J-O-N-S.", "JONES"),  # the word said first, a letter short in the spelling
+        ("Allen, A-L-E-N.", "ALLEN"),  # a doubled letter heard once
+        ("J-C-K-S-O-N.", "JCKSON"),  # no word said: the letters as heard
+        ("Smith, S-M-Y-T-H.", "SMYTH"),  # a different letter is a different name
+        ("Brown, B-R-O-W-N.", "BROWN"),
+    ],
+)
+def test_a_spelling_a_letter_short_of_the_word_said_before_it(text, letters):
+    assert value(SlotType.SPELLED, text) == letters
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.text("ABCDEFGHIJKLMNOPRSTUVWY", min_size=3, max_size=9))
 def test_spelling_read_back_spoken_and_written(letters):

@@ -336,15 +336,33 @@ def _spellings(toks: list[Token]) -> list[_Spelling]:
     return runs
 
 
+def _one_letter_short(letters: str, word: str) -> bool:
+    """Whether ``letters`` are ``word`` with one letter left out ("JONS" of "JONES")."""
+    return len(word) == len(letters) + 1 and any(
+        word[:i] + word[i + 1 :] == letters for i in range(len(word))
+    )
+
+
+def _said_before(toks: list[Token], run: _Spelling) -> str | None:
+    """The word the caller said before spelling it, when the spelling is that word short of one letter
+    ("Jones, J-O-N-S"): a recogniser hearing letters quickly said drops one, most often a doubled one."""
+    for tok in reversed(toks[: run.start]):
+        word = tok.text.upper()
+        if len(word) >= 3 and word.isalpha() and _one_letter_short(run.letters, word):
+            return word
+    return None
+
+
 def _read_spelled(toks: list[Token]) -> Extraction | None:
     runs = _spellings(toks)
     if not runs:
         return None
     run = max(reversed(runs), key=lambda r: len(r.letters))
     complete = len(run.letters) >= 2 and not run.pending
-    return Extraction(
-        run.letters, complete, 0.95 if run.confirmed else 0.85, _span(toks[run.start : run.end])
-    )
+    span = _span(toks[run.start : run.end])
+    if complete and (word := _said_before(toks, run)) is not None:
+        return Extraction(word, True, 0.8, span)
+    return Extraction(run.letters, complete, 0.95 if run.confirmed else 0.85, span)
 
 
 def _spelled(
