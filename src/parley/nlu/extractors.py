@@ -383,8 +383,10 @@ def extract_spelled(
 
 
 def _match_option(candidate: str, options: tuple[str, ...], cutoff: float = 80) -> tuple[str, float] | None:
+    """The option closest to ``candidate`` as a whole (plain edit ratio: a partial-match scorer took
+    "me" of "let me take your full name" for "James Cooper")."""
     match = process.extractOne(
-        candidate, options, scorer=fuzz.WRatio, processor=str.lower, score_cutoff=cutoff
+        candidate, options, scorer=fuzz.ratio, processor=str.lower, score_cutoff=cutoff
     )
     return (match[0], match[1] / 100) if match else None
 
