@@ -25,6 +25,7 @@ from parley.telephony.call import Call
 from parley.telephony.manager import CallManager
 
 from .voice_caller import (
+    SLOW_CPU_ASR_DEADLINE,
     AgentServer,
     AnswerBook,
     ScriptedCaller,
@@ -118,7 +119,9 @@ def sink() -> Iterator[WebhookSink]:
 def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink) -> Iterator[AgentServer]:
     """One ``parley serve`` for the module (its warm-up is the slow part); stopped at teardown."""
     text = AGENT_YAML.format(url=sink.url("/claims"), transfer=TRANSFER_TARGET, no_input_ms=NO_INPUT_MS)
-    with running_agent(tmp_path_factory.mktemp("e2e"), text, startup_timeout=90, uvloop=UVLOOP) as server:
+    with running_agent(
+        tmp_path_factory.mktemp("e2e"), text, startup_timeout=90, uvloop=UVLOOP, env=SLOW_CPU_ASR_DEADLINE
+    ) as server:
         yield server
 
 

@@ -201,11 +201,15 @@ async def test_a_decode_process_hung_mid_turn(
 
 
 def test_decode_pids_reads_the_servers_log() -> None:
-    server = AgentServer(proc=None, port=0, lines=[  # type: ignore[arg-type]
-        "INFO parley.agent.voice: decode process 11 runs sphinx-grammar, sphinx-agent-lm\n",
-        "INFO parley.agent.voice: decode process 12 runs whisper\n",
-        "INFO parley.speech.engines.pool: decode process 13 runs whisper (a replacement)\n",
-    ])
+    server = AgentServer(
+        proc=None,
+        port=0,
+        lines=[  # type: ignore[arg-type]
+            "INFO parley.agent.voice: decode process 11 runs sphinx-grammar, sphinx-agent-lm\n",
+            "INFO parley.agent.voice: decode process 12 runs whisper\n",
+            "INFO parley.speech.engines.pool: decode process 13 runs whisper (a replacement)\n",
+        ],
+    )
     assert decode_pids(server) == {"sphinx-grammar": 11, "sphinx-agent-lm": 11, "whisper": 13}
 
 

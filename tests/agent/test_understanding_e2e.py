@@ -20,7 +20,7 @@ from .test_calls_e2e import (
     record_of,
     step,
 )
-from .voice_caller import AgentServer, AnswerBook, WebhookSink, running_agent
+from .voice_caller import SLOW_CPU_ASR_DEADLINE, AgentServer, AnswerBook, WebhookSink, running_agent
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
@@ -76,7 +76,11 @@ def sink() -> Iterator[WebhookSink]:
 def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink) -> Iterator[AgentServer]:
     text = AGENT_YAML.format(url=sink.url("/payments"))
     with running_agent(
-        tmp_path_factory.mktemp("understanding"), text, startup_timeout=120, uvloop=UVLOOP
+        tmp_path_factory.mktemp("understanding"),
+        text,
+        startup_timeout=120,
+        uvloop=UVLOOP,
+        env=SLOW_CPU_ASR_DEADLINE,
     ) as server:
         yield server
 

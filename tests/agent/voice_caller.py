@@ -101,6 +101,11 @@ class AgentServer:
         return "".join(self.lines[-tail:])
 
 
+# For tests that assert what whisper heard: wait for it, as an operator would on a CPU where one of its
+# decodes takes longer than the arbiter's default deadline (1.6 CPU-s on some machines of this kind).
+SLOW_CPU_ASR_DEADLINE = {"PARLEY_ASR_DEADLINE_S": "8"}
+
+
 def start_agent_server(
     agent_file: Path,
     *,

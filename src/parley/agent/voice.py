@@ -72,7 +72,10 @@ LEAN_SELECTION: dict[SlotType, tuple[str, ...]] = {
     SlotType.FREE: ("sphinx-agent-lm", "whisper"),
 }
 WHOLE_ANSWER_ENGINES = ("whisper",)  # decode once per answer: a decode process of their own each
-ARBITER_DEADLINE_S = 1.5  # end of speech -> decision at the latest (whisper base: 0.25 CPU-s a decode)
+# End of speech -> decision at the latest. Whisper base costs 0.25 CPU-s a decode on one machine of this
+# project's kind and 1.6 on another (CTranslate2's int8 kernels differ by CPU): where it misses the
+# deadline the turn closes on the streaming engines; PARLEY_ASR_DEADLINE_S waits longer for it.
+ARBITER_DEADLINE_S = float(os.environ.get("PARLEY_ASR_DEADLINE_S") or 1.5)
 # The recognisers hear the caller only from the VAD's speech onset (no decoding of silence or of
 # the prompt's echo), plus this much audio before the onset: weak first sounds ("f" of "four").
 PREROLL_MS = 300
