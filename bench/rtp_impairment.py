@@ -15,6 +15,11 @@ arbiter picks with the shipped priors (its policy, without re-decoding); an answ
 value is the labelled one (``parley.speech.evaluation.is_correct``). Printed: accuracy per slot type
 for each engine and the arbiter, clean beside impaired, and the jitter buffer's counts.
 
+Measured here (``--per-type 8``: 64 closed answers, a machine loaded by other work, 1,126 s): the
+arbiter 56.2 % right clean and 56.2 % impaired (whisper 53.1 / 53.1, the grammar 29.7 / 26.6, the
+agent LM 28.1 / 26.6); the jitter buffer concealed 522 of 11,287 frames (4.6 %), 26 came late.
+64 answers is a small sample: per slot type the two columns differ by one or two answers either way.
+
 Usage: ``.venv/bin/python bench/rtp_impairment.py [--per-type 8] [--loss 0.05] [--jitter-ms 60]``
 """
 
