@@ -86,6 +86,7 @@ def test_a_write_cut_short_loses_one_line_not_the_file(disk: Path, monkeypatch) 
 
 def test_dev_full_refuses_every_write(caplog) -> None:
     """/dev/full fails each write with ENOSPC although its file system reports free space."""
+    caplog.set_level(logging.WARNING, logger="parley.agent.records")
     records = RecordFile("/dev/full", held_bytes=10_000)
     assert not records.append(record(1))
     assert not records.append(record(2))

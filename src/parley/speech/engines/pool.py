@@ -39,6 +39,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -270,7 +271,7 @@ class DecodePool:
         pids = list(getattr(old, "_processes", None) or {})  # private, but the only handle on a hung one
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
         old.shutdown(wait=False, cancel_futures=True)
         group = self._groups[worker]
         self._executors[worker] = self._process(group)
