@@ -35,6 +35,13 @@ shorter inputs, like whisper.cpp's ``audio_ctx``: the features are padded to ``c
 0.018 s at 5 s. ``PARLEY_WHISPER_CONTEXT`` sets it (``30`` restores the full window); the default
 was chosen on the ASR benchmark (``bench/asr_arbiter.py``, see :data:`DEFAULT_CONTEXT_S`).
 
+The CPU matters more than these ratios: on a later machine of the same kind (AMD EPYC, AVX2, no
+AVX-512) one decode of base cost 1.6 CPU-s and tiny.en 0.84 (encoder at 10 s: 0.24 s), above the
+arbiter's 1.5 s deadline; ``PARLEY_ASR_DEADLINE_S`` (:mod:`parley.agent.voice`) waits longer there.
+
+N-best: the beam's :data:`N_BEST` hypotheses come back (at no extra cost, measured side by side) and
+the first that reads as a complete answer to a closed question wins (:func:`best_answer`).
+
 Biasing: the question becomes the decoder's prompt (previous-text tokens): its prompt text, the digit
 count, the names or menu options (:func:`initial_prompt`). Per slot type it is kept only where the
 benchmark showed it helps (:data:`PROMPTED_TYPES`).
