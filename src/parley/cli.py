@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -859,48 +861,60 @@ def chat(
     from parley.agent.loader import AgentFileError, load_agent
     from parley.agent.runtime import Conversation
 
+    with _errors_only_logged():
+        try:
+            agent = load_agent(agent_file)
+        except AgentFileError as exc:
+            click.echo(str(exc), err=True)
+            raise SystemExit(1) from exc
+        conversation = Conversation(
+            agent, call_id=f"chat-{uuid.uuid4().hex[:12]}", today=today.date() if today else None
+        )
+        actions = conversation.start()
+        while True:
+            ended = _chat_perform(conversation, actions, no_webhooks)
+            if ended:
+                break
+            click.echo("you> ", nl=False)
+            line = sys.stdin.readline()
+            if not line:  # end of input: the caller hangs up
+                click.echo()
+                line = "/quit"
+            line = line.strip()
+            if line == "/quit":
+                conversation.on_hangup()
+                click.echo("[caller hung up]")
+                break
+            if line in ("", "/silence"):
+                actions = conversation.on_no_input()
+            elif line.startswith("/dtmf"):
+                actions = conversation.on_dtmf(line.removeprefix("/dtmf").strip().replace(" ", ""))
+                if not actions:
+                    click.echo("[keypad input not accepted here]")
+            elif line.startswith("/"):
+                click.echo("[commands: /dtmf DIGITS, /silence, /quit]")
+                actions = []
+            else:
+                actions = _chat_say(conversation, line, confidence)
+        click.echo("--- call record ---")
+        click.echo(conversation.record.summary(show_values=True))
+        if record is not None:
+            conversation.record.write_jsonl(record)
+            click.echo(f"record appended to {record}")
+
+
+@contextlib.contextmanager
+def _errors_only_logged() -> Iterator[None]:
+    """Only errors logged while chatting (the dialogue shows failures itself; -v brings logs back);
+    the root logger's level is given back afterwards (tests run the CLI in one process)."""
     root = logging.getLogger()
-    if not root.isEnabledFor(logging.INFO):  # the dialogue shows failures itself; -v brings logs back
+    previous = root.level
+    if not root.isEnabledFor(logging.INFO):
         root.setLevel(logging.ERROR)
     try:
-        agent = load_agent(agent_file)
-    except AgentFileError as exc:
-        click.echo(str(exc), err=True)
-        raise SystemExit(1) from exc
-    conversation = Conversation(
-        agent, call_id=f"chat-{uuid.uuid4().hex[:12]}", today=today.date() if today else None
-    )
-    actions = conversation.start()
-    while True:
-        ended = _chat_perform(conversation, actions, no_webhooks)
-        if ended:
-            break
-        click.echo("you> ", nl=False)
-        line = sys.stdin.readline()
-        if not line:  # end of input: the caller hangs up
-            click.echo()
-            line = "/quit"
-        line = line.strip()
-        if line == "/quit":
-            conversation.on_hangup()
-            click.echo("[caller hung up]")
-            break
-        if line in ("", "/silence"):
-            actions = conversation.on_no_input()
-        elif line.startswith("/dtmf"):
-            actions = conversation.on_dtmf(line.removeprefix("/dtmf").strip().replace(" ", ""))
-            if not actions:
-                click.echo("[keypad input not accepted here]")
-        elif line.startswith("/"):
-            click.echo("[commands: /dtmf DIGITS, /silence, /quit]")
-            actions = []
-        else:
-            actions = _chat_say(conversation, line, confidence)
-    click.echo("--- call record ---")
-    click.echo(conversation.record.summary(show_values=True))
-    if record is not None:
-        conversation.record.write_jsonl(record)
-        click.echo(f"record appended to {record}")
+        yield
+    finally:
+        root.setLevel(previous)
 
 
 def _chat_say(conversation: Conversation, line: str, confidence: float) -> list[Action]:

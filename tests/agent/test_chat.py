@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,6 +88,19 @@ def test_end_of_input_is_a_hangup_and_unknown_commands_are_explained() -> None:
     result = chat(str(EXAMPLES / "appointment_reschedule.yaml"), input="/help\n")
     assert "[commands: /dtmf DIGITS, /silence, /quit]" in result.output
     assert "outcome abandoned" in result.output
+
+
+def test_the_logging_level_is_given_back_after_the_chat() -> None:
+    """Chat logs only errors while it runs; the process's level is restored after (it leaked into
+    later tests' log captures)."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        chat(str(EXAMPLES / "insurance_claim.yaml"), input="operator please\n")
+        assert root.level == logging.WARNING
+    finally:
+        root.setLevel(before)
 
 
 def test_dtmf_where_not_accepted() -> None:
