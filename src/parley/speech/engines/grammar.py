@@ -180,6 +180,7 @@ _C_ITS = "it's | that's"
 _C_DATE = "it's | it was | on"
 _C_AMOUNT = "it's | about | around"
 _C_TIME = "at | about | around | can i do | can we say | shall we say | let's say | how about"
+HOURS = (*UNITS, "ten", "eleven", "twelve")  # a clock's hours, one to twelve
 DAY_PARTS = ("in the morning", "in the afternoon", "in the evening", "at night", "a.m.", "p.m.")
 _C_NAME = "my name is | it's | this is | i'm | the name is"
 _C_CHOICE = "i'd like | i want | i need | can i have"
@@ -326,9 +327,8 @@ def _answer(question: Question) -> tuple[list[str], str]:
         )
         return rules, body
     if st is SlotType.TIME:
-        hours = (*UNITS, "ten", "eleven", "twelve")
         rules = [
-            f"<hour> = {_alt(hours)};",
+            f"<hour> = {_alt(HOURS)};",
             f"<minutes> = oh {_alt(UNITS)} | {_alt(TEENS)} | {_alt(TENS[:4])} [{_alt(UNITS)}];",
             "<clock> = <hour> [o'clock | <minutes>] | (half | [a] quarter) (past | to) <hour>"
             " | <minutes> [minutes] (past | to) <hour> | noon | midday | midnight;",

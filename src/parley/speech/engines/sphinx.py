@@ -460,13 +460,12 @@ def _slot_sentences(slot_type: SlotType) -> list[str]:
             "thirty first",
         ]
     if slot_type is SlotType.TIME:
-        hours = (*g.UNITS, "ten", "eleven", "twelve")
         return [
-            *(f"half past {h}" for h in hours),
-            *(f"quarter to {h} {p}" for h, p in zip(hours, g.DAY_PARTS * 2, strict=False)),
-            *(f"{h} thirty" for h in hours),
-            *(f"{h} o'clock" for h in hours),
-            *(f"at {h} {t} {p}" for h, t, p in zip(hours, g.TEENS, g.DAY_PARTS * 2, strict=False)),
+            *(f"half past {h}" for h in g.HOURS),
+            *(f"quarter to {h} {p}" for h, p in zip(g.HOURS, g.DAY_PARTS * 2, strict=False)),
+            *(f"{h} thirty" for h in g.HOURS),
+            *(f"{h} o'clock" for h in g.HOURS),
+            *(f"at {h} {t} {p}" for h, t, p in zip(g.HOURS, g.TEENS, g.DAY_PARTS * 2, strict=False)),
             "noon",
             "midday",
         ]
