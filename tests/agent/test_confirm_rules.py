@@ -313,6 +313,26 @@ def test_impossible_birth_dates_are_re_asked(answer: str, said: str) -> None:
     assert c.record.turns[-2].result.startswith("invalid:")
 
 
+def test_the_recognisers_are_told_the_range_the_rules_allow_for_the_calls_day() -> None:
+    c = at_birth()
+    birth = c.listening
+    assert birth is not None
+    assert (birth.question.lowest, birth.question.highest) == ("1905-06-01", "2009-06-01")
+    c.on_final("the third of may nineteen eighty five", 0.95)
+    visit = c.listening
+    assert visit is not None
+    assert (visit.question.lowest, visit.question.highest) == ("2025-06-02", "2025-08-30")
+    c.on_final("next tuesday", 0.95)
+    moment = c.listening
+    assert moment is not None and (moment.question.lowest, moment.question.highest) == ("08:00:00", "18:00:00")
+    c.on_final("half past ten in the morning", 0.95)
+    amount = c.listening
+    assert amount is not None and (amount.question.lowest, amount.question.highest) == ("1", "5000")
+    c.on_final("two hundred and fifty pounds", 0.95)
+    reference = c.listening
+    assert reference is not None and (reference.question.lowest, reference.question.highest) == ("", "")
+
+
 def test_a_birth_date_sixteen_years_ago_today_is_accepted() -> None:
     c = at_birth()
     assert says(c.on_final("the first of june two thousand and nine", 0.95)) == [

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from parley.nlu.extractors import Money
 from parley.nlu.question import Question, SlotType
-from parley.nlu.reader import read_slot, same_value
+from parley.nlu.reader import in_range, read_slot, same_value
 from parley.speech.corpus import number_words, ordinal_words, speak_digits, year_words
 from parley.speech.evaluation import is_correct, word_error_rate
 
@@ -268,3 +268,29 @@ def test_how_a_neural_recogniser_writes_half_heard_digits(text, count, digits):
 def test_a_date_naming_two_days_is_not_a_complete_answer():
     reading = read_slot(Question(SlotType.DATE), "the seventh of march monday twentieth that an", REFERENCE)
     assert reading is not None and not reading.complete
+
+
+@pytest.mark.parametrize(
+    ("slot", "text", "lowest", "highest", "inside"),
+    [
+        (SlotType.DATE, "the third of may nineteen eighty", "1905-03-12", "2009-03-12", True),
+        (SlotType.DATE, "tomorrow", "1905-03-12", "2009-03-12", False),
+        (SlotType.DATE, "March 3rd, 2020", "2025-03-12", "", False),
+        (SlotType.DATE, "next friday", "2025-03-12", "", True),
+        (SlotType.TIME, "half past seven in the morning", "08:00:00", "17:30:00", False),
+        (SlotType.TIME, "5:30 pm", "08:00:00", "17:30:00", True),
+        (SlotType.TIME, "quarter to six in the evening", "08:00:00", "17:30:00", False),
+        (SlotType.AMOUNT, "£250,000.01", "1", "250000", False),
+        (SlotType.AMOUNT, "two hundred and fifty dollars", "1", "250000", True),
+        (SlotType.AMOUNT, "fifty pence", "1", "", False),
+        (SlotType.DATE, "March 3rd, 2020", "", "", True),  # unbounded
+        (SlotType.DATE, "March 3rd, 2020", "not a date", "", True),  # a bound of the wrong kind
+    ],
+)
+def test_in_range_compares_the_value_read_with_the_questions_bounds(
+    slot: SlotType, text: str, lowest: str, highest: str, inside: bool
+) -> None:
+    question = Question(slot, lowest=lowest, highest=highest)
+    reading = read_slot(question, text, REFERENCE)
+    assert reading is not None and reading.complete, text
+    assert in_range(question, reading.value) is inside

@@ -11,7 +11,7 @@ import pytest
 
 from parley.media import g711
 from parley.nlu.reader import read_slot
-from parley.speech.arbiter import Arbiter, EnginePriors
+from parley.speech.arbiter import Arbiter, EnginePriors, score
 from parley.speech.endpoint import Endpointer, SpeechEnded
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import DecodePool
@@ -300,6 +300,19 @@ def test_the_shipped_priors_are_the_default_and_calibrate_every_engine():
     assert {"sphinx-grammar", "sphinx-agent-lm", "whisper"} <= set(shipped.calibration)
     assert shipped.confidence("sphinx-agent-lm", 1.0) < 0.9
     assert shipped.get("whisper", "date") > shipped.get("sphinx-agent-lm", "date")
+
+
+def test_a_reading_outside_the_questions_range_scores_below_one_inside_it():
+    """whisper heard "twenty twenty seven" as 2020 with a higher prior than the grammar's right year:
+    the agent's rules would refuse 2020, so the in-range reading wins."""
+    priors = EnginePriors({"whisper": {"date": 0.9}, "sphinx-grammar": {"date": 0.5}}, 0.5)
+    booking = Question(SlotType.DATE, lowest="2026-12-05", highest="2027-12-05")
+    heard = Hypothesis("whisper", "The 17th of February, 2020.", 0.9, True)
+    grammar = Hypothesis("sphinx-grammar", "the seventeenth of february twenty twenty seven", 0.9, True)
+    (misheard, why), (right, _) = score(heard, booking, priors), score(grammar, booking, priors)
+    assert right > misheard and "out-of-range date" in why
+    unbounded = Question(SlotType.DATE)
+    assert score(heard, unbounded, priors)[0] > score(grammar, unbounded, priors)[0]
 
 
 def test_calibration_maps_confidence_to_hit_rate():

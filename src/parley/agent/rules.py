@@ -112,6 +112,21 @@ def _spoken_number(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
+def value_range(rules: ValueRules | None, kind: SlotKind | str, today: date) -> tuple[str, str]:
+    """The (lowest, highest) values ``rules`` allow a slot of ``kind``, as ISO text (dates, times) or
+    decimal text (amounts), "" where unbounded: what the recognisers are told (``Question.lowest``)."""
+    kind = str(getattr(kind, "value", kind))
+    if rules is None or kind not in ("date", "time", "amount"):
+        return "", ""
+    resolve: dict[str, Any] = {
+        "date": lambda bound: resolve_date(bound, today).isoformat(),
+        "time": lambda bound: resolve_time(bound).isoformat(),
+        "amount": lambda bound: _spoken_number(_decimal(bound)),
+    }
+    low, high = (resolve[kind](b) if b is not None else "" for b in (rules.min, rules.max))
+    return low, high
+
+
 def check_value(rules: ValueRules, kind: SlotKind | str, value: Any, today: date) -> Violation | None:
     """The first rule ``value`` breaks (min, max, length, pattern, checksum), or None."""
     kind = str(getattr(kind, "value", kind))

@@ -52,7 +52,7 @@ from parley.agent.model import (
     WebhookStep,
 )
 from parley.agent.records import CallRecord, Turn, WebhookCall, jsonable, sensitive
-from parley.agent.rules import check_value
+from parley.agent.rules import check_value, value_range
 from parley.speech.types import Hypothesis, Question, SlotType
 
 log = logging.getLogger(__name__)
@@ -350,10 +350,14 @@ class _AskState:
     questions: list[Say] = field(default_factory=list)  # what the last Listen followed (for repeat)
 
 
-def ask_question(agent: Agent, step: AskStep, prompt: str = "", *, confirm: bool = False) -> Question:
-    """What the speech layer is told about an ask (or its yes/no read-back) before the caller answers."""
+def ask_question(
+    agent: Agent, step: AskStep, prompt: str = "", *, confirm: bool = False, today: date | None = None
+) -> Question:
+    """What the speech layer is told about an ask (or its yes/no read-back) before the caller answers;
+    the range its rules allow is resolved for ``today`` (default: the date now)."""
     phrases = [e for name in step.intents for e in agent.intents.get(name, [])]
     phrases += [e for name in agent.global_intents for e in agent.intents.get(name, [])]
+    lowest, highest = ("", "") if confirm else value_range(step.rules, step.slot_type, today or date.today())
     return Question(
         slot_type=SlotType.YES_NO if confirm else step.speech_slot_type,
         prompt=prompt,
@@ -362,6 +366,8 @@ def ask_question(agent: Agent, step: AskStep, prompt: str = "", *, confirm: bool
         phrases=tuple(dict.fromkeys(phrases)),
         language=agent.language,
         kind="" if confirm else step.slot_type.value,
+        lowest=lowest,
+        highest=highest,
     )
 
 
@@ -608,7 +614,7 @@ class Conversation:
             turn.hypotheses = [_hypothesis(h, said[0], winner) for h in hypotheses]
         if said and self._waiting == "answer" and _keys_a_value(self._ask.step):
             step = self._ask.step
-            question = ask_question(self.agent, step, step.prompt)
+            question = ask_question(self.agent, step, step.prompt, today=self.today())
             whole = [self._spoken_digits(question, step, text) + keys for text in said]
             keys = next((value for value in whole if self._keypad_value(step, value) is not None), whole[0])
         turn.transcript = keys
@@ -823,7 +829,9 @@ class Conversation:
         assert self._ask is not None
         step = self._ask.step
         self._ask.questions = list(says)
-        question = ask_question(self.agent, step, says[-1].text if says else "", confirm=confirm)
+        question = ask_question(
+            self.agent, step, says[-1].text if says else "", confirm=confirm, today=self.today()
+        )
         self._waiting = "confirm" if confirm else "answer"
         self._listen = Listen(
             question,
@@ -927,7 +935,7 @@ class Conversation:
         rest = CORRECTION_LEAD.sub("", text, count=1).strip()
         if not rest or rest.lower() in ("yes", "no", "yeah", "yep", "correct", "right", "that's right"):
             return None
-        question = ask_question(self.agent, step, step.prompt)
+        question = ask_question(self.agent, step, step.prompt, today=self.today())
         reading = self.nlu.turn(question, step.slot_type, today=self.today()).final(rest, confidence)
         if reading is None or not reading.complete or reading.value is None:
             return None

@@ -38,6 +38,11 @@ class Question:
     # The agent's slot kind when it is finer than ``slot_type`` (email and address are FREE
     # speech to the recognisers, but read by their own extractor): see :func:`parley.nlu.reader.read_slot`.
     kind: str = ""
+    # The range a valid answer falls in, when the agent's rules bound it (dates, times, amounts), as
+    # ISO 8601 text or a decimal number, resolved for the call's day; "" is unbounded. Recognisers
+    # prefer an in-range reading (a year heard as "2020" when the beam also holds "2027").
+    lowest: str = ""
+    highest: str = ""
 
     @property
     def reading_kind(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from parley.nlu.extractors import Money, extract
@@ -41,6 +41,33 @@ def read_slot(question: Question, text: str, reference: date | datetime | None =
     if extraction is None:
         return None
     return SlotReading(extraction.value, extraction.complete, extraction.confidence)
+
+
+def in_range(question: Question, value: Any) -> bool:
+    """Whether a read ``value`` falls within the question's ``lowest``..``highest`` (True when the
+    question has no bounds, or they do not apply to the value's kind)."""
+    amount = value.amount if isinstance(value, Money) else value
+    for bound, below in ((question.lowest, True), (question.highest, False)):
+        limit = _bound_like(bound, amount) if bound else None
+        if limit is not None and (amount < limit if below else amount > limit):
+            return False
+    return True
+
+
+def _bound_like(bound: str, value: Any) -> Any:
+    """``bound`` as a value comparable with ``value`` (None when it is not one)."""
+    try:
+        if isinstance(value, Decimal):
+            return Decimal(bound)
+        if isinstance(value, datetime):
+            return datetime.fromisoformat(bound)
+        if isinstance(value, date):
+            return date.fromisoformat(bound)
+        if isinstance(value, time):
+            return time.fromisoformat(bound)
+    except (ValueError, InvalidOperation):
+        return None
+    return None
 
 
 def same_value(value: Any, expected: Any) -> bool:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parley.nlu.reader import read_slot
+from parley.nlu.reader import in_range, read_slot
 from parley.speech import metrics
 from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, SlotType, TurnRecord
 
@@ -49,7 +49,7 @@ VALID_WEIGHT = 0.35
 # corpus (:meth:`EnginePriors.calibrate`: Platt scaling, P(right | engine, confidence)), and the
 # weight of the calibrated confidence is learned there too. Uncalibrated, it only breaks ties.
 CONFIDENCE_WEIGHT = 0.05
-INCOMPLETE_CREDIT = 0.3  # a valid but incomplete reading (4 of 5 digits) earns this share
+INCOMPLETE_CREDIT = 0.3  # an incomplete (4 of 5 digits) or out-of-range reading earns this share
 SHIPPED_PRIORS = Path(__file__).with_name("priors.json")  # learned by bench/asr_arbiter.py
 
 
@@ -140,13 +140,17 @@ def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> t
         return 0.0, "empty"
     prior = priors.get(hypothesis.engine, question.slot_type.value)
     reading = read_slot(question, hypothesis.text)
-    validity = 0.0 if reading is None else (1.0 if reading.complete else INCOMPLETE_CREDIT)
+    if reading is None:
+        validity, verdict = 0.0, "invalid"
+    elif not reading.complete:
+        validity, verdict = INCOMPLETE_CREDIT, "incomplete"
+    elif not in_range(question, reading.value):
+        validity, verdict = INCOMPLETE_CREDIT, "out-of-range"
+    else:
+        validity, verdict = 1.0, "valid"
     confidence = priors.confidence(hypothesis.engine, hypothesis.confidence)
     total = PRIOR_WEIGHT * prior + VALID_WEIGHT * validity + priors.confidence_weight * confidence
-    why = (
-        f"prior {prior:.2f}, {'valid' if validity == 1 else 'incomplete' if validity else 'invalid'}"
-        f" {question.slot_type.value}, confidence {confidence:.2f}"
-    )
+    why = f"prior {prior:.2f}, {verdict} {question.slot_type.value}, confidence {confidence:.2f}"
     return total, why
 
 

@@ -215,6 +215,10 @@ class Answer:
     digit_count: int | None = None
     options: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # the range the asking agent's rules allow (``Question.lowest``/``highest``), as an agent declares
+    # it: a birth date 16 to 120 years back, a booking from today to a year ahead, office hours
+    lowest: str = ""
+    highest: str = ""
 
 
 def _digits_answer(rng: random.Random) -> Answer:
@@ -322,8 +326,20 @@ def _date_answer(rng: random.Random) -> Answer:
         if form == "birthday":
             text += f" {year_words(year)}"
             prompt = "What is your date of birth?"
+    if form == "birthday":
+        lowest, highest = REFERENCE_DATE.replace(year=REFERENCE_DATE.year - 120), REFERENCE_DATE.replace(
+            year=REFERENCE_DATE.year - 16
+        )
+    else:
+        lowest, highest = REFERENCE_DATE, REFERENCE_DATE.replace(year=REFERENCE_DATE.year + 1)
     return Answer(
-        SlotType.DATE, text, value.isoformat(), prompt, extra={"reference_date": REFERENCE_DATE.isoformat()}
+        SlotType.DATE,
+        text,
+        value.isoformat(),
+        prompt,
+        extra={"reference_date": REFERENCE_DATE.isoformat()},
+        lowest=lowest.isoformat(),
+        highest=highest.isoformat(),
     )
 
 
@@ -357,7 +373,14 @@ def _time_answer(rng: random.Random) -> Answer:
     text = rng.choice(("{}", "{}", "at {}", "can we say {}", "{} please", "about {}")).format(
         _clock_words(hour24, minute, rng)
     )
-    return Answer(SlotType.TIME, text, time(hour24, minute).isoformat(), "What time would suit you?")
+    return Answer(
+        SlotType.TIME,
+        text,
+        time(hour24, minute).isoformat(),
+        "What time would suit you?",
+        lowest="08:00:00",
+        highest="18:00:00",
+    )
 
 
 _CURRENCIES = (
@@ -383,7 +406,12 @@ def _amount_answer(rng: random.Random) -> Answer:
     text = rng.choice(("{}", "{}", "about {}", "it's {}")).format(words)
     value: int | float = units if not cents else round(units + cents / 100, 2)
     return Answer(
-        SlotType.AMOUNT, text, {"value": value, "currency": code}, "How much would you like to pay?"
+        SlotType.AMOUNT,
+        text,
+        {"value": value, "currency": code},
+        "How much would you like to pay?",
+        lowest="1",
+        highest="100000",
     )
 
 
@@ -835,6 +863,8 @@ def label(
     }
     if "reference_date" in answer.extra:
         question["reference_date"] = answer.extra["reference_date"]
+    if answer.lowest or answer.highest:
+        question.update(lowest=answer.lowest, highest=answer.highest)
     record: dict[str, Any] = {
         "id": utterance.id,
         "file": f"{utterance.id}.wav",
@@ -871,6 +901,8 @@ def question_for(record: dict[str, Any]) -> Question:
         prompt=question.get("prompt", ""),
         digit_count=question.get("digit_count"),
         options=tuple(question.get("options", ())),
+        lowest=question.get("lowest", ""),
+        highest=question.get("highest", ""),
     )
 
 

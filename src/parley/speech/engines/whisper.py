@@ -40,7 +40,8 @@ AVX-512) one decode of base cost 1.6 CPU-s and tiny.en 0.84 (encoder at 10 s: 0.
 arbiter's 1.5 s deadline; ``PARLEY_ASR_DEADLINE_S`` (:mod:`parley.agent.voice`) waits longer there.
 
 N-best: the beam's :data:`N_BEST` hypotheses come back (at no extra cost, measured side by side) and
-the first that reads as a complete answer to a closed question wins (:func:`best_answer`).
+the first that reads as a complete answer to a closed question, within the question's range, wins
+(:func:`best_answer`).
 
 Biasing: the question becomes the decoder's prompt (previous-text tokens): its prompt text, the digit
 count, the names or menu options (:func:`initial_prompt`). Per slot type it is kept only where the
@@ -67,7 +68,7 @@ from typing import Any
 import numpy as np
 import soxr
 
-from parley.nlu.reader import read_slot
+from parley.nlu.reader import in_range, read_slot
 from parley.speech.types import TELEPHONE_RATE, Hypothesis, Question, SlotType
 
 log = logging.getLogger(__name__)
@@ -325,13 +326,19 @@ class _Model:
 
 def best_answer(question: Question, texts: list[tuple[str, float]]) -> tuple[str, float]:
     """The first of the n-best (text, confidence) that reads as a complete answer to a closed
-    ``question`` (the right digit count, a whole date...), else the best one: the beam often holds the
-    right answer just below a top hypothesis that dropped or merged a digit."""
+    ``question`` (the right digit count, a whole date...) within its range, else the first complete
+    one, else the best one: the beam often holds the right answer just below a top hypothesis that
+    dropped or merged a digit, or heard "twenty twenty seven" as "2020"."""
     if question.slot_type is not SlotType.FREE:
+        complete = []
         for text, confidence in texts:
             reading = read_slot(question, text)
             if reading is not None and reading.complete:
-                return text, confidence
+                if in_range(question, reading.value):
+                    return text, confidence
+                complete.append((text, confidence))
+        if complete:
+            return complete[0]
     return texts[0] if texts else ("", 0.0)
 
 
@@ -384,7 +391,7 @@ class WhisperEngine:
     """
 
     name = "whisper"
-    revision = "2"  # bumped when decoding changes without a settings change (benchmark caches)
+    revision = "3"  # bumped when decoding changes without a settings change (benchmark caches)
 
     def __init__(
         self,
