@@ -323,8 +323,8 @@ def test_the_recognisers_are_told_the_range_the_rules_allow_for_the_calls_day() 
     assert visit is not None
     assert (visit.question.lowest, visit.question.highest) == ("2025-06-02", "2025-08-30")
     c.on_final("next tuesday", 0.95)
-    moment = c.listening
-    assert moment is not None and (moment.question.lowest, moment.question.highest) == ("08:00:00", "18:00:00")
+    hour = c.listening
+    assert hour is not None and (hour.question.lowest, hour.question.highest) == ("08:00:00", "18:00:00")
     c.on_final("half past ten in the morning", 0.95)
     amount = c.listening
     assert amount is not None and (amount.question.lowest, amount.question.highest) == ("1", "5000")

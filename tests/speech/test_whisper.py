@@ -132,7 +132,8 @@ def test_the_first_answer_of_the_beam_within_the_questions_range_wins():
     assert best_answer(booking, beam) == beam[1]
     assert best_answer(booking, beam[:1]) == beam[0]  # nothing in range: the first complete one
     office = Question(SlotType.TIME, lowest="08:00:00", highest="17:30:00")
-    assert best_answer(office, [("At 7.", 0.9), ("Half past seven?", 0.8), ("At 11.", 0.6)]) == ("At 11.", 0.6)
+    beam = [("At 7.", 0.9), ("Half past seven?", 0.8), ("At 11.", 0.6)]
+    assert best_answer(office, beam) == ("At 11.", 0.6)
 
 
 def test_a_truncated_model_disables_the_engine_naming_the_file(shadow):
