@@ -122,6 +122,38 @@ async def test_a_reinvite_changes_the_srtp_keys_and_the_audio_goes_on(
 
 
 @needs_openssl
+@pytest.mark.parametrize("start", ["srtp", "plain"])
+async def test_a_reinvite_turning_srtp_on_or_off_gets_488_and_the_call_goes_on(
+    managers: ManagerFactory, certificates, start: str
+) -> None:
+    """A re-INVITE may change the SDES keys, not whether there is SRTP: one offering plain RTP on an
+    SRTP call, or SRTP on a plain call, is answered 488; the call keeps its media as it was (same
+    keys, no packet rejected) and the echoed tone still comes back."""
+    callee = await managers(echo, tls=tls(certificates), srtp="optional")
+    policy = "required" if start == "srtp" else "off"
+    caller = await managers(None, tls=tls(certificates, "client"), srtp=policy)
+    call = await within(
+        caller.dial(f"sip:agent@{HOST}:{callee.ua.tls_port};transport=tls", timeout=5), 6, "answer"
+    )
+    try:
+        (inbound,) = callee.calls.values()
+        assert (inbound.srtp is not None) == (call.srtp is not None) == (start == "srtp")
+        keys = None if inbound.srtp is None else inbound.srtp._keys
+        offer = caller._legs[id(call.session)].sdp  # the caller's side of offer/answer
+        offer.srtp, offer._crypto = ("off", None) if start == "srtp" else ("required", None)
+        assert await within(call.hold(False), 5, "the re-INVITE's answer") == 488
+        assert (inbound.srtp is not None) == (start == "srtp")
+        if inbound.srtp is not None:
+            assert inbound.srtp._keys == keys and inbound.srtp.rekeys == 0
+        assert abs(await two_way_tone(call) - 440) < 10
+        if inbound.srtp is not None:
+            assert inbound.srtp.rejected == 0 and call.srtp.rejected == 0
+    finally:
+        call.hangup()
+        await within(call.wait_ended(), 3, "the end")
+
+
+@needs_openssl
 async def test_a_client_without_a_certificate_from_the_ca_is_refused(
     managers: ManagerFactory, certificates
 ) -> None:

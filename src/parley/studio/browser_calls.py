@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -68,14 +67,11 @@ class BrowserCalls:
 
     async def _started(self) -> WebRtcChannel:
         if self.channel is None:
-            from parley.agent.voice import WHOLE_ANSWER_ENGINES
+            from parley.agent.voice import decode_pool
             from parley.speech.engines import load_engines
-            from parley.speech.engines.pool import DecodePool
 
             self.engines = load_engines()
-            names = [engine.name for engine in self.engines]
-            dedicated = [name for name in names if name in WHOLE_ANSWER_ENGINES]
-            self.pool = DecodePool(names, workers=max(1, (os.cpu_count() or 2) - 1), dedicated=dedicated)
+            self.pool = decode_pool(self.engines, None)
             self.channel = WebRtcChannel(CallManager(None, max_calls=self.max_calls))
         return self.channel
 
