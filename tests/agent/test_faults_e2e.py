@@ -274,3 +274,75 @@ async def test_a_full_disk_for_call_records(
             assert written == [first, second]
             await wait_for_log(server, r"call records: the disk takes writes again; 1 waiting written")
             assert "Traceback" not in server.log(1000)
+
+
+APOLOGY_AGENT_YAML = """
+name: apology-test
+language: en-US
+voice: {engine: flite, voice: slt, rate: 1.0}
+steps:
+  - id: account
+    type: ask
+    slot: account
+    slot_type: digits
+    digits: 4
+    prompt: "Please say your four digit account number."
+    on_failure: handover
+  - id: bye
+    type: hangup
+    message: "Thank you, goodbye."
+  - id: handover
+    type: transfer
+    to: "sip:desk@127.0.0.1"
+    message: "Let me put you through to a colleague."
+"""
+
+@pytest.fixture(scope="module")
+def speechless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    """The agent's voice (flite) and every fallback (flite:kal16, espeak-ng) fail: both binaries are
+    scripts that exit 1."""
+    directory = tmp_path_factory.mktemp("speechless")
+    bin_dir = directory / "bin"
+    bin_dir.mkdir()
+    for name in ("flite", "espeak-ng"):
+        (bin_dir / name).write_text(f"#!/bin/sh\necho '{name}: cannot open audio output' >&2\nexit 1\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    with running_agent(directory, APOLOGY_AGENT_YAML, startup_timeout=90, env=env) as server:
+        yield server
+
+
+async def test_every_voice_failing_plays_the_apology_then_transfers(
+    speechless_server: AgentServer, manager: CallManager
+) -> None:
+    """No voice can speak the first prompt: the caller hears the pre-rendered apology (4.6 s of
+    speech), then a REFER to the agent's transfer target (its message, which needs a voice, is not
+    said), then the agent's BYE; the record says why, and nothing was logged as a traceback."""
+    from parley.agent.apology import load_apology
+
+    server = speechless_server
+    targets: list[str] = []
+
+    async def on_refer(call: object, target: str) -> int:
+        targets.append(target)
+        caller.transferred(target)
+        return 200
+
+    manager.on_refer = on_refer
+    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    try:
+        target = await step(caller.wait_transfer(), "the REFER after the apology", server, 30)
+        apology_ms = caller.speech_frames * 20
+        reason = await step(caller.wait_ended(), "the agent's BYE", server, 10)
+    finally:
+        await caller.close()
+    assert target == "sip:desk@127.0.0.1" and targets == [target]
+    assert reason == "remote-bye", reason
+    apology = load_apology()
+    assert apology is not None
+    assert 0.7 * len(apology) / 8 <= apology_ms <= len(apology) / 8 + 500, apology_ms  # all of it, once
+    record = await record_of(server, caller.call.call_id)
+    assert (record["outcome"], record["outcome_reason"]) == ("transferred", "every TTS voice failed"), record
+    log = server.log(400)
+    assert "no voice can speak (TtsError)" in log and "Traceback" not in log, log
+    assert "four digit account" not in log  # the failures are logged without the prompt's text

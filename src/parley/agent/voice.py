@@ -34,7 +34,8 @@ import httpx
 import numpy as np
 
 from parley.agent import metrics
-from parley.agent.model import Agent
+from parley.agent.apology import load_apology
+from parley.agent.model import Agent, TransferStep
 from parley.agent.records import CallRecord, RecordFile, Turn, jsonable
 from parley.agent.runtime import (
     Action,
@@ -130,6 +131,7 @@ class VoiceAgent:
         ]
         self.speaker = FallbackTts([(self.tts, None), *fallbacks])  # static prompts: the cache first
         self.personal_speaker = FallbackTts([(self.tts.engine, None), *fallbacks])  # never cached
+        self.apology = load_apology()  # played when every voice fails (None: the file is damaged)
         # the JSON-lines call records (a RecordFile: calls go on while the disk refuses them)
         self.records = RecordFile(records, keyring) if isinstance(records, Path) else records
         self.static_audio: dict[str, np.ndarray] = {}  # static prompts, rendered once at start
@@ -219,6 +221,13 @@ CALLER_GONE = {
 }
 
 
+SPEECHLESS = "every TTS voice failed"  # the record's outcome reason; also queued in a call's inbox
+
+
+class Speechless(Exception):
+    """Every TTS voice failed on a prompt: the call ends with the pre-rendered apology."""
+
+
 class _CallSession:
     """One call: plays prompts, runs turns, performs the conversation's actions."""
 
@@ -228,9 +237,9 @@ class _CallSession:
         self.conversation = Conversation(app.agent, app.nlu, call_id=call.call_id)
         self.conversation.record.agent_version = app.version
         self.heard: list[np.ndarray] = []  # the open turn's audio as the recognisers got it
-        self.inbox: asyncio.Queue[np.ndarray | DtmfDigit | None] = asyncio.Queue()
+        self.inbox: asyncio.Queue[np.ndarray | DtmfDigit | str | None] = asyncio.Queue()
         self.pending: list[Say] = []
-        self.prompts = _PromptPlayer(app, call)
+        self.prompts = _PromptPlayer(app, call, on_speechless=lambda: self.inbox.put_nowait(SPEECHLESS))
         self.listened: Turn | None = None  # the record's turn of the Listen in progress
 
     async def _pump(self) -> None:
@@ -246,6 +255,8 @@ class _CallSession:
                 actions = await self._perform(actions)
         except CallGone:
             pass
+        except Speechless:
+            await self._apologise()
         finally:
             pump.cancel()
             self.prompts.cancel()
@@ -258,6 +269,21 @@ class _CallSession:
                 self.app.records.append(record)
             if self.app.on_record is not None:
                 self.app.on_record(record)
+
+    async def _apologise(self) -> None:
+        """No voice can speak: play the pre-rendered apology, then hand the call over to the agent's
+        first transfer target (without its message: that needs a voice), else hang up."""
+        self.prompts.cancel()
+        app = self.app
+        target = next((step.to for step in app.agent.steps if isinstance(step, TransferStep)), None)
+        self.conversation._finish("transferred" if target else "failed", SPEECHLESS)
+        if app.apology is not None and not self.call.ended.is_set():
+            await self.call.wait_played(self.call.play(app.apology))
+        if target is not None and not self.call.ended.is_set():
+            status = await self.call.transfer(target)
+            if not 200 <= status < 300:
+                self.conversation.record.outcome = "failed"
+        self.call.hangup()
 
     async def _perform(self, actions: list[Action]) -> list[Action]:
         following: list[Action] = []
@@ -302,6 +328,8 @@ class _CallSession:
             self.prompts.speak(says)
         if wait:
             await self.prompts.wait()
+            if self.prompts.speechless:
+                raise Speechless
         return all(s.interruptible for s in says)
 
     async def _listen(self, listen: Listen) -> list[Action]:
@@ -341,6 +369,8 @@ class _CallSession:
                     return await self._keyed(keys, turn, spoke_before_keys)
                 if item is None:
                     raise CallGone
+                if item is SPEECHLESS:
+                    raise Speechless
                 if isinstance(item, DtmfDigit):
                     if not listen.dtmf_allowed:
                         continue
@@ -492,9 +522,11 @@ class _PromptPlayer:
     audio, not after the whole prompt is rendered. Streamed chunks are queued whole 20 ms frames at a
     time (a ragged chunk end would be padded with silence: a click inside a word)."""
 
-    def __init__(self, app: VoiceAgent, call: Call) -> None:
+    def __init__(self, app: VoiceAgent, call: Call, on_speechless: Callable[[], None]) -> None:
         self.app = app
         self.call = call
+        self.on_speechless = on_speechless  # every voice failed on a prompt (called once)
+        self.speechless = False
         self.task: asyncio.Task[None] | None = None
         self.last: Playback | None = None
         self.replying: tuple[Turn, float] | None = None  # the turn whose reply's first audio is awaited
@@ -533,8 +565,11 @@ class _PromptPlayer:
                     if whole:
                         self._play(pcm[:whole])
                     carry = pcm[whole:]
-            except Exception:  # the call goes on without this prompt
-                log.exception("call %s: could not render a prompt", self.call.call_id)
+            except Exception as exc:  # every voice failed (FallbackTts logged each): the apology
+                log.error("call %s: no voice can speak (%s)", self.call.call_id, type(exc).__name__)
+                self.speechless = True
+                self.on_speechless()
+                return
             if len(carry):
                 self._play(carry)
 
