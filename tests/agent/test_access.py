@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,8 +20,10 @@ from parley.speech.tts import CachedTts, FliteTts, PromptCache
 from parley.telephony import metrics
 from parley.telephony.manager import CallManager, DialError
 
+from .e2e_fixtures import needs_flite
+
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian flite)")
+pytestmark = needs_flite
 
 
 def docs_example() -> str:
@@ -46,14 +47,6 @@ async def server(tmp_path: Path) -> AsyncIterator[CallManager]:
     await app.close()
 
 
-@pytest.fixture
-async def phone() -> AsyncIterator[CallManager]:
-    manager = CallManager(None, host=HOST, port=free_port(), rtp_ports=rtp_range(10), max_load=None)
-    await manager.start()
-    yield manager
-    await asyncio.wait_for(manager.stop(), 5)
-
-
 async def ring(phone: CallManager, server: CallManager, caller: str, called: str) -> int:
     """Dial ``called`` at the server as ``caller``: 200 once the agent hung up, else the refusal."""
     phone.ua.user = caller
@@ -70,15 +63,17 @@ def refused_by_access() -> float:
 
 
 async def test_the_docs_example_answers_allowed_callers_on_allowed_numbers(
-    server: CallManager, phone: CallManager, caplog: pytest.LogCaptureFixture
+    server: CallManager, caller_manager: CallManager, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="parley.telephony.manager")
     before = refused_by_access()
-    assert await ring(phone, server, "+442071234567", "0800123456") == 200
-    assert await ring(phone, server, "1001", "08005550000") == 200
-    assert await ring(phone, server, "+33142000000", "0800123456") == 403
-    assert await ring(phone, server, "1001", "0900123456") == 403
-    assert await ring(phone, server, "10011", "0800123456") == 403  # a pattern matches the whole number
+    assert await ring(caller_manager, server, "+442071234567", "0800123456") == 200
+    assert await ring(caller_manager, server, "1001", "08005550000") == 200
+    assert await ring(caller_manager, server, "+33142000000", "0800123456") == 403
+    assert await ring(caller_manager, server, "1001", "0900123456") == 403
+    assert (
+        await ring(caller_manager, server, "10011", "0800123456") == 403
+    )  # a pattern matches the whole number
     assert refused_by_access() - before == 3
     refusals = [r.getMessage() for r in caplog.records if "call refused" in r.getMessage()]
     assert refusals == [

@@ -17,78 +17,45 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from integration.harness import HOST, fill_disk, free_port, rtp_range, small_disk
+from integration.harness import fill_disk, small_disk
 from parley.telephony.manager import CallManager
 
-from .voice_caller import AgentServer, AnswerBook, ScriptedCaller, record_of, running_agent, step
+from .e2e_agents import ACCOUNT, AGREE, agent_yaml
+from .e2e_fixtures import needs_flite
+from .voice_caller import (
+    PROMPT_SILENCE_MS,
+    AgentServer,
+    AnswerBook,
+    answer_prompts,
+    dial,
+    record_of,
+    running_agent,
+    step,
+)
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
+    needs_flite,
     pytest.mark.timeout(240),
 ]
 
-PROMPT_SILENCE_MS = 700
 HANG_S = 2.0  # the server's --decode-hang-s: a stopped process is replaced this long after it stalls
 STREAMING = ("sphinx-grammar", "sphinx-agent-lm")  # the shared decode process (--decode-processes 1)
-
-AGENT_YAML = """
-name: faults-test
-language: en-US
-voice: {engine: flite, voice: slt, rate: 1.0}
-settings: {silence_ms: 700, no_input_ms: 6000, max_turn_ms: 10000, barge_in: false}
-steps:
-  - id: account
-    type: ask
-    slot: account
-    slot_type: digits
-    digits: 4
-    prompt: "Please say your four digit account number."
-    confirm: never
-    on_failure: sorry
-  - id: agree
-    type: ask
-    slot: agree
-    slot_type: yes_no
-    prompt: "Shall I send your request now?"
-    confirm: never
-    on_failure: sorry
-  - id: bye
-    type: hangup
-    message: "Thank you, goodbye."
-  - id: sorry
-    type: hangup
-    message: "Sorry, I could not help you. Goodbye."
-"""
+AGENT_YAML = agent_yaml("faults-test", [ACCOUNT, AGREE], barge_in=False)
 
 
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
     extra = ["--decode-processes", "1", "--decode-hang-s", str(HANG_S)]
     directory = tmp_path_factory.mktemp("faults")
-    with running_agent(directory, AGENT_YAML, startup_timeout=90, extra=extra) as server:
+    with running_agent(directory, AGENT_YAML, extra=extra) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def answers() -> AnswerBook:
-    from parley.speech.tts import load_tts
-
-    return AnswerBook(load_tts("flite"), "slt")
-
-
-@pytest.fixture
-async def manager() -> AsyncIterator[CallManager]:
-    manager = CallManager(None, host=HOST, port=free_port(), rtp_ports=rtp_range(20), max_load=None)
-    await manager.start()
-    yield manager
-    await asyncio.wait_for(manager.stop(), 5)
 
 
 def decode_pids(server: AgentServer) -> dict[str, int]:
@@ -116,15 +83,14 @@ async def faulted_call(
 ) -> dict:
     """A whole call; ``sig`` goes to ``pid`` 0.6 s into the caller's account number."""
     account, yes = await answers.get("four two seven one"), await answers.get("yes")
-    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    caller = await dial(manager, server)
     try:
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the account prompt", server)
         speaking = asyncio.ensure_future(caller.say(account))
         await asyncio.sleep(0.6)
         os.kill(pid, sig)
         await step(speaking, "the account answer to play", server)
-        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no prompt after the fault", server)
-        await step(caller.say(yes), "the yes answer to play", server)
+        await answer_prompts(caller, server, ("the yes/no prompt after the fault", yes))
         reason = await step(caller.wait_ended(), "the agent's BYE", server, 30)
     finally:
         await caller.close()
@@ -137,12 +103,9 @@ async def clean_call(
 ) -> Any:
     """A whole call, answered as asked; its record (its Call-ID with ``record=False``)."""
     account, yes = await answers.get("nine nine three zero"), await answers.get("yes")
-    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    caller = await dial(manager, server)
     try:
-        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the account prompt", server)
-        await step(caller.say(account), "the account answer to play", server)
-        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no prompt", server)
-        await step(caller.say(yes), "the yes answer to play", server)
+        await answer_prompts(caller, server, ("the account prompt", account), ("the yes/no prompt", yes))
         reason = await step(caller.wait_ended(), "the agent's BYE", server, 30)
     finally:
         await caller.close()
@@ -156,12 +119,12 @@ def answered_by(record: dict) -> list[set[str]]:
 
 
 async def test_a_decode_process_killed_mid_turn(
-    agent_server: AgentServer, manager: CallManager, answers: AnswerBook
+    agent_server: AgentServer, caller_manager: CallManager, answers: AnswerBook
 ) -> None:
     """SIGKILL to whisper's process while the caller speaks: the streaming engines (another process)
     finish the turn; the pool starts a new whisper process, and the next call goes as before."""
     pid = decode_pids(agent_server)["whisper"]
-    record = await faulted_call(agent_server, manager, answers, pid, signal.SIGKILL)
+    record = await faulted_call(agent_server, caller_manager, answers, pid, signal.SIGKILL)
     assert record["outcome"] == "completed", (record, agent_server.log(150))
     assert re.fullmatch(r"\d{4}", record["slots"]["account"]["value"])  # understood (4271, or misheard)
     assert "whisper" not in answered_by(record)[0]  # the lost engine gave no final for that turn
@@ -171,12 +134,12 @@ async def test_a_decode_process_killed_mid_turn(
     new = decode_pids(agent_server)["whisper"]
     assert new != pid and psutil.pid_exists(new)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    after = await clean_call(agent_server, manager, answers)
+    after = await clean_call(agent_server, caller_manager, answers)
     assert after["outcome"] == "completed" and re.fullmatch(r"\d{4}", after["slots"]["account"]["value"])
 
 
 async def test_a_decode_process_hung_mid_turn(
-    agent_server: AgentServer, manager: CallManager, answers: AnswerBook
+    agent_server: AgentServer, caller_manager: CallManager, answers: AnswerBook
 ) -> None:
     """SIGSTOP to whisper's process while the caller speaks: the turn closes on the streaming engines
     by the arbiter's deadline instead of waiting, and --decode-hang-s later the stopped process is
@@ -184,7 +147,7 @@ async def test_a_decode_process_hung_mid_turn(
     pid = decode_pids(agent_server)["whisper"]
     hung = psutil.Process(pid)
     try:
-        record = await faulted_call(agent_server, manager, answers, pid, signal.SIGSTOP)
+        record = await faulted_call(agent_server, caller_manager, answers, pid, signal.SIGSTOP)
     finally:
         if hung.is_running() and hung.status() == psutil.STATUS_STOPPED:
             os.kill(pid, signal.SIGCONT)
@@ -196,7 +159,7 @@ async def test_a_decode_process_hung_mid_turn(
     await wait_for_log(agent_server, rf"decode process \[{pid}\] \(whisper\) replaced: .*\(hung\)")
     hung.wait(10)  # killed, not left stopped
     await wait_for_log(agent_server, r"decode process \d+ runs whisper \(a replacement\)", 60)
-    after = await clean_call(agent_server, manager, answers)
+    after = await clean_call(agent_server, caller_manager, answers)
     assert after["outcome"] == "completed" and re.fullmatch(r"\d{4}", after["slots"]["account"]["value"])
 
 
@@ -224,23 +187,22 @@ def broken_tts_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agen
     fake.write_text("#!/bin/sh\necho 'flite: cannot open audio output' >&2\nexit 1\n")
     fake.chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    with running_agent(directory, AGENT_YAML, startup_timeout=90, env=env) as server:
+    with running_agent(directory, AGENT_YAML, env=env) as server:
         yield server
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (Debian espeak-ng)")
 async def test_a_failing_tts_engine_speaks_with_the_fallback_voice(
-    broken_tts_server: AgentServer, manager: CallManager, answers: AnswerBook
+    broken_tts_server: AgentServer, caller_manager: CallManager, answers: AnswerBook
 ) -> None:
     server = broken_tts_server
     account, yes = await answers.get("four two seven one"), await answers.get("yes")
-    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    caller = await dial(caller_manager, server)
     try:
         prompt = caller.wait_prompt_end(PROMPT_SILENCE_MS, min_speech_ms=1000)
         await step(prompt, "the account prompt (in the fallback voice)", server)
         await step(caller.say(account), "the account answer to play", server)
-        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no prompt", server)
-        await step(caller.say(yes), "the yes answer to play", server)
+        await answer_prompts(caller, server, ("the yes/no prompt", yes))
         caller.mark()
         reason = await step(caller.wait_ended(), "the agent's BYE", server, 30)
         goodbye_ms = caller.speech_frames * 20
@@ -256,18 +218,18 @@ async def test_a_failing_tts_engine_speaks_with_the_fallback_voice(
 
 
 async def test_a_full_disk_for_call_records(
-    tmp_path: Path, manager: CallManager, answers: AnswerBook
+    tmp_path: Path, caller_manager: CallManager, answers: AnswerBook
 ) -> None:
     with small_disk(tmp_path / "disk") as disk:
         records = disk / "calls.jsonl"
-        with running_agent(tmp_path, AGENT_YAML, records=records, startup_timeout=90) as server:
+        with running_agent(tmp_path, AGENT_YAML, records=records) as server:
             filler = fill_disk(disk)
-            first = await clean_call(server, manager, answers, record=False)
+            first = await clean_call(server, caller_manager, answers, record=False)
             line = await wait_for_log(server, r"call records: .* refused a record \(ENOSPC")
             assert str(records) in line
             assert not records.exists() or first not in records.read_text()
             filler.unlink()
-            second = await clean_call(server, manager, answers, record=False)
+            second = await clean_call(server, caller_manager, answers, record=False)
             for call_id in (first, second):  # the waiting record first, then the new one
                 assert (await record_of(server, call_id))["outcome"] == "completed"
             written = [json.loads(line)["call_id"] for line in records.read_text().splitlines()]

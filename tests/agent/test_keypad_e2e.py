@@ -14,114 +14,74 @@ yes, then a spoken answer to the next question.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
-from integration.harness import HOST, free_port, rtp_range
 from parley.nlu.question import Question, SlotType
 from parley.nlu.reader import read_slot
-from parley.speech.tts import load_tts
 from parley.telephony.manager import CallManager
 
+from .e2e_agents import AGREE, agent_yaml, ask, webhook
+from .e2e_fixtures import needs_flite
 from .http_backend import serve_http
-from .voice_caller import AgentServer, AnswerBook, ScriptedCaller, record_of, running_agent, step
+from .voice_caller import PROMPT_SILENCE_MS, AgentServer, AnswerBook, dial, record_of, running_agent, step
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
+    needs_flite,
     pytest.mark.timeout(120),
 ]
 
 INTERDIGIT_S = 1.5
-PROMPT_SILENCE_MS = 700
-AGENT_YAML = """
-name: keypad-e2e
-voice: {{engine: flite, voice: slt}}
-settings: {{silence_ms: 700, no_input_ms: 6000, max_turn_ms: 20000}}
-steps:
-  - id: phone
-    type: ask
-    slot: phone
-    slot_type: phone
-    dtmf: true
-    dtmf_interdigit_s: {interdigit}
-    prompt: "Please key in your phone number."
-    confirm: never
-    no_input_limit: 0
-    on_failure: sorry
-  - id: pin
-    type: ask
-    slot: pin
-    slot_type: digits
-    dtmf: true
-    dtmf_max_digits: 6
-    prompt: "Now key in your PIN, then the hash key."
-    reprompts: ["Please key in your PIN again."]
-    rules: {{min_length: 4}}
-    confirm: never
-    on_failure: sorry
-  - id: submit
-    type: webhook
-    url: {url}
-    retries: 0
-    timeout_s: 2.5
-    hold_after_s: 0.5
-    hold_prompt: "One moment please, I'm checking your details."
-    next: bye
-    on_failure: sorry
-    on_unknown: unknown
-  - id: unknown
-    type: hangup
-    message: "Sorry, I could not confirm that. A colleague will call you back."
-  - id: bye
-    type: hangup
-    message: "Thank you, goodbye."
-  - id: sorry
-    type: hangup
-    message: "Sorry, goodbye."
-"""
+UNKNOWN_MESSAGE = "Sorry, I could not confirm that. A colleague will call you back."
 
 
-MIXED_AGENT_YAML = """
-name: mixed-e2e
-voice: {{engine: flite, voice: slt}}
-settings: {{silence_ms: 700, no_input_ms: 8000, max_turn_ms: 20000}}
-steps:
-  - id: phone
-    type: ask
-    slot: phone
-    slot_type: phone
-    dtmf: true
-    prompt: "Please say or key your phone number, then the hash key."
-    confirm: always
-    confirm_prompt: "I have {{value}}. Press 1 if that is right, 2 if not, or key the right number."
-    on_failure: sorry
-  - id: agree
-    type: ask
-    slot: agree
-    slot_type: yes_no
-    prompt: "Shall I send your request now?"
-    confirm: never
-    on_failure: sorry
-  - id: submit
-    type: webhook
-    url: {url}
-    retries: 0
-    next: bye
-    on_failure: sorry
-  - id: bye
-    type: hangup
-    message: "Thank you, goodbye."
-  - id: sorry
-    type: hangup
-    message: "Sorry, goodbye."
-"""
+def keypad_agent(url: str) -> str:
+    """A phone number keyed without the terminator, a PIN (6 keys at most, 4 at least), and a webhook
+    that holds the caller after 0.5 s and gives up after 2.5 s (its outcome is then unknown)."""
+    phone = ask(
+        "phone",
+        "phone",
+        "Please key in your phone number.",
+        dtmf=True,
+        dtmf_interdigit_s=INTERDIGIT_S,
+        no_input_limit=0,
+    )
+    pin = ask(
+        "pin",
+        "digits",
+        "Now key in your PIN, then the hash key.",
+        dtmf=True,
+        dtmf_max_digits=6,
+        reprompts=["Please key in your PIN again."],
+        rules={"min_length": 4},
+    )
+    submit = webhook(
+        url,
+        timeout_s=2.5,
+        hold_after_s=0.5,
+        hold_prompt="One moment please, I'm checking your details.",
+        on_unknown="unknown",
+    )
+    unknown = {"id": "unknown", "type": "hangup", "message": UNKNOWN_MESSAGE}
+    return agent_yaml("keypad-e2e", [phone, pin, submit, unknown], max_turn_ms=20000)
+
+
+def mixed_agent(url: str) -> str:
+    """A phone number said or keyed, read back (keys may answer it), then a spoken yes/no."""
+    phone = ask(
+        "phone",
+        "phone",
+        "Please say or key your phone number, then the hash key.",
+        dtmf=True,
+        confirm="always",
+        confirm_prompt="I have {value}. Press 1 if that is right, 2 if not, or key the right number.",
+    )
+    return agent_yaml("mixed-e2e", [phone, AGREE, webhook(url)], no_input_ms=8000, max_turn_ms=20000)
 
 
 class Backend(BaseHTTPRequestHandler):
@@ -152,30 +112,20 @@ def sink() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory: pytest.TempPathFactory, sink: str) -> Iterator[AgentServer]:
-    text = AGENT_YAML.format(url=sink + "/keypad", interdigit=INTERDIGIT_S)
-    with running_agent(tmp_path_factory.mktemp("keypad"), text, startup_timeout=90) as server:
+    with running_agent(tmp_path_factory.mktemp("keypad"), keypad_agent(sink + "/keypad")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def mixed_server(tmp_path_factory: pytest.TempPathFactory, sink: str) -> Iterator[AgentServer]:
-    text = MIXED_AGENT_YAML.format(url=sink + "/mixed")
-    with running_agent(tmp_path_factory.mktemp("mixed"), text, startup_timeout=90) as server:
+    with running_agent(tmp_path_factory.mktemp("mixed"), mixed_agent(sink + "/mixed")) as server:
         yield server
 
 
-@pytest.fixture
-async def manager() -> AsyncIterator[CallManager]:
-    manager = CallManager(None, host=HOST, port=free_port(), rtp_ports=rtp_range(20), max_load=None)
-    await manager.start()
-    yield manager
-    await asyncio.wait_for(manager.stop(), 5)
-
-
 async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rtp_flows(
-    agent_server: AgentServer, sink: str, manager: CallManager
+    agent_server: AgentServer, sink: str, caller_manager: CallManager
 ) -> None:
-    caller = ScriptedCaller(manager, await manager.dial(agent_server.uri, timeout=10))
+    caller = await dial(caller_manager, agent_server)
     try:
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the phone prompt", agent_server)
         last_key = await caller.press("07700900123")  # no terminator
@@ -203,9 +153,9 @@ async def test_variable_length_keypad_answer_ends_by_interdigit_timeout_while_rt
 
 
 async def test_slow_backend_gets_the_hold_prompt_and_an_unknown_outcome_on_a_live_call(
-    agent_server: AgentServer, sink: str, manager: CallManager
+    agent_server: AgentServer, sink: str, caller_manager: CallManager
 ) -> None:
-    caller = ScriptedCaller(manager, await manager.dial(agent_server.uri, timeout=10))
+    caller = await dial(caller_manager, agent_server)
     try:
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the phone prompt", agent_server)
         await caller.press("07700900123#")
@@ -219,19 +169,18 @@ async def test_slow_backend_gets_the_hold_prompt_and_an_unknown_outcome_on_a_liv
     assert (webhook["outcome"], webhook["held"], webhook["attempts"]) == ("unknown", True, 1), webhook
     texts = [p["text"] for p in record["prompts"]]
     held = texts.index("One moment please, I'm checking your details.")
-    assert texts[held + 1 :] == ["Sorry, I could not confirm that. A colleague will call you back."], texts
+    assert texts[held + 1 :] == [UNKNOWN_MESSAGE], texts
     assert (record["end_step"], record["outcome_reason"]) == ("unknown", "webhook submit outcome unknown")
     posts = [body for _, _, body in Backend.requests if body.get("call_id") == record["call_id"]]
     assert len(posts) == 1, posts  # sent once: never repeated by accident
 
 
 async def test_a_call_mixing_speech_and_keys_with_keyed_corrections_at_the_read_back(
-    mixed_server: AgentServer, sink: str, manager: CallManager
+    mixed_server: AgentServer, sink: str, caller_manager: CallManager, answers: AnswerBook
 ) -> None:
-    book = AnswerBook(load_tts("flite"), "slt")
-    zero_seven_seven, no, yes = [await book.get(text) for text in ("zero seven seven", "no", "yes")]
+    zero_seven_seven, no, yes = [await answers.get(text) for text in ("zero seven seven", "no", "yes")]
     server = mixed_server
-    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    caller = await dial(caller_manager, server)
     try:
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the phone prompt", server)
         await caller.say(zero_seven_seven)

@@ -11,7 +11,10 @@ The caller itself lives in :mod:`parley.loadtest` (re-exported here):
 * :class:`AnswerBook` — answers rendered once (flite, prompt cache), trimmed of silence.
 
 Defined here: :func:`start_agent_server` — ``parley serve AGENT.yaml`` as a subprocess, ready once it
-prints "answering calls"; :func:`stop_agent_server` stops it with SIGTERM (kill after a bound).
+prints "answering calls"; :func:`stop_agent_server` stops it with SIGTERM (kill after a bound);
+:func:`running_agent` does both around a block. On the caller's side: :func:`caller_manager_on_loopback`
+(the UAC), :func:`dial`, :func:`answer_prompts` (wait for each prompt, answer it) and :func:`record_of`
+(the server's record of a call; :func:`wait_record` blocks, for tests without an event loop).
 """
 
 from __future__ import annotations
@@ -23,15 +26,20 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from integration.harness import free_port, rtp_range, spawn_until_ready
 from parley.loadtest.audio import FRAME_MS, LOUD, TRIM_LEVEL, AnswerBook, speech_ms, trim
 from parley.loadtest.caller import CallEnded, ScriptedCaller
 from parley.loadtest.sink import WebhookSink
+from parley.telephony.call import Call
+from parley.telephony.manager import CallManager
 
 __all__ = [
     "FRAME_MS",
@@ -42,6 +50,10 @@ __all__ = [
     "CallEnded",
     "ScriptedCaller",
     "WebhookSink",
+    "answer_prompts",
+    "caller_manager_on_loopback",
+    "dial",
+    "find_record",
     "record_of",
     "running_agent",
     "speech_ms",
@@ -49,9 +61,13 @@ __all__ = [
     "step",
     "stop_agent_server",
     "trim",
+    "wait_record",
 ]
 
 HOST = "127.0.0.1"
+PROMPT_SILENCE_MS = 700  # the agent's prompt has ended after this much silence
+# PARLEY_E2E_UVLOOP=0: the end-to-end tests run their servers on asyncio's loop (uvloop-only faults).
+UVLOOP = os.environ.get("PARLEY_E2E_UVLOOP", "1") != "0"
 NO_UVLOOP = "import sys; sys.modules['uvloop'] = None; from parley.cli import main; main(prog_name='parley')"
 
 
@@ -68,21 +84,78 @@ async def step(awaitable: Any, what: str, server: AgentServer, seconds: float = 
         pytest.fail(f"the call ended ({exc}) while waiting for {what}\nserver log:\n{server.log()}")
 
 
-async def record_of(server: AgentServer, call_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The server's record of ``call_id`` (appended to its JSONL file when the call ends)."""
-    import pytest
-
+def find_record(server: AgentServer, call_id: str) -> dict[str, Any] | None:
+    """The server's record of ``call_id`` (appended to its JSONL file when the call ends), if written."""
     path = server.records
     assert path is not None
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                record = json.loads(line)
-                if record["call_id"] == call_id:
-                    return record
+    if path.exists():
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record["call_id"] == call_id:
+                return record
+    return None
+
+
+async def record_of(server: AgentServer, call_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The server's record of ``call_id``, waiting up to ``timeout`` for it; else the test fails."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while (record := find_record(server, call_id)) is None and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    pytest.fail(f"no record of call {call_id} in {path}\nserver log:\n{server.log()}")
+    if record is None:
+        pytest.fail(f"no record of call {call_id} in {server.records}\nserver log:\n{server.log()}")
+    return record
+
+
+def wait_record(server: AgentServer, call_id: str, timeout: float = 15.0) -> dict[str, Any]:
+    """:func:`record_of` for a test without an event loop (it blocks)."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while (record := find_record(server, call_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if record is None:
+        pytest.fail(f"no record of call {call_id} in {server.records}\nserver log:\n{server.log()}")
+    return record
+
+
+# -- the caller's side ---------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def caller_manager_on_loopback() -> AsyncIterator[CallManager]:
+    """A UAC on a free loopback port that accepts every REFER and lists its target in ``.refers``."""
+    refers: list[str] = []
+
+    async def on_refer(call: Call, target: str) -> int:
+        refers.append(target)
+        return 200
+
+    manager = CallManager(
+        None, host=HOST, port=free_port(), rtp_ports=rtp_range(20), on_refer=on_refer, max_load=None
+    )
+    manager.refers = refers  # type: ignore[attr-defined]
+    await manager.start()
+    try:
+        yield manager
+    finally:
+        await asyncio.wait_for(manager.stop(), 5)
+
+
+async def dial(manager: CallManager, server: AgentServer) -> ScriptedCaller:
+    """Call the agent; the caller once it answered."""
+    return ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+
+
+async def answer_prompts(
+    caller: ScriptedCaller, server: AgentServer, *answers: tuple[str, np.ndarray]
+) -> float:
+    """For each ``(prompt, answer)``: wait for the agent's prompt to end, then say the answer.
+    Returns when the last answer's last frame was sent; ``prompt`` names the wait in a failure."""
+    said = 0.0
+    for prompt, pcm in answers:
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), prompt, server)
+        said = await step(caller.say(pcm), f"the answer to {prompt} to play", server)
+    return said
 
 
 # -- the server under test ---------------------------------------------------------------------
@@ -149,17 +222,19 @@ def running_agent(
 ) -> Iterator[AgentServer]:
     """``parley serve`` on ``agent_yaml`` (written to ``directory``) on a free port, with its call
     records (in ``directory`` unless ``records`` names the file) and a fresh prompt cache in
-    ``directory``; stopped at exit, which must be clean (exit 0).
-    Raises RuntimeError (with its log) when it does not start."""
+    ``directory`` (unless ``cache_dir`` names one); ``options`` go to :func:`start_agent_server`.
+    Stopped at exit, which must be clean (exit 0). Raises RuntimeError (with its log) when it does
+    not start."""
     agent_file = directory / "agent.yaml"
     agent_file.write_text(agent_yaml)
+    defaults = {
+        "port": free_port(),
+        "rtp_ports": rtp_range(20),
+        "cache_dir": directory / "cache",
+        "startup_timeout": 90,
+    }
     server = start_agent_server(
-        agent_file,
-        port=free_port(),
-        rtp_ports=rtp_range(20),
-        records=records or directory / "calls.jsonl",
-        cache_dir=directory / "cache",
-        **options,
+        agent_file, records=records or directory / "calls.jsonl", **{**defaults, **options}
     )
     try:
         yield server

@@ -14,10 +14,10 @@ server's message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,74 +30,24 @@ import httpx
 import numpy as np
 import pytest
 import soxr
+from tests.studio.test_browser import CHROMIUM, CHROMIUM_ARGS
 
-from agent.voice_caller import AgentServer, AnswerBook, WebhookSink, running_agent
+from agent import e2e_fixtures
+from agent.e2e_agents import agent_yaml, ask, webhook
+from agent.voice_caller import AgentServer, AnswerBook, WebhookSink, running_agent, wait_record
 from integration.harness import free_port
 from parley.speech.corpus import write_wav
 from parley.speech.tts import load_tts
 
-CHROMIUM = "/usr/bin/chromium"
 HERE = Path(__file__).resolve().parent
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
+FAKE_MEDIA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)"),
+    e2e_fixtures.needs_flite,
     pytest.mark.timeout(240),
 ]
 
-AGENT_YAML = """
-name: browser-e2e
-language: en-US
-voice: {{engine: flite, voice: slt, rate: 1.0}}
-settings: {{silence_ms: 700, no_input_ms: 8000, max_turn_ms: 10000, barge_in: true}}
-steps:
-  - id: account
-    type: ask
-    slot: account_number
-    slot_type: digits
-    digits: 6
-    prompt: "What is your account number?"
-    confirm: never
-    on_failure: sorry
-  - id: visit
-    type: ask
-    slot: visit_date
-    slot_type: date
-    prompt: "And the date of your visit?"
-    confirm: never
-    on_failure: sorry
-  - id: submit
-    type: webhook
-    url: {url}
-    method: POST
-    send: [account_number, visit_date]
-    timeout_s: 5
-    retries: 0
-    next: bye
-    on_failure: sorry
-  - id: bye
-    type: hangup
-    message: "Thank you, goodbye."
-  - id: sorry
-    type: hangup
-    message: "Sorry, I could not help you. Goodbye."
-"""
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[WebhookSink]:
-    with WebhookSink({}) as server:
-        yield server
+sink = e2e_fixtures.sink  # the webhook sink fixture
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +59,12 @@ def webrtc_port() -> int:
 def agent_server(
     tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink, webrtc_port: int
 ) -> Iterator[AgentServer]:
-    text = AGENT_YAML.format(url=sink.url("/accounts"))
+    steps = [
+        ask("account", "digits", "What is your account number?", slot="account_number", digits=6),
+        ask("visit", "date", "And the date of your visit?", slot="visit_date"),
+        webhook(sink.url("/accounts"), send=["account_number", "visit_date"]),
+    ]
+    text = agent_yaml("browser-e2e", steps, no_input_ms=8000)
     extra = ["--webrtc-port", str(webrtc_port), "--max-calls", "1", "--webrtc-consent-timeout", "10"]
     with running_agent(tmp_path_factory.mktemp("webrtc"), text, extra=extra, startup_timeout=120) as server:
         yield server
@@ -134,6 +89,22 @@ def caller_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def call_page(webrtc_port: int, caller_wav: Path) -> Iterator[Any]:
+    """The server's call page in Chromium, whose fake microphone plays ``caller_wav``."""
+    from playwright.sync_api import sync_playwright
+
+    args = [*CHROMIUM_ARGS, *FAKE_MEDIA, f"--use-file-for-fake-audio-capture={caller_wav}"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{webrtc_port}/")
+            yield page
+        finally:
+            browser.close()
+
+
 def next_third_of_march() -> datetime.date:
     """What a caller means by "the third of March": the next one."""
     today = datetime.date.today()
@@ -141,39 +112,17 @@ def next_third_of_march() -> datetime.date:
     return this_year if this_year >= today else datetime.date(today.year + 1, 3, 3)
 
 
-def record_of(server: AgentServer, call_id: str, timeout: float = 15.0) -> dict[str, Any]:
-    assert server.records is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.records.exists():
-            for line in server.records.read_text().splitlines():
-                record = json.loads(line)
-                if record["call_id"] == call_id:
-                    return record
-        time.sleep(0.1)
-    pytest.fail(f"no record of call {call_id}\nserver log:\n{server.log()}")
-
-
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_chromium_calls_the_agent_and_the_webhook_gets_the_values(
     agent_server, sink, caller_wav, webrtc_port
 ):
-    from playwright.sync_api import sync_playwright
-
-    args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={caller_wav}"]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{webrtc_port}/")
-            assert "cdn" not in page.content().lower()
-            page.click("#call-button")
-            page.wait_for_function("window.parleyCall.status === 'ended'", timeout=90_000)
-            state = page.evaluate("window.parleyCall")
-            transcript = page.inner_text("#transcript")
-            slots = page.inner_text("#slots")
-        finally:
-            browser.close()
+    with call_page(webrtc_port, caller_wav) as page:
+        assert "cdn" not in page.content().lower()
+        page.click("#call-button")
+        page.wait_for_function("window.parleyCall.status === 'ended'", timeout=90_000)
+        state = page.evaluate("window.parleyCall")
+        transcript = page.inner_text("#transcript")
+        slots = page.inner_text("#slots")
     log = agent_server.log()
     assert state["endedBy"] == "agent", (state, log)
     call_id = state["callId"]
@@ -188,7 +137,7 @@ def test_chromium_calls_the_agent_and_the_webhook_gets_the_values(
     assert any(e["type"] == "partial" for e in state["events"]), state["events"]
     # the agent's voice reached the browser: the remote track had speech energy for a while
     assert state["maxLevel"] > 0.02 and state["loudFrames"] >= 20, state
-    record = record_of(agent_server, call_id)
+    record = wait_record(agent_server, call_id)
     assert (record["channel"], record["outcome"], record["end_reason"]) == (
         "webrtc",
         "completed",
@@ -237,7 +186,7 @@ def test_a_browser_that_vanishes_ends_the_call_and_the_record_says_so(agent_serv
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)  # no hang-up, no DTLS close: gone
     proc.wait(timeout=5)
-    record = record_of(agent_server, call_id, timeout=60)  # consent (10 s here) runs out, then ICE fails
+    record = wait_record(agent_server, call_id, timeout=60)  # consent (10 s here) runs out, then ICE fails
     assert record["channel"] == "webrtc", record
     assert record["end_reason"] == "ice-failed", record
     assert record["outcome"] == "abandoned" and "ICE consent" in record["outcome_reason"], record
@@ -245,22 +194,13 @@ def test_a_browser_that_vanishes_ends_the_call_and_the_record_says_so(agent_serv
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_a_call_beyond_admission_is_refused_on_the_page(agent_server, webrtc_port, caller_wav):
-    from playwright.sync_api import sync_playwright
-
     proc, _ = _start_peer(f"http://127.0.0.1:{webrtc_port}/offer")  # takes the one line (--max-calls 1)
     try:
-        args = [*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={caller_wav}"]
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
-            try:
-                page = browser.new_page()
-                page.goto(f"http://127.0.0.1:{webrtc_port}/")
-                page.click("#call-button")
-                page.wait_for_function("window.parleyCall.status === 'ended'", timeout=30_000)
-                error = page.inner_text("#error")
-                status = page.inner_text("#status")
-            finally:
-                browser.close()
+        with call_page(webrtc_port, caller_wav) as page:
+            page.click("#call-button")
+            page.wait_for_function("window.parleyCall.status === 'ended'", timeout=30_000)
+            error = page.inner_text("#error")
+            status = page.inner_text("#status")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
