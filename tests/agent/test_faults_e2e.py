@@ -259,6 +259,7 @@ steps:
     message: "Let me put you through to a colleague."
 """
 
+
 @pytest.fixture(scope="module")
 def speechless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
     """The agent's voice (flite) and every fallback (flite:kal16, espeak-ng) fail: both binaries are
@@ -270,12 +271,12 @@ def speechless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agen
         (bin_dir / name).write_text(f"#!/bin/sh\necho '{name}: cannot open audio output' >&2\nexit 1\n")
         (bin_dir / name).chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    with running_agent(directory, APOLOGY_AGENT_YAML, startup_timeout=90, env=env) as server:
+    with running_agent(directory, APOLOGY_AGENT_YAML, env=env) as server:
         yield server
 
 
 async def test_every_voice_failing_plays_the_apology_then_transfers(
-    speechless_server: AgentServer, manager: CallManager
+    speechless_server: AgentServer, caller_manager: CallManager
 ) -> None:
     """No voice can speak the first prompt: the caller hears the pre-rendered apology (4.6 s of
     speech), then a REFER to the agent's transfer target (its message, which needs a voice, is not
@@ -290,8 +291,8 @@ async def test_every_voice_failing_plays_the_apology_then_transfers(
         caller.transferred(target)
         return 200
 
-    manager.on_refer = on_refer
-    caller = ScriptedCaller(manager, await manager.dial(server.uri, timeout=10))
+    caller_manager.on_refer = on_refer
+    caller = await dial(caller_manager, server)
     try:
         target = await step(caller.wait_transfer(), "the REFER after the apology", server, 30)
         apology_ms = caller.speech_frames * 20
