@@ -168,29 +168,50 @@ async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], work
         finally:
             await asyncio.wait_for(manager.stop(), 10)
             stop_agent_server(server)
-    # the server's own figure: end of speech (as its VAD heard it) to the reply's first frame sent
-    first_audio: dict[str, list[float]] = {"sip": [], "webrtc": []}
-    for line in records.read_text().splitlines() if records.exists() else []:
-        record = json.loads(line)
-        for turn in record["turns"]:
-            ms = turn.get("timing", {}).get("first_audio_ms")
-            if ms is not None and record.get("channel") in first_audio:
-                first_audio[record["channel"]].append(ms)
+    # the server's own figures, from its call records: counted from the end of speech its VAD heard
+    server = server_timings(records)
     summary: dict[str, Any] = {"errors": errors}
     for channel, data in out.items():
-        lat, cpu, server_side = data["latency_ms"], data["cpu_s"], first_audio[channel]
+        lat, cpu = data["latency_ms"], data["cpu_s"]
         summary[channel] = {
             "turns": len(lat),
             "p50_ms": _r(percentile(lat, 50)),
             "p95_ms": _r(percentile(lat, 95)),
-            "server_first_audio_p50_ms": _r(percentile(server_side, 50)),
-            "server_first_audio_p95_ms": _r(percentile(server_side, 95)),
+            **{
+                f"server_{name}_{q}_ms": _r(percentile(server[channel].get(name, []), int(q[1:])))
+                for name in SERVER_TIMINGS
+                for q in ("p50", "p95")
+            },
             "cpu_s_per_call": _r(sum(cpu) / len(cpu), 3) if cpu else None,
             # calls of this length whose CPU fills one core to the admission threshold
             "agent_calls_per_core_at_85pct": _r(ADMISSION * sum(data["wall_s"]) / sum(cpu)) if cpu else None,
             "latencies_ms": [round(x, 1) for x in lat],
+            "server_turns": server[channel].get("turns", []),
         }
     return summary
+
+
+SERVER_TIMINGS = ("first_audio", "decision", "close_after_speech", "asr_finish")
+
+
+def server_timings(records: Path) -> dict[str, dict[str, list]]:
+    """Per channel, every speech turn's timing fields (``first_audio_ms``, ``decision_ms``, ...) from
+    the server's call records, as lists per field, and the turns' timings whole (``turns``)."""
+    found: dict[str, dict[str, list]] = {"sip": {}, "webrtc": {}}
+    for line in records.read_text().splitlines() if records.exists() else []:
+        record = json.loads(line)
+        channel = found.get(record.get("channel"))
+        if channel is None:
+            continue
+        for turn in record["turns"]:
+            timing = turn.get("timing") or {}
+            if "first_audio_ms" not in timing:
+                continue
+            channel.setdefault("turns", []).append({k: round(v, 1) for k, v in timing.items()})
+            for name in SERVER_TIMINGS:
+                if f"{name}_ms" in timing:
+                    channel.setdefault(name, []).append(timing[f"{name}_ms"])
+    return found
 
 
 # -- 2. echo capacity --------------------------------------------------------------------------
@@ -391,11 +412,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         report["latency"] = latency = await latency_side_by_side(args, prefix, workdir)
         for channel in ("sip", "webrtc"):
             row = latency[channel]
+            server = ", ".join(
+                f"{n} {row[f'server_{n}_p50_ms']}/{row[f'server_{n}_p95_ms']}" for n in SERVER_TIMINGS
+            )
             print(
-                f"  {channel:<7} turns {row['turns']:>3}  at the caller: p50 {row['p50_ms']} ms, p95 "
-                f"{row['p95_ms']} ms;  server's first audio: p50 {row['server_first_audio_p50_ms']} ms, "
-                f"p95 {row['server_first_audio_p95_ms']} ms;  CPU {row['cpu_s_per_call']} s/call, "
-                f"{row['agent_calls_per_core_at_85pct']} calls a core",
+                f"  {channel:<7} turns {row['turns']:>3}  at the caller p50/p95 "
+                f"{row['p50_ms']}/{row['p95_ms']} ms;"
+                f"  server ms p50/p95: {server};  CPU {row['cpu_s_per_call']} s/call,"
+                f" {row['agent_calls_per_core_at_85pct']} calls a core",
                 flush=True,
             )
         for error in latency["errors"][:5]:

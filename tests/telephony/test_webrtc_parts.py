@@ -1,13 +1,17 @@
 """The browser channel's parts without a browser: the stream a browser Call plays and hears through
-(resampling, playback, barge-in, the inactivity check) and the page's rate limit."""
+(Opus both ways, the jitter buffer, RFC 4733 keys, playback, barge-in, the inactivity check) and the
+page's rate limit."""
 
+import fractions
+
+import av
 import numpy as np
 from fastapi.testclient import TestClient
 
 from parley.media.g711 import FRAME_SAMPLES
 from parley.telephony.manager import CallManager
 from parley.telephony.webpage import RateLimit, create_page_app
-from parley.telephony.webrtc import BrowserStream, WebRtcChannel
+from parley.telephony.webrtc import OPUS_FRAME, BrowserStream, WebRtcChannel
 
 
 def tone(seconds: float, rate: int, hz: float = 440.0) -> np.ndarray:
@@ -15,34 +19,97 @@ def tone(seconds: float, rate: int, hz: float = 440.0) -> np.ndarray:
     return (8000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
 
 
-def test_the_browsers_48khz_audio_reaches_the_call_as_8khz_frames() -> None:
+def browser_opus(audio: np.ndarray) -> list[bytes]:
+    """48 kHz audio as a browser sends it: 20 ms Opus packets (aiortc's encoder: 48 kHz stereo)."""
+    from aiortc.codecs.opus import OpusEncoder
+
+    encoder, packets = OpusEncoder(), []
+    for i, start in enumerate(range(0, len(audio), OPUS_FRAME)):
+        frame = av.AudioFrame.from_ndarray(audio[start : start + OPUS_FRAME].reshape(1, -1), layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, i * OPUS_FRAME, fractions.Fraction(1, 48000)
+        packets += encoder.encode(frame)[0]
+    return packets
+
+
+def tick(stream: BrowserStream) -> None:
+    """The media clock's receiving phases for one stream."""
+    stream.pull()
+    stream.deliver(None)
+
+
+def test_the_browsers_opus_reaches_the_call_as_8khz_frames_one_a_tick() -> None:
     frames: list[np.ndarray] = []
-    stream = BrowserStream(lambda pcm: None)
+    stream = BrowserStream(lambda packet: None)
     stream.on_audio = frames.append
-    audio = tone(1.0, 48000)
-    for start in range(0, len(audio), 960):  # 20 ms Opus frames, as aiortc decodes them
-        stream.receive(audio[start : start + 960])
-    assert len(frames) >= 48  # the resampler holds back at most 40 ms
-    assert all(len(f) == FRAME_SAMPLES and f.dtype == np.int16 for f in frames)
-    heard = np.concatenate(frames[5:]).astype(np.float64)
+    packets = browser_opus(tone(1.0, 48000))
+    for i, packet in enumerate(packets):  # arriving in real time, played out by the clock
+        stream.receive_opus(packet, 5000 + i * OPUS_FRAME, 7, stream.started + i * 0.02)
+        tick(stream)
+    for _ in range(3):
+        tick(stream)
+    assert len(frames) >= len(packets) and all(
+        len(f) == FRAME_SAMPLES and f.dtype == np.int16 for f in frames
+    )
+    heard = np.concatenate(frames[5:-3]).astype(np.float64)
     spectrum = np.abs(np.fft.rfft(heard))
     assert abs(np.argmax(spectrum) * 8000 / len(heard) - 440) < 10  # the same tone, at 8 kHz
     assert np.sqrt(np.mean(heard**2)) > 4000
+    assert stream.jitter.stats.lost == 0
 
 
-def test_playback_goes_out_a_frame_a_tick_and_barge_in_stops_it() -> None:
-    sent: list[np.ndarray] = []
+def test_a_lost_or_broken_packet_is_concealed_and_the_call_goes_on() -> None:
+    frames: list[np.ndarray] = []
+    stream = BrowserStream(lambda packet: None)
+    stream.on_audio = frames.append
+    packets = browser_opus(tone(0.4, 48000))
+    packets[10] = b"\xff\xff not opus"  # a packet libopus refuses
+    del packets[12]  # and one that never came
+    for i, packet in enumerate(packets):
+        stream.receive_opus(
+            packet, i * OPUS_FRAME if i < 12 else (i + 1) * OPUS_FRAME, 7, stream.started + i * 0.02
+        )
+        tick(stream)
+    for _ in range(3):
+        tick(stream)
+    assert stream.opus_in.errors == 1
+    assert len(frames) >= 20  # a frame for every slot: concealment for the broken and the missing one
+    assert all(len(f) == FRAME_SAMPLES for f in frames)
+
+
+def test_rfc4733_events_become_one_key_each() -> None:
+    from parley.media.dtmf import DtmfReceiver, dtmf_payloads
+    from parley.media.rtp import RtpPacket
+
+    keys: list[str] = []
+    stream = BrowserStream(lambda packet: None)
+    stream.on_dtmf = keys.append
+    stream.dtmf[126] = DtmfReceiver(8000)
+    sequence = 0
+    for n, digit in enumerate("42#"):
+        for payload, marker in dtmf_payloads(digit, duration_ms=100):  # start, updates, 3 end packets
+            sequence += 1
+            stream.receive_event(126, RtpPacket(126, sequence, 1000 + n * 4000, 9, payload, marker))
+    stream.receive_event(
+        127, RtpPacket(127, sequence + 1, 99999, 9, b"\x05\x80\x00\xa0", True)
+    )  # not negotiated
+    stream.receive_event(126, RtpPacket(126, sequence + 2, 99999, 9, b"\x05", True))  # too short: dropped
+    assert keys == ["4", "2", "#"] and stream.dtmf_rfc4733 == 3
+
+
+def test_playback_goes_out_a_packet_a_tick_and_barge_in_stops_it() -> None:
+    sent: list[av.Packet] = []
     stream = BrowserStream(sent.append)
     playback = stream.play(tone(0.05, 8000))  # 400 samples: 2 frames and a half
     assert stream.playing and playback.first_sent is None
     for _ in range(3):
-        assert stream.next_out() is None  # nothing for the clock to encode: the frame went to send
+        assert stream.next_out() is None  # nothing for the clock to encode: the packet went to send
     assert playback.finished and not playback.stopped and not stream.playing
     assert playback.first_sent is not None  # when its first frame left (a turn's first_audio_ms)
-    assert [len(f) for f in sent] == [FRAME_SAMPLES] * 3
-    assert not sent[2][80:].any()  # the last frame padded with silence
-    stream.next_out()
-    assert not sent[3].any()  # silence when nothing plays
+    assert len(sent) == 3 and [p.pts for p in sent] == [0, FRAME_SAMPLES, 2 * FRAME_SAMPLES]
+    assert all(len(bytes(p)) > 20 for p in sent)  # the tone
+    for _ in range(10):
+        stream.next_out()
+    assert all(len(bytes(p)) < 12 for p in sent[-5:])  # Opus's silence when nothing plays (no dither)
 
     interrupted = stream.play(tone(1.0, 8000))
     stream.next_out()
@@ -50,14 +117,25 @@ def test_playback_goes_out_a_frame_a_tick_and_barge_in_stops_it() -> None:
     assert interrupted.finished and interrupted.stopped and not stream.playing
 
 
-def test_silence_goes_to_the_browser_as_digital_silence() -> None:
-    """No dither: the Opus encoder sends 3-byte packets for silence, not 50-byte ones for noise."""
-    from parley.telephony.webrtc import _OutgoingAudio
+def test_what_the_call_plays_reaches_a_browsers_decoder_as_the_same_tone() -> None:
+    from aiortc.codecs.opus import OpusDecoder
+    from aiortc.jitterbuffer import JitterFrame
 
-    out = _OutgoingAudio()
-    for _ in range(10):
-        out.push(np.zeros(FRAME_SAMPLES, dtype=np.int16))
-    assert len(out._frames) >= 4 and not any(frame.any() for frame in out._frames)
+    sent: list[av.Packet] = []
+    stream = BrowserStream(sent.append)
+    stream.play(tone(1.0, 8000))
+    for _ in range(50):
+        stream.next_out()
+    decoder = OpusDecoder()  # as a browser decodes: 48 kHz
+    pcm = [
+        frame.to_ndarray().reshape(-1, 2)[:, 0]
+        for packet in sent
+        for frame in decoder.decode(JitterFrame(bytes(packet), packet.pts * 6))
+    ]
+    heard = np.concatenate(pcm[5:]).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(heard))
+    assert abs(np.argmax(spectrum) * 48000 / len(heard) - 440) < 10
+    assert np.sqrt(np.mean(heard**2)) > 3000
 
 
 def test_a_stream_that_hears_nothing_reports_it_once() -> None:

@@ -7,13 +7,24 @@ written here. Once ICE and DTLS are up, the call is a :class:`Call` like any SIP
 dialogs together, ``--max-load`` the same loads), same records — so agents and speech cannot tell a
 browser call from a SIP call.
 
-Audio: the browser's Opus arrives from aiortc decoded at 48 kHz and is resampled to the pipeline's
-8 kHz 20 ms frames with soxr (the resampler the speech layer uses); what the call plays is taken one
-20 ms frame per media-clock tick (as an RTP stream's is), resampled to 48 kHz and handed to aiortc,
-which encodes Opus and sends SRTP. A page's keypad sends DTMF over the call's data channel, which
-also carries to the page what the agent heard and did (:meth:`Call.publish`) and either side's
-hang-up. A browser that vanishes without hanging up ends the call when ICE fails (the consent
-checks of RFC 7675 stop being answered): the call ends with ``ice-failed`` and its record says so.
+Audio takes the path a SIP call's does, with Opus for G.711. aiortc does ICE, DTLS and SRTP; the
+RTP its receiver gets is taken from it at once (:meth:`WebRtcChannel._take_rtp`): RFC 4733
+telephone-events go to :class:`~parley.media.dtmf.DtmfReceiver` (Chromium's ``RTCDTMFSender``:
+``telephone-event`` is added to aiortc's codecs, which leave it out, so the answer accepts it), Opus
+packets to the same :class:`~parley.media.jitter.JitterBuffer` as an RTP stream's, played out by the
+media clock. Each tick decodes the slot's packet (libopus through PyAV, at 48 kHz) and takes it to
+8 kHz with libswresample (PyAV's), and encodes the call's 8 kHz frame to Opus as it is (libopus takes
+8 kHz input; its RTP clock stays 48 kHz), which aiortc packs, protects and sends. So a browser call
+hears with the jitter buffer's delay, as a SIP call does, where aiortc's own receive path held four
+packets in its jitter buffer, decoded on a thread and resampled with soxr, whose stream resampler
+hands out 8 kHz audio in 40 ms bursts: about 100 ms later than a SIP call heard the end of speech
+(measured with ``bench/webrtc.py``). libswresample delays 2 ms; soxr stays the speech layer's.
+
+A page's keypad sends keys as RFC 4733 when the browser negotiated it, else over the call's data
+channel, which also carries to the page what the agent heard and did (:meth:`Call.publish`) and
+either side's hang-up. A browser that vanishes without hanging up ends the call when ICE fails (the
+consent checks of RFC 7675 stop being answered): the call ends with ``ice-failed`` and its record
+says so.
 """
 
 from __future__ import annotations
@@ -33,37 +44,57 @@ from typing import TYPE_CHECKING, Any
 import aioice.ice
 import av
 import numpy as np
-import soxr
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.codecs import CODECS
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from parley.media.dtmf import DtmfReceiver
 from parley.media.g711 import FRAME_SAMPLES
+from parley.media.jitter import JitterBuffer, conceal
+from parley.media.rtp import RtpPacket
 from parley.media.stream import Playback
 from parley.telephony import logs, metrics
 from parley.telephony.call import Call
 
 if TYPE_CHECKING:
-    from aiortc import RTCDataChannel
+    from aiortc import RTCDataChannel, RTCRtpReceiver
 
     from parley.telephony.manager import App, CallManager
 
 log = logging.getLogger(__name__)
 
 PIPELINE_RATE = 8000  # the rate of every Call's frames (G.711's)
-BROWSER_RATE = 48000  # Opus's
-BROWSER_FRAME = BROWSER_RATE * FRAME_SAMPLES // PIPELINE_RATE  # 960 samples: 20 ms
-# soxr's stream qualities trade delay for filtering: HQ hands out audio in blocks of ~140 ms (a turn's end
-# heard 140 ms late), LQ every 20-40 ms with a proper anti-aliasing filter (the microphone's content
-# above 4 kHz must not fold into speech), QQ (cubic) at once: enough to lift 8 kHz speech to 48 kHz.
-# Both in float32, rounded back to int16 by to_int16 (no dither).
-DOWNSAMPLING = "LQ"
-UPSAMPLING = "QQ"
-MAX_OUT_FRAMES = 5  # frames queued for aiortc beyond which the oldest go (100 ms): it stopped pulling
+OPUS_CLOCK = 48000  # Opus's RTP clock, whatever the audio's bandwidth
+OPUS_FRAME = OPUS_CLOCK * FRAME_SAMPLES // PIPELINE_RATE  # 960: a 20 ms packet, one jitter-buffer slot
+OPUS_BITRATE = 24000  # narrowband speech (the pipeline's 8 kHz) is transparent well below this
+TELEPHONE_EVENT = "audio/telephone-event"
+MAX_OUT_PACKETS = 5  # packets queued for aiortc beyond which the oldest go (100 ms): it stopped pulling
+MAX_HEARD_FRAMES = 3  # decoded 8 kHz frames held beyond a tick's (packets longer than 20 ms)
 SETUP_TIMEOUT_S = 20.0  # offer answered, but ICE/DTLS never came up: give up
 CLOSE_DELAY_S = 0.5  # after a hang-up, time for the data channel's last message before closing
 INACTIVITY_CHECK_TICKS = 50
 SDP_MAX_BYTES = 64 * 1024
 MAX_BACKLOG = 200  # events kept for a page whose data channel is not open (yet)
+_PIPELINE_TIME = fractions.Fraction(1, PIPELINE_RATE)
+
+
+def _accept_telephone_events() -> None:
+    """Add RFC 4733 ``telephone-event`` (8 and 48 kHz, as Chromium offers) to the audio codecs aiortc
+    answers with, after its own: aiortc has no DTMF (aiortc/aiortc#30, "wontfix": WebRTC has no API
+    to receive it), so without this it leaves them out of the answer and browsers cannot send keys.
+    Its receiver never sees these packets: :meth:`WebRtcChannel._take_rtp` takes them first."""
+    audio = CODECS["audio"]
+    for rate, payload_type in ((8000, 126), (48000, 110)):  # payload types: the offer's are used
+        if not any(c.mimeType.lower() == TELEPHONE_EVENT and c.clockRate == rate for c in audio):
+            audio.append(
+                RTCRtpCodecParameters(
+                    TELEPHONE_EVENT, rate, payloadType=payload_type, parameters={"0-15": None}
+                )
+            )
+
+
+_accept_telephone_events()
 
 
 class OfferError(Exception):
@@ -76,47 +107,118 @@ class OfferError(Exception):
         self.reason = reason  # a short token for the metrics: "sdp", "limit", "load", "draining"
 
 
+class OpusIn:
+    """A browser's Opus packets to the pipeline's 8 kHz frames: libopus decodes at 48 kHz (FFmpeg's
+    wrapper offers no other rate) and libswresample takes it to 8 kHz, with an anti-aliasing filter
+    and 2 ms of delay (soxr's stream resampler delays 40 ms, in bursts)."""
+
+    def __init__(self) -> None:
+        self._decoder = av.CodecContext.create("libopus", "r")
+        self._decoder.sample_rate = OPUS_CLOCK
+        self._decoder.layout = "mono"
+        self._decoder.format = "s16"
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=PIPELINE_RATE)
+        self._heard = np.empty(0, dtype=np.int16)
+        self._primed = False
+        self.errors = 0
+
+    def decode(self, payload: bytes) -> None:
+        """Decode one packet into the frames :meth:`next_frame` hands out (a bad packet is dropped)."""
+        try:
+            frames = self._decoder.decode(av.Packet(payload))
+            pcm = [f.to_ndarray().reshape(-1) for frame in frames for f in self._resampler.resample(frame)]
+        except (av.FFmpegError, ValueError):
+            self.errors += 1
+            return
+        if not pcm:
+            return
+        out = np.concatenate(pcm) if len(pcm) > 1 else pcm[0]
+        if not self._primed:  # the resampler's delay: the first packet gives a little short of a frame
+            self._primed = True
+            out = np.concatenate((np.zeros(max(0, FRAME_SAMPLES - len(out)), dtype=np.int16), out))
+        heard = np.concatenate((self._heard, out)) if len(self._heard) else out
+        excess = len(heard) - (MAX_HEARD_FRAMES + 1) * FRAME_SAMPLES
+        self._heard = heard[excess:] if excess > 0 else heard
+
+    def next_frame(self) -> np.ndarray | None:
+        """The next 20 ms at 8 kHz, or None if no whole frame is decoded."""
+        if len(self._heard) < FRAME_SAMPLES:
+            return None
+        frame, self._heard = self._heard[:FRAME_SAMPLES], self._heard[FRAME_SAMPLES:]
+        return frame
+
+
+class OpusOut:
+    """The call's 8 kHz frames to Opus packets, one per frame: libopus encodes 8 kHz input as it is,
+    so nothing is resampled (the browser decodes at 48 kHz; the RTP clock is Opus's 48 kHz)."""
+
+    def __init__(self) -> None:
+        self._encoder = av.CodecContext.create("libopus", "w")
+        self._encoder.sample_rate = PIPELINE_RATE
+        self._encoder.layout = "mono"
+        self._encoder.format = "s16"
+        self._encoder.bit_rate = OPUS_BITRATE
+        self._encoder.options = {"application": "voip"}
+        self._encoder.time_base = _PIPELINE_TIME
+        self._pts = 0
+
+    def encode(self, pcm: np.ndarray) -> list[av.Packet]:
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = PIPELINE_RATE
+        frame.pts = self._pts
+        frame.time_base = _PIPELINE_TIME
+        packets = self._encoder.encode(frame)
+        for packet in packets:  # time-stamped by the frames sent, not the encoder's look-ahead
+            packet.pts = self._pts
+            packet.time_base = _PIPELINE_TIME
+        self._pts += len(pcm)
+        return packets
+
+
 class BrowserStream:
     """A browser call's media as its :class:`Call` sees it: the playback interface of an
     :class:`~parley.media.stream.RtpStream` (play, play_frame, stop_playback, playing) at 8 kHz,
-    ticked by the media clock, with frames going out through ``send_frame`` instead of RTP."""
+    ticked by the media clock like one: received Opus packets wait in a jitter buffer and each tick
+    plays out one (decoded, with concealment for a missing one); each tick's frame to the browser is
+    Opus-encoded and goes out through ``send_packet`` (aiortc) instead of an RTP socket."""
 
     codec = "L16"  # the clock's G.711 batching never sees a frame of this stream (next_out gives None)
 
-    def __init__(self, send_frame: Callable[[np.ndarray], None], *, inactivity_timeout: float = 30.0) -> None:
-        self.send_frame = send_frame
+    def __init__(self, send_packet: Callable[[av.Packet], None], *, inactivity_timeout: float = 30.0) -> None:
+        self.send_packet = send_packet
         self.on_audio: Callable[[np.ndarray], None] | None = None
         self.on_dtmf: Callable[[str], None] | None = None
         self.on_inactive: Callable[[], None] | None = None
         self.inactivity_timeout = inactivity_timeout
-        self.frames_in = self.frames_out = self.dtmf_in = 0
-        self.last_rx = time.monotonic()
+        self.frames_in = self.frames_out = 0
+        self.dtmf_in = self.dtmf_rfc4733 = 0  # every key; those that came as RFC 4733 events
+        self.started = self.last_rx = time.monotonic()
+        self.jitter = JitterBuffer(frame_samples=OPUS_FRAME, clock_rate=OPUS_CLOCK)
+        self.opus_in = OpusIn()
+        self.opus_out = OpusOut()
+        self.dtmf: dict[int, DtmfReceiver] = {}  # negotiated telephone-event payload type -> its receiver
         self._ticks = 0
+        self._losses = 0
+        self._last_pcm: np.ndarray | None = None
         self._playbacks: deque[Playback | np.ndarray] = deque()
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        self._resamplers: dict[int, soxr.ResampleStream] = {}
-        self._pending = np.empty(0, dtype=np.int16)  # resampled input short of a whole frame
 
     # -- from the browser ---------------------------------------------------------------------
-    def receive(self, pcm: np.ndarray, rate: int = BROWSER_RATE) -> None:
-        """Mono int16 audio from the browser at ``rate``: delivered as 8 kHz 20 ms frames."""
-        resampler = self._resamplers.get(rate)
-        if resampler is None:
-            resampler = soxr.ResampleStream(rate, PIPELINE_RATE, 1, dtype="float32", quality=DOWNSAMPLING)
-            self._resamplers[rate] = resampler
-        out = to_int16(resampler.resample_chunk(pcm.astype(np.float32)))
-        buffer = np.concatenate((self._pending, out)) if len(self._pending) else out
-        whole = len(buffer) - len(buffer) % FRAME_SAMPLES
-        self._pending = buffer[whole:].copy()
-        self.last_rx = time.monotonic()
-        on_audio = self.on_audio
-        for start in range(0, whole, FRAME_SAMPLES):
-            self.frames_in += 1
-            if on_audio is not None:
-                on_audio(buffer[start : start + FRAME_SAMPLES].copy())
+    def receive_opus(self, payload: bytes, timestamp: int, ssrc: int, arrival: float) -> None:
+        """An Opus packet as it arrived (``arrival``: ``time.monotonic``): into the jitter buffer."""
+        self.last_rx = arrival
+        self.jitter.insert(payload, timestamp, ssrc, int((arrival - self.started) * OPUS_CLOCK))
+
+    def receive_event(self, payload_type: int, packet: RtpPacket) -> None:
+        """An RFC 4733 telephone-event packet: a key once per event (its repeats and end packets not)."""
+        receiver = self.dtmf.get(payload_type)
+        digit = receiver.feed(packet) if receiver is not None else None
+        if digit is not None:
+            self.dtmf_rfc4733 += 1
+            self.receive_dtmf(digit)
 
     def receive_dtmf(self, digit: str) -> None:
-        """A key of the page's keypad."""
+        """A key: from an RFC 4733 event, or the page's keypad over the data channel."""
         self.dtmf_in += 1
         if self.on_dtmf is not None:
             self.on_dtmf(digit)
@@ -147,7 +249,7 @@ class BrowserStream:
         return bool(self._playbacks)
 
     def send_dtmf(self, digits: str, duration_ms: int = 100) -> None:
-        raise ValueError("a browser call has no telephone-event: RFC 4733 DTMF cannot be sent")
+        raise ValueError("a browser call sends no telephone-events: DTMF cannot be sent to a browser")
 
     def _next_frame(self) -> np.ndarray:
         playbacks = self._playbacks
@@ -172,16 +274,31 @@ class BrowserStream:
 
     # -- the media clock's phases (see parley.media.clock.Ticking) -------------------------------
     def next_out(self) -> None:
-        """Send this tick's frame to the browser; nothing for the clock to encode."""
+        """Encode this tick's frame and send it to the browser; nothing for the clock to encode."""
         self.frames_out += 1
-        self.send_frame(self._next_frame())
+        for packet in self.opus_out.encode(self._next_frame()):
+            self.send_packet(packet)
 
     def pull(self) -> None:
-        """Received audio is delivered as it is decoded (aiortc's jitter buffer paced it)."""
+        """Decode the packet due for this tick's slot; :meth:`deliver` hands the frame on."""
         self._ticks += 1
+        payload = self.jitter.pop()
+        if payload is not None:
+            self.opus_in.decode(payload)
 
     def deliver(self, pcm: np.ndarray | None) -> None:
-        pass
+        """Hand this tick's decoded frame (or concealment for a missing one) to the consumer."""
+        on_audio = self.on_audio
+        frame = self.opus_in.next_frame()
+        if frame is not None:
+            self.frames_in += 1
+            self._last_pcm = frame
+            self._losses = 0
+            if on_audio is not None:
+                on_audio(frame)
+        elif on_audio is not None and self._last_pcm is not None:
+            self._losses += 1
+            on_audio(conceal(self._last_pcm, self._losses))
 
     def send_payload(self, payload: bytes) -> None:
         pass
@@ -198,44 +315,34 @@ class BrowserStream:
 
 
 class _OutgoingAudio(MediaStreamTrack):
-    """The call's audio as aiortc pulls it: 20 ms 48 kHz frames, one per media-clock tick."""
+    """The call's audio as aiortc pulls it: Opus packets already encoded, one per media-clock tick
+    (aiortc packs them as they are: no encoder of its own, no thread hop per frame)."""
 
     kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
-        self._frames: deque[np.ndarray] = deque(maxlen=MAX_OUT_FRAMES)
+        self._packets: deque[tuple[av.Packet, float]] = deque(maxlen=MAX_OUT_PACKETS)
         self._ready: asyncio.Event = asyncio.Event()
-        self._resampler = soxr.ResampleStream(
-            PIPELINE_RATE, BROWSER_RATE, 1, dtype="float32", quality=UPSAMPLING
-        )
-        self._pending = np.empty(0, dtype=np.int16)
-        self._pts = 0
-        self._time_base = fractions.Fraction(1, BROWSER_RATE)
+        self.handoffs = 0
+        self.handoff_total_s = self.handoff_max_s = 0.0  # from the tick's encode to aiortc taking it
 
-    def push(self, pcm: np.ndarray) -> None:
-        """One 8 kHz frame from the media clock."""
-        out = to_int16(self._resampler.resample_chunk(pcm.astype(np.float32)))
-        buffer = np.concatenate((self._pending, out)) if len(self._pending) else out
-        while len(buffer) >= BROWSER_FRAME:
-            self._frames.append(buffer[:BROWSER_FRAME])
-            buffer = buffer[BROWSER_FRAME:]
-        self._pending = buffer
+    def push(self, packet: av.Packet) -> None:
+        self._packets.append((packet, time.monotonic()))
         self._ready.set()
 
-    async def recv(self) -> av.AudioFrame:
-        while not self._frames:
+    async def recv(self) -> av.Packet:
+        while not self._packets:
             if self.readyState != "live":
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        pcm = self._frames.popleft()
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = BROWSER_RATE
-        frame.pts = self._pts
-        frame.time_base = self._time_base
-        self._pts += len(pcm)
-        return frame
+        packet, queued = self._packets.popleft()
+        waited = time.monotonic() - queued
+        self.handoffs += 1
+        self.handoff_total_s += waited
+        self.handoff_max_s = max(self.handoff_max_s, waited)
+        return packet
 
     def stop(self) -> None:
         super().stop()
@@ -276,6 +383,9 @@ class WebRtcChannel:
         self.browsers: dict[str, _Browser] = {}
         self.answered = self.refused = 0
         self.ended: dict[str, int] = {}
+        self.dtmf_rfc4733 = 0  # keys that came as RFC 4733 events (the rest: over the data channel)
+        self.handoffs = 0  # packets aiortc took from the calls' tracks, and how long they waited
+        self.handoff_total_s = self.handoff_max_s = 0.0
         self._closing: set[asyncio.Task] = set()
 
     def refusal(self) -> OfferError | None:
@@ -318,9 +428,13 @@ class WebRtcChannel:
             audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
             if not audio:
                 raise OfferError(400, "the offer has no audio stream (m=audio)", "sdp")
+            codecs = audio[0]._codecs  # negotiated: the offer's that aiortc (and telephone-event) know
+            if not codecs or codecs[0].mimeType.lower() != "audio/opus":
+                raise OfferError(400, "the offer must put Opus first among its audio codecs", "sdp")
             audio[0].sender.replaceTrack(out)
             audio[0].direction = "sendrecv"
             await pc.setLocalDescription(await pc.createAnswer())
+            self._take_rtp(browser, audio[0].receiver, codecs)
         except OfferError:
             await pc.close()
             self._refused_sdp()
@@ -342,11 +456,6 @@ class WebRtcChannel:
 
     def _wire(self, browser: _Browser) -> None:
         pc = browser.pc
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio":
-                self._spawn(self._read(browser, track))
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
@@ -388,21 +497,30 @@ class WebRtcChannel:
         manager.start_app(call, browser.app)
         logs.call_id.reset(token)
 
-    async def _read(self, browser: _Browser, track: MediaStreamTrack) -> None:
-        """The browser's audio, decoded by aiortc, into the call (mono, resampled to 8 kHz)."""
+    def _take_rtp(
+        self, browser: _Browser, receiver: RTCRtpReceiver, codecs: list[RTCRtpCodecParameters]
+    ) -> None:
+        """Have the RTP that ``receiver`` gets (decrypted, parsed) go to the call's stream instead:
+        Opus into its jitter buffer, telephone-events to its DTMF receivers. aiortc's receive path
+        (jitter buffer, decoder thread) is left idle; its RTCP statistics with it."""
         stream = browser.stream
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
+        opus = codecs[0].payloadType
+        for codec in codecs:
+            if codec.mimeType.lower() == TELEPHONE_EVENT:
+                stream.dtmf[codec.payloadType] = DtmfReceiver(codec.clockRate)
+
+        async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
             if browser.call is None:
-                continue  # not connected yet (cannot happen before DTLS, but be sure)
-            pcm = frame.to_ndarray()
-            channels = len(frame.layout.channels)
-            if channels > 1:  # packed s16: samples interleaved; the browser's microphone is mono
-                pcm = pcm.reshape(-1, channels)[:, 0]
-            stream.receive(np.ascontiguousarray(pcm.reshape(-1), dtype=np.int16), frame.sample_rate)
+                return  # not connected yet (cannot happen before DTLS, but be sure)
+            payload_type = packet.payload_type
+            if payload_type == opus:
+                stream.receive_opus(packet.payload, packet.timestamp, packet.ssrc, time.monotonic())
+            elif payload_type in stream.dtmf:
+                event = RtpPacket(payload_type, packet.sequence_number, packet.timestamp, packet.ssrc,
+                                  packet.payload, packet.marker)  # fmt: skip
+                stream.receive_event(payload_type, event)
+
+        receiver._handle_rtp_packet = handle_rtp_packet  # what aiortc's DTLS transport calls per packet
 
     def _on_message(self, browser: _Browser, message: str | bytes) -> None:
         """The page's messages: ``{"type": "dtmf", "digit": "5"}`` and ``{"type": "hangup"}``."""
@@ -479,7 +597,12 @@ class WebRtcChannel:
             stream = browser.stream
             stream.on_audio = stream.on_dtmf = stream.on_inactive = None
             call.on_event = None
-        browser.out.stop()
+        out = browser.out
+        out.stop()
+        self.dtmf_rfc4733 += browser.stream.dtmf_rfc4733
+        self.handoffs += out.handoffs
+        self.handoff_total_s += out.handoff_total_s
+        self.handoff_max_s = max(self.handoff_max_s, out.handoff_max_s)
         # after our hang-up, the page hears it on the data channel before the connection closes
         delay = CLOSE_DELAY_S if reason == "local-hangup" else 0.0
         closing = asyncio.ensure_future(self._close(browser, delay))
@@ -504,13 +627,9 @@ class WebRtcChannel:
 
     def report(self) -> dict[str, Any]:
         return {"answered": self.answered, "refused": self.refused, "ended": dict(self.ended),
-                "active": len(self.browsers)}  # fmt: skip
-
-
-def to_int16(samples: np.ndarray) -> np.ndarray:
-    """Float samples (int16's scale) back to int16, rounded: soxr's own int16 output is dithered, and
-    its ±1 noise made Opus spend 50 bytes a packet on every "silent" frame."""
-    return np.clip(np.rint(samples), -32768, 32767).astype(np.int16)
+                "active": len(self.browsers), "dtmf_rfc4733": self.dtmf_rfc4733,
+                "handoff_ms": {"mean": round(1000 * self.handoff_total_s / max(1, self.handoffs), 3),
+                               "max": round(1000 * self.handoff_max_s, 3)}}  # fmt: skip
 
 
 def _offered_sdp(offer: Any) -> str:

@@ -9,7 +9,7 @@
   const hangupButton = $("hangup-button");
   const state = {
     // read by tests and by anyone debugging in the console
-    status: "idle", callId: null, maxLevel: 0, loudFrames: 0, events: [], error: null, endedBy: null,
+    status: "idle", callId: null, maxLevel: 0, loudFrames: 0, events: [], error: null, endedBy: null, keys: [],
   };
   window.parleyCall = state;
   let pc = null, channel = null, local = null, audioContext = null, meterTimer = null;
@@ -176,13 +176,23 @@
     hangupButton.disabled = true;
   }
 
+  function sendKey(key) {
+    // RFC 4733 telephone-events, as a phone sends them, when the answer accepted them; else the data channel
+    const sender = pc && pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+    if (sender && sender.dtmf && sender.dtmf.canInsertDTMF) {
+      sender.dtmf.insertDTMF(sender.dtmf.toneBuffer + key, 100, 70);  // queued after any still playing
+      state.keys.push({ key, via: "rfc4733" });
+    } else if (channel && channel.readyState === "open") {
+      channel.send(JSON.stringify({ type: "dtmf", digit: key }));
+      state.keys.push({ key, via: "datachannel" });
+    }
+  }
+
   for (const key of "123456789*0#") {
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = key;
-    button.addEventListener("click", () => {
-      if (channel && channel.readyState === "open") channel.send(JSON.stringify({ type: "dtmf", digit: key }));
-    });
+    button.addEventListener("click", () => sendKey(key));
     $("keypad").appendChild(button);
   }
   callButton.addEventListener("click", start);
