@@ -199,7 +199,8 @@ def _read_users(path: Path) -> dict[str, str]:
 @click.option(
     "--webrtc-port",
     type=click.IntRange(1, 65535),
-    help="Also take browser calls (WebRTC): serve the call page and its signalling on HOST:PORT.",
+    help="Also take browser calls (WebRTC): serve the call page and its signalling on HOST:PORT "
+    "(with several workers, worker i answers the offers the page routes to it on PORT+1+i).",
 )
 @click.option("--webrtc-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Serve the call page over HTTPS with this certificate (PEM): browsers allow the "
@@ -308,17 +309,16 @@ def serve(
 
     from parley.telephony.load import usable_cores
 
+    workers = workers or usable_cores()
     if webrtc_port is not None:
-        if workers not in (None, 1):
-            raise click.UsageError("--webrtc-port needs --workers 1 (browser calls are taken by one process)")
-        workers = 1
         if (webrtc_cert is None) != (webrtc_key is None):
             raise click.BadParameter("--webrtc-cert and --webrtc-key go together", param_hint="--webrtc-cert")
-        busy = _port_in_use(host, webrtc_port, ("TCP",))
-        if busy:
-            click.echo(f"parley serve: error: {busy}", err=True)
-            raise SystemExit(2)
-    workers = workers or usable_cores()
+        # the page's port, and with several workers each one's signalling port after it (see webpage.py)
+        for page_port in range(webrtc_port, webrtc_port + (workers + 1 if workers > 1 else 1)):
+            busy = _port_in_use(host, page_port, ("TCP",))
+            if busy:
+                click.echo(f"parley serve: error: {busy}", err=True)
+                raise SystemExit(2)
     for worker_port in range(port, port + workers):  # each worker's SIP port; before any warm-up
         busy = _port_in_use(host, worker_port, transports)
         if busy:

@@ -20,7 +20,15 @@ from tests.studio.test_docs import wait_for_line
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "webrtc.md"
 BIN = Path(sys.executable).parent
-PORTS = ("8780", "8781", "8443", "5062", "5064")  # as the page writes them
+PORTS = {
+    "8780": 1,
+    "8781": 1,
+    "8443": 1,
+    "5062": 1,
+    "5064": 1,
+    "5066": 2,
+    "8782": 3,
+}  # consecutive ports each takes
 
 
 def blocks(text: str) -> list[tuple[str, str]]:
@@ -41,7 +49,7 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20) -> 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed (Debian package nginx-light)")
 @pytest.mark.timeout(120)
 def test_every_example_of_the_webrtc_doc_runs(tmp_path) -> None:
-    ports = {port: str(free_port()) for port in PORTS}
+    ports = {port: str(free_port(block=block)) for port, block in PORTS.items()}
 
     def localised(text: str) -> str:
         return re.sub("|".join(PORTS), lambda match: ports[match.group(0)], text)
@@ -88,4 +96,4 @@ def test_every_example_of_the_webrtc_doc_runs(tmp_path) -> None:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-    assert ran == 13  # every command, output and file of the page
+    assert ran == 16  # every command, output and file of the page

@@ -159,7 +159,7 @@ def test_the_rate_limit_allows_a_burst_then_refills() -> None:
 
 def test_the_page_refuses_an_address_over_its_rate_with_429() -> None:
     channel = WebRtcChannel(CallManager(None))
-    with TestClient(create_page_app(channel, rate_per_minute=3)) as client:
+    with TestClient(create_page_app(channel.answer, rate_per_minute=3)) as client:
         statuses = [client.post("/offer", json={"type": "offer", "sdp": "v=0"}).status_code for _ in range(4)]
         assert statuses == [400, 400, 400, 429]
         assert "wait a minute" in client.post("/offer", json={}).json()["error"]

@@ -16,7 +16,8 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -94,8 +95,11 @@ async def run_node(
     metrics: Callable[[], bytes] | None = None,
     on_exit: Callable[[int], None] | None = None,
     ready_timeout: float = 180.0,
+    page: Callable[[Callable[[], list[int]]], Awaitable[Callable[[], Awaitable[None]]]] | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Run the node until SIGTERM/SIGINT; its workers' summed stats, and whether all exited cleanly."""
+    """Run the node until SIGTERM/SIGINT; its workers' summed stats, and whether all exited cleanly.
+    ``page`` starts the browser-call page, given the indexes of the ready workers (a function), and
+    returns its stop (:func:`parley.telephony.webpage.serve_node_page`)."""
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory(prefix="parley-node-") as state_dir:
         supervisor = Supervisor(command, plans, host=host, state_dir=Path(state_dir), env=env,
@@ -106,6 +110,9 @@ async def run_node(
         admin = None
         if admin_port is not None:
             admin = start_admin(host, admin_port, admin_app(supervisor, loop, metrics))
+        stop_page = None
+        if page is not None:
+            stop_page = await page(lambda: [w.plan.index for w in supervisor.workers if w.state == "ready"])
         starting = asyncio.ensure_future(supervisor.start())
         failed: list[bool] = []
 
@@ -127,6 +134,8 @@ async def run_node(
             exits = await supervisor.run_until_stopped()
             starting.cancel()
         finally:
+            if stop_page is not None:
+                await stop_page()
             if admin is not None:
                 admin.shutdown()
                 admin.server_close()
@@ -186,6 +195,18 @@ def worker_command(
                 cmd += ["--tls-ca", str(options["tls_ca"])]
             if options.get("tls_verify_client"):
                 cmd += ["--tls-verify-client"]
+        if options.get("webrtc_port") is not None:  # answers the offers the node's page routes to it
+            from parley.telephony.webpage import worker_page_port
+
+            cmd += ["--webrtc-port", str(worker_page_port(options["webrtc_port"], plan.index))]
+            cmd += [
+                "--webrtc-rate",
+                "1e9",
+                "--webrtc-consent-timeout",
+                str(options["webrtc_consent_timeout"]),
+            ]
+            for url in options.get("webrtc_ice_servers") or ():
+                cmd += ["--webrtc-ice-server", url]
         if options.get("allow"):
             # The supervisor's own OPTIONS probe comes from the node's address.
             for network in (*options["allow"], options["host"]):
@@ -222,13 +243,21 @@ def serve_node(
             )
     decoders = options.get("decode_processes") or max(1, (usable_cores() - workers) // workers)
     command = worker_command({**options, "decode_processes": decoders}, logging_options)
+    page = None
+    if options.get("webrtc_port") is not None:  # the page's rate limit is the node's, not per worker
+        from parley.telephony.webpage import serve_node_page
+
+        cert, key = options.get("webrtc_cert"), options.get("webrtc_key")
+        tls = (cert, key) if cert and key else None
+        page = partial(serve_node_page, host=options["host"], port=options["webrtc_port"], tls=tls,
+                       rate_per_minute=options["webrtc_rate"])  # fmt: skip
     with NodeMetrics() as metrics:
         env = metrics.worker_env()
         if options.get("studio"):  # a secret: never on a command line that `ps` shows every user
             env[STUDIO_TOKEN_ENV] = options["token"]
         stats, clean = asyncio.run(
             run_node(command, plans, host=options["host"], admin_port=admin_port, env=env,
-                     metrics=metrics.exposition, on_exit=metrics.process_exited)
+                     metrics=metrics.exposition, on_exit=metrics.process_exited, page=page)
         )  # fmt: skip
     if stats_file is not None:
         stats_file.write_text(json.dumps(stats, indent=2))

@@ -39,7 +39,7 @@ async def run_server(
             manager, ice_servers=webrtc.ice_servers, consent_timeout=webrtc.consent_timeout
         )
         stop_page = await serve_page(
-            channel, manager.host, webrtc.port, tls=webrtc.tls, rate_per_minute=webrtc.rate_per_minute
+            channel.answer, manager.host, webrtc.port, tls=webrtc.tls, rate_per_minute=webrtc.rate_per_minute
         )
     # What start-up loaded lives as long as the process: keep it out of the garbage collector's
     # scans, so a full collection during calls (measured: 11 ms before, 0.003 ms after freezing

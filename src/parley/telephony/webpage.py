@@ -7,6 +7,15 @@ shows; an address that offers too often gets 429. The studio serves the same pag
 pages, behind its login (:mod:`parley.studio.app`).
 
 FastAPI and uvicorn (already the studio's) serve it inside ``parley serve``'s event loop, beside SIP.
+
+With several workers (``parley serve --workers N --webrtc-port P``) the node's supervisor serves the
+page on ``P`` and routes each offer (:class:`OfferRouter`) to a ready worker's own signalling port
+(``P + 1 + i``, plain HTTP on the node's address): the worker answers with its own ICE candidates, so
+the call's media goes from the browser straight to that worker, as a SIP call's RTP does. Only the
+one HTTP request of a call's set-up passes the supervisor. Routing rather than a shared port
+(SO_REUSEPORT) for the reasons SIP has one port per worker (:mod:`parley.cluster.supervisor`): a
+worker draining for a roll is skipped at once, one at its limit (503) passes the offer on to the
+next, and the page's rate limit holds for the node, not per worker.
 """
 
 from __future__ import annotations
@@ -20,15 +29,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from parley.telephony.webrtc import OfferError, WebRtcChannel
+from parley.telephony.webrtc import OfferError
 
 STATIC = Path(__file__).parent / "static"
 OFFER_RATE_PER_MINUTE = 10.0  # offers one address may make (bursts of this many, refilled per minute)
 MAX_OFFER_BYTES = 128 * 1024
+ROUTE_TIMEOUT_S = 15.0  # a worker's answer to a routed offer (ICE gathering included)
+Answerer = Callable[[Any], Awaitable[dict[str, str]]]
 
 
 class RateLimit:
@@ -66,15 +78,21 @@ def call_panel(offer_url: str, title: str, *, extra: str = "", csrf: str = "") -
     """The call page's panel (``<main id="call">``): ``offer_url`` is where ``call.js`` POSTs the offer
     (with ``csrf`` as ``X-CSRF-Token``, for the studio); ``extra`` is HTML put above the controls, whose
     inputs marked ``data-offer-field`` are sent with the offer (the studio's version picker)."""
-    return (STATIC / "call-panel.html").read_text().format(
-        offer_url=html.escape(offer_url), title=html.escape(title), extra=extra, csrf=html.escape(csrf)
+    return (
+        (STATIC / "call-panel.html")
+        .read_text()
+        .format(
+            offer_url=html.escape(offer_url), title=html.escape(title), extra=extra, csrf=html.escape(csrf)
+        )
     )
 
 
 def page_html(offer_url: str, title: str, *, assets: str = "assets") -> str:
     """The stand-alone call page."""
-    return (STATIC / "call.html").read_text().format(
-        title=html.escape(title), assets=assets, panel=call_panel(offer_url, title)
+    return (
+        (STATIC / "call.html")
+        .read_text()
+        .format(title=html.escape(title), assets=assets, panel=call_panel(offer_url, title))
     )
 
 
@@ -95,8 +113,9 @@ def offer_error(exc: OfferError) -> JSONResponse:
     return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=exc.status)
 
 
-def create_page_app(channel: WebRtcChannel, *, rate_per_minute: float = OFFER_RATE_PER_MINUTE) -> FastAPI:
-    """The stand-alone page and its ``POST /offer`` (rate-limited per client address)."""
+def create_page_app(answer: Answerer, *, rate_per_minute: float = OFFER_RATE_PER_MINUTE) -> FastAPI:
+    """The stand-alone page and its ``POST /offer`` (rate-limited per client address); ``answer`` is
+    :meth:`WebRtcChannel.answer` in a worker, :meth:`OfferRouter.answer` in a node's supervisor."""
     app = FastAPI(title="Parley browser call", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/assets", StaticFiles(directory=STATIC), name="assets")
     limit = RateLimit(rate_per_minute)
@@ -115,11 +134,55 @@ def create_page_app(channel: WebRtcChannel, *, rate_per_minute: float = OFFER_RA
                 headers={"Retry-After": "60"},
             )
         try:
-            return JSONResponse(await channel.answer(await read_offer(request)))
+            return JSONResponse(await answer(await read_offer(request)))
         except OfferError as exc:
             return offer_error(exc)
 
     return app
+
+
+class OfferRouter:
+    """A node's supervisor's side of the page: each offer goes to one of the ready workers' signalling
+    URLs (``targets()``, asked per offer), in turn; a worker that refuses the call (503: at its limit,
+    too loaded, draining) or cannot be reached passes it to the next. A bad offer (400) is answered
+    at once: every worker would refuse it alike."""
+
+    def __init__(self, targets: Callable[[], list[str]], *, timeout: float = ROUTE_TIMEOUT_S) -> None:
+        self.targets = targets
+        self.timeout = timeout
+        self.routed: dict[str, int] = {}  # target URL -> offers it answered
+        self._next = 0
+        self._client: httpx.AsyncClient | None = None
+
+    async def answer(self, offer: Any) -> dict[str, str]:
+        targets = self.targets()
+        if not targets:
+            raise OfferError(
+                503, "The server is starting or restarting. Please try again shortly.", "draining"
+            )
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout)
+        refusal = OfferError(503, "The server cannot take a call now. Please try again shortly.", "load")
+        start, self._next = self._next, self._next + 1
+        for i in range(len(targets)):
+            target = targets[(start + i) % len(targets)]
+            try:
+                response = await self._client.post(target, json=offer)
+                body = response.json()
+            except (httpx.HTTPError, ValueError):
+                continue  # restarting, or gone: the next one
+            if response.status_code == 200:
+                self.routed[target] = self.routed.get(target, 0) + 1
+                return body
+            error = OfferError(response.status_code, str(body.get("error", "")), str(body.get("reason", "")))
+            if response.status_code != 503:
+                raise error
+            refusal = error
+        raise refusal
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
 
 class _EmbeddedServer:
@@ -164,14 +227,42 @@ class _EmbeddedServer:
 
 
 async def serve_page(
-    channel: WebRtcChannel,
+    answer: Answerer,
     host: str,
     port: int,
     *,
     tls: tuple[Path, Path] | None = None,
     rate_per_minute: float = OFFER_RATE_PER_MINUTE,
 ) -> Callable[[], Awaitable[None]]:
-    """Serve the page on ``host:port`` (HTTPS with ``tls`` = (certificate, key)); returns a stop."""
-    server = _EmbeddedServer(create_page_app(channel, rate_per_minute=rate_per_minute), host, port, tls)
+    """Serve the page on ``host:port`` (HTTPS with ``tls`` = (certificate, key)), its offers answered by
+    ``answer``; returns a stop."""
+    server = _EmbeddedServer(create_page_app(answer, rate_per_minute=rate_per_minute), host, port, tls)
     await server.start()
     return server.stop
+
+
+def worker_page_port(port: int, index: int) -> int:
+    """The signalling port of a node's worker ``index``, when the node's page is on ``port``."""
+    return port + 1 + index
+
+
+async def serve_node_page(
+    ready_workers: Callable[[], list[int]],
+    host: str,
+    port: int,
+    *,
+    tls: tuple[Path, Path] | None = None,
+    rate_per_minute: float = OFFER_RATE_PER_MINUTE,
+) -> Callable[[], Awaitable[None]]:
+    """A node's page on ``host:port``, its offers routed to the workers ``ready_workers()`` names (by
+    index); returns a stop."""
+    router = OfferRouter(
+        lambda: [f"http://{host}:{worker_page_port(port, index)}/offer" for index in ready_workers()]
+    )
+    stop_page = await serve_page(router.answer, host, port, tls=tls, rate_per_minute=rate_per_minute)
+
+    async def stop() -> None:
+        await stop_page()
+        await router.close()
+
+    return stop
