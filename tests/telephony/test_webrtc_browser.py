@@ -60,7 +60,7 @@ def agent_server(
     tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink, webrtc_port: int
 ) -> Iterator[AgentServer]:
     steps = [
-        ask("account", "digits", "What is your account number?", slot="account_number", digits=6),
+        ask("account", "digits", "What is your account number?", slot="account_number", digits=6, dtmf=True),
         ask("visit", "date", "And the date of your visit?", slot="visit_date"),
         webhook(sink.url("/accounts"), send=["account_number", "visit_date"]),
     ]
@@ -143,6 +143,29 @@ def test_chromium_calls_the_agent_and_the_webhook_gets_the_values(
         "completed",
         "local-hangup",
     )
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_chromium_keys_reach_the_agent_as_rfc4733_events(agent_server, webrtc_port, tmp_path):
+    """The page's keypad sends ``RTCDTMFSender.insertDTMF()``: telephone-events in the call's RTP, which
+    the answer accepted (aiortc leaves them out of its own). The microphone plays silence."""
+    silence = tmp_path / "silence.wav"
+    write_wav(silence, np.zeros(48000 * 30, dtype=np.int16), 48000)
+    with call_page(webrtc_port, silence) as page:
+        page.click("#call-button")
+        page.wait_for_function("window.parleyCall.events.some(e => e.type === 'prompt')", timeout=30_000)
+        for key in "427193":
+            page.click(f"#keypad button:text-is('{key}')")
+        page.wait_for_function("window.parleyCall.events.some(e => e.type === 'turn')", timeout=30_000)
+        page.click("#hangup-button")
+        page.wait_for_function("window.parleyCall.status === 'ended'", timeout=10_000)
+        state = page.evaluate("window.parleyCall")
+    # sent as telephone-events, not over the data channel
+    assert [k["via"] for k in state["keys"]] == ["rfc4733"] * 6, state["keys"]
+    turn = next(e for e in state["events"] if e["type"] == "turn")
+    assert (turn["input"], turn["transcript"]) == ("dtmf", "427193"), state["events"]
+    record = wait_record(agent_server, state["callId"])
+    assert record["turns"][0]["input"] == "dtmf" and record["end_reason"] == "remote-hangup", record
 
 
 def test_malformed_offers_get_a_clear_400(agent_server, webrtc_port):
