@@ -14,6 +14,13 @@ import yaml
 
 Step = dict[str, Any]
 
+class _Dumper(yaml.SafeDumper):
+    """Lists indented under their key, as agent files are written by hand."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        return super().increase_indent(flow, False)
+
+
 SETTINGS = {"silence_ms": 700, "no_input_ms": 6000, "max_turn_ms": 10000, "barge_in": True}
 BYE = {"id": "bye", "type": "hangup", "message": "Thank you, goodbye."}
 SORRY = {"id": "sorry", "type": "hangup", "message": "Sorry, I could not help you. Goodbye."}
@@ -59,7 +66,7 @@ def agent_yaml(
         agent["intents"] = {intent: phrases for intent, (phrases, _) in intents.items()}
         agent["global_intents"] = {intent: action for intent, (_, action) in intents.items()}
     agent["steps"] = [*steps, *HANGUPS]
-    return yaml.safe_dump(agent, sort_keys=False, width=200)
+    return yaml.dump(agent, Dumper=_Dumper, sort_keys=False, width=200)
 
 
 ACCOUNT = ask(

@@ -20,8 +20,14 @@ import time
 import httpx
 import pytest
 from playwright.async_api import async_playwright
-from tests.agent.test_calls_e2e import AGENT_YAML, PROMPT_SILENCE_MS, TRANSFER_TARGET
-from tests.agent.voice_caller import AnswerBook, WebhookSink, start_agent_server, stop_agent_server
+from tests.agent.e2e_agents import account_agent
+from tests.agent.voice_caller import (
+    PROMPT_SILENCE_MS,
+    AnswerBook,
+    WebhookSink,
+    start_agent_server,
+    stop_agent_server,
+)
 from tests.integration.harness import HOST, free_port, rtp_range
 from tests.studio.conftest import PASSWORD, StudioServer, add_account, card_block_call
 from tests.studio.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
@@ -56,10 +62,9 @@ def served(server, version: int) -> bool:
 async def test_node_follows_publishes_and_keeps_records_while_the_studio_is_down(store, tmp_path) -> None:
     studio = StudioServer(store).start()
     editor = add_account(store, "ci", "editor")
-    with WebhookSink({"claim_id": "C9"}) as sink:
-        text = AGENT_YAML.format(
-            url=sink.url("/claims"), transfer=TRANSFER_TARGET, no_input_ms=15000
-        )  # the browser takes its time
+    with WebhookSink({"reference": "C9"}) as sink:
+        # the browser takes its time
+        text = account_agent(sink.url("/claims"), name="e2e-test", no_input_ms=15000)
         store.create_agent("e2e-test", text, editor.principal)
         store.publish("e2e-test", 1, editor.principal)
         records = tmp_path / "calls.jsonl"

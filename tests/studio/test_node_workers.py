@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright
-from tests.agent.test_calls_e2e import AGENT_YAML, TRANSFER_TARGET
+from tests.agent.e2e_agents import account_agent
 from tests.agent.voice_caller import AgentServer, WebhookSink, stop_agent_server
 from tests.integration.harness import HOST, free_port, rtp_range, spawn_until_ready
 from tests.studio.conftest import PASSWORD, StudioServer, add_account
@@ -97,8 +97,8 @@ async def test_two_workers_follow_the_studio_and_their_loadtest_calls_reach_it(s
     editor = add_account(store, "ops", "editor")
     shots = ARTIFACTS / "studio"
     shots.mkdir(parents=True, exist_ok=True)
-    with WebhookSink({"claim_id": "C7"}) as sink:
-        text = AGENT_YAML.format(url=sink.url("/claims"), transfer=TRANSFER_TARGET, no_input_ms=8000)
+    with WebhookSink({"reference": "C7"}) as sink:
+        text = account_agent(sink.url("/claims"), name="e2e-test", no_input_ms=8000)
         store.create_agent("e2e-test", text, editor.principal)
         store.publish("e2e-test", 1, editor.principal)
         records = tmp_path / "calls.jsonl"
