@@ -133,6 +133,8 @@ def capacity_step(
         "gaps": sum(r["rtp"]["gaps"] for r in records),
         "prompt_timeouts": timeouts,
         "cpu_s": round(cpu, 2),
+        "cpu_us_per_packet": round(1e6 * cpu / max(1, packets), 2),  # the load tester's, per packet received
+        "server_cpu_us_per_packet": round(1e6 * server_cpu / max(1, packets), 2),
         "wall_s": round(wall, 2),
         "cpu_share_of_core": round(cpu / wall, 3),
         "server_cpu_share_of_core": round(server_cpu / wall, 3),
@@ -148,17 +150,19 @@ def detection_cost() -> dict[str, float]:
     """CPU µs per 20 ms packet: the caller's tap (energy on the G.711 bytes of a silent packet, the
     worst case: every byte is looked at) vs a numpy peak vs WebRTC VAD on the decoded frame."""
     from parley.media.rtp import RtpSender
+    from parley.media.stream import RtpStream
     from parley.speech.vad import make_vad
 
     rng = np.random.default_rng(0)
     pcm = (rng.standard_normal(160) * 3000).astype(np.int16)
     payload = g711.encode("PCMU", pcm)
     silent = RtpSender(0).packet(g711.encode("PCMU", np.zeros(160, np.int16)))
-    tap = PacketTap(0, QUIET["PCMU"], lambda *packet: None, lambda arrival: None, 0.06)
+    stream = RtpStream("PCMU", 0, ("127.0.0.1", 4000), lambda data, addr: None, time=lambda: 0.0)
+    tap = PacketTap(stream, QUIET["PCMU"], lambda arrival: None, 0.06)
     vad = make_vad("webrtc")
     n = 20000
     return {
-        "tap_on_silent_packet_us": 1e6 * timeit.timeit(lambda: tap.feed(silent, 1.0), number=n) / n,
+        "tap_on_silent_packet_us": 1e6 * timeit.timeit(lambda: tap.feed(silent, None, 1.0), number=n) / n,
         "numpy_peak_us": 1e6 * timeit.timeit(lambda: int(np.abs(pcm.astype(np.int32)).max()), number=n) / n,
         "decode_plus_numpy_peak_us": 1e6
         * timeit.timeit(lambda: int(np.abs(g711.decode("PCMU", payload).astype(np.int32)).max()), number=n)
@@ -245,7 +249,7 @@ def main() -> None:
     proc = spawn_until_ready(cmd, lines, cwd=ROOT, startup_timeout=60, ready_line=ready)
     uris = tuple(f"sip:echo@127.0.0.1:{port + i}" for i in range(args.server_workers))
     header = f"{'calls':>6} {'done':>5} {'fail':>5} {'loss %':>8} {'gaps':>6} {'p-t/o':>5} {'cpu %':>6}"
-    print(header + f" {'holds':>5} {'clock p99 ms':>12} {'server cpu %':>12} {'peak':>6}")
+    print(header + f" {'holds':>5} {'clock p99 ms':>12} {'server cpu %':>12} {'peak':>6} {'µs/pkt':>6} {'server':>6}")
     report["capacity"] = []
     try:
         for calls in steps:
@@ -255,7 +259,8 @@ def main() -> None:
                 f"{row['calls']:>6} {row['completed']:>5} {row['failed']:>5} {row['loss_pct']:>8.3f} "
                 f"{row['gaps']:>6} {row['prompt_timeouts']:>5} {100 * row['cpu_share_of_core']:>6.0f} "
                 f"{'yes' if row['holds'] else 'no':>5} {row['clock']['lateness_p99_ms']:>12.1f} "
-                f"{100 * row['server_cpu_share_of_core']:>12.0f} {row['peak_concurrency']:>6}",
+                f"{100 * row['server_cpu_share_of_core']:>12.0f} {row['peak_concurrency']:>6} "
+                f"{row['cpu_us_per_packet']:>6.1f} {row['server_cpu_us_per_packet']:>6.1f}",
                 flush=True,
             )
             for error in row["errors"]:

@@ -2,7 +2,8 @@
 
 :class:`ScriptedCaller` taps the call's RTP socket (a compiled
 :class:`~parley.loadtest.listen.PacketTap`): every arriving packet, with its kernel arrival time,
-is tested for speech energy on its encoded bytes before the caller's jitter buffer, so
+is tested for speech energy on its encoded bytes and counted in the stream's reception figures,
+and is never decoded (the caller needs no audio of its own), so
 
 * prompt-end detection (:meth:`ScriptedCaller.wait_prompt_end`: at least ``min_speech_ms`` of loud
   packets, then ``silence_ms`` without one — the silence is the hang-over that bridges pauses
@@ -63,9 +64,9 @@ class ScriptedCaller:
         self._transfer_waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
         call.on_ended = self._on_ended
-        call.on_audio = _discard  # decoded frames are not needed (all is done on arrival): never queued
         stream = call.stream
-        self.tap = PacketTap(stream.payload_type, QUIET[stream.codec], stream.receive, self._loud, GAP_S)
+        stream.on_audio = None  # decoded frames are not needed (all is done on arrival): never delivered
+        self.tap = PacketTap(stream, QUIET[stream.codec], self._loud, GAP_S)
         leg = manager._legs.get(id(call.session))
         if leg is not None:
             leg.endpoint.on_rtp(self.tap)
@@ -254,7 +255,3 @@ class ScriptedCaller:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _discard(pcm: np.ndarray) -> None:
-    pass

@@ -62,6 +62,7 @@ class MediaClock:
         self.period = period
         self.streams: dict[int, Ticking] = {}
         self._bound: dict[int, _Phases] = {}
+        self._phase_list: list[_Phases] = []  # what _phases() returns until a stream is added or removed
         self._pacing = False  # counted among the clocks that keep the garbage collector paced
         self.poller = DatagramPoller()  # every call's RTP/RTCP sockets, read at the start of each tick
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -80,12 +81,14 @@ class MediaClock:
 
     def add(self, stream: Ticking) -> None:
         self.streams[id(stream)] = stream
+        self._phase_list = []
         if self._handle is None:
             self.start()
 
     def remove(self, stream: Ticking) -> None:
         self.streams.pop(id(stream), None)
         self._bound.pop(id(stream), None)
+        self._phase_list = []
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -162,7 +165,10 @@ class MediaClock:
             self._load_mark = (wall, cpu)
 
     def _phases(self) -> list[_Phases]:
-        """Every stream's phase methods, bound once per stream rather than looked up every tick."""
+        """Every stream's phase methods, bound once per stream rather than looked up every tick; the
+        list is kept from tick to tick until :meth:`add` or :meth:`remove` changes the streams."""
+        if len(self._phase_list) == len(self.streams):
+            return self._phase_list
         bound = self._bound
         phases = []
         for key, stream in self.streams.items():
@@ -170,6 +176,7 @@ class MediaClock:
             if entry is None or entry.stream is not stream:
                 entry = bound[key] = _Phases(stream)
             phases.append(entry)
+        self._phase_list = phases
         return phases
 
     def lateness_percentile(self, q: float) -> float:

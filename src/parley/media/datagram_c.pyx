@@ -148,8 +148,11 @@ cdef class DatagramSocket:
         """Send one datagram; a full buffer or an ICMP error drops it (counted), like UDP does."""
         if self.fd < 0:
             return
-        if addr is not self._destination_tuple and addr != self._destination_tuple:
-            self._set_destination(addr)
+        if addr is not self._destination_tuple:  # the same tuple object as last time: nothing to compare
+            if addr != self._destination_tuple:
+                self._set_destination(addr)
+            elif type(addr) is tuple:
+                self._destination_tuple = addr  # an equal tuple: compare by identity from now on
         if sendto(self.fd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0,
                   <sockaddr *>&self._destination, self._destination_length) < 0:
             self.send_errors += 1
