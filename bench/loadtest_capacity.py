@@ -249,7 +249,8 @@ def main() -> None:
     proc = spawn_until_ready(cmd, lines, cwd=ROOT, startup_timeout=60, ready_line=ready)
     uris = tuple(f"sip:echo@127.0.0.1:{port + i}" for i in range(args.server_workers))
     header = f"{'calls':>6} {'done':>5} {'fail':>5} {'loss %':>8} {'gaps':>6} {'p-t/o':>5} {'cpu %':>6}"
-    print(header + f" {'holds':>5} {'clock p99 ms':>12} {'server cpu %':>12} {'peak':>6} {'µs/pkt':>6} {'server':>6}")
+    header += f" {'holds':>5} {'clock p99 ms':>12} {'server cpu %':>12} {'peak':>6}"
+    print(header + f" {'µs/pkt':>6} {'server':>6}")
     report["capacity"] = []
     try:
         for calls in steps:

@@ -88,7 +88,7 @@ def test_strangers_and_other_payload_types_go_to_the_stream_which_counts_them():
 
 
 def test_csrcs_and_header_extensions_are_skipped_before_the_energy_test():
-    tap, stream, logged, received, loud = tap_with_log(0)
+    tap, _, logged, received, loud = tap_with_log(0)
     plain = RtpSender(0).packet(SILENCE)
     loud_bytes = b"\x00\x00\x00\x00"  # µ-law 0x00 is the loudest negative sample
     with_csrc = bytes([plain[0] | 1]) + plain[1:12] + loud_bytes + SILENCE  # CSRC that looks loud
@@ -115,4 +115,6 @@ def test_called_as_the_socket_handler_it_hands_what_it_does_not_take_to_the_stre
     sender = RtpSender(0)
     for k in range(5):
         tap(sender.packet(SILENCE), SOURCE, 1.0 + 0.02 * k)
-    assert stream.latched == SOURCE and stream.packets_in == 5 and stream.reception.received == 4  # the first is on probation (RFC 3550 A.1)
+    assert (
+        stream.latched == SOURCE and stream.packets_in == 5 and stream.reception.received == 4
+    )  # the first is on probation (RFC 3550 A.1)

@@ -16,5 +16,6 @@ cdef class PacketTap:
 
     @cython.locals(size=cython.Py_ssize_t, header=cython.Py_ssize_t, k=cython.Py_ssize_t, loud=bytes)
     cpdef bint feed(self, bytes data, object source, double arrival)
-    @cython.locals(stream=RtpStream, sequence=cython.longlong, timestamp=cython.longlong, ssrc=cython.longlong)
+    @cython.locals(stream=RtpStream, sequence=cython.longlong, timestamp=cython.longlong, ssrc=cython.longlong,
+                   arrival_ts=cython.longlong)
     cdef bint _received(self, bytes data, object source, double arrival)

@@ -29,7 +29,9 @@ PLAIN_FRAME = 12 + FRAME_SAMPLES  # a 20 ms G.711 frame behind a header without 
 class PacketTap:
     """Sees each RTP datagram of ``stream`` (as its socket's handler): ``tap(data, source, arrival)``."""
 
-    def __init__(self, stream: RtpStream, quiet: bytes, on_loud: Callable[[float], None], gap_s: float) -> None:
+    def __init__(
+        self, stream: RtpStream, quiet: bytes, on_loud: Callable[[float], None], gap_s: float
+    ) -> None:
         """``quiet``: the G.711 byte values that are not speech; ``on_loud(arrival)`` for the others."""
         self.stream = stream
         self.payload_type = stream.payload_type
@@ -67,7 +69,7 @@ class PacketTap:
         return self._received(data, source, arrival)
 
     def _received(self, data: bytes, source: tuple[str, int], arrival: float) -> bool:
-        """What the stream's receive does for a plain frame from its latched source, less the jitter buffer."""
+        """The stream's receive for a plain frame from its latched source, less the jitter buffer."""
         stream = self.stream
         latched = stream.latched
         if len(data) != PLAIN_FRAME or data[0] != 0x80 or not stream.receiving or latched is None:
@@ -81,5 +83,7 @@ class PacketTap:
         timestamp = (timestamp << 24) | (data[5] << 16) | (data[6] << 8) | data[7]
         ssrc = data[8]
         ssrc = (ssrc << 24) | (data[9] << 16) | (data[10] << 8) | data[11]
-        stream.reception.update_header(sequence, timestamp, ssrc, int((arrival - stream.started) * CLOCK_RATE))
+        stream.reception.update_header(
+            sequence, timestamp, ssrc, int((arrival - stream.started) * CLOCK_RATE)
+        )
         return True

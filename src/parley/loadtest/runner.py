@@ -37,6 +37,7 @@ from parley.loadtest.scenario import (
     load_scenario,
     render_template,
 )
+from parley.loadtest.shared_rtp import share_rtp_ports
 from parley.telephony.call import Call
 from parley.telephony.manager import CallManager, DialError
 
@@ -398,6 +399,7 @@ async def run_worker(config: WorkerConfig, emit: Emit, stop: asyncio.Event) -> d
         on_refer=on_refer,
         max_load=None,
     )
+    shared = share_rtp_ports(manager, config.host, *config.rtp_ports)
     runner = CallRunner(scenario, config, manager, answers)
     await manager.start()
     concurrency = max(1, -(-traffic.concurrency // config.workers))
@@ -452,4 +454,6 @@ async def run_worker(config: WorkerConfig, emit: Emit, stop: asyncio.Event) -> d
             await asyncio.wait(set(tasks), timeout=HANGUP_WAIT_S + 2)
         report = manager.report()
         await asyncio.wait_for(manager.stop(), 10)
+    if shared is not None:
+        report["rtp_sockets"] = shared.report()
     return {"worker": config.worker, "placed": placed, "renders": answers.renders, "manager": report}

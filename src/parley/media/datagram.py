@@ -14,6 +14,10 @@ a moment after the first socket asks; datagrams before that are stamped when rea
 This module is the portable implementation (selectors and the ``socket`` module). The one used
 in production is :mod:`parley.media.datagram_c`, the same classes in C (``recvmmsg(2)``, cached
 ``sockaddr``s); :func:`implementation` picks it when it was built.
+
+:class:`SharedSocket` is one socket for many peers, each routed to its own handler by its source
+address: a load tester's calls, whose datagrams are then read and sent many at a time
+(``recvmmsg(2)``/``sendmmsg(2)`` in C) instead of one system call per call per tick.
 """
 
 from __future__ import annotations
@@ -140,3 +144,92 @@ class DatagramPoller:
 
     def close(self) -> None:
         self._selector.close()
+
+
+class SharedSocket:
+    """One bound IPv4 UDP socket for many peers; see :class:`parley.media.datagram_c.SharedSocket`.
+
+    Here sends leave at once (:meth:`flush` has nothing to do) and datagrams are read one by one.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.received = self.unrouted = self.sent = self.send_errors = 0
+        self._routes: dict[Address, tuple[Handler, Address]] = {}
+
+    def route(self, source: Address, handler: Handler | None) -> None:
+        """Hand datagrams from ``source`` (a numeric IPv4 ``(host, port)``) to ``handler``; None: stop."""
+        key = _ipv4(source)
+        if handler is None:
+            self._routes.pop(key, None)
+        else:
+            self._routes[key] = (handler, (source[0], source[1]))
+
+    def routed(self, source: Address) -> Handler | None:
+        entry = self._routes.get(_ipv4(source))
+        return None if entry is None else entry[0]
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        if self.fd < 0:
+            return
+        try:
+            self.sock.sendto(data, addr)
+            self.sent += 1
+        except OSError:
+            self.send_errors += 1
+
+    def flush(self) -> int:
+        return 0
+
+    def drain(self, clock_offset: float) -> int:
+        """Hand every waiting datagram to its route; returns how many were read."""
+        count = 0
+        while self.fd >= 0 and count < 4096:
+            try:
+                data, ancillary, flags, source = self.sock.recvmsg(2048, _CONTROL_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                count += 1
+                continue
+            count += 1
+            self.received += 1
+            entry = None if flags & socket.MSG_TRUNC else self._routes.get((source[0], source[1]))
+            if entry is None:
+                self.unrouted += 1
+                continue
+            arrival = time.monotonic()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                    arrival = seconds + nanoseconds * 1e-9 - clock_offset
+            entry[0](data, entry[1], arrival)
+        return count
+
+    def close(self) -> None:
+        self._routes.clear()
+        self.fd = -1
+        self.sock.close()
+
+
+class SharedSender:
+    """Sends datagrams through a :class:`SharedSocket` (ValueError for a non-IPv4 destination)."""
+
+    def __init__(self, socket: SharedSocket) -> None:
+        self._socket = socket
+        self._destination: Address | None = None
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        if addr != self._destination:
+            _ipv4(addr)
+            self._destination = addr
+        self._socket.sendto(data, addr)
+
+
+def _ipv4(addr: Address) -> Address:
+    """The address as a routing key; ValueError unless its host is a numeric IPv4 address."""
+    ipaddress.IPv4Address(addr[0])
+    return (str(addr[0]), int(addr[1]))

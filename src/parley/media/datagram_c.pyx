@@ -12,6 +12,7 @@ packet costs one system call and no address parsing.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport errno
 from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from posix.uio cimport iovec
@@ -50,6 +51,7 @@ cdef extern from "<sys/socket.h>" nogil:
     cmsghdr *CMSG_NXTHDR(msghdr *msg, cmsghdr *cmsg)
     unsigned char *CMSG_DATA(cmsghdr *cmsg)
     int recvmmsg(int fd, mmsghdr *vec, unsigned int vlen, int flags, timespec *timeout)
+    int sendmmsg(int fd, mmsghdr *vec, unsigned int vlen, int flags)
     ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr, socklen_t addr_len)
     int setsockopt(int fd, int level, int name, const void *value, socklen_t length)
     enum:
@@ -217,10 +219,19 @@ cdef char _buffers[BATCH][BUFFER]
 cdef char _controls[BATCH][CONTROL]
 
 
+cdef double _arrival(msghdr *header, double fallback, double clock_offset) noexcept nogil:
+    """The datagram's kernel receive time (SO_TIMESTAMPNS) on the monotonic clock, else ``fallback``."""
+    cdef cmsghdr *control = CMSG_FIRSTHDR(header)
+    while control != NULL:
+        if control.cmsg_level == SOL_SOCKET and control.cmsg_type == SCM_TIMESTAMPNS:
+            return _seconds(<timespec *>CMSG_DATA(control)) - clock_offset
+        control = CMSG_NXTHDR(header, control)
+    return fallback
+
+
 cdef int _drain(DatagramSocket sock, double clock_offset) except -1:
     cdef int i, count
     cdef double arrival, fallback
-    cdef cmsghdr *control
     cdef msghdr *header
     if sock.fd < 0:
         return 0
@@ -243,13 +254,7 @@ cdef int _drain(DatagramSocket sock, double clock_offset) except -1:
         header = &_messages[i].msg_hdr
         if header.msg_flags & MSG_TRUNC:
             continue
-        arrival = fallback
-        control = CMSG_FIRSTHDR(header)
-        while control != NULL:
-            if control.cmsg_level == SOL_SOCKET and control.cmsg_type == SCM_TIMESTAMPNS:
-                arrival = _seconds(<timespec *>CMSG_DATA(control)) - clock_offset
-                break
-            control = CMSG_NXTHDR(header, control)
+        arrival = _arrival(header, fallback, clock_offset)
         sock.received += 1
         handler = sock.handler
         if handler is None:
@@ -316,3 +321,218 @@ cdef class DatagramPoller:
             close_fd(self._epoll)
             self._epoll = -1
         self._sockets.clear()
+
+
+cdef enum:
+    SHARED_BATCH = 64  # datagrams per recvmmsg(2) or sendmmsg(2) call of a SharedSocket
+    SHARED_QUEUE = 512  # datagrams queued for sending before a flush is forced
+    SHARED_BUFFER = 256  # bytes per queued datagram; longer ones are sent at once
+    SHARED_ROUNDS = 64  # recvmmsg calls per drain at most (4,096 datagrams; the rest wait a tick)
+
+
+cdef inline uint64_t _route_key(sockaddr_in *address) noexcept nogil:
+    return (<uint64_t>address.sin_addr.s_addr << 16) | address.sin_port  # network byte order, both
+
+
+cdef int _ipv4(object addr, sockaddr_in *out) except -1:
+    """``(host, port)`` with a numeric IPv4 host into ``out``; ValueError otherwise."""
+    host, port = addr[0], addr[1]
+    encoded = host.encode("ascii") if isinstance(host, str) else bytes(host)
+    memset(out, 0, sizeof(sockaddr_in))
+    if inet_pton(AF_INET, encoded, &out.sin_addr) != 1:
+        raise ValueError(f"not a numeric IPv4 address: {host!r}")
+    out.sin_family = AF_INET
+    out.sin_port = htons(port)
+    return 0
+
+
+cdef class SharedSocket:
+    """One bound IPv4 UDP socket for many peers at once (a load tester's calls).
+
+    Each datagram goes to the handler :meth:`route` gave its source address, as
+    ``handler(data, source, arrival)`` with ``source`` the very tuple routed (datagrams from other
+    sources are counted in ``unrouted`` and dropped). :meth:`drain` reads them 64 at a time with
+    one ``recvmmsg(2)``; sends (through a :class:`SharedSender` per peer) are queued and leave
+    together, 64 a ``sendmmsg(2)``, at :meth:`flush`, which :meth:`drain` calls first.
+    """
+
+    cdef readonly object sock
+    cdef readonly int fd
+    cdef readonly long long received, unrouted, sent, send_errors
+    cdef dict _routes  # route key -> (handler, source tuple)
+    cdef mmsghdr *_in
+    cdef iovec *_in_vectors
+    cdef sockaddr_in *_in_names
+    cdef char *_in_data
+    cdef char *_in_controls
+    cdef mmsghdr *_out
+    cdef iovec *_out_vectors
+    cdef sockaddr_in *_out_names
+    cdef char *_out_data
+    cdef int _queued
+
+    def __cinit__(self):
+        self.fd = -1
+        self._in = <mmsghdr *>malloc(SHARED_BATCH * sizeof(mmsghdr))
+        self._in_vectors = <iovec *>malloc(SHARED_BATCH * sizeof(iovec))
+        self._in_names = <sockaddr_in *>malloc(SHARED_BATCH * sizeof(sockaddr_in))
+        self._in_data = <char *>malloc(SHARED_BATCH * BUFFER)
+        self._in_controls = <char *>malloc(SHARED_BATCH * CONTROL)
+        self._out = <mmsghdr *>malloc(SHARED_QUEUE * sizeof(mmsghdr))
+        self._out_vectors = <iovec *>malloc(SHARED_QUEUE * sizeof(iovec))
+        self._out_names = <sockaddr_in *>malloc(SHARED_QUEUE * sizeof(sockaddr_in))
+        self._out_data = <char *>malloc(SHARED_QUEUE * SHARED_BUFFER)
+        if (self._in == NULL or self._in_vectors == NULL or self._in_names == NULL or self._in_data == NULL
+                or self._in_controls == NULL or self._out == NULL or self._out_vectors == NULL
+                or self._out_names == NULL or self._out_data == NULL):
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self._in)
+        free(self._in_vectors)
+        free(self._in_names)
+        free(self._in_data)
+        free(self._in_controls)
+        free(self._out)
+        free(self._out_vectors)
+        free(self._out_names)
+        free(self._out_data)
+
+    def __init__(self, sock):
+        cdef int on = 1
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        setsockopt(self.fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on))
+        self._routes = {}
+        self._queued = 0
+
+    def route(self, object source, object handler):
+        """Hand datagrams from ``source`` (a numeric IPv4 ``(host, port)``) to ``handler``; None: stop."""
+        cdef sockaddr_in address
+        _ipv4(source, &address)
+        key = _route_key(&address)
+        if handler is None:
+            self._routes.pop(key, None)
+        else:
+            self._routes[key] = (handler, (source[0], source[1]))
+
+    def routed(self, object source):
+        """The handler datagrams from ``source`` go to (None: none)."""
+        cdef sockaddr_in address
+        _ipv4(source, &address)
+        entry = self._routes.get(_route_key(&address))
+        return None if entry is None else entry[0]
+
+    cdef int queue(self, bytes data, sockaddr_in *destination) except -1:
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+        cdef int i
+        if self.fd < 0:
+            return 0
+        if size > SHARED_BUFFER:
+            self.flush()
+            if sendto(self.fd, PyBytes_AS_STRING(data), size, 0, <sockaddr *>destination,
+                      sizeof(sockaddr_in)) < 0:
+                self.send_errors += 1
+            else:
+                self.sent += 1
+            return 0
+        if self._queued == SHARED_QUEUE:
+            self.flush()
+        i = self._queued
+        memcpy(self._out_data + i * SHARED_BUFFER, PyBytes_AS_STRING(data), size)
+        memcpy(&self._out_names[i], destination, sizeof(sockaddr_in))
+        self._out_vectors[i].iov_base = self._out_data + i * SHARED_BUFFER
+        self._out_vectors[i].iov_len = size
+        memset(&self._out[i], 0, sizeof(mmsghdr))
+        self._out[i].msg_hdr.msg_name = &self._out_names[i]
+        self._out[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        self._out[i].msg_hdr.msg_iov = &self._out_vectors[i]
+        self._out[i].msg_hdr.msg_iovlen = 1
+        self._queued = i + 1
+        return 0
+
+    cpdef int flush(self) except -1:
+        """Send what is queued; a datagram the kernel refuses (full buffer, ICMP error) is dropped and counted."""
+        cdef int done = 0, count, batch
+        while done < self._queued:
+            batch = min(self._queued - done, SHARED_BATCH)
+            count = sendmmsg(self.fd, &self._out[done], batch, MSG_DONTWAIT)
+            if count <= 0:
+                self.send_errors += 1  # the first of the batch failed: drop it, go on with the rest
+                done += 1
+            else:
+                self.sent += count
+                done += count
+        self._queued = 0
+        return done
+
+    cpdef int drain(self, double clock_offset) except -1:
+        """Flush the sends, then hand every waiting datagram to its route; returns how many were read."""
+        cdef int i, count, total = 0, rounds
+        cdef double fallback
+        cdef msghdr *header
+        cdef tuple entry
+        if self.fd < 0:
+            return 0
+        self.flush()
+        for rounds in range(SHARED_ROUNDS):
+            for i in range(SHARED_BATCH):
+                self._in_vectors[i].iov_base = self._in_data + i * BUFFER
+                self._in_vectors[i].iov_len = BUFFER
+                header = &self._in[i].msg_hdr
+                header.msg_name = &self._in_names[i]
+                header.msg_namelen = sizeof(sockaddr_in)
+                header.msg_iov = &self._in_vectors[i]
+                header.msg_iovlen = 1
+                header.msg_control = self._in_controls + i * CONTROL
+                header.msg_controllen = CONTROL
+                header.msg_flags = 0
+            count = recvmmsg(self.fd, self._in, SHARED_BATCH, MSG_DONTWAIT, NULL)
+            if count <= 0:
+                break
+            total += count
+            fallback = _now(CLOCK_MONOTONIC)
+            for i in range(count):
+                header = &self._in[i].msg_hdr
+                self.received += 1
+                if header.msg_flags & MSG_TRUNC or self._in_names[i].sin_family != AF_INET:
+                    self.unrouted += 1
+                    continue
+                entry = self._routes.get(_route_key(&self._in_names[i]))
+                if entry is None:
+                    self.unrouted += 1
+                    continue
+                entry[0](PyBytes_FromStringAndSize(self._in_data + i * BUFFER, self._in[i].msg_len),
+                         entry[1], _arrival(header, fallback, clock_offset))
+                if self.fd < 0:  # a handler closed the socket
+                    return total
+            if count < SHARED_BATCH:
+                break
+        return total
+
+    def close(self):
+        self._routes.clear()
+        self._queued = 0
+        self.fd = -1
+        self.sock.close()
+
+
+cdef class SharedSender:
+    """Sends datagrams through a :class:`SharedSocket`, keeping the last destination's ``sockaddr``."""
+
+    cdef SharedSocket _socket
+    cdef sockaddr_in _destination
+    cdef object _destination_tuple
+
+    def __init__(self, SharedSocket socket):
+        self._socket = socket
+        self._destination_tuple = None
+
+    cpdef sendto(self, bytes data, object addr):
+        """Queue one datagram for ``addr`` (a numeric IPv4 ``(host, port)``); it leaves at the next flush."""
+        if addr is not self._destination_tuple:
+            if self._destination_tuple is None or addr != self._destination_tuple:
+                _ipv4(addr, &self._destination)
+            self._destination_tuple = addr
+        self._socket.queue(data, &self._destination)
