@@ -186,3 +186,68 @@ def test_ipv6_sources_arrive_as_host_and_port(impl):
     for sock in (sender, receiver):
         sock.close()
     poller.close()
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_a_shared_socket_routes_each_source_to_its_handler_and_drops_the_rest(impl):
+    shared = impl.SharedSocket(bound())
+    peers = [bound() for _ in range(3)]
+    try:
+        got: dict[int, list] = {0: [], 1: []}
+        sources = [peer.getsockname() for peer in peers]
+        for k in (0, 1):
+            shared.route(sources[k], lambda data, source, arrival, k=k: got[k].append((data, source)))
+        assert shared.routed(sources[0]) is not None and shared.routed(sources[2]) is None
+        target = shared.sock.getsockname()
+        for i in range(150):  # more than a recvmmsg batch
+            peers[i % 3].sendto(b"%d" % i, target)
+        time.sleep(0.05)
+        offset = time.time() - time.monotonic()
+        read = 0
+        for _ in range(50):
+            read += shared.drain(offset)
+            if read >= 150:
+                break
+            time.sleep(0.002)
+        for k in (0, 1):
+            assert [data for data, _ in got[k]] == [b"%d" % i for i in range(k, 150, 3)]
+            assert all(source == sources[k] for _, source in got[k])
+        assert (shared.received, shared.unrouted) == (150, 50)  # the third peer has no route
+        shared.route(sources[1], None)
+        peers[1].sendto(b"late", target)
+        time.sleep(0.02)
+        shared.drain(offset)
+        assert len(got[1]) == 50 and shared.unrouted == 51
+    finally:
+        shared.close()
+        for peer in peers:
+            peer.close()
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_shared_senders_queue_until_a_flush_and_reach_each_destination(impl):
+    shared = impl.SharedSocket(bound())
+    peers = [bound() for _ in range(2)]
+    for peer in peers:
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)  # 300 small datagrams each
+    try:
+        senders = [impl.SharedSender(shared) for _ in peers]
+        for i in range(600):  # more than the queue holds: it flushes itself on the way
+            senders[i % 2].sendto(b"%d" % i, peers[i % 2].getsockname())
+        senders[0].sendto(b"x" * 1000, peers[0].getsockname())  # too long to queue: sent at once
+        shared.flush()
+        assert shared.sent == 601 and shared.send_errors == 0
+        for k, peer in enumerate(peers):
+            peer.settimeout(1.0)
+            got = [peer.recvfrom(2048) for _ in range(300)]
+            assert [data for data, _ in got] == [b"%d" % i for i in range(k, 600, 2)]
+            assert {source for _, source in got} == {shared.sock.getsockname()}
+        assert peers[0].recvfrom(2048)[0] == b"x" * 1000
+        with pytest.raises(ValueError):
+            senders[0].sendto(b"x", ("::1", 4000))  # IPv4 only
+        with pytest.raises(ValueError):
+            shared.route(("not-an-address", 4000), print)
+    finally:
+        shared.close()
+        for peer in peers:
+            peer.close()

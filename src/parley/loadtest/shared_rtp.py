@@ -42,6 +42,7 @@ class SharedEndpoint:
         self.port = ports.port
         self._ports = ports
         self._remote: Address | None = None
+        self._handler: Handler | None = None
         self.send: Callable[[bytes, Address], None] = SharedSender(ports.rtp).sendto
         self.send_rtcp: Callable[[bytes, Address], None] = SharedSender(ports.rtcp).sendto
 
@@ -56,16 +57,18 @@ class SharedEndpoint:
         if remote is None:
             raise TypeError(f"cannot tell which far end {handler!r} receives from")
         self._unroute()
-        self._remote = (remote[0], remote[1])
+        self._remote, self._handler = (remote[0], remote[1]), handler
         self._ports.rtp.route(self._remote, handler)
 
     def on_rtcp(self, handler: Handler | None) -> None:
         """RTCP from the far end is dropped (see the module docstring)."""
 
     def _unroute(self) -> None:
+        """Drop this call's route, unless a later call with the same far end has taken it over."""
         remote, self._remote = self._remote, None
-        if remote is not None and self._ports.rtp.fd >= 0:
-            self._ports.rtp.route(remote, None)
+        rtp = self._ports.rtp
+        if remote is not None and rtp.fd >= 0 and rtp.routed(remote) is self._handler:
+            rtp.route(remote, None)
 
     def close(self) -> None:
         self._unroute()
