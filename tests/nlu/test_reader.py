@@ -259,6 +259,8 @@ def test_whisper_writes_double_as_w(text, digits):
         ("5 1 4 double 019.", 7, "5140019"),
         ("It's a 1 8 4 1 4 5 1 4 0 6", 10, "1841451406"),  # no digit missing: "a" is a word
         ("I want to go to 3 shops", None, "3"),  # "to" next to one numeral only is a word
+        ("four double zero double to one", 6, "400221"),  # "to" after "double"
+        ("double for seven", 3, "447"),
     ],
 )
 def test_how_a_neural_recogniser_writes_half_heard_digits(text, count, digits):

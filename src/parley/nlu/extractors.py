@@ -147,11 +147,13 @@ LEADING_ZERO_WORDS = {"a", "o", "oh", "so", "go", "over", "all", "the"}
 
 
 def _homophones(toks: list[Token]) -> list[Token]:
-    """'to'/'too'/'for' between two digits written as numerals read as the digit they sound like."""
+    """'to'/'too'/'for' between two digits written as numerals, or after "double"/"triple" ("four
+    double zero double to one"), read as the digit they sound like."""
     out = list(toks)
-    for i in range(1, len(toks) - 1):
+    for i in range(1, len(toks)):
         digit = HOMOPHONE_DIGITS.get(toks[i].text)
-        if digit and toks[i - 1].text.isdigit() and toks[i + 1].text.isdigit():
+        between = i + 1 < len(toks) and toks[i - 1].text.isdigit() and toks[i + 1].text.isdigit()
+        if digit and (between or toks[i - 1].text in ("double", "triple")):
             out[i] = Token(digit, toks[i].start, toks[i].end)
     return out
 
