@@ -7,10 +7,10 @@ and the evaluation one (>= 300 utterances, every slot type). For each evaluation
 engine decodes the audio as a stream of 20 ms frames; the arbiter's pick is scored from the
 same hypotheses with the learned priors (exactly the arbiter's policy, without re-decoding).
 "arbiter" runs every engine on every question; "arbiter-lean" runs what the voice agent runs
-(``LEAN_SELECTION``: the grammar, the per-agent LM and whisper on closed questions; whisper and the
-agent LM on free speech). "oracle" counts an utterance right when any engine got it: no selection
+(``LEAN_SELECTION``: the grammar, the per-agent LM and both whisper models on closed questions; whisper
+and the agent LM on free speech). "oracle" counts an utterance right when any engine got it: no selection
 policy can beat it. Variants of whisper (``--variants``: without the question prompt, with the full
-30 s encoder window, the tiny.en model, greedy decoding, the beam's top hypothesis only) are reported
+30 s encoder window, greedy decoding, the beam's top hypothesis only) are reported
 beside, for the choices in the engine's docstring; they take no part in the arbiter or the oracle.
 
 The priors are learned on the training corpus, with each engine's confidence calibration and the
@@ -86,7 +86,6 @@ _ENGINES: list[AsrEngine] = []
 VARIANTS: dict[str, dict[str, Any]] = {
     "whisper-noprompt": {"biased": False},
     "whisper-ctx30": {"context_s": 30.0},
-    "whisper-tiny": {"model": "tiny.en"},
     "whisper-beam1": {"beam_size": 1},
     "whisper-top1": {"n_best": 1},
 }
@@ -324,7 +323,7 @@ async def main() -> None:
         "--engines",
         nargs="+",
         help="only these installed engines (default: all; the lean ones are enough "
-        "for the agent's figures: sphinx-grammar sphinx-agent-lm whisper)",
+        "for the agent's figures: sphinx-grammar sphinx-agent-lm whisper whisper-tiny)",
     )
     parser.add_argument("--ship", action="store_true", help=f"write the learned priors to {SHIPPED_PRIORS}")
     args = parser.parse_args()

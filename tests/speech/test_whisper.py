@@ -73,6 +73,24 @@ def test_whisper_hears_phone_speech(whisper, speech, text, question, value):
     assert reading is not None and reading.complete and same_value(reading.value, value), heard
 
 
+def test_the_second_neural_engine_is_tiny_en_in_the_agents_lean_selection(speech):
+    """``whisper-tiny`` is an installed engine of its own, on the tiny.en model, decoding in a process
+    of its own beside base for every closed question."""
+    from parley.agent.voice import LEAN_SELECTION, WHOLE_ANSWER_ENGINES
+
+    (tiny,) = load_engines(["whisper-tiny"])
+    assert tiny.name == "whisper-tiny" and isinstance(tiny, WhisperEngine) and tiny.model_name == "tiny.en"
+    assert all("whisper-tiny" in LEAN_SELECTION[t] for t in SlotType if t is not SlotType.FREE)
+    assert "whisper-tiny" in WHOLE_ANSWER_ENGINES
+    question = Question(SlotType.DIGITS, digit_count=6)
+    session = tiny.start(question)
+    session.feed(speech("my account number is four two seven one nine three", "awb"))
+    final = session.finish()
+    assert final.engine == "whisper-tiny"
+    reading = read_slot(question, final.text)
+    assert reading is not None and reading.value == "427193", final.text
+
+
 def test_no_speech_gives_no_words(whisper):
     rng = np.random.default_rng(7)
     hiss = np.rint(rng.normal(0, 40, 8000 * 2)).astype(np.int16)

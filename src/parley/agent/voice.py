@@ -65,14 +65,19 @@ from parley.telephony.load import CpuMeter, usable_cores
 log = logging.getLogger(__name__)
 
 # Closed questions: the per-question grammar and the per-agent LM (cheap, streaming: the partials the
-# dialogue understands while the caller speaks) and whisper (decodes once, at the end of the turn, and
-# hears best); free speech: whisper and the agent LM, whose partials feed early understanding. The
+# dialogue understands while the caller speaks) and whisper's base and tiny.en models (decode once, at
+# the end of the turn, hear best, and make different mistakes); free speech: whisper and the agent LM, whose partials feed early understanding. The
 # general LM, the costliest engine, added nothing beside whisper (see bench/asr_arbiter.py).
 LEAN_SELECTION: dict[SlotType, tuple[str, ...]] = {
-    **{t: ("sphinx-grammar", "sphinx-agent-lm", "whisper") for t in SlotType if t is not SlotType.FREE},
+    **{
+        t: ("sphinx-grammar", "sphinx-agent-lm", "whisper", "whisper-tiny")
+        for t in SlotType
+        if t is not SlotType.FREE
+    },
     SlotType.FREE: ("sphinx-agent-lm", "whisper"),
 }
-WHOLE_ANSWER_ENGINES = ("whisper",)  # decode once per answer: a decode process of their own each
+# decode once per answer: a decode process of their own each
+WHOLE_ANSWER_ENGINES = ("whisper", "whisper-tiny")
 # End of speech -> decision at the latest. Whisper base costs 0.25 CPU-s a decode on one machine of this
 # project's kind and 1.6 on another (CTranslate2's int8 kernels differ by CPU): where it misses the
 # deadline the turn closes on the streaming engines; PARLEY_ASR_DEADLINE_S waits longer for it.
