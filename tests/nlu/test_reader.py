@@ -68,6 +68,9 @@ def test_corrections_keep_what_follows(text, digits):
         ("$1,500.00", Money(Decimal("1500.00"), "USD")),
         ("It was forty dollars.", Money(Decimal(40), "USD")),
         ("£75", Money(Decimal(75), "GBP")),
+        ("It's 500 and 5 pounds.", Money(Decimal(505), "GBP")),  # "five hundred and five"
+        ("6,200 and 45 euros", Money(Decimal(6245), "EUR")),
+        ("300 and 500 pounds", Money(Decimal(500), "GBP")),  # not one number: the one before the currency
         ("lots of money", None),
     ],
 )
@@ -185,6 +188,7 @@ def test_times_read_back_spoken_and_written(hour, minute):
         spoken.append(f"quarter to {number_words(twelve % 12 + 1)}")
     marker = "a.m." if hour < 12 else "p.m."
     written = [f"{twelve}:{minute:02d}", f"At {twelve}:{minute:02d} {marker}", f"{hour}:{minute:02d}"]
+    written += [f"At {twelve}{minute:02d}.", f"{twelve}{minute:02d} {marker}"]  # "845 am", run together
     for text in spoken + written:
         assert value(SlotType.TIME, text) == said, text
 

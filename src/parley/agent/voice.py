@@ -66,8 +66,9 @@ log = logging.getLogger(__name__)
 
 # Closed questions: the per-question grammar and the per-agent LM (cheap, streaming: the partials the
 # dialogue understands while the caller speaks) and whisper's base and tiny.en models (decode once, at
-# the end of the turn, hear best, and make different mistakes); free speech: whisper and the agent LM, whose partials feed early understanding. The
-# general LM, the costliest engine, added nothing beside whisper (see bench/asr_arbiter.py).
+# the end of the turn, hear best, and make different mistakes); free speech: whisper and the agent LM,
+# whose partials feed early understanding. The general LM, the costliest engine, added nothing beside
+# whisper (see bench/asr_arbiter.py).
 LEAN_SELECTION: dict[SlotType, tuple[str, ...]] = {
     **{
         t: ("sphinx-grammar", "sphinx-agent-lm", "whisper", "whisper-tiny")

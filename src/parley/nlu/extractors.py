@@ -544,6 +544,7 @@ PENDING_DATE_WORDS = {"next", "this", "last", "the", "of", "on", "at", "in", "ha
 _NUMERAL = re.compile(r"^\d+$")
 _ORDINAL = re.compile(r"^(\d{1,2})(st|nd|rd|th)$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
+_COMPACT_CLOCK = re.compile(r"^(1?\d|2[0-3])([0-5]\d)$")  # "845", "1030": hours and minutes run together
 
 _Word = tuple[str, int, int]  # a normalised word and the first and last source token it came from
 
@@ -828,15 +829,17 @@ def _read_time(toks: list[Token], reference: datetime) -> Extraction | None:
     at = None
     for k, word in enumerate(words_):
         marked = words_[k + 1 : k + 2] in (["am"], ["pm"])
+        plain = _NUMERAL.match(word) and (int(word) <= 24 or _COMPACT_CLOCK.match(word))
         if _CLOCK.match(word) or (
-            _NUMERAL.match(word)
-            and int(word) <= 24
-            and (marked or alone or (k and words_[k - 1] in ("at", "around", "about", "by")))
+            plain and (marked or alone or (k and words_[k - 1] in ("at", "around", "about", "by")))
         ):
             at = k  # the last time said wins
     if at is None:
         return None
     clock = words_[at]
+    compact = _COMPACT_CLOCK.match(clock)
+    if compact:  # "845 am", "at 1030": a neural recogniser's "eight forty five"
+        clock = f"{compact.group(1)}:{compact.group(2)}"
     hour, minute = (int(x) for x in clock.split(":")) if ":" in clock else (int(clock), 0)
     if hour > 24 or minute > 59:
         return None
@@ -943,7 +946,10 @@ def _read_amount(toks: list[Token], text: str) -> Extraction | None:
     currency = CURRENCY_WORDS[word_at(main.end)] if main else None
     if main is None:
         main = numbers[-1]
-    amount, end = main.value, main.end + (1 if currency else 0)
+    amount, start, end = main.value, main.start, main.end + (1 if currency else 0)
+    whole = _round_number_before(numbers, main, texts)
+    if whole is not None:  # "500 and 5 pounds", as a neural recogniser writes "five hundred and five"
+        amount, start = whole.value + main.value, whole.start
     if currency is None and word_at(main.end) in MINOR_WORDS:  # "thirty pence"
         if main.value >= 100:
             return None
@@ -956,7 +962,17 @@ def _read_amount(toks: list[Token], text: str) -> Extraction | None:
             end = minor.end + (1 if word_at(minor.end) in MINOR_WORDS else 0)
     confidence = 0.9 if main.cardinal else 0.6  # "twelve fifty": 12.50 or 1250?
     pending = texts[-1] in ("and", "point") or (texts[-1] in MULTIPLIERS)
-    return Extraction(Money(amount, currency), not pending, confidence, _span(toks[main.start : end]))
+    return Extraction(Money(amount, currency), not pending, confidence, _span(toks[start:end]))
+
+
+def _round_number_before(numbers: list[_Number], number: _Number, texts: list[str]) -> _Number | None:
+    """The round hundreds or thousands just before ``number``, joined to it by "and" ("500 and 5"),
+    when ``number`` is less than that round unit; else None."""
+    before = next((n for n in numbers if n.end + 1 == number.start and texts[n.end] == "and"), None)
+    if before is None or before.value < 100 or before.value != int(before.value):
+        return None
+    unit = 1000 if before.value % 1000 == 0 else 100 if before.value % 100 == 0 else None
+    return before if unit is not None and number.value < unit else None
 
 
 def _amount(
