@@ -297,7 +297,7 @@ def test_the_shipped_priors_are_the_default_and_calibrate_every_engine():
     confidence means no more than its hit rate, so it no longer outranks the others by confidence."""
     shipped = EnginePriors.shipped()
     assert Arbiter([]).priors == shipped
-    assert {"sphinx-grammar", "sphinx-agent-lm", "whisper"} <= set(shipped.calibration)
+    assert {"sphinx-grammar", "sphinx-agent-lm", "whisper", "whisper-tiny"} <= set(shipped.calibration)
     assert shipped.confidence("sphinx-agent-lm", 1.0) < 0.9
     assert shipped.get("whisper", "date") > shipped.get("sphinx-agent-lm", "date")
 
