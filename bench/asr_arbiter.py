@@ -14,8 +14,8 @@ policy can beat it. Variants of whisper (``--variants``: without the question pr
 beside, for the choices in the engine's docstring; they take no part in the arbiter or the oracle.
 
 The priors are learned on the training corpus, with each engine's confidence calibration and the
-weight of calibrated confidence (the one that scores best on the training corpus itself);
-``--ship`` writes them to ``src/parley/speech/priors.json``, the arbiter's default.
+weights of calibrated confidence and of agreement between engines (the ones that score best on the
+training corpus itself); ``--ship`` writes them to ``src/parley/speech/priors.json``, the arbiter's default.
 Latency (end of speech -> the arbiter's decision) is measured with the real arbiter as the voice
 agent runs it (``LEAN_SELECTION``, 1 s deadline, engines in decode processes) on a sample of
 utterances streamed in real time.
@@ -46,7 +46,7 @@ import numpy as np
 
 from parley.agent.voice import LEAN_SELECTION
 from parley.speech import corpus as corpus_module
-from parley.speech.arbiter import SHIPPED_PRIORS, Arbiter, EnginePriors, score
+from parley.speech.arbiter import AGREEMENT_WEIGHT, SHIPPED_PRIORS, Arbiter, EnginePriors, ranked
 from parley.speech.corpus import generate_corpus, question_for, read_labels, read_wav
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import DecodePool
@@ -178,14 +178,15 @@ def arbitrate(
             for name, h in row["hypotheses"].items()
             if name in engines and (chosen is None or name in chosen)
         }
-        best = max(running.values(), key=lambda h: score(h, question, priors)[0])
+        best = ranked(list(running.values()), question, priors)[0][1]
         row["correct"][label] = row["correct"][best.engine]
         row["cpu"][label] = sum(row["cpu"][name] for name in running)
         row["texts"][label] = best.text
 
 
 def learn_priors(rows: list[dict], engines: list[str]) -> EnginePriors:
-    """Priors, confidence calibrations and the confidence weight, from the training corpus."""
+    """Priors, confidence calibrations and the confidence and agreement weights, from the training
+    corpus."""
     outcomes = [
         (name, row["record"]["slot_type"], row["correct"][name]) for row in rows for name in engines
         if name in row["correct"]
@@ -199,19 +200,32 @@ def learn_priors(rows: list[dict], engines: list[str]) -> EnginePriors:
             if name in row["hypotheses"]
         ]
     )
-    best: tuple[float, float] | None = None
-    for weight in (0.05, 0.1, 0.2, 0.3, 0.45, 0.6):
-        priors.confidence_weight = weight
+    confidence = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6)
+    priors.confidence_weight = best_weight(rows, priors, engines, "confidence_weight", confidence)
+    # Agreement: the default unless another weight scores better (on a small training corpus where the
+    # arbiter is already near its oracle, agreement often changes nothing there).
+    agreement = (AGREEMENT_WEIGHT, 0.05, 0.2, 0.0, 0.3)
+    priors.agreement_weight = best_weight(rows, priors, engines, "agreement_weight", agreement)
+    for row in rows:
+        for key in ("correct", "cpu", "texts"):
+            row[key].pop("trial", None)
+    return priors
+
+
+def best_weight(
+    rows: list[dict], priors: EnginePriors, engines: list[str], name: str, weights: tuple[float, ...]
+) -> float:
+    """The first of ``weights`` for ``priors.<name>`` with which the lean arbiter over ``engines`` gets
+    most of ``rows`` right."""
+    best: tuple[int, float] | None = None
+    for weight in weights:
+        setattr(priors, name, weight)
         arbitrate(rows, priors, "trial", engines, LEAN_SELECTION)
         right = sum(row["correct"]["trial"] for row in rows)
         if best is None or right > best[0]:
             best = (right, weight)
     assert best is not None
-    priors.confidence_weight = best[1]
-    for row in rows:
-        for key in ("correct", "cpu", "texts"):
-            row[key].pop("trial", None)
-    return priors
+    return best[1]
 
 
 async def latency_sample(

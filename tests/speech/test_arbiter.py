@@ -11,7 +11,7 @@ import pytest
 
 from parley.media import g711
 from parley.nlu.reader import read_slot
-from parley.speech.arbiter import Arbiter, EnginePriors, score
+from parley.speech.arbiter import Arbiter, EnginePriors, ranked, score
 from parley.speech.endpoint import Endpointer, SpeechEnded
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import DecodePool
@@ -315,6 +315,42 @@ def test_a_reading_outside_the_questions_range_scores_below_one_inside_it():
     assert score(heard, unbounded, priors)[0] > score(grammar, unbounded, priors)[0]
 
 
+def test_engines_that_read_the_same_value_outvote_a_likelier_one():
+    """Both pocketsphinx engines heard 430777; whisper, with the higher prior, wrote "4307-07"."""
+    priors = EnginePriors(
+        {"whisper": {"digits": 0.5}, "sphinx-grammar": {"digits": 0.35}, "sphinx-agent-lm": {"digits": 0.35}},
+        agreement_weight=0.1,
+    )
+    six = Question(SlotType.DIGITS, digit_count=6)
+    heard = [
+        Hypothesis("whisper", "4307-07", 0.6, True),
+        Hypothesis("sphinx-grammar", "four three oh seven double seven", 0.9, True),
+        Hypothesis("sphinx-agent-lm", "four three oh seven double seven", 0.9, True),
+    ]
+    (best, winner, why), *_ = ranked(heard, six, priors)
+    assert winner.engine == "sphinx-grammar" and "1 other engine agree" in why
+    assert best == score(heard[1], six, priors, agreeing=1)[0]
+    priors.agreement_weight = 0.0  # without agreement the likelier engine wins
+    assert ranked(heard, six, priors)[0][1].engine == "whisper"
+
+
+@pytest.mark.parametrize(
+    ("texts", "agree"),
+    [
+        (("846 pounds", "eight hundred and forty six"), True),  # a currency said by one only
+        (("846 pounds", "846 dollars"), False),
+        (("Smith", "smith"), True),
+        (("four two", "four two seven"), False),  # an incomplete reading agrees with nothing
+    ],
+)
+def test_what_counts_as_the_same_value(texts, agree):
+    kind = SlotType.AMOUNT if "846" in texts[0] else SlotType.NAME if "mith" in texts[0] else SlotType.DIGITS
+    question = Question(kind, options=("smith",), digit_count=3 if kind is SlotType.DIGITS else None)
+    priors = EnginePriors(agreement_weight=0.1)
+    heard = [Hypothesis(engine, text, 0.5, True) for engine, text in zip(("a", "b"), texts, strict=True)]
+    assert all(("agree" in why) is agree for _, h, why in ranked(heard, question, priors) if h.engine == "b")
+
+
 def test_calibration_maps_confidence_to_hit_rate():
     priors = EnginePriors()
     samples = [("e", c / 10, c >= 5) for c in range(10) for _ in range(5)]
@@ -326,6 +362,6 @@ def test_calibration_maps_confidence_to_hit_rate():
 
 
 def test_priors_round_trip_through_their_file(tmp_path):
-    priors = EnginePriors({"e": {"digits": 0.7}}, 0.4, {"e": (3.0, -1.5)}, 0.3)
+    priors = EnginePriors({"e": {"digits": 0.7}}, 0.4, {"e": (3.0, -1.5)}, 0.3, 0.15)
     priors.save(tmp_path / "priors.json")
     assert EnginePriors.load(tmp_path / "priors.json") == priors

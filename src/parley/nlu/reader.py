@@ -70,6 +70,17 @@ def _bound_like(bound: str, value: Any) -> Any:
     return None
 
 
+def same_reading(value: Any, other: Any) -> bool:
+    """Whether two values read from transcripts say the same (amounts: the same sum, in the same
+    currency where both name one; text without case)."""
+    if isinstance(value, Money) and isinstance(other, Money):
+        currencies = {value.currency, other.currency} - {None}
+        return value.amount == other.amount and len(currencies) <= 1
+    if isinstance(value, str) and isinstance(other, str):
+        return value.casefold() == other.casefold()
+    return bool(value == other)
+
+
 def same_value(value: Any, expected: Any) -> bool:
     """Whether a read ``value`` is the labelled ``expected`` one (labels are JSON: dates and times in
     ISO 8601, amounts as ``{"value": 12.5, "currency": "GBP"}``, text compared without case)."""

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parley.nlu.reader import in_range, read_slot
+from parley.nlu.reader import SlotReading, in_range, read_slot, same_reading
 from parley.speech import metrics
 from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, SlotType, TurnRecord
 
@@ -49,6 +49,11 @@ VALID_WEIGHT = 0.35
 # corpus (:meth:`EnginePriors.calibrate`: Platt scaling, P(right | engine, confidence)), and the
 # weight of the calibrated confidence is learned there too. Uncalibrated, it only breaks ties.
 CONFIDENCE_WEIGHT = 0.05
+# Engines that read the same value from an answer agree: ROVER-style voting, as independent mistakes
+# seldom coincide ("four three oh seven double seven" from both pocketsphinx engines against whisper's
+# "4307-07"). Each other engine agreeing adds this much; learned on the training corpus like the
+# confidence weight (bench/asr_arbiter.py).
+AGREEMENT_WEIGHT = 0.1
 INCOMPLETE_CREDIT = 0.3  # an incomplete (4 of 5 digits) or out-of-range reading earns this share
 SHIPPED_PRIORS = Path(__file__).with_name("priors.json")  # learned by bench/asr_arbiter.py
 
@@ -56,12 +61,14 @@ SHIPPED_PRIORS = Path(__file__).with_name("priors.json")  # learned by bench/asr
 @dataclass(slots=True)
 class EnginePriors:
     """P(engine is right | slot type), Laplace-smoothed, learned from labelled utterances; with each
-    engine's confidence calibration and the weight the arbiter gives calibrated confidences."""
+    engine's confidence calibration, the weight the arbiter gives calibrated confidences and the one it
+    gives each other engine that read the same value."""
 
     table: dict[str, dict[str, float]] = field(default_factory=dict)
     default: float = 0.5
     calibration: dict[str, tuple[float, float]] = field(default_factory=dict)  # engine -> (slope, offset)
     confidence_weight: float = CONFIDENCE_WEIGHT
+    agreement_weight: float = 0.0
 
     def get(self, engine: str, slot_type: str) -> float:
         return self.table.get(engine, {}).get(slot_type, self.default)
@@ -115,6 +122,7 @@ class EnginePriors:
             "table": self.table,
             "calibration": {e: list(fit) for e, fit in self.calibration.items()},
             "confidence_weight": self.confidence_weight,
+            "agreement_weight": self.agreement_weight,
         }
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -126,6 +134,7 @@ class EnginePriors:
             data["default"],
             {e: (float(a), float(b)) for e, (a, b) in data.get("calibration", {}).items()},
             float(data.get("confidence_weight", CONFIDENCE_WEIGHT)),
+            float(data.get("agreement_weight", 0.0)),
         )
 
     @classmethod
@@ -134,12 +143,24 @@ class EnginePriors:
         return cls.load(SHIPPED_PRIORS) if SHIPPED_PRIORS.exists() else cls()
 
 
-def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> tuple[float, str]:
-    """The arbiter's score for one hypothesis and a short explanation."""
+def score(
+    hypothesis: Hypothesis, question: Question, priors: EnginePriors, agreeing: int = 0
+) -> tuple[float, str]:
+    """The arbiter's score for one hypothesis and a short explanation; ``agreeing``: how many other
+    engines read the same valid value (see :func:`ranked`)."""
     if not hypothesis.text.strip():
         return 0.0, "empty"
+    return _score(hypothesis, question, priors, read_slot(question, hypothesis.text), agreeing)
+
+
+def _score(
+    hypothesis: Hypothesis,
+    question: Question,
+    priors: EnginePriors,
+    reading: SlotReading | None,
+    agreeing: int,
+) -> tuple[float, str]:
     prior = priors.get(hypothesis.engine, question.slot_type.value)
-    reading = read_slot(question, hypothesis.text)
     if reading is None:
         validity, verdict = 0.0, "invalid"
     elif not reading.complete:
@@ -151,7 +172,39 @@ def score(hypothesis: Hypothesis, question: Question, priors: EnginePriors) -> t
     confidence = priors.confidence(hypothesis.engine, hypothesis.confidence)
     total = PRIOR_WEIGHT * prior + VALID_WEIGHT * validity + priors.confidence_weight * confidence
     why = f"prior {prior:.2f}, {verdict} {question.slot_type.value}, confidence {confidence:.2f}"
+    if agreeing and validity == 1.0:
+        total += priors.agreement_weight * agreeing
+        why += f", {agreeing} other engine{'s' if agreeing > 1 else ''} agree"
     return total, why
+
+
+def ranked(
+    hypotheses: Sequence[Hypothesis], question: Question, priors: EnginePriors
+) -> list[tuple[float, Hypothesis, str]]:
+    """Every hypothesis with its score and why, best first: :func:`score` with the agreement of the
+    other engines whose hypotheses read as the same valid, in-range value."""
+    readings = [read_slot(question, h.text) if h.text.strip() else None for h in hypotheses]
+    valid = [
+        r if r is not None and r.complete and in_range(question, r.value) else None for r in readings
+    ]
+    out = []
+    for i, hypothesis in enumerate(hypotheses):
+        if not hypothesis.text.strip():
+            out.append((0.0, hypothesis, "empty"))
+            continue
+        mine = valid[i]
+        agreeing = 0
+        if mine is not None and question.slot_type is not SlotType.FREE:
+            agreeing = sum(
+                1
+                for j, other in enumerate(valid)
+                if j != i and other is not None and hypotheses[j].engine != hypothesis.engine
+                and same_reading(mine.value, other.value)
+            )  # fmt: skip
+        value, why = _score(hypothesis, question, priors, readings[i], agreeing)
+        out.append((value, hypothesis, why))
+    out.sort(key=lambda item: item[0], reverse=True)
+    return out
 
 
 def best_possible(engine: str, question: Question, priors: EnginePriors) -> float:
@@ -332,8 +385,13 @@ class ArbiterTurn:
         if not finals:
             return False
         priors = self.arbiter.priors
-        best = max(score(h, self.question, priors)[0] for h in finals)
-        return all(best > best_possible(w.engine.name, self.question, priors) for w in waiting)
+        (best, _, _), *rivals = ranked(finals, self.question, priors)
+        # Each engine still decoding may yet agree with a rival, or with itself and all the finals.
+        lift = priors.agreement_weight * len(waiting)
+        if lift and any(best <= value + lift for value, _, _ in rivals):
+            return False
+        most = priors.agreement_weight * (len(finals) + len(waiting) - 1)
+        return all(best > best_possible(w.engine.name, self.question, priors) + most for w in waiting)
 
     def _best_partial(self, worker: _EngineWorker) -> Hypothesis | None:
         """An engine without a final: its best-scoring partial, the latest of equals. A decoder that
@@ -348,15 +406,13 @@ class ArbiterTurn:
 
     def _choose(self, candidates: list[Hypothesis]) -> None:
         record = self.record
-        best: tuple[float, Hypothesis, str] | None = None
-        for hypothesis in candidates:
-            value, why = score(hypothesis, self.question, self.arbiter.priors)
+        scored = ranked(candidates, self.question, self.arbiter.priors)
+        for value, hypothesis, _ in scored:
             record.scores[hypothesis.engine] = value
-            if best is None or value > best[0]:
-                best = (value, hypothesis, why)
-        if best is None:
+        if not scored:
             record.reason = "no engine produced a result"
             return
+        best = scored[0]
         record.winner = best[1]
         kind = "final" if best[1].is_final else "partial (engine missed the deadline)"
         record.reason = f"{best[1].engine} {kind}: {best[2]}"
