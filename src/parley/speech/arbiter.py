@@ -1,21 +1,24 @@
 """The arbiter: several ASR engines hear the same turn in parallel; a per-slot-type policy picks one.
 
 Not failover: every turn, each engine that supports the question decodes the caller's audio
-off the event loop, and the winner is chosen on three signals —
+off the event loop, and the winner is chosen on four signals —
 
 - the engine's *prior* for this slot type (its accuracy on a labelled corpus, see
   :class:`EnginePriors`; ``bench/asr_arbiter.py`` learns them),
 - whether the transcript *reads as a valid answer* (a 5-digit account number beats a sentence:
-  :func:`parley.nlu.reader.read_slot`, the dialogue's own reader),
-- the engine's own confidence, calibrated per engine on the same corpus (see ``CONFIDENCE_WEIGHT``).
+  :func:`parley.nlu.reader.read_slot`, the dialogue's own reader), within the range the question
+  allows (a birth date in the past),
+- the engine's own confidence, calibrated per engine on the same corpus (see ``CONFIDENCE_WEIGHT``),
+- how many other engines read the same value (see ``AGREEMENT_WEIGHT`` and :func:`ranked`).
 
-The priors, calibrations and weight learned on the training corpus ship in ``priors.json`` beside
+The priors, calibrations and weights learned on the training corpus ship in ``priors.json`` beside
 this module and are the default.
 
 A turn has a deadline counted from the end of speech: an engine that raises, hangs or is slow
 never blocks it — the best result available by then wins (a final, else the latest partial).
 The turn ends before the deadline as soon as the finals in cannot be beaten by any engine still
-decoding (:func:`best_possible`: its prior with a valid, fully confident answer).
+decoding (:func:`best_possible`: its prior with a valid, fully confident answer that every other engine
+agrees with), nor overtaken by a rival final that the engines still decoding might yet agree with.
 Every turn yields a :class:`TurnRecord` with all hypotheses, scores, the winner and why.
 """
 
