@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fractions
 import json
 import os
@@ -52,6 +53,7 @@ sys.path[:0] = [str(HERE), str(ROOT / "tests"), str(ROOT / "tests" / "telephony"
 from webrtc_peer import BrowserPeer  # noqa: E402
 
 from agent.voice_caller import AnswerBook, WebhookSink, start_agent_server, stop_agent_server  # noqa: E402
+from parley.loadtest.caller import ScriptedCaller  # noqa: E402
 from parley.speech.tts import load_tts  # noqa: E402
 from parley.telephony.manager import CallManager  # noqa: E402
 from turn_latency import (  # noqa: E402
@@ -73,11 +75,14 @@ ADMISSION = 0.85  # parley serve's default --max-load
 
 # -- 1. turn latency ---------------------------------------------------------------------------
 class PacketTap:
-    """Arrival time and payload size of every RTP packet the peer receives (before its jitter buffer)."""
+    """Arrival time and payload size of every RTP packet the peer receives (before its jitter buffer),
+    and send time and payload size of every one it sends (before SRTP)."""
 
     def __init__(self, peer: BrowserPeer) -> None:
         self.arrivals: list[tuple[float, int]] = []
-        receiver = next(t.receiver for t in peer.pc.getTransceivers() if t.kind == "audio")
+        self.sends: list[tuple[float, int]] = []
+        transceiver = next(t for t in peer.pc.getTransceivers() if t.kind == "audio")
+        receiver = transceiver.receiver
         handle = receiver._handle_rtp_packet
 
         async def tapped(packet: Any, arrival_time_ms: int) -> None:
@@ -85,9 +90,23 @@ class PacketTap:
             await handle(packet, arrival_time_ms)
 
         receiver._handle_rtp_packet = tapped
+        transport = transceiver.sender.transport
+        send = transport._send_rtp
+
+        async def sending(data: bytes) -> None:
+            from aiortc.rtp import RtpPacket
+
+            if len(data) >= 12 and not 64 <= data[1] & 0x7F <= 95:  # RTP, not RTCP (RFC 5761)
+                self.sends.append((time.monotonic(), len(RtpPacket.parse(data).payload)))
+            await send(data)
+
+        transport._send_rtp = sending
 
     def first_speech_after(self, moment: float) -> float | None:
         return next((t for t, size in self.arrivals if t > moment and size > OPUS_SPEECH_BYTES), None)
+
+    def first_speech_sent_after(self, moment: float) -> float | None:
+        return next((t for t, size in self.sends if t > moment and size > OPUS_SPEECH_BYTES), None)
 
 
 async def browser_call(url: str, answers: AnswerBook, rng: random.Random) -> tuple[list[float], str]:
@@ -214,6 +233,82 @@ def server_timings(records: Path) -> dict[str, dict[str, list]]:
     return found
 
 
+# -- 1b. the channel's own latency: an echo's round trip ------------------------------------
+def noise_burst(seconds: float = 0.2) -> np.ndarray:
+    """Loud white noise: its first packet is loud on either channel (a tone is cheap for Opus)."""
+    return np.clip(np.random.default_rng(1).normal(0, 6000, int(8000 * seconds)), -32767, 32767).astype(
+        np.int16
+    )
+
+
+async def echo_round_trips(args: argparse.Namespace, prefix: list[str]) -> dict[str, Any]:
+    """The echo app, SIP and WebRTC side by side: for each of ``--bursts`` noise bursts, the time from
+    the caller sending its first loud packet to the first loud packet of the echo arriving. That is the
+    part of a turn's latency that depends on the channel (receiving: the jitter buffer, decoding;
+    sending: encoding, hand-off); the recognisers, the dialogue and TTS in between are the same code."""
+    sip_port, webrtc_port = free_port(), free_port()
+    first, last = free_range(20)
+    server = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "parley", "serve", "echo", "--workers", "1", "--transport", "udp",
+         "--port", str(sip_port), "--rtp-ports", f"{first}-{last}", "--max-load", "0",
+         "--webrtc-port", str(webrtc_port), "--stats-file", str(args.workdir / "echo-stats.json")],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert server.stderr is not None
+    while "answering calls" not in (line := server.stderr.readline()):
+        if not line:
+            raise RuntimeError("the echo server did not start")
+    burst = noise_burst()
+    trips: dict[str, list[float]] = {"sip": [], "webrtc": []}
+    manager = CallManager(None, host="127.0.0.1", port=free_port(), rtp_ports=free_range(8), max_load=None)
+    await manager.start()
+    peer = BrowserPeer()
+    tap = PacketTap(peer)
+    try:
+        call = await manager.dial(f"sip:echo@127.0.0.1:{sip_port}", timeout=10)
+        caller = ScriptedCaller(manager, call)
+        response = await peer.call(f"http://127.0.0.1:{webrtc_port}/offer")
+        response.raise_for_status()
+        await asyncio.wait_for(peer.connected.wait(), 15)
+        await asyncio.sleep(1.0)
+        for _ in range(args.bursts):
+            for channel in ("sip", "webrtc"):  # alternating: the same moment's load on both
+                await asyncio.sleep(0.5)
+                if channel == "sip":
+                    heard = len(caller.loud_packets)
+                    playback = call.play(burst)
+                    await asyncio.sleep(0.5)
+                    sent = playback.first_sent
+                    back = next((t for t in list(caller.loud_packets)[heard:] if sent and t > sent), None)
+                else:
+                    mark = time.monotonic()
+                    peer.say(burst)
+                    await asyncio.sleep(0.5)
+                    sent = tap.first_speech_sent_after(mark)
+                    back = tap.first_speech_after(sent) if sent else None
+                if sent is not None and back is not None:
+                    trips[channel].append(1000 * (back - sent))
+        call.hangup()
+        peer.hang_up()
+        await asyncio.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        with contextlib.suppress(Exception):  # aiortc's close can hang once the other side is gone
+            await asyncio.wait_for(peer.close(), 5)
+        await asyncio.wait_for(manager.stop(), 10)
+    stats = json.loads((args.workdir / "echo-stats.json").read_text())
+    return {
+        channel: {
+            "bursts": len(ms),
+            "p50_ms": _r(percentile(ms, 50)),
+            "p95_ms": _r(percentile(ms, 95)),
+            "round_trips_ms": [round(x, 1) for x in ms],
+        }
+        for channel, ms in trips.items()
+    } | {"server_webrtc": stats.get("webrtc", {}), "server_sip_jitter": stats.get("jitter")}
+
+
 # -- 2. echo capacity --------------------------------------------------------------------------
 async def generate(url: str, calls: int, hold: float) -> None:
     """The load generator (a process of its own): ``calls`` browser peers sending a tone, then a report."""
@@ -327,19 +422,22 @@ async def echo_capacity(args: argparse.Namespace, prefix: list[str], caller_pref
 
 # -- 3. per-frame costs ------------------------------------------------------------------------
 def per_frame_costs(frames: int = 3000) -> dict[str, float]:
-    """Microseconds of CPU per 20 ms frame for each piece of a browser call's media path, and G.711."""
+    """Microseconds of CPU per 20 ms frame for each piece of a browser call's media path, and G.711:
+    the server's Opus encode (8 kHz in, :class:`OpusOut`) and decode (48 kHz out, then libswresample to
+    8 kHz, :class:`OpusIn`), SRTP protect and unprotect (pylibsrtp, as aiortc does it); beside them
+    what aiortc's own path cost per frame before (its Opus encoder, 48 kHz stereo, and soxr both ways)."""
     import av
     import soxr
-    from aiortc.codecs.opus import OpusDecoder, OpusEncoder
-    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.codecs.opus import OpusEncoder
 
     from parley.media import g711
     from parley.media.srtp import SrtpContext
+    from parley.telephony.webrtc import OpusIn, OpusOut
 
     rng = np.random.default_rng(0)
     pcm48 = (3000 * rng.standard_normal(960)).astype(np.int16)
     pcm8 = pcm48[::6].copy()
-    encoder, decoder = OpusEncoder(), OpusDecoder()
+    browser, opus_out, opus_in = OpusEncoder(), OpusOut(), OpusIn()
 
     def frame(i: int) -> av.AudioFrame:
         f = av.AudioFrame.from_ndarray(pcm48.reshape(1, -1), format="s16", layout="mono")
@@ -353,8 +451,9 @@ def per_frame_costs(frames: int = 3000) -> dict[str, float]:
         return 1e6 * (time.process_time() - start) / frames
 
     packets: list[bytes] = []
-    costs = {"opus_encode": timed(lambda i: packets.extend(encoder.encode(frame(i))[0]))}
-    costs["opus_decode"] = timed(lambda i: decoder.decode(JitterFrame(packets[i % len(packets)], i * 960)))
+    costs = {"aiortc_opus_encode_48k": timed(lambda i: packets.extend(browser.encode(frame(i))[0]))}
+    costs["opus_encode"] = timed(lambda i: opus_out.encode(pcm8))
+    costs["opus_decode"] = timed(lambda i: (opus_in.decode(packets[i % len(packets)]), opus_in.next_frame()))
     key = bytes(range(30))
     sender, receiver = (
         SrtpContext("AES_CM_128_HMAC_SHA1_80", key, key),
@@ -371,8 +470,9 @@ def per_frame_costs(frames: int = 3000) -> dict[str, float]:
     costs["srtp_unprotect"] = timed(lambda i: receiver.unprotect(protected[i]))
     down = soxr.ResampleStream(48000, 8000, 1, dtype="int16", quality="LQ")
     up = soxr.ResampleStream(8000, 48000, 1, dtype="int16", quality="QQ")
-    costs["resample_48k_to_8k"] = timed(lambda i: down.resample_chunk(pcm48))
-    costs["resample_8k_to_48k"] = timed(lambda i: up.resample_chunk(pcm8))
+    costs["aiortc_path_soxr_both_ways"] = timed(
+        lambda i: (down.resample_chunk(pcm48), up.resample_chunk(pcm8))
+    )
     costs["g711_encode"] = timed(lambda i: g711.encode("PCMU", pcm8))
     encoded = g711.encode("PCMU", pcm8)
     costs["g711_decode"] = timed(lambda i: g711.decode("PCMU", encoded))
@@ -396,17 +496,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     report["per_frame_us"] = costs = per_frame_costs()
     for name, us in costs.items():
         print(f"  {name:<20} {us:8.1f}", flush=True)
-    webrtc_media = sum(costs[k] for k in ("opus_encode", "opus_decode", "srtp_protect", "srtp_unprotect",
-                                          "resample_48k_to_8k", "resample_8k_to_48k"))  # fmt: skip
-    report["media_core_share_per_call"] = {
+    report["media_core_share_per_call"] = {  # both directions, 50 frames a second
         "webrtc_opus": round(50 * (costs["opus_encode"] + costs["opus_decode"]) / 1e6, 5),
         "webrtc_srtp": round(50 * (costs["srtp_protect"] + costs["srtp_unprotect"]) / 1e6, 5),
-        "webrtc_resampling": round(50 * (costs["resample_48k_to_8k"] + costs["resample_8k_to_48k"]) / 1e6, 5),
-        "webrtc_all": round(50 * webrtc_media / 1e6, 5),
         "sip_g711": round(50 * (costs["g711_encode"] + costs["g711_decode"]) / 1e6, 5),
     }
     print(f"  share of a core per call, both directions: {report['media_core_share_per_call']}", flush=True)
-    workdir = Path(tempfile.mkdtemp(prefix="webrtc-bench-"))
+    workdir = args.workdir = Path(tempfile.mkdtemp(prefix="webrtc-bench-"))
+    if args.bursts:
+        print(f"echo round trip, SIP and WebRTC alternating, {args.bursts} bursts each:", flush=True)
+        report["echo_round_trip"] = trips = await echo_round_trips(args, prefix)
+        for channel in ("sip", "webrtc"):
+            row = trips[channel]
+            print(
+                f"  {channel:<7} bursts {row['bursts']:>3}  p50/p95 {row['p50_ms']}/{row['p95_ms']} ms",
+                flush=True,
+            )
+        print(f"  the server's WebRTC channel: {trips['server_webrtc']}", flush=True)
     if args.rounds:
         print(f"turn latency, SIP and WebRTC alternating, {args.rounds} calls each:", flush=True)
         report["latency"] = latency = await latency_side_by_side(args, prefix, workdir)
@@ -432,6 +538,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bursts", type=int, default=20, help="Echo round trips per channel (0: skip).")
     parser.add_argument("--rounds", type=int, default=6, help="Agent calls per channel (0: skip).")
     parser.add_argument("--echo-steps", default="5,10", help="Concurrent echo calls per step ('' skips).")
     parser.add_argument("--hold", type=float, default=10.0, help="Seconds the CPU is measured per step.")

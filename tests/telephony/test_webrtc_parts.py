@@ -9,6 +9,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from parley.media.g711 import FRAME_SAMPLES
+from parley.media.stream import Playback
 from parley.telephony.manager import CallManager
 from parley.telephony.webpage import RateLimit, create_page_app
 from parley.telephony.webrtc import OPUS_FRAME, BrowserStream, WebRtcChannel
@@ -39,7 +40,7 @@ def tick(stream: BrowserStream) -> None:
 
 def test_the_browsers_opus_reaches_the_call_as_8khz_frames_one_a_tick() -> None:
     frames: list[np.ndarray] = []
-    stream = BrowserStream(lambda packet: None)
+    stream = BrowserStream(lambda packet, starts: None)
     stream.on_audio = frames.append
     packets = browser_opus(tone(1.0, 48000))
     for i, packet in enumerate(packets):  # arriving in real time, played out by the clock
@@ -59,7 +60,7 @@ def test_the_browsers_opus_reaches_the_call_as_8khz_frames_one_a_tick() -> None:
 
 def test_a_lost_or_broken_packet_is_concealed_and_the_call_goes_on() -> None:
     frames: list[np.ndarray] = []
-    stream = BrowserStream(lambda packet: None)
+    stream = BrowserStream(lambda packet, starts: None)
     stream.on_audio = frames.append
     packets = browser_opus(tone(0.4, 48000))
     packets[10] = b"\xff\xff not opus"  # a packet libopus refuses
@@ -81,7 +82,7 @@ def test_rfc4733_events_become_one_key_each() -> None:
     from parley.media.rtp import RtpPacket
 
     keys: list[str] = []
-    stream = BrowserStream(lambda packet: None)
+    stream = BrowserStream(lambda packet, starts: None)
     stream.on_dtmf = keys.append
     stream.dtmf[126] = DtmfReceiver(8000)
     sequence = 0
@@ -98,7 +99,8 @@ def test_rfc4733_events_become_one_key_each() -> None:
 
 def test_playback_goes_out_a_packet_a_tick_and_barge_in_stops_it() -> None:
     sent: list[av.Packet] = []
-    stream = BrowserStream(sent.append)
+    starts: list[Playback | None] = []
+    stream = BrowserStream(lambda packet, playback: (sent.append(packet), starts.append(playback)))
     playback = stream.play(tone(0.05, 8000))  # 400 samples: 2 frames and a half
     assert stream.playing and playback.first_sent is None
     for _ in range(3):
@@ -106,8 +108,9 @@ def test_playback_goes_out_a_packet_a_tick_and_barge_in_stops_it() -> None:
     assert playback.finished and not playback.stopped and not stream.playing
     assert playback.first_sent is not None  # when its first frame left (a turn's first_audio_ms)
     assert len(sent) == 3 and [p.pts for p in sent] == [0, FRAME_SAMPLES, 2 * FRAME_SAMPLES]
+    assert starts == [playback, None, None]  # the packet to stamp when aiortc takes it
     assert all(len(bytes(p)) > 20 for p in sent)  # the tone
-    for _ in range(10):
+    for _ in range(20):  # the codec's memory of the tone dies out over about ten frames
         stream.next_out()
     assert all(len(bytes(p)) < 12 for p in sent[-5:])  # Opus's silence when nothing plays (no dither)
 
@@ -122,7 +125,7 @@ def test_what_the_call_plays_reaches_a_browsers_decoder_as_the_same_tone() -> No
     from aiortc.jitterbuffer import JitterFrame
 
     sent: list[av.Packet] = []
-    stream = BrowserStream(sent.append)
+    stream = BrowserStream(lambda packet, starts: sent.append(packet))
     stream.play(tone(1.0, 8000))
     for _ in range(50):
         stream.next_out()

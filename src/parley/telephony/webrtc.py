@@ -67,7 +67,8 @@ log = logging.getLogger(__name__)
 PIPELINE_RATE = 8000  # the rate of every Call's frames (G.711's)
 OPUS_CLOCK = 48000  # Opus's RTP clock, whatever the audio's bandwidth
 OPUS_FRAME = OPUS_CLOCK * FRAME_SAMPLES // PIPELINE_RATE  # 960: a 20 ms packet, one jitter-buffer slot
-OPUS_BITRATE = 24000  # narrowband speech (the pipeline's 8 kHz) is transparent well below this
+OPUS_BITRATE = 32000  # narrowband speech (the pipeline's 8 kHz): CELT at this rate is transparent
+OPUS_APPLICATION = "lowdelay"  # CELT only: 2.5 ms of look-ahead where "voip" (SILK) has 6.5
 TELEPHONE_EVENT = "audio/telephone-event"
 MAX_OUT_PACKETS = 5  # packets queued for aiortc beyond which the oldest go (100 ms): it stopped pulling
 MAX_HEARD_FRAMES = 3  # decoded 8 kHz frames held beyond a tick's (packets longer than 20 ms)
@@ -158,7 +159,7 @@ class OpusOut:
         self._encoder.layout = "mono"
         self._encoder.format = "s16"
         self._encoder.bit_rate = OPUS_BITRATE
-        self._encoder.options = {"application": "voip"}
+        self._encoder.options = {"application": OPUS_APPLICATION}
         self._encoder.time_base = _PIPELINE_TIME
         self._pts = 0
 
@@ -184,7 +185,9 @@ class BrowserStream:
 
     codec = "L16"  # the clock's G.711 batching never sees a frame of this stream (next_out gives None)
 
-    def __init__(self, send_packet: Callable[[av.Packet], None], *, inactivity_timeout: float = 30.0) -> None:
+    def __init__(
+        self, send_packet: Callable[[av.Packet, Playback | None], None], *, inactivity_timeout: float = 30.0
+    ) -> None:
         self.send_packet = send_packet
         self.on_audio: Callable[[np.ndarray], None] | None = None
         self.on_dtmf: Callable[[str], None] | None = None
@@ -202,6 +205,7 @@ class BrowserStream:
         self._last_pcm: np.ndarray | None = None
         self._playbacks: deque[Playback | np.ndarray] = deque()
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._starting: Playback | None = None  # the playback whose first frame this tick sends
 
     # -- from the browser ---------------------------------------------------------------------
     def receive_opus(self, payload: bytes, timestamp: int, ssrc: int, arrival: float) -> None:
@@ -260,7 +264,8 @@ class BrowserStream:
                 return playbacks.popleft()
             start = playback.offset
             if not start:
-                playback.first_sent = time.monotonic()  # the media clock's time, as an RtpStream's
+                playback.first_sent = time.monotonic()  # the media clock's time; when aiortc takes it, later
+                self._starting = playback
             chunk = playback.data[start : start + step]
             playback.offset = start + step
             if playback.offset >= len(playback.data):
@@ -276,8 +281,9 @@ class BrowserStream:
     def next_out(self) -> None:
         """Encode this tick's frame and send it to the browser; nothing for the clock to encode."""
         self.frames_out += 1
+        self._starting = None
         for packet in self.opus_out.encode(self._next_frame()):
-            self.send_packet(packet)
+            self.send_packet(packet, self._starting)
 
     def pull(self) -> None:
         """Decode the packet due for this tick's slot; :meth:`deliver` hands the frame on."""
@@ -322,13 +328,14 @@ class _OutgoingAudio(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._packets: deque[tuple[av.Packet, float]] = deque(maxlen=MAX_OUT_PACKETS)
+        self._packets: deque[tuple[av.Packet, Playback | None, float]] = deque(maxlen=MAX_OUT_PACKETS)
         self._ready: asyncio.Event = asyncio.Event()
         self.handoffs = 0
         self.handoff_total_s = self.handoff_max_s = 0.0  # from the tick's encode to aiortc taking it
 
-    def push(self, packet: av.Packet) -> None:
-        self._packets.append((packet, time.monotonic()))
+    def push(self, packet: av.Packet, starts: Playback | None = None) -> None:
+        """Queue a packet; ``starts``: the playback whose first frame it carries."""
+        self._packets.append((packet, starts, time.monotonic()))
         self._ready.set()
 
     async def recv(self) -> av.Packet:
@@ -337,8 +344,11 @@ class _OutgoingAudio(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        packet, queued = self._packets.popleft()
-        waited = time.monotonic() - queued
+        packet, starts, queued = self._packets.popleft()
+        now = time.monotonic()
+        if starts is not None:  # leaving now (aiortc packs, protects and sends it before it pulls again)
+            starts.first_sent = now
+        waited = now - queued
         self.handoffs += 1
         self.handoff_total_s += waited
         self.handoff_max_s = max(self.handoff_max_s, waited)
@@ -386,6 +396,8 @@ class WebRtcChannel:
         self.dtmf_rfc4733 = 0  # keys that came as RFC 4733 events (the rest: over the data channel)
         self.handoffs = 0  # packets aiortc took from the calls' tracks, and how long they waited
         self.handoff_total_s = self.handoff_max_s = 0.0
+        self.jitter_delay_frames: list[int] = []  # each ended call's jitter buffer delay at its end
+        self.jitter_late = 0  # packets that came after their slot was played
         self._closing: set[asyncio.Task] = set()
 
     def refusal(self) -> OfferError | None:
@@ -603,6 +615,9 @@ class WebRtcChannel:
         self.handoffs += out.handoffs
         self.handoff_total_s += out.handoff_total_s
         self.handoff_max_s = max(self.handoff_max_s, out.handoff_max_s)
+        jitter = browser.stream.jitter.stats
+        self.jitter_delay_frames.append(jitter.current_delay_frames)
+        self.jitter_late += jitter.late
         # after our hang-up, the page hears it on the data channel before the connection closes
         delay = CLOSE_DELAY_S if reason == "local-hangup" else 0.0
         closing = asyncio.ensure_future(self._close(browser, delay))
@@ -629,7 +644,9 @@ class WebRtcChannel:
         return {"answered": self.answered, "refused": self.refused, "ended": dict(self.ended),
                 "active": len(self.browsers), "dtmf_rfc4733": self.dtmf_rfc4733,
                 "handoff_ms": {"mean": round(1000 * self.handoff_total_s / max(1, self.handoffs), 3),
-                               "max": round(1000 * self.handoff_max_s, 3)}}  # fmt: skip
+                               "max": round(1000 * self.handoff_max_s, 3)},
+                "jitter_delay_frames": self.jitter_delay_frames[-100:],
+                "jitter_late": self.jitter_late}  # fmt: skip
 
 
 def _offered_sdp(offer: Any) -> str:
