@@ -6,6 +6,7 @@ import gc
 import math
 import random
 import time
+import weakref
 from collections import Counter
 from itertools import pairwise
 
@@ -14,6 +15,7 @@ import numpy as np
 from parley.media import clock as clock_module
 from parley.media import g711
 from parley.media.clock import (
+    FULL_AFTER_ENDED,
     FULL_EVERY_S,
     YOUNG_THRESHOLD,
     MediaClock,
@@ -469,5 +471,44 @@ async def test_a_clock_that_never_idles_still_gets_a_full_collection_every_few_m
         pacer.last_full -= FULL_EVERY_S  # as if the clock had been busy for that long
         await wait_until(lambda: len(pacer.full_pauses) > pauses)
         assert time.monotonic() - pacer.last_full < 1.0
+    finally:
+        clock.stop()
+
+
+class EndedCall:
+    """What an ended agent call leaves: objects that refer to each other (a turn and its workers)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_the_cyclic_garbage_of_ended_calls_is_collected_while_calls_go_on():
+    """A server that is never idle: a full collection runs once FULL_AFTER_ENDED streams have ended,
+    not minutes later (an agent call's cycles had piled up for 10 minutes); start-up's objects are
+    frozen at the first clock, so that collection walks only what came after."""
+    pacer = clock_module._GC
+    clock = MediaClock()
+    try:
+        clock.add(GarbageMaker())  # always ticking: never idle
+        await wait_until(lambda: clock.ticks >= 2)
+        assert pacer.frozen and gc.get_freeze_count() > 0
+        ended = EndedCall()
+        gc.collect(1)  # survives two young collections: in the oldest generation, as a call's objects are
+        dead = weakref.ref(ended)
+        del ended
+        pauses = len(pacer.full_pauses)
+        pacer.ended = 0
+        for _ in range(FULL_AFTER_ENDED - 1):
+            stream = CountingStream()
+            clock.add(stream)
+            clock.remove(stream)
+        ticks = clock.ticks
+        await wait_until(lambda: clock.ticks >= ticks + 10)
+        assert dead() is not None and len(pacer.full_pauses) == pauses  # young collections do not free it
+        stream = CountingStream()
+        clock.add(stream)
+        clock.remove(stream)
+        await wait_until(lambda: dead() is None)
+        assert len(pacer.full_pauses) == pauses + 1 and pacer.ended == 0
     finally:
         clock.stop()
