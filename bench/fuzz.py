@@ -141,6 +141,10 @@ def main() -> None:
     if args.run_one:
         run_one(args.run_one, args.seconds, args.crashes)
         return
+    try:
+        import atheris  # noqa: F401 (each target's process imports it again)
+    except ImportError:
+        sys.exit("atheris is not installed: .venv/bin/pip install -e '.[fuzz]'")
     results = {}
     for name in args.target or TARGETS:
         started = time.monotonic()
