@@ -32,6 +32,15 @@ is the next step); the slope after warm-up (4,334 MB per 10,000 calls) is domina
 whisper's process being replaced once (hung under load; fixed since: abandoned decodes count as
 progress).
 
+``--tracemalloc FRAMES`` finds what the event loop's process keeps: the server runs with
+:mod:`tracemalloc` tracing ``FRAMES`` frames per allocation (a small wrapper around ``parley serve``;
+nothing in ``src/`` knows of it). At each sample after warm-up it is sent SIGUSR2 and dumps a snapshot,
+runs a full collection, and dumps another. The report lists the allocation tracebacks that grew most
+between the first and the last kept snapshots, per ended call (``top_growth``), the cyclic garbage
+each full collection freed (``garbage_mb``: what the media clock's collector pacing had not collected
+yet) and where the last one's was allocated (``top_garbage``). Tracing slows the process down: use it
+to find a cause, not for the RSS figures.
+
 Usage: ``.venv/bin/python bench/soak.py --minutes 30 --concurrent 500``;
 ``.venv/bin/python bench/soak.py --agent examples/card_block.yaml --minutes 5 --concurrent 4
 --call-seconds 10 --warmup-minutes 1`` for the agent.
@@ -48,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import psutil
@@ -55,6 +65,41 @@ import psutil
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "sipp" / "uac_rtpstream.xml"
 READY = "answering calls"
+# ``python -c TRACED FRAMES DIR parley-args...``: parley's CLI with tracemalloc on. On each SIGUSR2 (the
+# handler runs between bytecodes on the event loop's thread) it dumps a snapshot (DIR/NNNN.pre), runs a
+# full collection, dumps another (DIR/NNNN.snap: what is kept) and notes what the collection freed
+# (DIR/NNNN.json: the cyclic garbage the media clock's collector pacing had not collected yet).
+TRACED = """
+import gc, json, signal, sys, tracemalloc
+frames, out = int(sys.argv[1]), sys.argv[2]
+tracemalloc.start(frames)
+dumped = 0
+def dump(signum, frame):
+    global dumped
+    dumped += 1
+    name = f"{out}/{dumped:04d}"
+    tracemalloc.take_snapshot().dump(name + ".pre")
+    before = tracemalloc.get_traced_memory()[0]
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    unreachable = gc.collect()
+    kinds = {}
+    for thing in gc.garbage:
+        kind = type(thing).__module__ + "." + type(thing).__qualname__
+        kinds[kind] = kinds.get(kind, 0) + 1
+    gc.garbage.clear()
+    gc.set_debug(0)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.take_snapshot().dump(name + ".snap")
+    kinds = dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:25])
+    with open(name + ".json", "w") as f:
+        json.dump({"traced_before": before, "traced_after": after, "unreachable": unreachable,
+                   "garbage_kinds": kinds}, f)
+signal.signal(signal.SIGUSR2, dump)
+sys.argv = ["parley", *sys.argv[3:]]
+from parley.cli import main
+main()
+"""
 
 
 def free_port() -> int:
@@ -80,16 +125,22 @@ def process_rss_mb(pid: int) -> dict[str, float]:
     return sizes
 
 
-def start_server(agent: str, port: int, workdir: Path) -> subprocess.Popen:
-    return start_server_cmd([agent, "--transport", "udp", "--port", str(port)], workdir, port)
+def start_server(agent: str, port: int, workdir: Path, trace_frames: int = 0) -> subprocess.Popen:
+    args = [agent, "--transport", "udp", "--port", str(port)]
+    return start_server_cmd(args, workdir, port, trace_frames)
 
 
-def start_server_cmd(args: list[str], workdir: Path, port: int) -> subprocess.Popen:
+def start_server_cmd(args: list[str], workdir: Path, port: int, trace_frames: int = 0) -> subprocess.Popen:
     """``parley serve ARGS`` as one worker on core 1 without admission control; returns once it answers.
 
-    Its output goes to ``workdir/server.log`` (read there, so a full pipe never blocks it).
+    Its output goes to ``workdir/server.log`` (read there, so a full pipe never blocks it). With
+    ``trace_frames``, under tracemalloc, dumping snapshots into ``workdir/snapshots`` on SIGUSR2.
     """
-    cmd = [sys.executable, "-m", "parley", "serve", *args, "--host", "127.0.0.1", "--workers", "1"]
+    launcher = ["-m", "parley"]
+    if trace_frames:
+        (workdir / "snapshots").mkdir(exist_ok=True)
+        launcher = ["-c", TRACED, str(trace_frames), str(workdir / "snapshots")]
+    cmd = [sys.executable, *launcher, "serve", *args, "--host", "127.0.0.1", "--workers", "1"]
     cmd += ["--max-load", "0", "--rtp-ports", "20000-40000"]
     cmd += ["--stats-file", str(workdir / "stats.json"), "--records", str(workdir / "records.jsonl")]
     log = workdir / "server.log"
@@ -153,9 +204,81 @@ def agent_records(path: Path) -> dict[str, object]:
     }
 
 
+def snapshot_of(server: subprocess.Popen, workdir: Path, number: int, timeout: float = 120.0) -> dict | None:
+    """Have the traced server dump snapshot ``number``: what the full collection freed (bytes, objects)
+    and the snapshots' paths (None if they never came)."""
+    stem = workdir / "snapshots" / f"{number:04d}"
+    notes = stem.with_suffix(".json")
+    server.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            freed = json.loads(notes.read_text())
+        except (OSError, ValueError):
+            time.sleep(0.5)
+            continue
+        garbage = freed["traced_before"] - freed["traced_after"]
+        return {
+            "pre": stem.with_suffix(".pre"),
+            "snap": stem.with_suffix(".snap"),
+            "garbage_mb": round(garbage / 1e6, 3),
+            "unreachable": freed["unreachable"],
+            "garbage_kinds": freed["garbage_kinds"],
+            "traced_mb": round(freed["traced_after"] / 1e6, 2),
+        }
+    return None
+
+
+def compared(old_path: Path, new_path: Path, calls: int, limit: int = 12) -> list[dict[str, object]]:
+    """The allocation tracebacks that grew most from snapshot ``old_path`` to ``new_path`` (``calls``
+    ended between them), innermost frame last, with bytes and objects per call."""
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "<frozen*>")]
+    old = tracemalloc.Snapshot.load(str(old_path)).filter_traces(ignore)
+    new = tracemalloc.Snapshot.load(str(new_path)).filter_traces(ignore)
+    rows = []
+    for stat in new.compare_to(old, "traceback")[:limit]:
+        rows.append({
+            "kb": round(stat.size_diff / 1024, 1),
+            "bytes_per_call": round(stat.size_diff / max(calls, 1)),
+            "objects_per_call": round(stat.count_diff / max(calls, 1), 2),
+            "traceback": [f"{frame.filename}:{frame.lineno}" for frame in stat.traceback],
+        })
+    return rows
+
+
+def traced(server: subprocess.Popen, workdir: Path, dumps: list[dict], calls: int) -> None:
+    """One more traced dump, appended to ``dumps`` with ``calls`` (calls ended so far); only the first
+    and the latest snapshots are kept (each can be tens of MB)."""
+    dumped = snapshot_of(server, workdir, len(dumps) + 1)
+    if dumped is None:
+        return
+    dumped["calls_ended"] = calls
+    print(json.dumps({k: v for k, v in dumped.items() if k not in ("pre", "snap")}), flush=True)
+    if len(dumps) >= 2:
+        for key in ("pre", "snap"):
+            dumps[-1][key].unlink(missing_ok=True)
+    dumps.append(dumped)
+
+
+def tracemalloc_report(dumps: list[dict]) -> dict[str, object]:
+    """What the traced dumps show: the growth kept from the first to the last (after full collections),
+    and where the garbage the last full collection freed was allocated."""
+    first, last = dumps[0], dumps[-1]
+    calls = last["calls_ended"] - first["calls_ended"]
+    return {
+        "tracemalloc_calls": [first["calls_ended"], last["calls_ended"]],
+        "traced_mb": [d["traced_mb"] for d in dumps],
+        "garbage_mb": [d["garbage_mb"] for d in dumps],
+        "garbage_kinds": last["garbage_kinds"],
+        "top_growth": compared(first["snap"], last["snap"], calls),
+        "top_garbage": compared(last["snap"], last["pre"], calls),
+    }
+
+
 def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     port = free_port()
-    server = start_server(args.agent, port, workdir)
+    server = start_server(args.agent, port, workdir, args.tracemalloc)
+    dumps: list[dict] = []  # the traced server's snapshots (--tracemalloc)
     stat_csv = workdir / "sipp.csv"
     rate = args.concurrent / args.call_seconds
     total = int(rate * args.minutes * 60)
@@ -184,11 +307,16 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             }
             samples.append(sample)
             print(json.dumps(sample), flush=True)
+            warm_now = args.warmup_minutes * 60 <= sample["t_s"] <= args.minutes * 60
+            if args.tracemalloc and warm_now:
+                traced(server, workdir, dumps, sample["calls_ended"])
             if time.monotonic() - started > args.minutes * 60 + 4 * args.call_seconds + 60:
                 sipp.kill()
         ok, failed = ended_calls(stat_csv)
         time.sleep(args.settle)
         settled = tree_rss_mb(server.pid)
+        if args.tracemalloc and dumps:
+            traced(server, workdir, dumps, ok + failed)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -209,6 +337,8 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     }
     if args.agent != "echo":
         result |= agent_records(workdir / "records.jsonl")
+    if len(dumps) >= 2:
+        result |= tracemalloc_report(dumps)
     if len(warm) >= 2:
         per_call = slope([(s["calls_ended"], s["rss_mb"]) for s in warm])
         mean = sum(s["rss_mb"] for s in warm) / len(warm)
@@ -231,6 +361,13 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument(
         "--settle", type=float, default=40.0, help="seconds after the load before the last RSS"
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace the server's allocations (FRAMES deep) and report the tracebacks that grew most",
     )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "soak.json")
     args = parser.parse_args()
