@@ -9,7 +9,8 @@ Reported:
 
 - RSS over time (idle before the load, then each sample),
 - the **slope after warm-up**: a least-squares line through (calls ended, RSS) of the samples after
-  ``--warmup-minutes``, in MB per 10,000 calls (the goal: < 1),
+  ``--warmup-minutes``, in MB per 10,000 calls (the goal: < 1), for the whole tree and for the event
+  loop's process alone (its decode processes aside: whisper's is replaced when it hangs),
 - **memory per concurrent call**: (mean RSS after warm-up - idle RSS) / concurrent calls,
 - RSS once the load stopped and every ended session's linger ran out (``--settle`` seconds later).
 Each sample also has the RSS of every process of the tree (``rss_by_pid``: which one grows).
@@ -34,12 +35,14 @@ progress).
 
 ``--tracemalloc FRAMES`` finds what the event loop's process keeps: the server runs with
 :mod:`tracemalloc` tracing ``FRAMES`` frames per allocation (a small wrapper around ``parley serve``;
-nothing in ``src/`` knows of it). At each sample after warm-up it is sent SIGUSR2 and dumps a snapshot,
-runs a full collection, and dumps another. The report lists the allocation tracebacks that grew most
-between the first and the last kept snapshots, per ended call (``top_growth``), the cyclic garbage
-each full collection freed (``garbage_mb``: what the media clock's collector pacing had not collected
-yet) and where the last one's was allocated (``top_garbage``). Tracing slows the process down: use it
-to find a cause, not for the RSS figures.
+nothing in ``src/`` knows of it). At the first sample after warm-up it dumps a snapshot, runs a full
+collection and dumps another; at each later sample it notes its traced memory as it is (live objects
+and the cyclic garbage it has not collected itself yet); once the load ended and settled, it does
+the full dump again. The report gives the traced memory's slope over the calls ended
+(``traced_slope_mb_per_10k_calls``), what the last full collection freed and its kinds
+(``garbage_mb_at_end``, ``garbage_kinds``), where that garbage was allocated (``top_garbage``) and
+the allocation tracebacks that grew from the first full dump to the last (``top_growth``), per ended
+call. Tracing slows the process down: use it to find a cause, not for the RSS figures.
 
 Usage: ``.venv/bin/python bench/soak.py --minutes 30 --concurrent 500``;
 ``.venv/bin/python bench/soak.py --agent examples/card_block.yaml --minutes 5 --concurrent 4
@@ -65,37 +68,41 @@ import psutil
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "sipp" / "uac_rtpstream.xml"
 READY = "answering calls"
-# ``python -c TRACED FRAMES DIR parley-args...``: parley's CLI with tracemalloc on. On each SIGUSR2 (the
-# handler runs between bytecodes on the event loop's thread) it dumps a snapshot (DIR/NNNN.pre), runs a
-# full collection, dumps another (DIR/NNNN.snap: what is kept) and notes what the collection freed
-# (DIR/NNNN.json: the cyclic garbage the media clock's collector pacing had not collected yet).
+# ``python -c TRACED FRAMES DIR parley-args...``: parley's CLI with tracemalloc on; its signal handlers
+# run between bytecodes on the event loop's thread. SIGUSR2 notes the traced memory as it is (live
+# objects and the cyclic garbage the server has not collected yet: DIR/NNNN.json); SIGUSR1 also dumps a
+# snapshot (NNNN.pre), runs a full collection, noting what it freed and its kinds, and dumps another
+# (NNNN.snap: what is kept).
 TRACED = """
 import gc, json, signal, sys, tracemalloc
 frames, out = int(sys.argv[1]), sys.argv[2]
 tracemalloc.start(frames)
 dumped = 0
-def dump(signum, frame):
+def note(signum, frame):
     global dumped
     dumped += 1
     name = f"{out}/{dumped:04d}"
-    tracemalloc.take_snapshot().dump(name + ".pre")
     before = tracemalloc.get_traced_memory()[0]
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    unreachable = gc.collect()
-    kinds = {}
-    for thing in gc.garbage:
-        kind = type(thing).__module__ + "." + type(thing).__qualname__
-        kinds[kind] = kinds.get(kind, 0) + 1
-    gc.garbage.clear()
-    gc.set_debug(0)
-    gc.collect()
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.take_snapshot().dump(name + ".snap")
-    kinds = dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:25])
+    notes = {"traced_before": before, "traced_after": before, "unreachable": 0, "garbage_kinds": {}}
+    if signum == signal.SIGUSR1:
+        tracemalloc.take_snapshot().dump(name + ".pre")
+        notes["traced_before"] = tracemalloc.get_traced_memory()[0]
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        notes["unreachable"] = gc.collect()
+        kinds = {}
+        for thing in gc.garbage:
+            kind = type(thing).__module__ + "." + type(thing).__qualname__
+            kinds[kind] = kinds.get(kind, 0) + 1
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.collect()
+        notes["traced_after"] = tracemalloc.get_traced_memory()[0]
+        tracemalloc.take_snapshot().dump(name + ".snap")
+        notes["garbage_kinds"] = dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:25])
     with open(name + ".json", "w") as f:
-        json.dump({"traced_before": before, "traced_after": after, "unreachable": unreachable,
-                   "garbage_kinds": kinds}, f)
-signal.signal(signal.SIGUSR2, dump)
+        json.dump(notes, f)
+signal.signal(signal.SIGUSR1, note)
+signal.signal(signal.SIGUSR2, note)
 sys.argv = ["parley", *sys.argv[3:]]
 from parley.cli import main
 main()
@@ -204,27 +211,29 @@ def agent_records(path: Path) -> dict[str, object]:
     }
 
 
-def snapshot_of(server: subprocess.Popen, workdir: Path, number: int, timeout: float = 120.0) -> dict | None:
-    """Have the traced server dump snapshot ``number``: what the full collection freed (bytes, objects)
-    and the snapshots' paths (None if they never came)."""
+def snapshot_of(
+    server: subprocess.Popen, workdir: Path, number: int, full: bool, timeout: float = 120.0
+) -> dict | None:
+    """Have the traced server note its traced memory (``full``: dump snapshots around a full
+    collection too); what it noted (None if nothing came)."""
     stem = workdir / "snapshots" / f"{number:04d}"
     notes = stem.with_suffix(".json")
-    server.send_signal(signal.SIGUSR2)
+    server.send_signal(signal.SIGUSR1 if full else signal.SIGUSR2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.poll() is None:
         try:
-            freed = json.loads(notes.read_text())
+            noted = json.loads(notes.read_text())
         except (OSError, ValueError):
-            time.sleep(0.5)
+            time.sleep(0.2)
             continue
-        garbage = freed["traced_before"] - freed["traced_after"]
         return {
+            "full": full,
             "pre": stem.with_suffix(".pre"),
             "snap": stem.with_suffix(".snap"),
-            "garbage_mb": round(garbage / 1e6, 3),
-            "unreachable": freed["unreachable"],
-            "garbage_kinds": freed["garbage_kinds"],
-            "traced_mb": round(freed["traced_after"] / 1e6, 2),
+            "traced_mb": round(noted["traced_before"] / 1e6, 2),
+            "garbage_mb": round((noted["traced_before"] - noted["traced_after"]) / 1e6, 3),
+            "unreachable": noted["unreachable"],
+            "garbage_kinds": noted["garbage_kinds"],
         }
     return None
 
@@ -246,29 +255,31 @@ def compared(old_path: Path, new_path: Path, calls: int, limit: int = 12) -> lis
     return rows
 
 
-def traced(server: subprocess.Popen, workdir: Path, dumps: list[dict], calls: int) -> None:
-    """One more traced dump, appended to ``dumps`` with ``calls`` (calls ended so far); only the first
-    and the latest snapshots are kept (each can be tens of MB)."""
-    dumped = snapshot_of(server, workdir, len(dumps) + 1)
+def traced(server: subprocess.Popen, workdir: Path, dumps: list[dict], calls: int, full: bool) -> None:
+    """Note the traced server's memory (``full``: with snapshots around a full collection), appended to
+    ``dumps`` with ``calls`` (calls ended so far)."""
+    dumped = snapshot_of(server, workdir, len(dumps) + 1, full)
     if dumped is None:
         return
     dumped["calls_ended"] = calls
     print(json.dumps({k: v for k, v in dumped.items() if k not in ("pre", "snap")}), flush=True)
-    if len(dumps) >= 2:
-        for key in ("pre", "snap"):
-            dumps[-1][key].unlink(missing_ok=True)
     dumps.append(dumped)
 
 
 def tracemalloc_report(dumps: list[dict]) -> dict[str, object]:
-    """What the traced dumps show: the growth kept from the first to the last (after full collections),
-    and where the garbage the last full collection freed was allocated."""
+    """What the traced notes show. The first is a full collection, the last another once the load
+    ended; between them the server collected on its own, so the traced memory's slope over the
+    calls ended is the heap's growth with the garbage it had not collected yet. Then what the last
+    full collection freed (its kinds, where it was allocated) and what grew from first to last."""
     first, last = dumps[0], dumps[-1]
     calls = last["calls_ended"] - first["calls_ended"]
+    during = [(d["calls_ended"], d["traced_mb"]) for d in dumps[1:-1]]
     return {
         "tracemalloc_calls": [first["calls_ended"], last["calls_ended"]],
-        "traced_mb": [d["traced_mb"] for d in dumps],
-        "garbage_mb": [d["garbage_mb"] for d in dumps],
+        "traced_mb": [[d["calls_ended"], d["traced_mb"]] for d in dumps],
+        "traced_slope_mb_per_10k_calls": round(slope(during) * 10_000, 1) if len(during) >= 2 else None,
+        "traced_after_full_mb": [round(d["traced_mb"] - d["garbage_mb"], 2) for d in (first, last)],
+        "garbage_mb_at_end": last["garbage_mb"],
         "garbage_kinds": last["garbage_kinds"],
         "top_growth": compared(first["snap"], last["snap"], calls),
         "top_garbage": compared(last["snap"], last["pre"], calls),
@@ -309,14 +320,14 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             print(json.dumps(sample), flush=True)
             warm_now = args.warmup_minutes * 60 <= sample["t_s"] <= args.minutes * 60
             if args.tracemalloc and warm_now:
-                traced(server, workdir, dumps, sample["calls_ended"])
+                traced(server, workdir, dumps, sample["calls_ended"], full=not dumps)
             if time.monotonic() - started > args.minutes * 60 + 4 * args.call_seconds + 60:
                 sipp.kill()
         ok, failed = ended_calls(stat_csv)
         time.sleep(args.settle)
         settled = tree_rss_mb(server.pid)
         if args.tracemalloc and dumps:
-            traced(server, workdir, dumps, ok + failed)
+            traced(server, workdir, dumps, ok + failed, full=True)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -343,6 +354,9 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         per_call = slope([(s["calls_ended"], s["rss_mb"]) for s in warm])
         mean = sum(s["rss_mb"] for s in warm) / len(warm)
         result["slope_mb_per_10k_calls"] = round(per_call * 10_000, 3)
+        own = [(s["calls_ended"], s["rss_by_pid"][str(server.pid)]) for s in warm]
+        result["event_loop_slope_mb_per_10k_calls"] = round(slope(own) * 10_000, 3)  # decoders aside
+        result["event_loop_rss_mb"] = [own[0][1], own[-1][1]]
         result["rss_mean_after_warmup_mb"] = round(mean, 2)
         result["mb_per_concurrent_call"] = round((mean - idle) / args.concurrent, 4)
         result["calls_after_warmup"] = warm[-1]["calls_ended"] - warm[0]["calls_ended"]

@@ -222,19 +222,16 @@ class _GarbagePacer:
     A server that is never idle needs full collections too: an agent call leaves ~200 KB of cyclic
     garbage (its ASR turns and their engine workers, which refer to each other; cancelled tasks,
     whose exceptions hold their frames; closures over the call), which the young collections
-    promote instead of freeing. The first time a clock starts, what start-up made (modules, models,
-    the agent, its grammars and caches: 260,000 objects, a 200-500 ms full collection for an agent)
-    is collected once and frozen (:func:`gc.freeze`), so later full collections walk only what calls
-    made since: a few milliseconds. One runs once ``FULL_AFTER_ENDED`` streams, or as many as are
-    live (so that its cost, which grows with the live calls, is spread over as many ended ones),
-    have ended since the last, and at least every ``FULL_EVERY_S`` seconds. Frozen objects are never
-    collected: cyclic garbage among them (e.g. an agent version replaced after the first call) stays.
+    promote instead of freeing. A full collection runs once ``FULL_AFTER_ENDED`` streams, or as
+    many as are live (so that its cost, which grows with the live calls, is spread over as many
+    ended ones), have ended since the last, and at least every ``FULL_EVERY_S`` seconds. It walks
+    only what calls made: ``parley serve`` freezes its start-up heap (:func:`gc.freeze`, in
+    :func:`parley.telephony.server.run_server`), so it takes a few milliseconds.
     """
 
     def __init__(self) -> None:
         self.running = 0  # media clocks ticking in this process
         self.was_enabled = True
-        self.frozen = False  # start-up's objects moved to the permanent generation
         self.young = 0
         self.ended = 0  # streams removed from clocks since the last full collection
         self.last_full = monotonic()
@@ -245,10 +242,6 @@ class _GarbagePacer:
         if self.running == 1:
             self.was_enabled = gc.isenabled()
             gc.disable()
-            if not self.frozen:
-                gc.collect()
-                gc.freeze()
-                self.frozen = True
 
     def clock_stopped(self) -> None:
         self.running = max(self.running - 1, 0)
