@@ -153,7 +153,7 @@ def start_server_cmd(args: list[str], workdir: Path, port: int, trace_frames: in
     log = workdir / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(["taskset", "-c", "1", *cmd], stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + (600 if trace_frames else 120)  # tracing slows the start-up down
     while time.monotonic() < deadline:
         if READY in log.read_text(errors="replace"):
             return proc
