@@ -8,8 +8,10 @@ no-input). Also: the terminator, the maximum number of keys, and a value rule on
 and on the same live call path, a slow webhook backend (a real HTTP server on 127.0.0.1): the hold
 prompt is spoken while it works, and a timeout after sending takes the agent's unknown-outcome path.
 A call that mixes speech and keys (flite speech through the real recognisers): words then keys in
-one answer, a correction keyed at the read-back, "no" said then the corrected value keyed, a keyed
-yes, then a spoken answer to the next question.
+one answer, corrections keyed at the read-back (one beginning with 1: the keys after it make it a
+value, not a yes), "no" said then the corrected value keyed, a lone 1 as yes; then words and keys
+that end the answer by its expected length (no terminator, no inter-digit timeout), and a spoken
+answer to the next question.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ pytestmark = [
 ]
 
 INTERDIGIT_S = 1.5
+LONG_INTERDIGIT_S = 6.0  # the account's: its answer must end by its length long before this
 UNKNOWN_MESSAGE = "Sorry, I could not confirm that. A colleague will call you back."
 
 
@@ -72,7 +75,8 @@ def keypad_agent(url: str) -> str:
 
 
 def mixed_agent(url: str) -> str:
-    """A phone number said or keyed, read back (keys may answer it), then a spoken yes/no."""
+    """A phone number said or keyed, read back (keys may answer it), an eight digit account number
+    said or keyed (no terminator needed: its length ends it), then a spoken yes/no."""
     phone = ask(
         "phone",
         "phone",
@@ -81,7 +85,16 @@ def mixed_agent(url: str) -> str:
         confirm="always",
         confirm_prompt="I have {value}. Press 1 if that is right, 2 if not, or key the right number.",
     )
-    return agent_yaml("mixed-e2e", [phone, AGREE, webhook(url)], no_input_ms=8000, max_turn_ms=20000)
+    account = ask(
+        "account",
+        "digits",
+        "Now say or key your eight digit account number.",
+        digits=8,
+        dtmf=True,
+        dtmf_interdigit_s=LONG_INTERDIGIT_S,
+    )
+    steps = [phone, account, AGREE, webhook(url)]
+    return agent_yaml("mixed-e2e", steps, no_input_ms=8000, max_turn_ms=20000)
 
 
 class Backend(BaseHTTPRequestHandler):
@@ -178,7 +191,8 @@ async def test_slow_backend_gets_the_hold_prompt_and_an_unknown_outcome_on_a_liv
 async def test_a_call_mixing_speech_and_keys_with_keyed_corrections_at_the_read_back(
     mixed_server: AgentServer, sink: str, caller_manager: CallManager, answers: AnswerBook
 ) -> None:
-    zero_seven_seven, no, yes = [await answers.get(text) for text in ("zero seven seven", "no", "yes")]
+    texts = ("zero seven seven", "no", "four two", "yes")
+    zero_seven_seven, no, four_two, yes = [await answers.get(text) for text in texts]
     server = mixed_server
     caller = await dial(caller_manager, server)
     try:
@@ -188,11 +202,17 @@ async def test_a_call_mixing_speech_and_keys_with_keyed_corrections_at_the_read_
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the first read-back", server)
         await caller.press("07700900456#")  # a keyed correction (its first key is neither 1 nor 2)
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the second read-back", server)
-        await caller.say(no)
-        await caller.press("1800123456#")  # "no", then the right number keyed: even one that begins with 1
+        await caller.press("1800123456#")  # a keyed correction that begins with 1: more keys follow the 1
         await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the third read-back", server)
-        await caller.press("1")  # yes
-        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the yes/no question", server)
+        await caller.say(no)
+        await caller.press("2800123456#")  # "no", then the right number keyed
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the fourth read-back", server)
+        await caller.press("1")  # yes: alone, it answers
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the account question", server)
+        await caller.say(four_two)
+        last_key = await caller.press("719300")  # no terminator: the words' digits and the keys make 8
+        replied = await step(caller.wait_speech(), "the yes/no question", server)
+        await step(caller.wait_prompt_end(PROMPT_SILENCE_MS), "the end of the yes/no question", server)
         await caller.say(yes)
         await step(caller.wait_ended(), "the goodbye and BYE", server, 30)
     finally:
@@ -202,8 +222,10 @@ async def test_a_call_mixing_speech_and_keys_with_keyed_corrections_at_the_read_
     assert turns == [
         ("phone", "answer", "speech+dtmf", "to_confirm"),
         ("phone", "confirm", "dtmf", "correction"),
+        ("phone", "confirm", "dtmf", "correction"),
         ("phone", "confirm", "speech+dtmf", "correction"),
         ("phone", "confirm", "dtmf", "yes"),
+        ("account", "answer", "speech+dtmf", "accepted"),
         ("agree", "answer", "speech", "accepted"),
     ], (record["turns"], server.log())
     # the words' digits as the arbiter's choice heard them ("zero seven seven" unless misheard), then keys
@@ -216,10 +238,18 @@ async def test_a_call_mixing_speech_and_keys_with_keyed_corrections_at_the_read_
         "I have " + " ".join(heard + "00900123"),
         "I have " + " ".join("07700900456"),
         "I have " + " ".join("1800123456"),
+        "I have " + " ".join("2800123456"),
     ], read_backs
     posts = [body for _, path, body in Backend.requests if body.get("call_id") == record["call_id"]]
-    assert [p["slots"] for p in posts] == [{"phone": "1800123456", "agree": True}], posts
+    assert [p["slots"] for p in posts] == [{"phone": "2800123456", "account": "42719300", "agree": True}], (
+        posts
+    )
     assert record["outcome"] == "completed", record
+    # the account's answer ended with its eighth digit, not by the inter-digit timeout (6 s)
+    assert replied - last_key < LONG_INTERDIGIT_S - 2, replied - last_key
+    # the lone 1 answered after dtmf_answer_wait_s (1 s by default), not at once and not 3 s later
+    yes_turn = record["turns"][4]
+    assert 900 <= yes_turn["timing"]["decision_ms"] <= 2500, yes_turn["timing"]
     for turn in record["turns"]:  # keyed turns too: from the last key to the decision and first audio out
         timing = turn["timing"]
         assert 0 <= timing["decision_ms"] <= timing["first_audio_ms"] < 10_000, turn

@@ -147,3 +147,69 @@ async def test_a_final_that_invents_the_last_digit_at_a_pause_is_refused_and_lis
     assert len(engine.finished) == 3
     assert engine.finished[0] < pause_s + 0.4 < engine.finished[1] < engine.finished[2]
     assert engine.finished[2] >= pause_s + 0.4 + len(second) / RATE + 0.4  # and the silence after
+
+
+TWO_ASKS = """
+name: carry-over-test
+settings: {silence_ms: 700, barge_in: true}
+steps:
+  - id: account
+    type: ask
+    slot: account
+    slot_type: digits
+    digits: 4
+    prompt: "What is your account number?"
+    confirm: never
+  - id: agree
+    type: ask
+    slot: agree
+    slot_type: yes_no
+    prompt: "Shall I go ahead?"
+    confirm: never
+"""
+
+
+async def test_the_rest_of_an_answer_closed_early_does_not_answer_the_next_question(tmp_path):
+    """ "four two seven one, thank you": the account turn closes early at the comma (its answer is
+    complete); the thanks go on into the next turn, where it neither answers the yes/no question
+    nor barges in on it; the caller's "yes" after it does."""
+    answer, rest, yes = (
+        await speech("four two seven one"),
+        await speech("thank you very much for that"),
+        await speech("yes"),
+    )
+    audio = np.concatenate([silence(500), answer, silence(300), rest, silence(1500), yes, silence(1500)])
+    end_s = 0.3 + len(answer) / RATE  # the turn's audio starts about 300 ms before the onset
+    engine = ScriptedEngine(  # the same value in two partials: complete and stable, closed at the next pause
+        partials=[
+            (end_s - 0.3, "four two seven"),
+            (end_s - 0.2, "four two seven one"),
+            (end_s, "for two seven one"),
+        ],
+        finals=[(0.0, "four two seven one")],
+    )
+    app = VoiceAgent(
+        load_agent_text(TWO_ASKS), engines=[engine], tts=CachedTts(FliteTts(), PromptCache(tmp_path))
+    )
+    call = SimpleNamespace(call_id="t2", stream=SimpleNamespace(playing=False), stop_playback=lambda: None,
+                           publish=lambda event: None)  # fmt: skip
+    session = _CallSession(app, call)  # type: ignore[arg-type]
+    first = next(a for a in session.conversation.start() if isinstance(a, Listen))
+
+    async def caller() -> None:  # at twice real time: the scripted partials come between frames
+        for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+            session.inbox.put_nowait(audio[i : i + FRAME_SAMPLES])
+            await asyncio.sleep(0.01)
+
+    feeding = asyncio.ensure_future(caller())
+    try:
+        second = next(a for a in await asyncio.wait_for(session._listen(first), 20) if isinstance(a, Listen))
+        assert session.conversation.slots["account"] == "4271"
+        assert session.conversation.record.turns[0].close == "partial"  # closed early, on the partials
+        engine.partials, engine.finals = [], [(0.0, "yes")]
+        await asyncio.wait_for(session._listen(second), 20)
+    finally:
+        feeding.cancel()
+    assert session.conversation.slots["agree"] is True
+    # the yes/no turn heard "yes" (from just before it to the silence after it), not the thanks
+    assert engine.finished[1] < 0.3 + len(yes) / RATE + 0.9 < len(rest) / RATE + 0.7, engine.finished

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.voice_caller import AgentServer
+from agent.e2e_agents import account_agent
+from agent.voice_caller import AgentServer, running_agent
 from integration.harness import HOST, free_port, rtp_range, start_server
 from parley.loadtest.run import RunOptions, run_loadtest
 from parley.loadtest.scenario import choose_script, draw_values, load_scenario
@@ -271,3 +272,51 @@ def test_several_targets_take_the_calls_round_robin(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["targets"] == [answering.uri, refusing.uri] and summary["target"] == answering.uri
     assert result.exit_code == 0  # ECHO_SCENARIO has no thresholds
+
+
+FOLLOWING_SCENARIO = """
+name: e2e-follow
+transport: udp
+agent: agent.yaml
+traffic: {{calls: 2, rate: 1, concurrency: 2, setup_timeout_s: 10, max_call_s: 90}}
+caller:
+  prompt: {{silence_ms: 900, min_speech_ms: 300, timeout_s: 20}}
+webhook: {{port: {sink_port}}}
+variables:
+  account: {{choice: ["4271", "1237"]}}
+scripts:
+  - name: read_back_unplanned
+    steps:
+      - wait_prompt: account
+      - say: "{{account|words}}"
+      - wait_prompt: agree              # the account is read back first: the caller says yes to it
+      - say: "yes"
+      - expect_hangup: {{timeout_s: 30}}
+    expect:
+      account: {{value: "{{account}}", type: digits}}
+      agree: {{value: true, type: yes_no}}
+"""
+
+
+def test_a_caller_follows_a_read_back_its_script_does_not_plan(tmp_path: Path) -> None:
+    """The account agent reads the account number back (``confirm: always``); the script waits for the
+    yes/no question instead: the caller recognises the read-back among the agent's prompts, says
+    "yes, that's right" to it, and the call goes on to the agent's goodbye."""
+    sink_port = free_port()
+    agent = account_agent(f"http://{HOST}:{sink_port}/requests", name="follow-e2e")
+    agent = agent.replace("confirm: never", "confirm: always", 1)  # the account's
+    write(tmp_path / "agent.yaml", agent)
+    scenario = write(tmp_path / "scenario.yaml", FOLLOWING_SCENARIO.format(sink_port=sink_port))
+    (tmp_path / "served").mkdir()
+    with running_agent(tmp_path / "served", agent, extra=["--max-load", "0"]) as server:
+        run_loadtest(options(tmp_path, scenario, server.uri, webhook_port=sink_port))
+        records = read_jsonl(tmp_path / "out" / "calls.jsonl")
+        theirs = agent_records(server, {r["call_id"] for r in records})
+    for record in records:
+        agent_record = theirs[record["call_id"]]
+        kinds = [(t["step"], t["kind"]) for t in agent_record["turns"]]
+        assert kinds[:2] == [("account", "answer"), ("account", "confirm")], agent_record["turns"]
+        assert record["outcome"] == "completed", (record, agent_record["turns"])
+        assert [d["heard"] for d in record["detours"]] == ["the read-back of account"], record["detours"]
+        assert [d["action"] for d in record["detours"]] == ["yes"], record["detours"]
+        assert [t["text"] for t in record["turns"]][1] == "yes, that's right", record["turns"]

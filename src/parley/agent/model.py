@@ -253,6 +253,14 @@ class AskStep(_Model):
         le=64,
         description="Keypad: the answer ends at this many keys. Default: 'digits' when set, else no limit.",
     )
+    dtmf_answer_wait_s: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="Keypad, at the read-back of digits or a phone number: a lone 1 (yes) or 2 (no) answers "
+        "this long after it when no other key follows; other keys make it the start of a keyed correction. "
+        "0: 1 or 2 answers at once.",
+    )
     rules: ValueRules | None = Field(None, description="Checks on the answer's value (range, length, ...).")
     interruptible: bool = Field(True, description="The caller may barge in on the prompt.")
     next: StepId | None = Field(None, description="Default: the following step in the list.")

@@ -89,7 +89,8 @@ class Listen:
     Keypad answers end ``dtmf_interdigit_s`` after the last key (audio flowing meanwhile does not
     extend it), at ``dtmf_terminator``, or at ``dtmf_max_digits`` keys; then ``on_dtmf``. A key of
     ``dtmf_answer_keys`` pressed first, with no words before it, is a whole answer by itself (the 1 =
-    yes, 2 = no of a digits read-back, where other keys begin a corrected value).
+    yes, 2 = no of a digits read-back, where other keys begin a corrected value) when no other key
+    follows within ``dtmf_answer_wait_s`` (0: at once); with other keys, it begins a keyed value.
     """
 
     question: Question
@@ -99,6 +100,7 @@ class Listen:
     dtmf_terminator: str | None = "#"
     dtmf_max_digits: int | None = None
     dtmf_answer_keys: str = ""
+    dtmf_answer_wait_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,6 +639,22 @@ class Conversation:
             return self._no_match()
         return self._answer(Reading(value, 1.0, True))
 
+    def keys_complete(self, keys: str, spoken: Sequence[str]) -> bool:
+        """Whether words said before the keys (the recognisers' finals) and ``keys`` make a whole
+        answer of the expected length (``Listen.dtmf_max_digits``) to a digits or phone question: the
+        keypad need not wait for the terminator or the inter-digit timeout ("four two" then 7 1)."""
+        listen = self.listening
+        if listen is None or listen.dtmf_max_digits is None or self._ask is None or self._waiting != "answer":
+            return False
+        step = self._ask.step
+        if not _keys_a_value(step):
+            return False
+        question = ask_question(self.agent, step, step.prompt)
+        expected = listen.dtmf_max_digits
+        return any(
+            len(self._spoken_digits(question, step, text) + keys) == expected for text in spoken if text
+        )
+
     def on_webhook_slow(self) -> list[Action]:
         """The backend has not answered after the step's ``hold_after_s``: the hold prompt, once."""
         step = self._step
@@ -841,6 +859,7 @@ class Conversation:
             step.dtmf_terminator,
             _keypad_limit(step, confirm),
             "12" if confirm and _keys_a_value(step) else "",
+            step.dtmf_answer_wait_s,
         )
         self._turn = Turn(step.id, "confirm" if confirm else "answer", self._now())
         self.record.turns.append(self._turn)

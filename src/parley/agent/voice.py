@@ -52,7 +52,7 @@ from parley.agent.runtime import (
 from parley.agent.sealing import Keyring
 from parley.agent.webhook import run_webhook
 from parley.media.stream import Playback
-from parley.speech.arbiter import Arbiter, ArbiterTurn, EnginePriors
+from parley.speech.arbiter import Arbiter, EnginePriors
 from parley.speech.endpoint import Endpointer, NoInput, Paused, SpeechEnded, SpeechStarted
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import HANG_S, DecodePool
@@ -95,6 +95,10 @@ PREROLL_FRAMES_MAX = 100  # frames kept while waiting for an onset (the VAD conf
 # every digit (a first digit heard as "it is") waited the whole silence timeout before.
 PAUSE_CHECK_MS = 250
 PAUSE_CHECKS_MAX = 3  # per turn: each refused check re-decodes the turn's audio so far
+# Speech already going on this soon into a turn that follows one closed early (at the first short
+# pause of a complete answer) is the rest of that answer: "yes" closed the read-back of "yes, that's
+# right", and "that's right" must not answer the next question nor barge in on it.
+CARRY_OVER_MS = 400
 PAUSE_CHECK_DEADLINE_S = 0.5  # a check waits this long for finals (frames queue meanwhile); else refused
 
 
@@ -243,6 +247,7 @@ class _CallSession:
         self.conversation = Conversation(app.agent, app.nlu, call_id=call.call_id)
         self.conversation.record.agent_version = app.version
         self.heard: list[np.ndarray] = []  # the open turn's audio as the recognisers got it
+        self.carry_over = False  # the last turn closed while the caller may have been speaking on
         self.inbox: asyncio.Queue[np.ndarray | DtmfDigit | str | None] = asyncio.Queue()
         self.pending: list[Say] = []
         self.prompts = _PromptPlayer(app, call, on_speechless=lambda: self.inbox.put_nowait(SPEECHLESS))
@@ -365,14 +370,18 @@ class _CallSession:
         self.listened = turns[-1] if turns else None  # this Listen's turn (its answer adds the next)
         keys = KeypadEntry(listen)
         speaking = False
-        spoke_before_keys = False
+        words: asyncio.Future[TurnRecord] | None = None  # the words before the first key, recognised
+        carry, carrying = self.carry_over, False
+        self.carry_over = False
         try:
             while True:
+                if words is not None and words.done() and self._keys_complete(keys, words):
+                    return await self._keyed(keys, words)
                 try:
                     # the inter-digit deadline runs from the last key: audio frames do not extend it
                     item = await asyncio.wait_for(self.inbox.get(), keys.remaining(time.monotonic()))
                 except TimeoutError:
-                    return await self._keyed(keys, turn, spoke_before_keys)
+                    return await self._keyed(keys, words)
                 if item is None:
                     raise CallGone
                 if item is SPEECHLESS:
@@ -382,19 +391,29 @@ class _CallSession:
                         continue
                     self.prompts.cancel()
                     if not keys.digits and speaking:
-                        spoke_before_keys = True  # "four two…" then keys: one answer
-                    if keys.press(item.digit, time.monotonic(), after_words=spoke_before_keys):
-                        return await self._keyed(keys, turn, spoke_before_keys)
+                        # "four two…" then keys: one answer; the words are over: recognise them now
+                        words = asyncio.ensure_future(turn.finish())
+                    if keys.press(item.digit, time.monotonic(), after_words=words is not None):
+                        return await self._keyed(keys, words)
                     continue
                 playing = self.prompts.active
                 if playing and not interruptible:
                     endpointer.reset()  # the caller's turn starts when the prompt ends
                     before_onset.clear()
+                    carry = False
                     continue
                 if playing:
                     endpointer.hold_no_input()
                 event = endpointer.feed(item)
-                if speaking:
+                if carrying or (carry and isinstance(event, SpeechStarted) and event.at_ms <= CARRY_OVER_MS):
+                    # the rest of the last answer, which closed early ("yes" of "yes, that's right"):
+                    # no answer to this question, and no barge-in on its prompt
+                    carry, carrying = False, not isinstance(event, SpeechEnded)
+                    if not carrying:
+                        endpointer.reset()
+                        before_onset.clear()
+                    continue
+                if speaking and not turn.finished:
                     turn.feed(item)
                     heard.append(item)
                 else:
@@ -428,6 +447,7 @@ class _CallSession:
                         speaking = False
                         continue
                     ended_at = time.monotonic() - (event.at_ms - event.last_speech_ms) / 1000  # last speech
+                    self.carry_over = event.reason in ("early-close", "pause")
                     if record is None:
                         record = await turn.finish()
                     winner = record.winner
@@ -454,18 +474,28 @@ class _CallSession:
                     self._publish_turn()
                     return decided
         finally:
-            if not turn.finished:
+            if words is not None and not words.done():
+                words.cancel()
+                await turn.abandon()
+            elif not turn.finished:
                 await turn.abandon()
 
-    async def _keyed(self, keys: KeypadEntry, turn: ArbiterTurn, spoke_before_keys: bool) -> list[Action]:
+    def _keys_complete(self, keys: KeypadEntry, words: asyncio.Future[TurnRecord]) -> bool:
+        """Whether the words said before the keys (recognised by now) and the keys so far make an
+        answer of the expected length; asked once per key."""
+        if keys.checked == keys.digits or words.cancelled() or words.exception() is not None:
+            return False
+        keys.checked = keys.digits
+        return self.conversation.keys_complete(keys.digits, [h.text for h in _finals(words.result())])
+
+    async def _keyed(self, keys: KeypadEntry, words: asyncio.Future[TurnRecord] | None) -> list[Action]:
         """The keypad ended the turn; words spoken before the first key (if any) begin the answer."""
         finals: list[Hypothesis] = []
         winner = None
-        if spoke_before_keys and not turn.finished:
-            record = await turn.finish()
+        if words is not None:
+            record = await words
             winner = record.winner
-            finals = [h for h in record.hypotheses if h.is_final]
-            finals.sort(key=lambda h: h != winner)  # the arbiter's choice first
+            finals = _finals(record)
         decided = self.conversation.on_dtmf(
             keys.digits,
             spoken=[h.text for h in finals],
@@ -609,22 +639,31 @@ def wav_base64(pcm: np.ndarray, rate: int = 8000) -> str:
     return base64.b64encode(out.getvalue()).decode("ascii")
 
 
+def _finals(record: TurnRecord) -> list[Hypothesis]:
+    """A turn's finals, the arbiter's choice first."""
+    finals = [h for h in record.hypotheses if h.is_final]
+    finals.sort(key=lambda h: h != record.winner)
+    return finals
+
+
 def _pause_checkable(question: Question) -> bool:
     """Counted digits: the grammar forces its final to the count, which partials may never reach."""
     return question.slot_type in (SlotType.DIGITS, SlotType.PHONE) and bool(question.digit_count)
 
 
 class KeypadEntry:
-    """The keys of one answer: complete at the terminator, at the maximum number of keys, at a first
-    key that is an answer by itself (a read-back's 1 or 2, unless words came before it), or when the
+    """The keys of one answer: complete at the terminator, at the maximum number of keys, when the
     inter-digit time has passed since the *last key* (an absolute deadline: the 20 ms audio frames
-    that keep arriving meanwhile must not restart it)."""
+    that keep arriving meanwhile must not restart it), or when a first key that is an answer by itself
+    (a read-back's 1 or 2, unless words came before it) is followed by no other key within
+    ``dtmf_answer_wait_s`` (other keys make it the start of a keyed value: a correction)."""
 
     def __init__(self, listen: Listen) -> None:
         self.listen = listen
         self.digits = ""
         self.deadline: float | None = None
         self.last_key: float | None = None  # when the last key came
+        self.checked: str | None = None  # the keys last asked about (whether the answer is whole)
 
     def press(self, key: str, now: float, *, after_words: bool = False) -> bool:
         """Add a key pressed at ``now`` (``after_words``: the caller spoke before the first key);
@@ -636,7 +675,9 @@ class KeypadEntry:
         self.digits += key
         self.deadline = now + self.listen.dtmf_interdigit_s
         if self.digits in self.listen.dtmf_answer_keys and len(self.digits) == 1 and not after_words:
-            return True
+            if self.listen.dtmf_answer_wait_s <= 0:
+                return True
+            self.deadline = now + self.listen.dtmf_answer_wait_s  # alone by then: the answer
         limit = self.listen.dtmf_max_digits
         return limit is not None and len(self.digits) >= limit
 

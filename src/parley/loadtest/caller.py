@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from parley.loadtest.audio import FRAME_MS, QUIET
-from parley.loadtest.listen import PacketTap
+from parley.loadtest.listen import PLAIN_FRAME, PacketTap
+from parley.media import g711
 
 if TYPE_CHECKING:
     from parley.telephony.call import Call
@@ -62,14 +63,16 @@ class ScriptedCaller:
         self._speech_needed = 0  # wake the speech waiter once speech_frames reaches this
         self._speech_waiter: asyncio.Future[None] | None = None
         self._transfer_waiter: asyncio.Future[None] | None = None
+        self._recording: list[bytes] = []  # G.711 payloads kept by record()
         self._loop = asyncio.get_running_loop()
         call.on_ended = self._on_ended
         stream = call.stream
         stream.on_audio = None  # decoded frames are not needed (all is done on arrival): never delivered
         self.tap = PacketTap(stream, QUIET[stream.codec], self._loud, GAP_S)
         leg = manager._legs.get(id(call.session))
-        if leg is not None:
-            leg.endpoint.on_rtp(self.tap)
+        self._endpoint = leg.endpoint if leg is not None else None
+        if self._endpoint is not None:
+            self._endpoint.on_rtp(self.tap)
 
     @property
     def packets(self) -> int:
@@ -122,6 +125,26 @@ class ScriptedCaller:
             if self._speech_waiter is future:
                 self._speech_waiter = None
         self._check()
+
+    # -- recording what the agent says (to tell which prompt it was) --------------------------------
+    def record(self) -> None:
+        """Keep the agent's audio from now on, until :meth:`recorded` (the tap decodes nothing: while
+        recording, each plain frame's payload is kept on its way to the tap, in arrival order)."""
+        self._recording = []
+        if self._endpoint is not None:
+            self._endpoint.on_rtp(self._keep)
+
+    def _keep(self, data: bytes, source: tuple[str, int], arrival: float) -> None:
+        if len(data) == PLAIN_FRAME and (data[1] & 0x7F) == self.tap.payload_type:
+            self._recording.append(data[12:])
+        self.tap(data, source, arrival)
+
+    def recorded(self) -> np.ndarray:
+        """The audio kept since :meth:`record` (8 kHz int16), and stop keeping it."""
+        if self._endpoint is not None:
+            self._endpoint.on_rtp(self.tap)
+        payload, self._recording = b"".join(self._recording), []
+        return g711.decode(self.call.stream.codec, payload) if payload else np.zeros(0, dtype=np.int16)
 
     def mark(self) -> None:
         """Forget speech heard so far: the next ``wait_prompt_end`` waits for new speech."""

@@ -27,11 +27,13 @@ import numpy as np
 
 from parley.loadtest.audio import AnswerBook
 from parley.loadtest.caller import CallEnded, PendingReply, ScriptedCaller
+from parley.loadtest.prompts import PromptBook, PromptRecogniser, detour, vocabulary
 from parley.loadtest.scenario import (
     BargeIn,
     Say,
     Scenario,
     Traffic,
+    WaitPrompt,
     choose_script,
     draw_values,
     load_scenario,
@@ -44,6 +46,8 @@ from parley.telephony.manager import CallManager, DialError
 log = logging.getLogger(__name__)
 Emit = Callable[[str, Any], None]  # ("started", index) | ("record", record)
 HANGUP_WAIT_S = 3.0
+MAX_DETOURS = 4  # prompts a wait_prompt {step: ...} follows before the one it waits for
+FOLLOW_YES = "yes, that's right"  # the answer to a read-back the script did not plan for
 DTMF_KEYS = re.compile(r"[0-9*#A-Da-d]+")
 
 
@@ -135,6 +139,24 @@ class _Stopped(Exception):
 
 
 @dataclass(slots=True)
+class _Dialogue:
+    """Where a call's dialogue is, for ``wait_prompt {step: ...}``: the prompt awaited last, the
+    answer given to each ask's question (to repeat it when asked again), and the detours taken."""
+
+    awaited: tuple[str, bool] | None = None  # (step, read_back) of the last wait_prompt {step: ...}
+    answers: dict[str, tuple[str, Any]] = field(
+        default_factory=dict
+    )  # step → ("say", (text, pcm)) | ("dtmf", keys)
+    detours: list[dict[str, str]] = field(default_factory=list)
+
+    def answered(self, answer: tuple[str, Any]) -> None:
+        """The caller answered the prompt awaited last: remember the answer to a question."""
+        if self.awaited is not None and not self.awaited[1]:
+            self.answers[self.awaited[0]] = answer
+        self.awaited = None
+
+
+@dataclass(slots=True)
 class _Turn:
     index: int
     action: str
@@ -147,8 +169,16 @@ class _Turn:
 class CallRunner:
     """Runs call scripts over one CallManager; shared by a worker's calls."""
 
-    def __init__(self, scenario: Scenario, config: WorkerConfig, manager: CallManager, answers: AnswerBook):
+    def __init__(
+        self,
+        scenario: Scenario,
+        config: WorkerConfig,
+        manager: CallManager,
+        answers: AnswerBook,
+        prompts: tuple[PromptBook, PromptRecogniser] | None = None,
+    ):
         self.scenario = scenario
+        self.prompts = prompts
         self.config = config
         self.manager = manager
         self.answers = answers
@@ -211,6 +241,7 @@ class CallRunner:
                 for name, expect in script.expect.items()
             ],
             "webhook_posts": 0,
+            "detours": [],
         }
         audio = {
             j: self._audio(step.args, values)
@@ -245,11 +276,14 @@ class CallRunner:
         outcome, error, ended_by = "completed", None, None
         expected_transfer = any(step.kind == "expect_transfer" for step in script.steps)
         step_no, kind = 0, ""
+        dialogue = _Dialogue()
         try:
             async with asyncio.timeout(scenario.traffic.max_call_s):
                 for step_no, step in enumerate(script.steps):
                     kind = step.kind
-                    result = await self._step(caller, step.kind, step.args, audio.get(step_no), turns, values)
+                    result = await self._step(
+                        caller, step.kind, step.args, audio.get(step_no), turns, values, dialogue
+                    )
                     if result is not None:
                         outcome, ended_by = result
                         break
@@ -289,6 +323,7 @@ class CallRunner:
             ended_by=ended_by,
             duration_s=round(ended - answered, 3),
             rtp=caller.rtp_stats(),
+            detours=dialogue.detours,
             turns=[
                 {
                     "index": t.index,
@@ -313,16 +348,15 @@ class CallRunner:
         audio: tuple[str | None, asyncio.Future[np.ndarray]] | None,
         turns: list[_Turn],
         values: dict[str, str],
+        dialogue: _Dialogue,
     ) -> tuple[str, str] | None:
         """Play one step; returns (outcome, ended_by) when it ends the script."""
         prompt = self.scenario.caller.prompt
         if kind == "wait_prompt":
-            timeout = args.timeout_s or prompt.timeout_s
-            try:
-                ended = caller.wait_prompt_end(prompt.silence_ms, prompt.min_speech_ms)
-                await asyncio.wait_for(ended, timeout)
-            except TimeoutError:
-                raise _Stopped(f"no prompt end within {timeout:g} s") from None
+            if args.step is not None and self.prompts is not None:
+                await self._follow(caller, args, turns, dialogue)
+            else:
+                await self._prompt_end(caller, args)
         elif kind in ("say", "barge_in"):
             assert audio is not None
             text, pcm_future = audio
@@ -334,16 +368,16 @@ class CallRunner:
                 except TimeoutError:
                     raise _Stopped(f"the agent did not speak within {timeout:g} s (barge-in)") from None
                 await caller.pause(args.after_ms / 1000)
-            end = await caller.say(pcm)
-            turns.append(_Turn(len(turns), kind, text, end, caller.expect_reply(end)))
+            await self._say(caller, kind, text, pcm, turns)
+            dialogue.answered(("say", (text, pcm)))
         elif kind in ("pause", "silence"):
             await caller.pause(args.ms / 1000)
         elif kind == "dtmf":
             digits = render_template(args.digits, values)
             if not DTMF_KEYS.fullmatch(digits):
                 raise ValueError(f"not keypad digits: {digits!r}")
-            end = await caller.press(digits)
-            turns.append(_Turn(len(turns), kind, digits, end, caller.expect_reply(end)))
+            await self._press(caller, digits, turns)
+            dialogue.answered(("dtmf", digits))
         elif kind == "hangup":
             caller.call.hangup()
             return "hung_up_early", "caller"
@@ -361,6 +395,59 @@ class CallRunner:
             return "completed", "agent"
         return None
 
+    async def _say(
+        self, caller: ScriptedCaller, kind: str, text: str | None, pcm: np.ndarray, turns: list[_Turn]
+    ) -> None:
+        end = await caller.say(pcm)
+        turns.append(_Turn(len(turns), kind, text, end, caller.expect_reply(end)))
+
+    async def _press(self, caller: ScriptedCaller, digits: str, turns: list[_Turn]) -> None:
+        end = await caller.press(digits)
+        turns.append(_Turn(len(turns), "dtmf", digits, end, caller.expect_reply(end)))
+
+    async def _prompt_end(self, caller: ScriptedCaller, args: WaitPrompt) -> None:
+        prompt = self.scenario.caller.prompt
+        timeout = args.timeout_s or prompt.timeout_s
+        try:
+            ended = caller.wait_prompt_end(prompt.silence_ms, prompt.min_speech_ms)
+            await asyncio.wait_for(ended, timeout)
+        except TimeoutError:
+            raise _Stopped(f"no prompt end within {timeout:g} s") from None
+
+    async def _follow(
+        self, caller: ScriptedCaller, args: WaitPrompt, turns: list[_Turn], dialogue: _Dialogue
+    ) -> None:
+        """Wait for ``args.step``'s question (or read-back), following the dialogue on the way: each
+        prompt heard is recognised among the agent's texts, and :func:`detour` says what to do."""
+        assert self.prompts is not None and args.step is not None
+        book, recogniser = self.prompts
+        awaited = f"the {'read-back' if args.read_back else 'question'} of {args.step}"
+        for _ in range(MAX_DETOURS + 1):
+            caller.record()
+            try:
+                await self._prompt_end(caller, args)
+            finally:
+                pcm = caller.recorded()
+            transcript = await recogniser.transcribe(pcm)
+            heard, _ = book.identify(transcript)
+            action = detour(heard, args.step, args.read_back, dialogue.answers)
+            if action == "done":
+                dialogue.awaited = (args.step, args.read_back)
+                return
+            dialogue.detours.append({"heard": str(heard), "transcript": transcript, "action": action})
+            if action == "yes":
+                await self._say(caller, "say", FOLLOW_YES, await self.answers.get(FOLLOW_YES), turns)
+            elif action == "repeat":
+                assert heard is not None
+                what, answer = dialogue.answers[heard.step]
+                if what == "dtmf":
+                    await self._press(caller, answer, turns)
+                else:
+                    await self._say(caller, "say", answer[0], answer[1], turns)
+            elif action != "listen":
+                raise _Stopped(f"heard {heard} while waiting for {awaited}")
+        raise _Stopped(f"no {awaited} after {MAX_DETOURS} other prompts")
+
 
 Audio = dict[int, tuple[str | None, "asyncio.Future[np.ndarray]"]]
 
@@ -372,6 +459,17 @@ def _done(record: dict[str, Any], audio: Audio) -> dict[str, Any]:
         else:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
     return record
+
+
+def _prompt_recognition(scenario: Scenario, base: Path) -> tuple[PromptBook, PromptRecogniser] | None:
+    """The agent's prompts and their recogniser, when a script names the steps it waits for."""
+    path = scenario.agent_path(base)
+    waits = [s.args for script in scenario.scripts for s in script.steps if isinstance(s.args, WaitPrompt)]
+    if path is None or not any(w.step for w in waits):
+        return None
+    book = PromptBook.from_agent(path)
+    values = [str(v) for var in scenario.variables.values() for v in (var.choice or [])]
+    return book, PromptRecogniser(book.phrases() + vocabulary(values))
 
 
 # -- one worker -----------------------------------------------------------------------------------
@@ -400,7 +498,8 @@ async def run_worker(config: WorkerConfig, emit: Emit, stop: asyncio.Event) -> d
         max_load=None,
     )
     shared = share_rtp_ports(manager, config.host, *config.rtp_ports)
-    runner = CallRunner(scenario, config, manager, answers)
+    prompts = _prompt_recognition(scenario, Path(config.scenario_path).resolve().parent)
+    runner = CallRunner(scenario, config, manager, answers, prompts)
     await manager.start()
     concurrency = max(1, -(-traffic.concurrency // config.workers))
     slots = asyncio.Semaphore(concurrency)
@@ -454,6 +553,8 @@ async def run_worker(config: WorkerConfig, emit: Emit, stop: asyncio.Event) -> d
             await asyncio.wait(set(tasks), timeout=HANGUP_WAIT_S + 2)
         report = manager.report()
         await asyncio.wait_for(manager.stop(), 10)
+        if prompts is not None:
+            prompts[1].close()
     if shared is not None:
         report["rtp_sockets"] = shared.report()
     return {"worker": config.worker, "placed": placed, "renders": answers.renders, "manager": report}

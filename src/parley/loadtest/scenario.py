@@ -199,6 +199,23 @@ class Variable(_Model):
 # -- steps ----------------------------------------------------------------------------------------
 class WaitPrompt(_Model):
     timeout_s: float | None = Field(None, gt=0, le=600, description="Default: caller.prompt.timeout_s.")
+    step: str | None = Field(
+        None,
+        description="The ask whose question this waits for (needs the scenario's agent): read-backs, "
+        "re-asks and statements heard first are followed (see docs/loadtest.md).",
+    )
+    read_back: bool = Field(False, description="With step: wait for that ask's read-back instead.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return {"step": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _read_back_of_a_step(self) -> Self:
+        if self.read_back and self.step is None:
+            raise ValueError("read_back needs the step whose read-back is awaited")
+        return self
 
 
 class Say(_Model):
@@ -308,6 +325,11 @@ class Scenario(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The scenario's name.")
     description: str = Field("", description="One line.")
     target: str | None = Field(None, pattern=r"^sips?:", description="sip:HOST:PORT of the agent.")
+    agent: Path | None = Field(
+        None,
+        description="The agent file under test, relative to the scenario: its prompts are recognised, so "
+        "that wait_prompt can name the step it waits for.",
+    )
     transport: Literal["udp", "tcp"] = Field("udp", description="SIP transport.")
     codecs: list[Literal["PCMU", "PCMA"]] = Field(
         ["PCMU", "PCMA"], min_length=1, description="Offered codecs, in order."
@@ -326,6 +348,7 @@ class Scenario(_Model):
         out: list[tuple[Loc, str, str | None]] = []
         names = list(self.variables)
         seen: set[str] = set()
+        steps = self._agent_steps(base, out)
         for i, script in enumerate(self.scripts):
             if script.name in seen:
                 out.append((("scripts", i, "name"), f"duplicate script name {script.name!r}", None))
@@ -333,6 +356,24 @@ class Scenario(_Model):
             templates: list[tuple[Loc, str]] = []
             for j, step in enumerate(script.steps):
                 args = step.args
+                if isinstance(args, WaitPrompt) and args.step is not None:
+                    here = ("scripts", i, "steps", j, "wait_prompt", "step")
+                    if steps is None:
+                        out.append(
+                            (
+                                here,
+                                "wait_prompt names a step, but the scenario names no agent",
+                                "add agent: PATH",
+                            )
+                        )
+                    elif steps and args.step not in steps:
+                        out.append(
+                            (
+                                here,
+                                f"the agent has no ask {args.step!r}",
+                                did_you_mean(args.step, sorted(steps), "asks"),
+                            )
+                        )
                 if isinstance(args, Dtmf):
                     templates.append((("scripts", i, "steps", j, step.kind, "digits"), args.digits))
                 if isinstance(args, Say):
@@ -355,6 +396,32 @@ class Scenario(_Model):
                         hint = did_you_mean(filt, FILTERS, "filters")
                         out.append((loc, f"unknown filter {filt!r} in {text!r}", hint))
         return out
+
+    def agent_path(self, base: Path | None) -> Path | None:
+        """The agent file under test, if the scenario names one."""
+        return None if self.agent is None else _resolve_path(self.agent, base)
+
+    def _agent_steps(self, base: Path | None, out: list[tuple[Loc, str, str | None]]) -> set[str] | None:
+        """The agent's ask ids (None: no agent named; empty: it could not be read, said in ``out``)."""
+        path = self.agent_path(base)
+        if path is None:
+            return None
+        from parley.agent.loader import load_agent
+        from parley.agent.model import AskStep
+
+        try:
+            agent = load_agent(path)
+        except (AgentFileError, OSError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            out.append(
+                (
+                    ("agent",),
+                    f"cannot read the agent {self.agent}: {first}",
+                    "paths are relative to the scenario",
+                )
+            )
+            return set()
+        return {step.id for step in agent.steps if isinstance(step, AskStep)}
 
     def thresholds_dict(self) -> dict[str, float]:
         return {k: v for k, v in self.thresholds.model_dump().items() if v is not None}
