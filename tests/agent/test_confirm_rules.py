@@ -3,6 +3,7 @@ absolute and relative, number ranges, lengths, Luhn, regex), through the real NL
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -178,8 +179,14 @@ def test_the_read_back_of_a_keyable_slot_listens_for_a_keyed_correction() -> Non
     c.start()
     listen = listening(c.on_final(VISA_WORDS, 0.95))
     assert (listen.dtmf_allowed, listen.dtmf_answer_keys, listen.dtmf_max_digits) == (True, "12", None)
-    for key, after_words in (("1", False), ("2", False)):
-        assert KeypadEntry(listen).press(key, 0.0, after_words=after_words)  # a whole answer at once
+    assert listen.dtmf_answer_wait_s == 1.0
+    for key in "12":  # a whole answer, unless another key follows within dtmf_answer_wait_s
+        keys = KeypadEntry(listen)
+        assert not keys.press(key, 0.0) and keys.remaining(0.0) == 1.0
+        assert KeypadEntry(replace(listen, dtmf_answer_wait_s=0.0)).press(key, 0.0)  # 0: at once
+    keys = KeypadEntry(listen)
+    assert [keys.press(k, 0.5) for k in "1800"] == [False] * 4  # keys after the 1: a value goes on
+    assert keys.remaining(0.5) == listen.dtmf_interdigit_s
     keys = KeypadEntry(listen)
     assert [keys.press(k, 0.0) for k in "5555"] == [False] * 4  # another first key: a value goes on
     keys = KeypadEntry(listen)
@@ -450,3 +457,22 @@ def test_the_final_whose_digits_fit_the_keys_begins_the_answer() -> None:
     c.start()
     c.on_dtmf("71", spoken=["four two eight one", "four"])
     assert (c.record.turns[0].transcript, c.record.turns[0].result) == ("428171", "no_match")
+
+
+def test_words_and_keys_are_complete_at_the_expected_length() -> None:
+    """The keypad need not wait for "#" or the inter-digit timeout once the digits of some final of the
+    words said before the keys, and the keys, make the expected length (here 4); nor at a read-back,
+    nor for an answer of no fixed length."""
+    text = AGENT.replace("    rules: {checksum: luhn, min_length: 15, max_length: 16}\n", "    digits: 4\n")
+    c = conversation(text)
+    c.start()
+    assert c.listening is not None and c.listening.dtmf_max_digits == 4
+    assert not c.keys_complete("7", ["four two eight one", "four two"])
+    assert c.keys_complete("71", ["four two eight one", "four two"])  # 42 + 71
+    assert not c.keys_complete("71", ["four two eight one"])  # 4281 + 71: too long
+    assert not c.keys_complete("71", [])
+    c.on_dtmf("71", spoken=["four two"])  # read back: keys there end as a read-back's do
+    assert not c.keys_complete("4271", ["no"])
+    c = conversation()  # 15 or 16 digits: no fixed length
+    c.start()
+    assert not c.keys_complete("11111111111111", ["four one"])

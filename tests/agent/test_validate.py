@@ -601,7 +601,8 @@ def test_cli_validate_recognises_scenario_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", *map(str, SCENARIOS), *map(str, EXAMPLES)])
     assert result.exit_code == 0, result.output
     assert result.output.count(": ok") == len(SCENARIOS) + len(EXAMPLES)
-    text = SCENARIOS[0].read_text().replace("wait_prompt", "wait_promt", 1)
+    plain = next(path for path in SCENARIOS if "\nagent:" not in path.read_text())  # no agent file beside it
+    text = plain.read_text().replace("wait_prompt", "wait_promt", 1)
     bad = _write(tmp_path, text, "scenario.yaml")
     result = CliRunner().invoke(main, ["validate", str(bad)])
     assert result.exit_code == 1

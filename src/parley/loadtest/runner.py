@@ -144,9 +144,8 @@ class _Dialogue:
     answer given to each ask's question (to repeat it when asked again), and the detours taken."""
 
     awaited: tuple[str, bool] | None = None  # (step, read_back) of the last wait_prompt {step: ...}
-    answers: dict[str, tuple[str, Any]] = field(
-        default_factory=dict
-    )  # step → ("say", (text, pcm)) | ("dtmf", keys)
+    # step → its question's answer: ("say", (text, pcm)) or ("dtmf", keys)
+    answers: dict[str, tuple[str, Any]] = field(default_factory=dict)
     detours: list[dict[str, str]] = field(default_factory=list)
 
     def answered(self, answer: tuple[str, Any]) -> None:

@@ -523,9 +523,11 @@ def scenario_json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Parley load-test scenario"
     defs = schema["$defs"]
-    # the short forms the models' "before" validators accept: "- wait_prompt", "say: text", "pause: 500"
+    # the short forms the models' "before" validators accept: "- wait_prompt", "wait_prompt: STEP",
+    # "say: text", "pause: 500"
     short_forms: dict[str, dict[str, Any]] = {
         "Step": {"type": "string", "enum": ["wait_prompt", "hangup"]},
+        "WaitPrompt": {"type": "string"},
         "Say": {"type": "string"},
         "BargeIn": {"type": "string"},
         "Pause": {"type": "integer"},
