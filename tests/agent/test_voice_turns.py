@@ -14,6 +14,7 @@ import pytest
 from parley.agent.loader import load_agent_text
 from parley.agent.runtime import Listen
 from parley.agent.voice import PAUSE_CHECK_MS, VoiceAgent, _CallSession
+from parley.loadtest.audio import AnswerBook
 from parley.media import g711
 from parley.speech.tts import CachedTts, FliteTts, PromptCache, load_tts, render, trim_silence
 from parley.speech.types import FRAME_SAMPLES, Hypothesis, Question
@@ -87,18 +88,22 @@ def silence(ms: int) -> np.ndarray:
     return np.zeros(ms * RATE // 1000, dtype=np.int16)
 
 
-async def listen(tmp_path, engine: ScriptedEngine, audio: np.ndarray) -> _CallSession:
-    """Run the first turn of AGENT over ``audio`` (20 ms frames, paced a little like RTP)."""
-    app = VoiceAgent(
-        load_agent_text(AGENT), engines=[engine], tts=CachedTts(FliteTts(), PromptCache(tmp_path))
-    )
-    call = SimpleNamespace(
+def stub_call() -> SimpleNamespace:
+    """What a call session needs of its call when no prompt is played."""
+    return SimpleNamespace(
         call_id="t1",
         stream=SimpleNamespace(playing=False),
         stop_playback=lambda: None,
         publish=lambda event: None,
     )
-    session = _CallSession(app, call)  # type: ignore[arg-type]
+
+
+async def listen(tmp_path, engine: ScriptedEngine, audio: np.ndarray) -> _CallSession:
+    """Run the first turn of AGENT over ``audio`` (20 ms frames, paced a little like RTP)."""
+    app = VoiceAgent(
+        load_agent_text(AGENT), engines=[engine], tts=CachedTts(FliteTts(), PromptCache(tmp_path))
+    )
+    session = _CallSession(app, stub_call())  # type: ignore[arg-type]
     listen_action = next(a for a in session.conversation.start() if isinstance(a, Listen))
     frames = [audio[i : i + FRAME_SAMPLES] for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
 
@@ -191,9 +196,7 @@ async def test_the_rest_of_an_answer_closed_early_does_not_answer_the_next_quest
     app = VoiceAgent(
         load_agent_text(TWO_ASKS), engines=[engine], tts=CachedTts(FliteTts(), PromptCache(tmp_path))
     )
-    call = SimpleNamespace(call_id="t2", stream=SimpleNamespace(playing=False), stop_playback=lambda: None,
-                           publish=lambda event: None)  # fmt: skip
-    session = _CallSession(app, call)  # type: ignore[arg-type]
+    session = _CallSession(app, stub_call())  # type: ignore[arg-type]
     first = next(a for a in session.conversation.start() if isinstance(a, Listen))
 
     async def caller() -> None:  # at twice real time: the scripted partials come between frames
@@ -213,3 +216,47 @@ async def test_the_rest_of_an_answer_closed_early_does_not_answer_the_next_quest
     assert session.conversation.slots["agree"] is True
     # the yes/no turn heard "yes" (from just before it to the silence after it), not the thanks
     assert engine.finished[1] < 0.3 + len(yes) / RATE + 0.9 < len(rest) / RATE + 0.7, engine.finished
+
+
+YES_NO = """
+name: yes-test
+settings: {silence_ms: 700, barge_in: true}
+steps:
+  - id: agree
+    type: ask
+    slot: agree
+    slot_type: yes_no
+    prompt: "Does that work for you?"
+    confirm: never
+"""
+
+
+async def test_a_yes_closed_early_reaches_every_engine_whole(tmp_path):
+    """The real engines (the streaming decoders and whisper, in their decode processes): the partials
+    say "yes" and close the turn early, and whisper still gets the whole word. Closed at the VAD's first
+    silent frame, it got "ye" and wrote "No.", and the arbiter took that over the two "yes"."""
+    app = VoiceAgent(load_agent_text(YES_NO), tts=CachedTts(FliteTts(), PromptCache(tmp_path)))
+    await app.start()
+    try:
+        yes = await AnswerBook(load_tts("flite"), "slt").get("yes")  # as the load tester says it
+        audio = np.concatenate([silence(500), g711.decode("PCMU", g711.encode("PCMU", yes)), silence(1500)])
+        session = _CallSession(app, stub_call())  # type: ignore[arg-type]
+        listen_action = next(a for a in session.conversation.start() if isinstance(a, Listen))
+
+        async def caller() -> None:  # in real time, as RTP comes
+            for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+                session.inbox.put_nowait(audio[i : i + FRAME_SAMPLES])
+                await asyncio.sleep(0.02)
+
+        feeding = asyncio.ensure_future(caller())
+        try:
+            await asyncio.wait_for(session._listen(listen_action), 30)
+        finally:
+            feeding.cancel()
+    finally:
+        await app.close()
+    turn = session.conversation.record.turns[0]
+    heard = {h["engine"]: h["text"]["value"] for h in turn.hypotheses}
+    assert turn.close == "partial", turn.close  # closed early, on the partials
+    assert heard.get("whisper", "").strip(".").lower() == "yes", heard
+    assert session.conversation.slots["agree"] is True, heard

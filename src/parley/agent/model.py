@@ -522,7 +522,7 @@ class Agent(_Model):
 
     def prompts(self) -> list[str]:
         """Every static text the agent speaks (templates included), in order, without duplicates."""
-        return list(dict.fromkeys(text for _, text in self._texts()))
+        return list(dict.fromkeys(text for _, text in self.texts()))
 
     def phrases(self) -> list[str]:
         """Prompts, intent examples and options: the text a per-agent language model is built from."""
@@ -534,7 +534,8 @@ class Agent(_Model):
                 out.extend(s.options)
         return list(dict.fromkeys(out))
 
-    def _texts(self) -> Iterator[tuple[Loc, str]]:
+    def texts(self) -> Iterator[tuple[Loc, str]]:
+        """Every static text the agent speaks, with where it stands: ("steps", i, field[, ...])."""
         for i, s in enumerate(self.steps):
             fields: tuple[str, ...] = {
                 "say": ("text",),
@@ -655,7 +656,7 @@ class Agent(_Model):
                             "e.g. 'sip:operator@pbx.example.com', 'tel:+442071234567'",
                         )
                     )
-        for loc, text in self._texts():
+        for loc, text in self.texts():
             try:
                 names = placeholders(text)
             except ValueError as exc:
@@ -784,7 +785,7 @@ class Agent(_Model):
         """Prompts using a slot that may be unset on some path to them (it would be spoken as nothing)."""
         entry = self.set_on_entry()
         out: list[Problem] = []
-        for loc, text in self._texts():
+        for loc, text in self.texts():
             step = self.steps[int(loc[1])]
             if step.id not in entry:
                 continue  # unreachable (reported as such)

@@ -95,6 +95,12 @@ PREROLL_FRAMES_MAX = 100  # frames kept while waiting for an onset (the VAD conf
 # every digit (a first digit heard as "it is") waited the whole silence timeout before.
 PAUSE_CHECK_MS = 250
 PAUSE_CHECKS_MAX = 3  # per turn: each refused check re-decodes the turn's audio so far
+# A complete answer closes the turn at the first pause this long (the VAD's own hangover included).
+# WebRTC's VAD calls the end of a word such as the "s" of "yes" silence: closed 20 ms after it (the
+# endpointer's 40 ms), whisper got "ye" and wrote "No.", which the arbiter took over the streaming
+# engines' "yes" (every "yes" of a 30-call load test). 200 ms keeps the word whole (about 120 ms of
+# silence after the VAD's last speech frame).
+EARLY_CLOSE_MS = 200
 # Speech already going on this soon into a turn that follows one closed early (at the first short
 # pause of a complete answer) is the rest of that answer: "yes" closed the read-back of "yes, that's
 # right", and "that's right" must not answer the next question nor barge in on it.
@@ -354,6 +360,7 @@ class _CallSession:
             no_input_ms=settings.no_input_ms,
             max_speech_ms=settings.max_turn_ms,
             pause_check_ms=self.app.pause_check_ms if checks else None,
+            early_close_ms=EARLY_CLOSE_MS,
         )
         early: list[bool] = []
         before_onset: deque[np.ndarray] = deque(maxlen=PREROLL_FRAMES_MAX)

@@ -4,7 +4,7 @@ A scenario that names its agent file (``agent:``) lets ``wait_prompt`` name the 
 waits for (``{step: last_name}``, or its read-back: ``{step: last_name, read_back: true}``). The
 caller then records what the agent says while it waits, and identifies it among the agent's own texts:
 
-* :class:`PromptBook` holds every text the agent speaks (``AgentSpec.prompts``' sources, and the
+* :class:`PromptBook` holds every text the agent speaks (the sources of ``Agent.prompts()``, and the
   runtime's default read-back), each as a :class:`PromptId`: the step, and whether it is one of the
   ask's questions (prompt, reprompts, no-input prompt, rule prompts), its read-back, or a statement
   (a say, a webhook's words, a message). :meth:`PromptBook.identify` matches a transcript's *end*
@@ -74,7 +74,7 @@ class PromptBook:
 
         agent = load_agent(path)
         texts: list[tuple[str, PromptId]] = []
-        for (_, index, field, *_rest), text in agent._texts():
+        for (_, index, field, *_rest), text in agent.texts():
             step = agent.steps[index]
             kind: Kind = "statement"
             if isinstance(step, AskStep):
