@@ -57,6 +57,7 @@ REGISTERED_QUESTION = (
         (GREETING_QUESTION, "reason", "question"),  # a statement, then the question: the question
         (REGISTERED_QUESTION, "satisfaction", "question"),
         ("please hold while i transfer you to a claims adviser", "handover", "statement"),
+        ("that is too small the minimum is one", "claim_amount", "statement"),  # a rule's message alone
     ],
 )
 def test_transcripts_of_the_agents_prompts_are_identified(

@@ -127,6 +127,21 @@ def value_range(rules: ValueRules | None, kind: SlotKind | str, today: date) -> 
     return low, high
 
 
+# What the agent says when a value breaks a rule that has no prompt of its own (then the reprompt).
+MESSAGES = {
+    "date_min": "That date is too early: it must be on or after {bound}.",
+    "date_max": "That date is too late: it must be on or before {bound}.",
+    "time_min": "That is too early: the earliest is {bound}.",
+    "time_max": "That is too late: the latest is {bound}.",
+    "number_min": "That is too small: the minimum is {bound}.",
+    "number_max": "That is too large: the maximum is {bound}.",
+    "too_short": "That is too short: I need at least {bound} {unit}.",
+    "too_long": "That is too long: I need at most {bound} {unit}.",
+    "pattern": "That doesn't look like a valid answer.",
+    "checksum": "That number doesn't check out: one of the digits may be wrong.",
+}
+
+
 def check_value(rules: ValueRules, kind: SlotKind | str, value: Any, today: date) -> Violation | None:
     """The first rule ``value`` breaks (min, max, length, pattern, checksum), or None."""
     kind = str(getattr(kind, "value", kind))
@@ -146,32 +161,29 @@ def _first_violation(rules: ValueRules, kind: str, value: Any, today: date) -> t
             if isinstance(day, str):
                 day = date.fromisoformat(day)
             if rules.min is not None and day < (low := resolve_date(rules.min, today)):
-                return "min", f"That date is too early: it must be on or after {spoken_date(low, year=True)}."
+                return "min", MESSAGES["date_min"].format(bound=spoken_date(low, year=True))
             if rules.max is not None and day > (high := resolve_date(rules.max, today)):
-                return (
-                    "max",
-                    f"That date is too late: it must be on or before {spoken_date(high, year=True)}.",
-                )
+                return "max", MESSAGES["date_max"].format(bound=spoken_date(high, year=True))
         elif kind == "time":
             moment = value if isinstance(value, dt_time) else dt_time.fromisoformat(str(value))
             if rules.min is not None and moment < (low := resolve_time(rules.min)):
-                return "min", f"That is too early: the earliest is {spoken_time(low)}."
+                return "min", MESSAGES["time_min"].format(bound=spoken_time(low))
             if rules.max is not None and moment > (high := resolve_time(rules.max)):
-                return "max", f"That is too late: the latest is {spoken_time(high)}."
+                return "max", MESSAGES["time_max"].format(bound=spoken_time(high))
         else:
             number = _decimal(value)
             if rules.min is not None and number < (low := _decimal(rules.min)):
-                return "min", f"That is too small: the minimum is {_spoken_number(low)}."
+                return "min", MESSAGES["number_min"].format(bound=_spoken_number(low))
             if rules.max is not None and number > (high := _decimal(rules.max)):
-                return "max", f"That is too large: the maximum is {_spoken_number(high)}."
+                return "max", MESSAGES["number_max"].format(bound=_spoken_number(high))
     text = _text(value, kind)
     unit = "digits" if kind in ("digits", "phone") else "characters"
     if rules.min_length is not None and len(text) < rules.min_length:
-        return "length", f"That is too short: I need at least {rules.min_length} {unit}."
+        return "length", MESSAGES["too_short"].format(bound=rules.min_length, unit=unit)
     if rules.max_length is not None and len(text) > rules.max_length:
-        return "length", f"That is too long: I need at most {rules.max_length} {unit}."
+        return "length", MESSAGES["too_long"].format(bound=rules.max_length, unit=unit)
     if rules.pattern is not None and not re.fullmatch(rules.pattern, text):
-        return "pattern", "That doesn't look like a valid answer."
+        return "pattern", MESSAGES["pattern"]
     if rules.checksum == "luhn" and not (text.isdigit() and luhn.is_valid(text)):
-        return "checksum", "That number doesn't check out: one of the digits may be wrong."
+        return "checksum", MESSAGES["checksum"]
     return None

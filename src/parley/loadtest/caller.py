@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from parley.loadtest.audio import FRAME_MS, QUIET
-from parley.loadtest.listen import PLAIN_FRAME, PacketTap
+from parley.loadtest.listen import PacketTap
 from parley.media import g711
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from parley.telephony.manager import CallManager
 
 GAP_S = 0.060  # an inter-arrival interval longer than this is a gap
+PLAIN_FRAME = 12 + g711.FRAME_SAMPLES  # a 20 ms G.711 frame behind a plain RTP header (listen.py's)
 
 
 class CallEnded(Exception):

@@ -4,11 +4,12 @@ A scenario that names its agent file (``agent:``) lets ``wait_prompt`` name the 
 waits for (``{step: last_name}``, or its read-back: ``{step: last_name, read_back: true}``). The
 caller then records what the agent says while it waits, and identifies it among the agent's own texts:
 
-* :class:`PromptBook` holds every text the agent speaks (the sources of ``Agent.prompts()``, and the
-  runtime's default read-back), each as a :class:`PromptId`: the step, and whether it is one of the
-  ask's questions (prompt, reprompts, no-input prompt, rule prompts), its read-back, or a statement
-  (a say, a webhook's words, a message). :meth:`PromptBook.identify` matches a transcript's *end*
-  against each text (a prompt may follow a statement: "Your claim is registered. Were you happy…?").
+* :class:`PromptBook` holds every text the agent speaks (the sources of ``Agent.prompts()``, the
+  runtime's default read-back, and the rules' messages), each as a :class:`PromptId`: the step, and
+  whether it is one of the ask's questions (prompt, reprompts, no-input prompt, rule prompts), its
+  read-back, or a statement (a say, a webhook's words, a message, why a value was refused).
+  :meth:`PromptBook.identify` matches a transcript's *end* against each text (a question may follow
+  a statement: "Your claim is registered. Were you happy…?").
 * :class:`PromptRecogniser` transcribes the recorded prompt with pocketsphinx and a small LM built from
   those texts (and the scenario's values), in a process of its own so that the decode never holds
   the event loop that paces every call's RTP. Flite's prompts, heard through G.711, come back close
@@ -70,6 +71,7 @@ class PromptBook:
         """Every text the agent file at ``path`` speaks (its ``${VAR}``s as the environment has them)."""
         from parley.agent.loader import load_agent
         from parley.agent.model import AskStep, ConfirmPolicy
+        from parley.agent.rules import MESSAGES
         from parley.agent.runtime import DEFAULT_CONFIRM_PROMPT
 
         agent = load_agent(path)
@@ -81,16 +83,13 @@ class PromptBook:
                 kind = "read_back" if field == "confirm_prompt" else "question"
             texts.append((text, PromptId(step.id, kind)))
         for step in agent.steps:
-            if (
-                isinstance(step, AskStep)
-                and step.confirm is not ConfirmPolicy.NEVER
-                and not step.confirm_prompt
-            ):
+            if not isinstance(step, AskStep):
+                continue
+            if step.confirm is not ConfirmPolicy.NEVER and not step.confirm_prompt:
                 texts.append((DEFAULT_CONFIRM_PROMPT, PromptId(step.id, "read_back")))
+            if step.rules is not None:  # why a value was refused (then the reprompt)
+                texts += [(message, PromptId(step.id, "statement")) for message in MESSAGES.values()]
         return cls(texts)
-
-    def step_ids(self) -> set[str]:
-        return {pid.step for _, _, pid in self.texts}
 
     def phrases(self) -> list[str]:
         """The texts, for the recogniser's language model."""
