@@ -19,20 +19,12 @@ from parley.media import g711
 from parley.speech.tts import CachedTts, FliteTts, PromptCache, load_tts, render, trim_silence
 from parley.speech.types import FRAME_SAMPLES, Hypothesis, Question
 
+from .e2e_agents import agent_yaml, ask
+
 pytestmark = pytest.mark.skipif(shutil.which("flite") is None, reason="flite renders the caller's speech")
 
-AGENT = """
-name: turns-test
-settings: {silence_ms: 700, barge_in: true}
-steps:
-  - id: account
-    type: ask
-    slot: account
-    slot_type: digits
-    digits: 4
-    prompt: "What is your account number?"
-    confirm: never
-"""
+ACCOUNT = ask("account", "digits", "What is your account number?", digits=4)
+AGENT = agent_yaml("turns-test", [ACCOUNT])
 RATE = 8000
 
 
@@ -154,24 +146,7 @@ async def test_a_final_that_invents_the_last_digit_at_a_pause_is_refused_and_lis
     assert engine.finished[2] >= pause_s + 0.4 + len(second) / RATE + 0.4  # and the silence after
 
 
-TWO_ASKS = """
-name: carry-over-test
-settings: {silence_ms: 700, barge_in: true}
-steps:
-  - id: account
-    type: ask
-    slot: account
-    slot_type: digits
-    digits: 4
-    prompt: "What is your account number?"
-    confirm: never
-  - id: agree
-    type: ask
-    slot: agree
-    slot_type: yes_no
-    prompt: "Shall I go ahead?"
-    confirm: never
-"""
+TWO_ASKS = agent_yaml("carry-over-test", [ACCOUNT, ask("agree", "yes_no", "Shall I go ahead?")])
 
 
 async def test_the_rest_of_an_answer_closed_early_does_not_answer_the_next_question(tmp_path):
@@ -218,17 +193,7 @@ async def test_the_rest_of_an_answer_closed_early_does_not_answer_the_next_quest
     assert engine.finished[1] < 0.3 + len(yes) / RATE + 0.9 < len(rest) / RATE + 0.7, engine.finished
 
 
-YES_NO = """
-name: yes-test
-settings: {silence_ms: 700, barge_in: true}
-steps:
-  - id: agree
-    type: ask
-    slot: agree
-    slot_type: yes_no
-    prompt: "Does that work for you?"
-    confirm: never
-"""
+YES_NO = agent_yaml("yes-test", [ask("agree", "yes_no", "Does that work for you?")])
 
 
 async def test_a_yes_closed_early_reaches_every_engine_whole(tmp_path):
