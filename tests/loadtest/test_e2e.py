@@ -312,6 +312,7 @@ def test_a_caller_follows_a_read_back_its_script_does_not_plan(tmp_path: Path) -
         run_loadtest(options(tmp_path, scenario, server.uri, webhook_port=sink_port))
         records = read_jsonl(tmp_path / "out" / "calls.jsonl")
         theirs = agent_records(server, {r["call_id"] for r in records})
+    assert len(records) == 2 and len(theirs) == 2, (records, theirs)
     for record in records:
         agent_record = theirs[record["call_id"]]
         kinds = [(t["step"], t["kind"]) for t in agent_record["turns"]]

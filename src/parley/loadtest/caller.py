@@ -64,7 +64,7 @@ class ScriptedCaller:
         self._speech_needed = 0  # wake the speech waiter once speech_frames reaches this
         self._speech_waiter: asyncio.Future[None] | None = None
         self._transfer_waiter: asyncio.Future[None] | None = None
-        self._recording: list[bytes] = []  # G.711 payloads kept by record()
+        self._recorder: _Recorder | None = None  # while record() keeps the agent's audio
         self._loop = asyncio.get_running_loop()
         call.on_ended = self._on_ended
         stream = call.stream
@@ -131,20 +131,16 @@ class ScriptedCaller:
     def record(self) -> None:
         """Keep the agent's audio from now on, until :meth:`recorded` (the tap decodes nothing: while
         recording, each plain frame's payload is kept on its way to the tap, in arrival order)."""
-        self._recording = []
+        self._recorder = _Recorder(self.tap)
         if self._endpoint is not None:
-            self._endpoint.on_rtp(self._keep)
-
-    def _keep(self, data: bytes, source: tuple[str, int], arrival: float) -> None:
-        if len(data) == PLAIN_FRAME and (data[1] & 0x7F) == self.tap.payload_type:
-            self._recording.append(data[12:])
-        self.tap(data, source, arrival)
+            self._endpoint.on_rtp(self._recorder)
 
     def recorded(self) -> np.ndarray:
         """The audio kept since :meth:`record` (8 kHz int16), and stop keeping it."""
         if self._endpoint is not None:
             self._endpoint.on_rtp(self.tap)
-        payload, self._recording = b"".join(self._recording), []
+        recorder, self._recorder = self._recorder, None
+        payload = b"".join(recorder.payloads) if recorder is not None else b""
         return g711.decode(self.call.stream.codec, payload) if payload else np.zeros(0, dtype=np.int16)
 
     def mark(self) -> None:
@@ -274,6 +270,21 @@ class ScriptedCaller:
     async def close(self) -> None:
         """Release the waits (kept for the callers written against the older reader-task design)."""
         self._on_ended("closed")
+
+
+class _Recorder:
+    """The caller's tap, with each plain frame's G.711 payload kept on its way (``stream``: the shared
+    RTP socket routes by the stream's far end)."""
+
+    def __init__(self, tap: PacketTap) -> None:
+        self.tap = tap
+        self.stream = tap.stream
+        self.payloads: list[bytes] = []
+
+    def __call__(self, data: bytes, source: tuple[str, int], arrival: float) -> None:
+        if len(data) == PLAIN_FRAME and (data[1] & 0x7F) == self.tap.payload_type:
+            self.payloads.append(data[12:])
+        self.tap(data, source, arrival)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
