@@ -22,12 +22,13 @@ pinned and placed as above. For each step C, ``parley loadtest examples/loadtest
 call was answered, no prompt timed out, RTP loss (the load tester's side) is below 0.1 %, the turn
 latency p95 (the caller's end of speech to the agent's first reply audio) is within
 ``--agent-p95-ms``, and Whisper's result came in time on at least ``--whisper-in-time-pct`` of the
-spoken turns (from the node's call records). That last test matters: Whisper's decode (≈0.3–0.4
-CPU-s an answer) is the agent's main cost, and the agent waits for it at most
-``ARBITER_DEADLINE_S`` (1.5 s) after the end of speech, then answers on the streaming decoders
-alone. A starved node therefore keeps its replies within about 2.4 s (0.6 s of silence to close
-the turn, the deadline, the reply's start) while its accuracy falls and dialogues go astray: the
-latency alone would hide the overload. Calls whose dialogue went astray (a misheard date ends in a
+spoken turns (from the node's call records). That last test matters: Whisper's decode (≈0.25
+CPU-s an answer with AVX-512, 1.6 without) is the agent's main cost, and the agent waits for it at
+most ``ARBITER_DEADLINE_S`` (1.5 s) after the end of speech, then answers on the streaming
+decoders alone; the agent part first measures that cost on this machine (the report's
+``whisper``). A starved node therefore keeps its replies within about 2.4 s (0.6 s of silence
+to close the turn, the deadline, the reply's start) while its accuracy falls and dialogues go
+astray: the latency alone would hide the overload. Calls whose dialogue went astray (a misheard date ends in a
 transfer: the scenario's ``failed``) are reported beside, with the slot accuracy.
 
 The capacity of each configuration is its highest step passing before the first that fails; the
@@ -314,6 +315,40 @@ def agent_capacity(
     return results
 
 
+WHISPER_ANSWERS = ("the second of August nineteen ninety six", "yes", "no thank you", "four two seven one",
+                   "can I talk to a real person", "the fifteenth of June nineteen ninety eight")  # fmt: skip
+
+
+def whisper_cost() -> dict[str, Any]:
+    """CPU seconds of one Whisper decode on this machine (the agent's main cost per spoken answer):
+    the mean over a few answers the load test's caller speaks (flite, as in the scenario)."""
+    import asyncio
+
+    import numpy as np
+    import soxr
+
+    from parley.speech.engines.whisper import MODEL_RATE, WhisperEngine
+    from parley.speech.tts import load_tts, render
+
+    engine = WhisperEngine()
+    model = engine.model()
+    model.transcribe(np.zeros(MODEL_RATE, np.float32), None, engine.context_s)  # the first one is slower
+    tts = load_tts("flite")
+    costs = []
+    for text in WHISPER_ANSWERS:
+        pcm = asyncio.run(render(tts, text, "slt"))
+        audio = soxr.resample(pcm.astype(np.float32) / 32768.0, 8000, MODEL_RATE)
+        started = time.process_time()
+        model.transcribe(audio, None, engine.context_s)
+        costs.append(time.process_time() - started)
+    mean = round(sum(costs) / len(costs), 3)
+    return {
+        "model": engine.model_name,
+        "cpu_s_per_answer": mean,
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+
+
 def highest_pass(results: list[dict], key: str) -> int:
     """The highest step passing before the first that fails (0: none)."""
     held = 0
@@ -364,6 +399,8 @@ def main() -> None:
         report["echo"] = {"steps": results, "capacity": capacity, "ratio": ratio}
         report["load_average"].append(os.getloadavg())
     if "agent" in parts:
+        report["whisper"] = cost = whisper_cost()
+        print(f"whisper {cost['model']}: {cost['cpu_s_per_answer']} CPU-s per answer", flush=True)
         results = []
         capacity = {}
         for workers, steps in ((1, args.agent_steps_1), (2, args.agent_steps_2)):
