@@ -413,7 +413,7 @@ def main() -> None:
         report["agent"]["held_if"] = held_if
         report["load_average"].append(os.getloadavg())
     print(json.dumps({k: {"capacity": v["capacity"], "ratio": v["ratio"]} for k, v in report.items()
-                      if isinstance(v, dict)}))  # fmt: skip
+                      if isinstance(v, dict) and "capacity" in v}))  # fmt: skip
     print(f"load average (1 min) through the run: {[round(load[0], 2) for load in report['load_average']]}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
