@@ -1,10 +1,15 @@
 """Three hosts made of network namespaces: Kamailio in the root namespace, a 2-worker ``parley serve``
-node in each of two namespaces joined to it by veth pairs; SIPp calls from the root namespace.
+node in each of two namespaces joined to it by veth pairs; calls from the root namespace.
 
-Node B's link is taken down under a steady load of calls. Kamailio must stop sending it new calls
-within its probe interval (1 s) plus one probe's timeout (2 s): after that, no new call waits for
-a timeout and fails over, every call succeeds on node A, and only calls B held fail. With the link
-back, B is probed up and takes calls again. Needs root (``ip netns``); skipped otherwise.
+- Node B's link is taken down under a steady load of SIPp calls. Kamailio must stop sending it new
+  calls within its probe interval (1 s) plus one probe's timeout (2 s): after that, no new call
+  waits for a timeout and fails over, every call succeeds on node A, and only calls B held fail.
+  With the link back, B is probed up and takes calls again.
+- ``parley loadtest`` places calls with RTP both ways (each caller speaks and waits for its echo)
+  while ``parley cluster roll`` upgrades both nodes (no call may fail), and while a worker is
+  killed with ``kill -9`` (only the calls that worker held may fail; later calls succeed).
+
+Needs root (``ip netns``); skipped otherwise.
 """
 
 from __future__ import annotations
@@ -16,15 +21,18 @@ import random
 import secrets
 import shutil
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from integration.harness import SCENARIOS, SIPP, Kamailio, needs_kamailio, needs_sipp
+from integration.harness import ROOT, SCENARIOS, SIPP, Kamailio, needs_kamailio, needs_sipp
 from parley.cluster.kamailio import Node as NodeSpec
 from parley.cluster.kamailio import dispatcher_list, kamailio_cfg, module_path
+from parley.loadtest.run import RunOptions, run_loadtest
 
 from .nodes import Node
 
@@ -90,23 +98,34 @@ def sipp_load(proxy: str, source: str, tmp_path: Path, calls: int, rate: int) ->
     return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_a_node_whose_link_goes_down_stops_getting_calls_within_the_probe_interval(hosts, tmp_path):
-    a, b = hosts
+def start_cluster(hosts: list[Host], tmp_path: Path) -> tuple[list[Node], Kamailio, str]:
+    """A 2-worker echo node in each namespace and Kamailio in front of them: (nodes, proxy, its address)."""
+    a = hosts[0]
     nodes: list[Node] = []
-    proxy = None
     try:
         for host in hosts:
             prefix = ["ip", "netns", "exec", host.namespace]
-            nodes.append(Node(tmp_path, host.address, workers=2, port=SIP_PORT, prefix=prefix))
+            nodes.append(Node(tmp_path, host.address, workers=2, port=SIP_PORT, prefix=prefix,
+                              extra=["--drain", "30"]))  # fmt: skip
         listen = f"{a.gateway}:{SIP_PORT}"
         destinations = tmp_path / "dispatcher.list"
         destinations.write_text(dispatcher_list([NodeSpec(h.address, SIP_PORT, 2) for h in hosts]))
         cfg = kamailio_cfg(listen=listen, dispatcher_file=str(destinations), modules=module_path())
         (tmp_path / "kamailio.cfg").write_text(cfg)
         proxy = Kamailio.start(SIP_PORT, tmp_path / "kamailio.cfg", tmp_path)
-        time.sleep(2 * PROBE_INTERVAL_S + 0.5)  # every worker probed
-        assert proxy.proc.poll() is None, proxy.log_text()
+    except BaseException:
+        for node in nodes:
+            node.kill()
+        raise
+    time.sleep(2 * PROBE_INTERVAL_S + 0.5)  # every worker probed
+    assert proxy.proc.poll() is None, proxy.log_text()
+    return nodes, proxy, listen
 
+
+def test_a_node_whose_link_goes_down_stops_getting_calls_within_the_probe_interval(hosts, tmp_path):
+    a, b = hosts
+    nodes, proxy, listen = start_cluster(hosts, tmp_path)
+    try:
         rate, calls = 5, 125  # 25 s of calls: B goes down at 6 s, back at 14 s
         started = time.monotonic()
         load = sipp_load(listen, a.gateway, tmp_path, calls, rate)
@@ -120,8 +139,7 @@ def test_a_node_whose_link_goes_down_stops_getting_calls_within_the_probe_interv
         load.wait(timeout=150)
         after = nodes[1].metric("parley_calls_admitted_total")
     finally:
-        if proxy is not None:
-            proxy.stop()
+        proxy.stop()
         for node in nodes:
             node.kill()
 
@@ -139,3 +157,114 @@ def test_a_node_whose_link_goes_down_stops_getting_calls_within_the_probe_interv
           f"failed over late, {failed} of {calls} failed")  # fmt: skip
     assert failed <= held + rate * PROBE_TIMEOUT_S, (failed, held)  # B's calls, and INVITEs caught mid-way
     assert after > before, "node B took no call once its link was back up"
+
+
+ECHO_CALLS = """
+name: cluster-echo
+traffic: {{calls: {calls}, rate: {rate}, concurrency: {calls}, setup_timeout_s: 10, max_call_s: 40}}
+webhook: {{port: 0}}
+caller:
+  prompt: {{silence_ms: 500, min_speech_ms: 200, timeout_s: 8}}
+variables:
+  word: {{choice: ["one two three", "seven eight nine"]}}
+scripts:
+  - name: echo_talk
+    steps:
+      - say: "{{word}}"
+      - wait_prompt                      # the echo of what was said: RTP both ways
+      - pause: {hold_ms}
+      - say: "yes please"
+      - wait_prompt                      # a call whose worker died hears no echo: it fails here
+      - hangup
+"""
+
+
+class LoadTest:
+    """``parley loadtest`` (in a thread) from the root namespace, through Kamailio at ``proxy``."""
+
+    def __init__(
+        self, tmp_path: Path, source: str, proxy: str, *, calls: int, rate: float, hold_ms: int
+    ) -> None:
+        scenario = tmp_path / "echo-calls.yaml"
+        scenario.write_text(ECHO_CALLS.format(calls=calls, rate=rate, hold_ms=hold_ms))
+        self.options = RunOptions(
+            scenario_path=scenario, targets=(f"sip:echo@{proxy}",), out=tmp_path / "out", host=source, seed=7
+        )
+        self.records: list[dict] = []
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.started = time.monotonic()  # about when the records' ``started`` times count from
+        self.records = run_loadtest(self.options).records
+
+    def join(self, timeout: float) -> list[dict]:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the load test did not end"
+        return self.records
+
+
+def failed(records: list[dict]) -> list[dict]:
+    """The calls that did not play their script to its end, both echoes heard (it ends by hanging up)."""
+    timed_out = [r for r in records if any(turn["prompt_timeout"] for turn in r["turns"])]
+    return [r for r in records if r["outcome"] != "hung_up_early" or r in timed_out]
+
+
+def test_a_roll_of_both_nodes_under_parley_loadtest_fails_no_call(hosts, tmp_path):
+    nodes, proxy, listen = start_cluster(hosts, tmp_path)
+    try:
+        calls = 90  # 30 s of calls at 3 a second, about 6 s each: 18 up at any time, the roll inside
+        load = LoadTest(tmp_path, hosts[0].gateway, listen, calls=calls, rate=3, hold_ms=2000)
+        time.sleep(4)
+        assert sum(node.metric("parley_calls_active") for node in nodes) > 0
+        roll = [
+            sys.executable,
+            "-m",
+            "parley",
+            "cluster",
+            "roll",
+            *(n.admin for n in nodes),
+            "--settle",
+            "1.5",
+        ]
+        rolled = subprocess.run(roll, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        assert load.thread.is_alive(), "the load ended before the roll did: the roll was not under load"
+        for node in nodes:
+            assert [(w["generation"], w["state"]) for w in node.status()["workers"]] == [(2, "ready")] * 2
+        records = load.join(timeout=120)
+    finally:
+        proxy.stop()
+        for node in nodes:
+            node.kill()
+    assert len(records) == calls
+    assert not failed(records), failed(records)[:3]
+    assert all(r["rtp"]["packets"] > 100 and r["rtp"]["loss_pct"] < 1.0 for r in records), records[:3]
+    print(f"roll under parley loadtest: 0 of {calls} calls failed; {rolled.stdout.strip()}")
+
+
+def test_kill_9_of_a_worker_under_parley_loadtest_fails_only_its_calls(hosts, tmp_path):
+    nodes, proxy, listen = start_cluster(hosts, tmp_path)
+    try:
+        calls = 60  # 15 s of calls at 4 a second, about 8 s each: about 30 up at once, 8 a worker
+        load = LoadTest(tmp_path, hosts[0].gateway, listen, calls=calls, rate=4, hold_ms=4000)
+        victim = nodes[0]
+        time.sleep(6)
+        held = victim.metric("parley_calls_active")  # both of its workers: a bound on the killed one's
+        assert held > 0, "the node held no call when its worker was killed"
+        killed_at = time.monotonic()
+        subprocess.run(["kill", "-9", str(victim.status()["workers"][0]["pid"])], check=True)
+        victim.wait_for(lambda s: s["workers"][0]["restarts"] == 1 and s["workers"][0]["state"] == "ready",
+                        "restarted the killed worker")  # fmt: skip
+        records = load.join(timeout=120)
+    finally:
+        proxy.stop()
+        for node in nodes:
+            node.kill()
+    lost = failed(records)
+    print(f"kill -9 under parley loadtest: the node held {held:.0f} calls, {len(lost)} of {calls} failed")
+    assert len(records) == calls
+    assert len(lost) <= held, lost[:3]
+    later = [r for r in records if r["started"] > killed_at - load.started + 0.5]  # placed after the kill
+    assert later and not failed(later), failed(later)[:3]
