@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import random
 import secrets
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +32,6 @@ import pytest
 from integration.harness import ROOT, SCENARIOS, SIPP, Kamailio, needs_kamailio, needs_sipp
 from parley.cluster.kamailio import Node as NodeSpec
 from parley.cluster.kamailio import dispatcher_list, kamailio_cfg, module_path
-from parley.loadtest.run import RunOptions, run_loadtest
 
 from .nodes import Node
 
@@ -180,35 +179,43 @@ scripts:
 
 
 class LoadTest:
-    """``parley loadtest`` (in a thread) from the root namespace, through Kamailio at ``proxy``."""
+    """``parley loadtest`` from the root namespace, through Kamailio at ``proxy``, in the background."""
 
     def __init__(
         self, tmp_path: Path, source: str, proxy: str, *, calls: int, rate: float, hold_ms: int
     ) -> None:
         scenario = tmp_path / "echo-calls.yaml"
         scenario.write_text(ECHO_CALLS.format(calls=calls, rate=rate, hold_ms=hold_ms))
-        self.options = RunOptions(
-            scenario_path=scenario, targets=(f"sip:echo@{proxy}",), out=tmp_path / "out", host=source, seed=7
+        self.out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "parley", "loadtest", str(scenario), "--target", f"sip:echo@{proxy}"]
+        cmd += ["--host", source, "--out", str(self.out), "--seed", "7"]
+        self.started = time.monotonic()  # the records' ``started`` times count from a moment after this
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
-        self.records: list[dict] = []
-        self.started = time.monotonic()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
 
-    def _run(self) -> None:
-        self.started = time.monotonic()  # about when the records' ``started`` times count from
-        self.records = run_loadtest(self.options).records
+    def running(self) -> bool:
+        return self.proc.poll() is None
 
-    def join(self, timeout: float) -> list[dict]:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the load test did not end"
-        return self.records
+    def records(self, timeout: float) -> list[dict]:
+        try:
+            _, errors = self.proc.communicate(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        assert self.proc.returncode == 0, errors[-3000:]
+        return [json.loads(line) for line in (self.out / "calls.jsonl").read_text().splitlines()]
 
 
 def failed(records: list[dict]) -> list[dict]:
     """The calls that did not play their script to its end, both echoes heard (it ends by hanging up)."""
     timed_out = [r for r in records if any(turn["prompt_timeout"] for turn in r["turns"])]
     return [r for r in records if r["outcome"] != "hung_up_early" or r in timed_out]
+
+
+def brief(records: list[dict]) -> list[tuple]:
+    """What an assertion message needs of each record."""
+    return [(r["index"], r["started"], r["outcome"], r["error"], r.get("setup_ms")) for r in records]
 
 
 def test_a_roll_of_both_nodes_under_parley_loadtest_fails_no_call(hosts, tmp_path):
@@ -230,16 +237,16 @@ def test_a_roll_of_both_nodes_under_parley_loadtest_fails_no_call(hosts, tmp_pat
         ]
         rolled = subprocess.run(roll, capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-        assert load.thread.is_alive(), "the load ended before the roll did: the roll was not under load"
+        assert load.running(), "the load ended before the roll did: the roll was not under load"
         for node in nodes:
             assert [(w["generation"], w["state"]) for w in node.status()["workers"]] == [(2, "ready")] * 2
-        records = load.join(timeout=120)
+        records = load.records(timeout=120)
     finally:
         proxy.stop()
         for node in nodes:
             node.kill()
     assert len(records) == calls
-    assert not failed(records), failed(records)[:3]
+    assert not failed(records), brief(failed(records))
     assert all(r["rtp"]["packets"] > 100 and r["rtp"]["loss_pct"] < 1.0 for r in records), records[:3]
     print(f"roll under parley loadtest: 0 of {calls} calls failed; {rolled.stdout.strip()}")
 
@@ -257,7 +264,7 @@ def test_kill_9_of_a_worker_under_parley_loadtest_fails_only_its_calls(hosts, tm
         subprocess.run(["kill", "-9", str(victim.status()["workers"][0]["pid"])], check=True)
         victim.wait_for(lambda s: s["workers"][0]["restarts"] == 1 and s["workers"][0]["state"] == "ready",
                         "restarted the killed worker")  # fmt: skip
-        records = load.join(timeout=120)
+        records = load.records(timeout=120)
     finally:
         proxy.stop()
         for node in nodes:
@@ -265,6 +272,7 @@ def test_kill_9_of_a_worker_under_parley_loadtest_fails_only_its_calls(hosts, tm
     lost = failed(records)
     print(f"kill -9 under parley loadtest: the node held {held:.0f} calls, {len(lost)} of {calls} failed")
     assert len(records) == calls
-    assert len(lost) <= held, lost[:3]
-    later = [r for r in records if r["started"] > killed_at - load.started + 0.5]  # placed after the kill
-    assert later and not failed(later), failed(later)[:3]
+    assert len(lost) <= held, brief(lost)
+    after = killed_at - load.started + 0.5
+    later = [r for r in records if r["started"] > after]  # placed after the kill
+    assert later and not failed(later), (after, brief(failed(later)))

@@ -75,16 +75,21 @@ def test_calls_share_one_port_pair_and_each_gets_its_far_ends_packets():
             sock.close()
 
 
-def test_a_call_that_ends_leaves_the_route_of_a_later_call_to_the_same_far_end():
+def test_a_later_call_to_the_same_far_end_takes_its_packets_and_silences_the_older_call():
     owner = manager()
     ports = share_rtp_ports(owner, "127.0.0.1", 41100, 41200)
     assert ports is not None
     try:
-        far = ("127.0.0.1", 45678)
+        far = ("127.0.0.1", 45678)  # a worker that died and gave its port to a new call
         old, new = asyncio.run(ports.open()), asyncio.run(ports.open())
         streams = [RtpStream("PCMU", 0, far, e.send, time=time.monotonic) for e in (old, new)]
         old.on_rtp(streams[0].receive)
         new.on_rtp(streams[1].receive)
+        assert ports.rtp.routed(far) == streams[1].receive
+        for stream in streams:
+            stream.send_payload(SILENCE)
+        ports.rtp.flush()
+        assert ports.rtp.sent == 1  # the new call's frame; the old call sends nothing more
         old.close()
         assert ports.rtp.routed(far) is not None  # still the new call's
         new.close()

@@ -14,6 +14,11 @@ What this asks of the far end: it sends each call's RTP from the address its SDP
 address count as ``unrouted`` in the worker's report and are lost to the call, which shows as RTP
 loss; a re-INVITE that moves a call's media is not followed. RTCP from the far end is read and
 dropped (the load tester needs none of it); the calls still send their reports.
+
+Every call sends from the same address, so the far end can tell two of them apart only by their
+destination. When a new call's answer names an address an older call still sends to, the far end
+has given that port to the new call: the older call's far end is gone (a worker that crashed and
+came back with its port range), and the older call stops sending, as if the far end ignored it.
 """
 
 from __future__ import annotations
@@ -43,8 +48,9 @@ class SharedEndpoint:
         self._ports = ports
         self._remote: Address | None = None
         self._handler: Handler | None = None
-        self.send: Callable[[bytes, Address], None] = SharedSender(ports.rtp).sendto
-        self.send_rtcp: Callable[[bytes, Address], None] = SharedSender(ports.rtcp).sendto
+        self._senders = (SharedSender(ports.rtp), SharedSender(ports.rtcp))
+        self.send: Callable[[bytes, Address], None] = self._senders[0].sendto
+        self.send_rtcp: Callable[[bytes, Address], None] = self._senders[1].sendto
 
     def on_rtp(self, handler: Handler | None) -> None:
         """Route the far end's RTP to ``handler``: a stream's ``receive`` or a tap with a ``stream``,
@@ -59,6 +65,15 @@ class SharedEndpoint:
         self._unroute()
         self._remote, self._handler = (remote[0], remote[1]), handler
         self._ports.rtp.route(self._remote, handler)
+        previous = self._ports.owners.get(self._remote)
+        if previous is not None and previous is not self:
+            previous.mute()  # its far end now serves this call (see the module docstring)
+        self._ports.owners[self._remote] = self
+
+    def mute(self) -> None:
+        """Send nothing more (the far end is gone)."""
+        for sender in self._senders:
+            sender.muted = True
 
     def on_rtcp(self, handler: Handler | None) -> None:
         """RTCP from the far end is dropped (see the module docstring)."""
@@ -66,9 +81,11 @@ class SharedEndpoint:
     def _unroute(self) -> None:
         """Drop this call's route, unless a later call with the same far end has taken it over."""
         remote, self._remote = self._remote, None
-        rtp = self._ports.rtp
-        if remote is not None and rtp.fd >= 0 and rtp.routed(remote) is self._handler:
-            rtp.route(remote, None)
+        if remote is None or self._ports.owners.get(remote) is not self:
+            return
+        del self._ports.owners[remote]
+        if self._ports.rtp.fd >= 0:
+            self._ports.rtp.route(remote, None)
 
     def close(self) -> None:
         self._unroute()
@@ -80,6 +97,7 @@ class SharedRtpPorts:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
+        self.owners: dict[Address, SharedEndpoint] = {}  # far end -> the call it serves now
         self.rtp = SharedSocket(_bind(host, port))
         try:
             self.rtcp = SharedSocket(_bind(host, port + 1))

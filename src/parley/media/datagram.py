@@ -216,13 +216,17 @@ class SharedSocket:
 
 
 class SharedSender:
-    """Sends datagrams through a :class:`SharedSocket` (ValueError for a non-IPv4 destination)."""
+    """Sends datagrams through a :class:`SharedSocket` (ValueError for a non-IPv4 destination);
+    ``muted`` drops them instead."""
 
     def __init__(self, socket: SharedSocket) -> None:
         self._socket = socket
         self._destination: Address | None = None
+        self.muted = False
 
     def sendto(self, data: bytes, addr: Address) -> None:
+        if self.muted:
+            return
         if addr != self._destination:
             _ipv4(addr)
             self._destination = addr

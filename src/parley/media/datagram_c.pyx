@@ -521,18 +521,23 @@ cdef class SharedSocket:
 
 
 cdef class SharedSender:
-    """Sends datagrams through a :class:`SharedSocket`, keeping the last destination's ``sockaddr``."""
+    """Sends datagrams through a :class:`SharedSocket`, keeping the last destination's ``sockaddr``;
+    ``muted`` drops them instead."""
 
     cdef SharedSocket _socket
     cdef sockaddr_in _destination
     cdef object _destination_tuple
+    cdef public bint muted
 
     def __init__(self, SharedSocket socket):
         self._socket = socket
         self._destination_tuple = None
+        self.muted = False
 
     cpdef sendto(self, bytes data, object addr):
         """Queue one datagram for ``addr`` (a numeric IPv4 ``(host, port)``); it leaves at the next flush."""
+        if self.muted:
+            return
         if addr is not self._destination_tuple:
             if self._destination_tuple is None or addr != self._destination_tuple:
                 _ipv4(addr, &self._destination)
