@@ -589,7 +589,12 @@ def rotate(database: str, key_file: Path, no_new_key: bool) -> None:
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Processes.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Local address for SIP and RTP.")
 @click.option("--sip-port", type=click.IntRange(0, 65535), default=0, help="Local SIP port (0: a free one).")
-@click.option("--rtp-ports", default="40000-60000", show_default=True, help="Local RTP port range.")
+@click.option(
+    "--rtp-ports",
+    default="40000-60000",
+    show_default=True,
+    help="Local RTP port range (each process puts all its calls on one port pair from its share).",
+)
 @click.option("--webhook-port", type=click.IntRange(0, 65535), help="Sink port (overrides the scenario).")
 def loadtest(
     scenario: Path,
