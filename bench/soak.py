@@ -28,10 +28,17 @@ machine): 222 calls, none failed, 225 records (518 turns, 290 with speech). RSS 
 event loop's process, a sphinx decoder process, whisper's), 811 MB on average after 4 minutes:
 ~42 MB per concurrent call, most of it the decoders each concurrent turn holds (the sphinx
 process grew 303 -> 338 MB and was flat over its last 90 calls). The event loop's process grew
-200 -> 215 MB over calls 42-190 (~0.1 MB a call, not yet explained: a longer soak with tracemalloc
-is the next step); the slope after warm-up (4,334 MB per 10,000 calls) is dominated by that and by
-whisper's process being replaced once (hung under load; fixed since: abandoned decodes count as
-progress).
+200 -> 215 MB over calls 42-190 (~0.1 MB a call).
+
+What that growth was (``--tracemalloc 5``, 5 minutes of 4 calls of 10 s): the traced heap grew
+98.7 -> 109.5 MB over calls 14-87 (0.15 MB a call), and one full collection took it back to
+97.9 MB: nothing live was kept. It was cyclic garbage — each call's ASR turns and their engine
+workers (which refer to each other), their hypotheses and queued audio, cancelled tasks whose
+exceptions hold their frames, closures over the call — that the young collections promote and only
+a full collection frees; the media clock's collector pacing ran one every 10 minutes (or when no
+call was up). Since it runs one once 50 streams (or as many as are live) have ended, the traced heap
+is a saw-tooth bounded by ~50 calls' garbage (98.6 -> 102.8 MB, back to 98.9 at the collection,
+105.5 at the next), whatever the call rate.
 
 ``--tracemalloc FRAMES`` finds what the event loop's process keeps: the server runs with
 :mod:`tracemalloc` tracing ``FRAMES`` frames per allocation (a small wrapper around ``parley serve``;

@@ -219,7 +219,7 @@ class _GarbagePacer:
     run the cheap young collections themselves after each tick's sends (same thresholds as
     CPython's), and a full one when the last clock goes idle.
 
-    A server that is never idle needs full collections too: an agent call leaves ~200 KB of cyclic
+    A server that is never idle needs full collections too: an agent call leaves ~150 KB of cyclic
     garbage (its ASR turns and their engine workers, which refer to each other; cancelled tasks,
     whose exceptions hold their frames; closures over the call), which the young collections
     promote instead of freeing. A full collection runs once ``FULL_AFTER_ENDED`` streams, or as
