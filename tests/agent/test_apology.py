@@ -21,8 +21,9 @@ def test_the_shipped_apology_loads_as_8khz_speech() -> None:
 
 
 @pytest.mark.skipif(shutil.which("flite") is None, reason="flite not installed (Debian package flite)")
-async def test_the_shipped_apology_is_what_the_projects_tts_renders() -> None:
-    data = await render_apology()
+async def test_the_shipped_apology_is_what_the_projects_tts_renders(tmp_path: Path) -> None:
+    await render_apology(tmp_path / "apology.wav")
+    data = (tmp_path / "apology.wav").read_bytes()
     assert hashlib.sha256(data).hexdigest() == APOLOGY_SHA256
     assert data == APOLOGY_FILE.read_bytes()
 

@@ -48,23 +48,17 @@ def load_apology(path: Path = APOLOGY_FILE, sha256: str = APOLOGY_SHA256) -> np.
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.int16)
 
 
-async def render_apology() -> bytes:
-    """The apology's WAV file as the project's TTS renders it now (leading silence trimmed, 200 ms
-    kept after the last word)."""
+async def render_apology(path: Path) -> None:
+    """Write the apology's WAV file to ``path`` as the project's TTS renders it now (leading silence
+    trimmed, 200 ms kept after the last word)."""
+    from parley.speech.corpus import write_wav
     from parley.speech.tts import load_tts, render, trim_silence
 
     engine, voice = APOLOGY_VOICE
-    pcm = trim_silence(await render(load_tts(engine), APOLOGY_TEXT, voice), tail_ms=200)
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return out.getvalue()
+    write_wav(path, trim_silence(await render(load_tts(engine), APOLOGY_TEXT, voice), tail_ms=200), RATE)
 
 
 if __name__ == "__main__":
-    data = asyncio.run(render_apology())
-    APOLOGY_FILE.write_bytes(data)
+    asyncio.run(render_apology(APOLOGY_FILE))
+    data = APOLOGY_FILE.read_bytes()
     print(f"{APOLOGY_FILE}: {len(data)} bytes, SHA-256 {hashlib.sha256(data).hexdigest()}")
