@@ -1,28 +1,35 @@
 """Browser calls (WebRTC) against phone calls (SIP), side by side in one run.
 
-1. **Turn latency**, one ``parley serve AGENT --webrtc-port`` (pinned to the last core) with the agent
-   of ``bench/turn_latency.py``: calls alternate between Parley's SIP UAC and an aiortc browser peer
-   (``tests/telephony/webrtc_peer.py``), both saying the same flite answers. For every turn: the time
-   from the caller's end of speech (its last frame sent) to the first packet of the agent's reply
-   with speech in it, time-stamped as it arrives at the caller on loopback — the audio leaving the
-   server. SIP tells speech by the G.711 frame's energy, WebRTC by the Opus packet's size (silence
-   encodes to a few bytes, speech to a hundred or more). Beside it, the server's own figure from its
-   call records (``first_audio_ms``: the end of speech its VAD heard to the reply's first frame
-   sent). p50/p95 per channel, and the server's CPU per call (process tree) on each.
-2. **Echo capacity**: ``parley serve echo --webrtc-port`` pinned to one core, N calls that each send
+1. **The channel's own latency**: ``parley serve echo --webrtc-port`` (pinned to the last core), one
+   SIP call (Parley's UAC) and one browser call (an aiortc peer, ``tests/telephony/webrtc_peer.py``)
+   taking turns to send a 200 ms noise burst: the time from the caller's first loud packet sent to
+   the first loud packet of the echo arriving (both time-stamped on loopback, outside any jitter
+   buffer). That is the part of a turn's latency that differs between the channels (the jitter buffer
+   and decoding on the way in, encoding and the hand-off on the way out); what lies between (the
+   recognisers, the dialogue, TTS) is the same code. ``--bursts`` per channel.
+2. **Turn latency**, one ``parley serve AGENT --webrtc-port`` (pinned to the last core) with the agent
+   of ``bench/turn_latency.py``: calls alternate between SIP and a browser peer, both saying the same
+   flite answers. Per channel, from the server's call records (the goal's figures): ``first_audio_ms``
+   (the end of speech its VAD heard, or the last key, to the reply's first packet leaving: for
+   WebRTC, when aiortc takes it) and ``decision_ms``, with the speech layer's parts
+   (``close_after_speech_ms``, ``asr_finish_ms``); beside them, at the caller, the end of its speech
+   (last frame sent) to the first packet of the reply with speech in it (SIP by the G.711 frame's
+   energy, WebRTC by the Opus packet's size). p50/p95 per channel, and the server's CPU per call.
+3. **Echo capacity**: ``parley serve echo --webrtc-port`` pinned to one core, N calls that each send
    a tone for ``--hold`` seconds, from browser peers (a load-generator process of aiortc peers on the
    other core) and from SIP (Parley's UAC, same core). The server's CPU share with all N up gives its
    CPU per call, and the calls one core holds at the 85 % admission threshold.
-3. **Per-frame costs**, in this process: Opus encode and decode (aiortc's codec: 48 kHz, stereo as it
-   sends), SRTP protect and unprotect (pylibsrtp), the soxr resampling both ways, and G.711 beside.
+4. **Per-frame costs**, in this process: the server's Opus encode and decode, SRTP protect and
+   unprotect (pylibsrtp), and G.711 beside; and what aiortc's own media path cost before.
 
 Usage::
 
-    .venv/bin/python bench/webrtc.py --rounds 6 --echo-steps 5,10
+    .venv/bin/python bench/webrtc.py --bursts 30 --rounds 10 --echo-steps 5,10
 
 The load generator's aiortc peers cost more CPU than the server's side of a call (each encodes Opus
-too), so with two cores the echo steps stop where one core of peers keeps up (about 10 calls here):
-the server's CPU per call is measured there and the calls one core holds extrapolated from it.
+at 48 kHz in Python's aiortc), so with two cores the echo steps stop where one core of peers keeps
+up (about 10 calls here): the server's CPU per call is measured there and the calls one core holds
+extrapolated from it.
 
 Writes ``bench/results/webrtc-<time>.json`` and prints the tables.
 """
@@ -241,23 +248,31 @@ def noise_burst(seconds: float = 0.2) -> np.ndarray:
     )
 
 
-async def echo_round_trips(args: argparse.Namespace, prefix: list[str]) -> dict[str, Any]:
-    """The echo app, SIP and WebRTC side by side: for each of ``--bursts`` noise bursts, the time from
-    the caller sending its first loud packet to the first loud packet of the echo arriving. That is the
-    part of a turn's latency that depends on the channel (receiving: the jitter buffer, decoding;
-    sending: encoding, hand-off); the recognisers, the dialogue and TTS in between are the same code."""
+def start_echo_server(prefix: list[str], rtp_ports: int, *extra: str) -> tuple[subprocess.Popen, int, int]:
+    """``parley serve echo`` with SIP and browser calls, once it answers; (process, SIP port, page port)."""
     sip_port, webrtc_port = free_port(), free_port()
-    first, last = free_range(20)
+    first, last = free_range(rtp_ports)
     server = subprocess.Popen(
         [*prefix, sys.executable, "-m", "parley", "serve", "echo", "--workers", "1", "--transport", "udp",
          "--port", str(sip_port), "--rtp-ports", f"{first}-{last}", "--max-load", "0",
-         "--webrtc-port", str(webrtc_port), "--stats-file", str(args.workdir / "echo-stats.json")],
+         "--webrtc-port", str(webrtc_port), *extra],
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     assert server.stderr is not None
     while "answering calls" not in (line := server.stderr.readline()):
         if not line:
             raise RuntimeError("the echo server did not start")
+    return server, sip_port, webrtc_port
+
+
+async def echo_round_trips(args: argparse.Namespace, prefix: list[str]) -> dict[str, Any]:
+    """The echo app, SIP and WebRTC side by side: for each of ``--bursts`` noise bursts, the time from
+    the caller sending its first loud packet to the first loud packet of the echo arriving. That is the
+    part of a turn's latency that depends on the channel (receiving: the jitter buffer, decoding;
+    sending: encoding, hand-off); the recognisers, the dialogue and TTS in between are the same code."""
+    server, sip_port, webrtc_port = start_echo_server(
+        prefix, 20, "--stats-file", str(args.workdir / "echo-stats.json")
+    )
     burst = noise_burst()
     trips: dict[str, list[float]] = {"sip": [], "webrtc": []}
     manager = CallManager(None, host="127.0.0.1", port=free_port(), rtp_ports=free_range(8), max_load=None)
@@ -383,18 +398,9 @@ async def echo_step_sip(calls: int, server_pid: int, sip_port: int, hold: float)
 
 
 async def echo_capacity(args: argparse.Namespace, prefix: list[str], caller_prefix: list[str]) -> dict:
-    sip_port, webrtc_port = free_port(), free_port()
-    first, last = free_range(4 * max(args.echo_steps) + 20)
-    server = subprocess.Popen(
-        [*prefix, sys.executable, "-m", "parley", "serve", "echo", "--workers", "1", "--transport", "udp",
-         "--port", str(sip_port), "--rtp-ports", f"{first}-{last}", "--max-load", "0",
-         "--webrtc-port", str(webrtc_port), "--webrtc-rate", "100000"],
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    assert server.stderr is not None
-    while "answering calls" not in (line := server.stderr.readline()):
-        if not line:
-            raise RuntimeError("the echo server did not start")
+    server, sip_port, webrtc_port = start_echo_server(
+        prefix, 4 * max(args.echo_steps) + 20, "--webrtc-rate", "100000"
+    )
     steps: list[dict] = []
     try:
         idle = await asyncio.to_thread(cpu_share, server.pid, 3.0)

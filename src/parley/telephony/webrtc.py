@@ -15,10 +15,10 @@ packets to the same :class:`~parley.media.jitter.JitterBuffer` as an RTP stream'
 media clock. Each tick decodes the slot's packet (libopus through PyAV, at 48 kHz) and takes it to
 8 kHz with libswresample (PyAV's), and encodes the call's 8 kHz frame to Opus as it is (libopus takes
 8 kHz input; its RTP clock stays 48 kHz), which aiortc packs, protects and sends. So a browser call
-hears with the jitter buffer's delay, as a SIP call does, where aiortc's own receive path held four
-packets in its jitter buffer, decoded on a thread and resampled with soxr, whose stream resampler
-hands out 8 kHz audio in 40 ms bursts: about 100 ms later than a SIP call heard the end of speech
-(measured with ``bench/webrtc.py``). libswresample delays 2 ms; soxr stays the speech layer's.
+hears with the jitter buffer's delay, as a SIP call does. aiortc's own receive path held four packets
+in its jitter buffer before releasing one (80 ms), decoded on a thread, and soxr's stream resampler
+then handed out the 8 kHz audio in bursts of about 40 ms; its sending path encoded 48 kHz stereo on
+an executor thread per frame. libswresample delays 2 ms; soxr stays the speech layer's resampler.
 
 A page's keypad sends keys as RFC 4733 when the browser negotiated it, else over the call's data
 channel, which also carries to the page what the agent heard and did (:meth:`Call.publish`) and
