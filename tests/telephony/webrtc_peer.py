@@ -26,6 +26,7 @@ from aiortc.mediastreams import MediaStreamError
 RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz
 LOUD_RMS = 300.0  # int16 RMS of a 20 ms frame that counts as speech
+MAX_BEHIND_S = 0.1  # sending this late, the microphone skips ahead instead of catching up
 
 
 class _Microphone(MediaStreamTrack):
@@ -45,8 +46,10 @@ class _Microphone(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
-        if self.start is None:
-            self.start = now
+        if self.start is None or now - (self.start + self.sent * FRAME / RATE) > MAX_BEHIND_S:
+            # first frame, or this process stalled: go on from now, as Parley's media clock does (a
+            # burst of catch-up frames would overfill the server's jitter buffer, which drops them)
+            self.start = now - self.sent * FRAME / RATE
         else:
             await asyncio.sleep(max(0.0, self.start + self.sent * FRAME / RATE - now))
         if self.queue:
