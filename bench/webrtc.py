@@ -32,6 +32,29 @@ up (about 10 calls here): the server's CPU per call is measured there and the ca
 extrapolated from it.
 
 Writes ``bench/results/webrtc-<time>.json`` and prints the tables.
+
+Measured (session 7, 2 cores with AVX-512 shared with other benches; ``--bursts 30 --rounds 10
+--echo-steps 5,10``, load average 10 falling to 7; a second run without the echo steps, load 8.5
+falling to 2.4):
+
+- Per 20 ms frame: the server's Opus encode 51 µs (8 kHz in; aiortc's own, 48 kHz stereo: 159 µs),
+  decode and libswresample 47 µs, SRTP 1.9 + 1.8 µs, G.711 1.2 + 1.1 µs. Per call, both directions:
+  Opus 0.49 % of a core, SRTP 0.02 %, G.711 0.01 %.
+- Echo, server on one core: a browser call costs 1.06 % of a core at 10 calls (1.47 % at 5), a SIP
+  call 0.12 %: 80 browser calls a core at the 85 % threshold against 724 SIP calls (last session,
+  with aiortc's media path: 11-24 against about 1,500). Beside Opus and SRTP, the rest of a browser
+  call's cost is aiortc's per-packet Python (DTLS transport, RTP parsing, RTCP, SCTP).
+- Turn latency from the records (``first_audio_ms``), p50/p95: run 1 SIP 1,288/2,077 ms, WebRTC
+  1,380/2,333 ms; run 2 SIP 778/1,427 ms, WebRTC 652/1,286 ms. The sign of the difference changes
+  between runs with the recognisers' time (``asr_finish_ms`` p50 1,184 against 1,287 ms, then 709
+  against 534 ms): on this loaded machine whisper's time, not the channel, decides. The channel's
+  part after the decision (``reply``: decision to the first packet leaving) was 21.0 against
+  27.2 ms and 21.2 against 23.5 ms at p50. Agent calls a core (from CPU per call, ASR included):
+  SIP 12.0 and 11.3, WebRTC 9.0 and 7.8.
+- Echo round trip at the caller, p50/p95: SIP 136/241 and 165/275 ms, WebRTC 165/265 and
+  182/293 ms: 17-29 ms more over both directions, with the jitter buffers grown by the loaded
+  callers' pacing (the browser call's ended at its 160 ms maximum) and Opus's 2.5 ms look-ahead
+  on the way out.
 """
 
 from __future__ import annotations
@@ -217,7 +240,9 @@ async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], work
     return summary
 
 
-SERVER_TIMINGS = ("first_audio", "decision", "close_after_speech", "asr_finish")
+# from the server's records; "reply" is first_audio - decision: the decision to the reply's first packet
+# leaving, the part of a turn's latency after the speech pipeline (which the same audio feeds alike)
+SERVER_TIMINGS = ("first_audio", "decision", "reply", "close_after_speech", "asr_finish")
 
 
 def server_timings(records: Path) -> dict[str, dict[str, list]]:
@@ -233,6 +258,8 @@ def server_timings(records: Path) -> dict[str, dict[str, list]]:
             timing = turn.get("timing") or {}
             if "first_audio_ms" not in timing:
                 continue
+            if "decision_ms" in timing:
+                timing = {**timing, "reply_ms": timing["first_audio_ms"] - timing["decision_ms"]}
             channel.setdefault("turns", []).append({k: round(v, 1) for k, v in timing.items()})
             for name in SERVER_TIMINGS:
                 if f"{name}_ms" in timing:
