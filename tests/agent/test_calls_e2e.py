@@ -19,7 +19,7 @@ import pytest
 from parley.speech.tts import load_tts, render
 from parley.telephony.manager import CallManager
 
-from .e2e_agents import OPERATOR, REFERENCE, account_agent
+from .e2e_agents import ACCOUNT, AGREE, OPERATOR, REFERENCE, account_agent, agent_yaml, webhook
 from .e2e_fixtures import needs_flite
 from .voice_caller import (
     PROMPT_SILENCE_MS,
@@ -155,3 +155,39 @@ async def test_silent_caller_is_reprompted_then_fails(
     ), texts
     assert texts[-1] == "Sorry, I could not help you. Goodbye.", texts
     assert record["slots"] == {}, record
+
+
+@pytest.fixture(scope="module")
+def acknowledging_server(
+    tmp_path_factory: pytest.TempPathFactory, sink: WebhookSink
+) -> Iterator[AgentServer]:
+    """The account agent, saying "Okay." as soon as the caller stops (``acknowledge_after_ms: 0``)."""
+    steps = [ACCOUNT, AGREE, webhook(sink.url("/acknowledged"), send=["account", "agree"])]
+    text = agent_yaml("acknowledging", steps, acknowledgement="Okay.", acknowledge_after_ms=0)
+    with running_agent(
+        tmp_path_factory.mktemp("ack"), text, uvloop=UVLOOP, env=SLOW_CPU_ASR_DEADLINE
+    ) as server:
+        yield server
+
+
+async def test_the_acknowledgement_is_heard_before_the_reply_and_changes_nothing_else(
+    acknowledging_server: AgentServer, sink: WebhookSink, answers: AnswerBook, caller_manager: CallManager
+) -> None:
+    account, yes = await answers.get("four two seven one"), await answers.get("yes")
+    caller = await dial(caller_manager, acknowledging_server)
+    try:
+        await answer_prompts(caller, acknowledging_server, ("the account prompt", account))
+        await answer_prompts(caller, acknowledging_server, ("Okay and the yes/no prompt", yes))
+        reason = await step(caller.wait_ended(), "the agent's BYE", acknowledging_server, 30)
+    finally:
+        await caller.close()
+    assert reason == "remote-bye", reason
+    record = await record_of(acknowledging_server, caller.call.call_id)
+    call_id = record["call_id"]
+    posts = [b for _, path, b in sink.requests if path == "/acknowledged" and b["call_id"] == call_id]
+    assert [p["slots"] for p in posts] == [{"account": "4271", "agree": True}], record["turns"]
+    turns = [t for t in record["turns"] if t["input"] == "speech"]
+    for turn in turns:
+        timing = turn["timing"]  # "Okay." left first, then the reply, queued after it
+        assert 0 <= timing["acknowledgement_ms"] < timing["first_audio_ms"], timing
+        assert timing["acknowledgement_ms"] < timing["decision_ms"] + 60, timing  # not after the decision

@@ -609,3 +609,12 @@ def test_cli_validate_recognises_scenario_files(tmp_path: Path) -> None:
     line, column = _pos(text, "wait_promt")
     assert result.output.startswith(f"{bad}:{line}:{column}: error: unknown step 'wait_promt'"), result.output
     assert "did you mean 'wait_prompt'?" in result.output
+
+
+def test_the_acknowledgement_takes_no_placeholder(tmp_path: Path) -> None:
+    text = VALID + 'settings: {acknowledgement: "Thanks {name}."}\n'
+    (error,) = _errors(tmp_path, text)
+    assert "acknowledgement is said before the answer is known" in error.message, error
+    accepted = VALID + 'settings: {acknowledgement: "Okay.", acknowledge_after_ms: 0}\n'
+    settings = load_agent(_write(tmp_path, accepted)).settings
+    assert (settings.acknowledgement, settings.acknowledge_after_ms) == ("Okay.", 0)

@@ -22,7 +22,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from parley.speech.types import SlotType
 
@@ -155,6 +155,23 @@ class Settings(_Model):
     confirm_threshold: float = Field(
         0.6, ge=0.0, le=1.0, description="Confidence under which low_confidence asks confirm the answer."
     )
+    acknowledgement: str | None = Field(
+        None,
+        min_length=1,
+        description="Said as soon as the caller stops, when the answer is not decided within "
+        "acknowledge_after_ms ('Okay.'): the caller hears the agent at once while the recognisers "
+        "finish. Default: none.",
+    )
+    acknowledge_after_ms: int = Field(
+        150, ge=0, le=2000, description="How long a decision may take before the acknowledgement is said."
+    )
+
+    @field_validator("acknowledgement")
+    @classmethod
+    def _no_placeholders(cls, text: str | None) -> str | None:
+        if text is not None and ("{" in text or "}" in text):
+            raise ValueError("the acknowledgement is said before the answer is known: it takes no {slot}")
+        return text
 
 
 class GlobalIntentAction(_Model):
@@ -522,7 +539,8 @@ class Agent(_Model):
 
     def prompts(self) -> list[str]:
         """Every static text the agent speaks (templates included), in order, without duplicates."""
-        return list(dict.fromkeys(text for _, text in self.texts()))
+        acknowledgement = [self.settings.acknowledgement] if self.settings.acknowledgement else []
+        return list(dict.fromkeys([*acknowledgement, *(text for _, text in self.texts())]))
 
     def phrases(self) -> list[str]:
         """Prompts, intent examples and options: the text a per-agent language model is built from."""

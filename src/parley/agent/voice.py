@@ -12,7 +12,9 @@ hang-ups are performed here, and the call record is appended to a JSON-lines fil
 Each closed turn's reply time goes into its record, in milliseconds from the moment the caller
 stopped (the end of speech, or the last key): ``decision_ms`` when the dialogue had decided, and
 ``first_audio_ms`` when the reply's first RTP frame left the server (beside the speech layer's parts:
-the endpointer's ``close_after_speech_ms`` and the recognisers' ``asr_finish_ms``).
+the endpointer's ``close_after_speech_ms`` and the recognisers' ``asr_finish_ms``). An agent with an
+``acknowledgement`` ("Okay.") says it when the decision takes longer than ``acknowledge_after_ms``, so
+the caller hears it at once while the recognisers finish (``acknowledgement_ms``); the reply follows it.
 """
 
 from __future__ import annotations
@@ -456,7 +458,12 @@ class _CallSession:
                     ended_at = time.monotonic() - (event.at_ms - event.last_speech_ms) / 1000  # last speech
                     self.carry_over = event.reason in ("early-close", "pause")
                     if record is None:
-                        record = await turn.finish()
+                        acknowledging = self._acknowledge_unless_decided(ended_at)
+                        try:
+                            record = await turn.finish()
+                        finally:
+                            if acknowledging is not None:
+                                acknowledging.cancel()
                     winner = record.winner
                     timing = {
                         "close_after_speech_ms": event.at_ms - event.last_speech_ms,  # VAD hangover included
@@ -513,6 +520,25 @@ class _CallSession:
             self._decided(keys.last_key)
         self._publish_turn()
         return decided
+
+    def _acknowledge_unless_decided(self, stopped: float) -> asyncio.TimerHandle | None:
+        """Have the agent's acknowledgement ("Okay.") said ``acknowledge_after_ms`` after the end of
+        speech unless the answer is decided by then (the caller of this cancels the timer); its first
+        frame's time goes in the turn's timing as ``acknowledgement_ms``. None: the agent has none."""
+        settings = self.app.agent.settings
+        pcm = self.app.static_audio.get(settings.acknowledgement or "")
+        if pcm is None:
+            return None
+        turn = self.listened
+
+        def say() -> None:
+            playback = self.call.play(pcm)
+            if turn is not None:
+                noted = lambda _stopped: _note_first_frame(turn, "acknowledgement_ms", playback, stopped)  # noqa: E731
+                playback.callbacks.append(noted)
+
+        delay = max(0.0, stopped + settings.acknowledge_after_ms / 1000 - time.monotonic())
+        return asyncio.get_running_loop().call_later(delay, say)
 
     def _decided(self, stopped: float) -> None:
         """Note in the closed turn's record when the dialogue decided, counted from ``stopped`` (when
@@ -589,7 +615,7 @@ class _PromptPlayer:
         """A reply's playback ended (played out or stopped): its first frame's time, if it left."""
         if self.replying is not None and playback.first_sent is not None:
             turn, stopped = self.replying
-            turn.timing["first_audio_ms"] = round((playback.first_sent - stopped) * 1000, 1)
+            _note_first_frame(turn, "first_audio_ms", playback, stopped)
             self.replying = None
 
     def speak(self, says: list[Say]) -> None:
@@ -633,6 +659,12 @@ class _PromptPlayer:
         if self.task is not None:
             self.task.cancel()
         self.call.stop_playback()
+
+
+def _note_first_frame(turn: Turn, key: str, playback: Playback, stopped: float) -> None:
+    """``turn.timing[key]``: when ``playback``'s first frame left, in ms after ``stopped``."""
+    if playback.first_sent is not None:
+        turn.timing[key] = round((playback.first_sent - stopped) * 1000, 1)
 
 
 def wav_base64(pcm: np.ndarray, rate: int = 8000) -> str:
