@@ -3,7 +3,7 @@
 For every caller turn: the time from the caller's end of speech (the last frame of its answer sent;
 answers are flite renderings trimmed of silence) to the first RTP packet of the agent's reply with
 speech energy (time-stamped on arrival at the caller's socket, before its jitter buffer). The agent
-says "Okay." when its decision takes longer than 150 ms (``acknowledgement``), so that figure is the
+says "Thanks." when its decision takes longer than 150 ms (``acknowledgement``), so that figure is the
 first agent audio; the first words that depend on what was understood are the server's
 ``first_audio_ms`` (its reply's first frame out, printed with the other server-side parts). Also:
 

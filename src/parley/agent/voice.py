@@ -90,6 +90,7 @@ ARBITER_DEADLINE_S = float(os.environ.get("PARLEY_ASR_DEADLINE_S") or 1.5)
 PREROLL_MS = 300
 FRAME_MS = 20
 PROMPT_TAIL_MS = 150  # silence kept after a static prompt's last word (the caller's cue to speak)
+ACKNOWLEDGEMENT_TAIL_MS = 40  # the reply follows the acknowledgement: no pause between them
 PREROLL_FRAMES_MAX = 100  # frames kept while waiting for an onset (the VAD confirms within a few)
 # Semantic endpointing: after this much of the caller's silence in a counted-digits answer, take the
 # recognisers' final and close if the understanding layer finds it complete (Conversation.on_pause);
@@ -153,6 +154,7 @@ class VoiceAgent:
         # the JSON-lines call records (a RecordFile: calls go on while the disk refuses them)
         self.records = RecordFile(records, keyring) if isinstance(records, Path) else records
         self.static_audio: dict[str, np.ndarray] = {}  # static prompts, rendered once at start
+        self.acknowledgement: np.ndarray | None = None  # the agent's acknowledgement ("Okay."), start()
         self.http: httpx.AsyncClient | None = None  # one client for every call's webhooks (start())
         self._decoders_load: CpuMeter | None = None  # decode processes, each one core (start())
         self._cores_load: CpuMeter | None = None  # this process and its decoders on their cores
@@ -175,6 +177,8 @@ class VoiceAgent:
                     self.static_audio[text] = trim_silence(audio, tail_ms=PROMPT_TAIL_MS)
                 except Exception as exc:  # rendered again on first use; never fatal at start-up
                     log.warning("could not pre-render a prompt of %s: %s", self.agent.name, exc)
+        said = self.static_audio.get(self.agent.settings.acknowledgement or "")
+        self.acknowledgement = None if said is None else trim_silence(said, tail_ms=ACKNOWLEDGEMENT_TAIL_MS)
         for step in self.agent.slots().values():
             await self.arbiter.prepare(ask_question(self.agent, step, step.prompt))
 
@@ -526,7 +530,7 @@ class _CallSession:
         speech unless the answer is decided by then (the caller of this cancels the timer); its first
         frame's time goes in the turn's timing as ``acknowledgement_ms``. None: the agent has none."""
         settings = self.app.agent.settings
-        pcm = self.app.static_audio.get(settings.acknowledgement or "")
+        pcm = self.app.acknowledgement
         if pcm is None:
             return None
         turn = self.listened
