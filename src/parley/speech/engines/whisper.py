@@ -38,6 +38,8 @@ was chosen on the ASR benchmark (``bench/asr_arbiter.py``, see :data:`DEFAULT_CO
 The CPU matters more than these ratios: on a later machine of the same kind (AMD EPYC, AVX2, no
 AVX-512) one decode of base cost 1.6 CPU-s and tiny.en 0.84 (encoder at 10 s: 0.24 s), above the
 arbiter's 1.5 s deadline; ``PARLEY_ASR_DEADLINE_S`` (:mod:`parley.agent.voice`) waits longer there.
+With AVX-512 again (the machine after it), the benchmark's answers cost base 0.28 and tiny.en
+0.15 CPU-s each.
 
 N-best: the beam's :data:`N_BEST` hypotheses come back (at no extra cost, measured side by side) and
 the first that reads as a complete answer to a closed question, within the question's range, wins
