@@ -22,8 +22,8 @@ tone for ``HOLD_S`` into each; every call must answer, echo audio back and (SRTP
 rejected. Reported: the server's CPU with every call up, per call, and SRTP's over plain RTP
 (``cpu_ratio_srtp_vs_plain``). Usage: ``.venv/bin/python bench/calls_per_core.py --srtp --steps
 100,200``. Measured here (``--steps 200,400``, load average about 5 from other work): 200 calls
-12.4 % of a core plain, 21.2 % with SRTP (1.71x); 400 calls 24.9 % and 32.0 % (1.29x): ~0.2-0.4 ms
-more CPU per call-second, as ``bench/rtp_hot_path.py --srtp`` predicts (6.4 against 1.1 us per
+12.4 % of a core plain, 21.2 % with SRTP (1.71x); 400 calls 24.9 % and 32.0 % (1.29x): 0.18-0.44 ms
+more CPU per call-second, about what ``bench/rtp_hot_path.py --srtp`` predicts (0.27: 6.4 against 1.1 us per
 packet pair); every call answered, with two-way audio and no packet rejected.
 """
 
