@@ -14,8 +14,8 @@ A step passes when no call failed, loss < 0.1 % and p99 timing is within 5 ms of
 clock. Usage: ``.venv/bin/python bench/calls_per_core.py --steps 250,500,750,1000,1250``.
 
 ``--srtp`` measures what SRTP costs instead: ``parley serve echo`` over SIP/TLS (a certificate
-authority and a server certificate made with ``openssl`` for the run) with ``--srtp required``, then
-with ``--srtp off`` (the same TLS signalling, plain RTP), each step one after the other in the same
+authority and a server certificate made with ``openssl`` for the run) with ``--srtp off`` (plain RTP),
+then with ``--srtp required`` (the same TLS signalling), each step one after the other in the same
 run. SIPp here has neither TLS nor SRTP, so the callers are a Parley process (pinned to core 0,
 ``CallManager`` over TLS with the same policy) that places the calls at ``calls / 10 s`` and plays a
 tone for ``HOLD_S`` into each; every call must answer, echo audio back and (SRTP) have no packet
