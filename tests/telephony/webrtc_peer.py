@@ -30,7 +30,9 @@ MAX_BEHIND_S = 0.1  # sending this late, the microphone skips ahead instead of c
 
 
 class _Microphone(MediaStreamTrack):
-    """Audio queued by :meth:`BrowserPeer.say`, silence between; one 20 ms frame per 20 ms."""
+    """Audio queued by :meth:`BrowserPeer.say`, silence between; one 20 ms Opus packet per 20 ms,
+    encoded here as a browser's audio thread does (aiortc would encode each frame on a thread pool,
+    whose hand-offs jitter the packets' departure under load)."""
 
     kind = "audio"
 
@@ -41,8 +43,12 @@ class _Microphone(MediaStreamTrack):
         self.sent = 0
         self.last_speech_sent: float | None = None
         self.time_base = fractions.Fraction(1, RATE)
+        self.encoder = av.CodecContext.create("libopus", "w")
+        self.encoder.sample_rate, self.encoder.layout, self.encoder.format = RATE, "mono", "s16"
+        self.encoder.bit_rate, self.encoder.options = 32000, {"application": "voip"}  # as Chromium's
+        self.encoder.time_base = self.time_base
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -62,8 +68,10 @@ class _Microphone(MediaStreamTrack):
         frame.sample_rate = RATE
         frame.pts = self.sent * FRAME
         frame.time_base = self.time_base
+        (packet,) = self.encoder.encode(frame)  # one per 20 ms frame
+        packet.pts, packet.time_base = self.sent * FRAME, self.time_base
         self.sent += 1
-        return frame
+        return packet
 
 
 class BrowserPeer:
