@@ -637,9 +637,6 @@ class WebRtcChannel:
         if self._closing:
             await asyncio.wait(self._closing, timeout=2.0)
 
-    def _spawn(self, coro: Any) -> asyncio.Task:
-        return self.manager._spawn(coro)
-
     def report(self) -> dict[str, Any]:
         return {"answered": self.answered, "refused": self.refused, "ended": dict(self.ended),
                 "active": len(self.browsers), "dtmf_rfc4733": self.dtmf_rfc4733,
