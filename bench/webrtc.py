@@ -33,28 +33,27 @@ extrapolated from it.
 
 Writes ``bench/results/webrtc-<time>.json`` and prints the tables.
 
-Measured (session 7, 2 cores with AVX-512 shared with other benches; ``--bursts 30 --rounds 10
---echo-steps 5,10``, load average 10 falling to 7; a second run without the echo steps, load 8.5
-falling to 2.4):
+Measured (session 7, 2 cores with AVX-512 shared with other helpers' benches), with the command above:
 
 - Per 20 ms frame: the server's Opus encode 51 µs (8 kHz in; aiortc's own, 48 kHz stereo: 159 µs),
   decode and libswresample 47 µs, SRTP 1.9 + 1.8 µs, G.711 1.2 + 1.1 µs. Per call, both directions:
   Opus 0.49 % of a core, SRTP 0.02 %, G.711 0.01 %.
-- Echo, server on one core: a browser call costs 1.06 % of a core at 10 calls (1.47 % at 5), a SIP
-  call 0.12 %: 80 browser calls a core at the 85 % threshold against 724 SIP calls (last session,
-  with aiortc's media path: 11-24 against about 1,500). Beside Opus and SRTP, the rest of a browser
-  call's cost is aiortc's per-packet Python (DTLS transport, RTP parsing, RTCP, SCTP).
-- Turn latency from the records (``first_audio_ms``), p50/p95: run 1 SIP 1,288/2,077 ms, WebRTC
-  1,380/2,333 ms; run 2 SIP 778/1,427 ms, WebRTC 652/1,286 ms. The sign of the difference changes
-  between runs with the recognisers' time (``asr_finish_ms`` p50 1,184 against 1,287 ms, then 709
-  against 534 ms): on this loaded machine whisper's time, not the channel, decides. The channel's
-  part after the decision (``reply``: decision to the first packet leaving) was 21.0 against
-  27.2 ms and 21.2 against 23.5 ms at p50. Agent calls a core (from CPU per call, ASR included):
-  SIP 12.0 and 11.3, WebRTC 9.0 and 7.8.
-- Echo round trip at the caller, p50/p95: SIP 136/241 and 165/275 ms, WebRTC 165/265 and
-  182/293 ms: 17-29 ms more over both directions, with the jitter buffers grown by the loaded
-  callers' pacing (the browser call's ended at its 160 ms maximum) and Opus's 2.5 ms look-ahead
-  on the way out.
+- Echo, server on one core, 10 calls: a browser call costs 1.06-1.59 % of a core (two runs), a SIP
+  call 0.12-0.17 %: 53-80 browser calls a core at the 85 % threshold against 499-724 SIP calls
+  (last session, with aiortc's media path: 11-24 against about 1,500). Beside Opus and SRTP, the
+  rest of a browser call's cost is aiortc's per-packet Python (DTLS transport, RTP parsing, RTCP).
+- Turn latency from the records (``first_audio_ms``), p50/p95, three runs: SIP 1,288/2,077 against
+  WebRTC 1,380/2,333 ms (load average 10 to 7), SIP 778/1,427 against 652/1,286 ms (8.5 to 2.4),
+  SIP 758/1,134 against 595/1,211 ms (2 to 3). The difference changes sign between runs with the
+  recognisers' time (``asr_finish_ms`` p50 1,184 against 1,287, 709 against 534, 595 against 461
+  ms): on this machine whisper's time under the other benches' load, not the channel, decides. The
+  channel's part after the decision (``reply``: decision to the first packet leaving; for WebRTC
+  when aiortc takes it) at p50: 21.0 against 27.2, 21.2 against 23.5, 22.6 against 21.6 ms. Agent
+  calls a core, from CPU per call with the recognisers: SIP 11-12, WebRTC 7.4-9.
+- Echo round trip at the caller (``--bursts 40``, 8 pairs of calls, load average 1.5), p50/p95: SIP
+  95.5/137.6 ms, WebRTC 75.3/102.9 ms. With one pair of calls per run it was 77.6/151.8 against
+  76.3/194.5 and 78.1/118.7 against 103.7/163.7 ms: each call's place in the server's 20 ms tick
+  and its jitter buffer's growth after the loaded callers' stalls move either channel by 20-40 ms.
 """
 
 from __future__ import annotations
@@ -292,28 +291,23 @@ def start_echo_server(prefix: list[str], rtp_ports: int, *extra: str) -> tuple[s
     return server, sip_port, webrtc_port
 
 
-async def echo_round_trips(args: argparse.Namespace, prefix: list[str]) -> dict[str, Any]:
-    """The echo app, SIP and WebRTC side by side: for each of ``--bursts`` noise bursts, the time from
-    the caller sending its first loud packet to the first loud packet of the echo arriving. That is the
-    part of a turn's latency that depends on the channel (receiving: the jitter buffer, decoding;
-    sending: encoding, hand-off); the recognisers, the dialogue and TTS in between are the same code."""
-    server, sip_port, webrtc_port = start_echo_server(
-        prefix, 20, "--stats-file", str(args.workdir / "echo-stats.json")
-    )
-    burst = noise_burst()
-    trips: dict[str, list[float]] = {"sip": [], "webrtc": []}
-    manager = CallManager(None, host="127.0.0.1", port=free_port(), rtp_ports=free_range(8), max_load=None)
-    await manager.start()
+BURSTS_PER_CALL = 5
+
+
+async def echo_call_pair(
+    manager: CallManager, sip_port: int, webrtc_port: int, burst: np.ndarray, trips: dict[str, list[float]]
+) -> None:
+    """One SIP call and one browser call to the echo server, taking turns to send ``burst``."""
     peer = BrowserPeer()
     tap = PacketTap(peer)
+    call = await manager.dial(f"sip:echo@127.0.0.1:{sip_port}", timeout=10)
     try:
-        call = await manager.dial(f"sip:echo@127.0.0.1:{sip_port}", timeout=10)
         caller = ScriptedCaller(manager, call)
         response = await peer.call(f"http://127.0.0.1:{webrtc_port}/offer")
         response.raise_for_status()
         await asyncio.wait_for(peer.connected.wait(), 15)
         await asyncio.sleep(1.0)
-        for _ in range(args.bursts):
+        for _ in range(BURSTS_PER_CALL):
             for channel in ("sip", "webrtc"):  # alternating: the same moment's load on both
                 await asyncio.sleep(0.5)
                 if channel == "sip":
@@ -330,14 +324,34 @@ async def echo_round_trips(args: argparse.Namespace, prefix: list[str]) -> dict[
                     back = tap.first_speech_after(sent) if sent else None
                 if sent is not None and back is not None:
                     trips[channel].append(1000 * (back - sent))
-        call.hangup()
         peer.hang_up()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.3)
+    finally:
+        call.hangup()
+        with contextlib.suppress(Exception):  # aiortc's close can hang once the other side is gone
+            await asyncio.wait_for(peer.close(), 5)
+
+
+async def echo_round_trips(args: argparse.Namespace, prefix: list[str]) -> dict[str, Any]:
+    """The echo app, SIP and WebRTC side by side: for each of ``--bursts`` noise bursts, the time from
+    the caller sending its first loud packet to the first loud packet of the echo arriving. That is the
+    part of a turn's latency that depends on the channel (receiving: the jitter buffer, decoding;
+    sending: encoding, hand-off); the recognisers, the dialogue and TTS in between are the same code."""
+    server, sip_port, webrtc_port = start_echo_server(
+        prefix, 20, "--stats-file", str(args.workdir / "echo-stats.json")
+    )
+    burst = noise_burst()
+    trips: dict[str, list[float]] = {"sip": [], "webrtc": []}
+    manager = CallManager(None, host="127.0.0.1", port=free_port(), rtp_ports=free_range(8), max_load=None)
+    await manager.start()
+    try:
+        # a new pair of calls every BURSTS_PER_CALL bursts: where a caller's packets fall in the server's
+        # 20 ms tick (0-20 ms of waiting for the jitter buffer's next slot) is set by each call's start
+        for _ in range(-(-args.bursts // BURSTS_PER_CALL)):
+            await echo_call_pair(manager, sip_port, webrtc_port, burst, trips)
     finally:
         server.terminate()
         server.wait(timeout=20)
-        with contextlib.suppress(Exception):  # aiortc's close can hang once the other side is gone
-            await asyncio.wait_for(peer.close(), 5)
         await asyncio.wait_for(manager.stop(), 10)
     stats = json.loads((args.workdir / "echo-stats.json").read_text())
     return {
