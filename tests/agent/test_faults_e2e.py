@@ -260,10 +260,13 @@ steps:
 """
 
 
-@pytest.fixture(scope="module")
-def speechless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
-    """The agent's voice (flite) and every fallback (flite:kal16, espeak-ng) fail: both binaries are
-    scripts that exit 1."""
+# The same agent without a transfer step: its failure path hangs up.
+APOLOGY_HANGUP_YAML = APOLOGY_AGENT_YAML.split("  - id: handover")[0].replace("handover", "bye")
+
+
+def speechless(tmp_path_factory: pytest.TempPathFactory, agent: str) -> Iterator[AgentServer]:
+    """``parley serve`` on ``agent`` whose voice (flite) and every fallback (flite:kal16, espeak-ng)
+    fail: both binaries are scripts that exit 1."""
     directory = tmp_path_factory.mktemp("speechless")
     bin_dir = directory / "bin"
     bin_dir.mkdir()
@@ -271,8 +274,18 @@ def speechless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agen
         (bin_dir / name).write_text(f"#!/bin/sh\necho '{name}: cannot open audio output' >&2\nexit 1\n")
         (bin_dir / name).chmod(0o755)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    with running_agent(directory, APOLOGY_AGENT_YAML, env=env) as server:
+    with running_agent(directory, agent, env=env) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def speechless_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    yield from speechless(tmp_path_factory, APOLOGY_AGENT_YAML)
+
+
+@pytest.fixture(scope="module")
+def speechless_hangup_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentServer]:
+    yield from speechless(tmp_path_factory, APOLOGY_HANGUP_YAML)
 
 
 async def test_every_voice_failing_plays_the_apology_then_transfers(
@@ -309,3 +322,21 @@ async def test_every_voice_failing_plays_the_apology_then_transfers(
     log = server.log(400)
     assert "no voice can speak (TtsError)" in log and "Traceback" not in log, log
     assert "four digit account" not in log  # the failures are logged without the prompt's text
+
+
+async def test_every_voice_failing_plays_the_apology_then_hangs_up_without_a_transfer_step(
+    speechless_hangup_server: AgentServer, caller_manager: CallManager
+) -> None:
+    """An agent with nowhere to transfer to: the apology, then its BYE; the record says it failed."""
+    server = speechless_hangup_server
+    caller = await dial(caller_manager, server)
+    try:
+        reason = await step(caller.wait_ended(), "the agent's BYE after the apology", server, 30)
+        apology_ms = caller.speech_frames * 20
+    finally:
+        await caller.close()
+    assert reason == "remote-bye" and caller.transfer_to is None, reason
+    assert apology_ms >= 3000, apology_ms
+    record = await record_of(server, caller.call.call_id)
+    assert (record["outcome"], record["outcome_reason"]) == ("failed", "every TTS voice failed"), record
+    assert "Traceback" not in server.log(400)
