@@ -149,17 +149,12 @@ async def test_a_final_that_invents_the_last_digit_at_a_pause_is_refused_and_lis
 TWO_ASKS = agent_yaml("carry-over-test", [ACCOUNT, ask("agree", "yes_no", "Shall I go ahead?")])
 
 
-async def test_the_rest_of_an_answer_closed_early_does_not_answer_the_next_question(tmp_path):
-    """ "four two seven one, thank you": the account turn closes early at the comma (its answer is
-    complete); the thanks go on into the next turn, where it neither answers the yes/no question
-    nor barges in on it; the caller's "yes" after it does."""
-    answer, rest, yes = (
-        await speech("four two seven one"),
-        await speech("thank you very much for that"),
-        await speech("yes"),
-    )
-    audio = np.concatenate([silence(500), answer, silence(300), rest, silence(1500), yes, silence(1500)])
-    end_s = 0.3 + len(answer) / RATE  # the turn's audio starts about 300 ms before the onset
+async def two_turns(tmp_path, audio: np.ndarray, answer_s: float, prompt_s: tuple[float, float] = (0.0, 0.0)):
+    """The account turn, closed early on its partials (``answer_s``: how long the answer is; it starts
+    0.5 s into ``audio``),
+    then the yes/no turn heard as "yes"; the yes/no prompt plays over the seconds ``prompt_s`` of the
+    caller's audio (fed at twice real time, so that the scripted partials come between frames)."""
+    end_s = 0.3 + answer_s  # the turn's audio starts about 300 ms before the onset
     engine = ScriptedEngine(  # the same value in two partials: complete and stable, closed at the next pause
         partials=[
             (end_s - 0.3, "four two seven"),
@@ -171,11 +166,13 @@ async def test_the_rest_of_an_answer_closed_early_does_not_answer_the_next_quest
     app = VoiceAgent(
         load_agent_text(TWO_ASKS), engines=[engine], tts=CachedTts(FliteTts(), PromptCache(tmp_path))
     )
-    session = _CallSession(app, stub_call())  # type: ignore[arg-type]
+    call = stub_call()
+    session = _CallSession(app, call)  # type: ignore[arg-type]
     first = next(a for a in session.conversation.start() if isinstance(a, Listen))
 
-    async def caller() -> None:  # at twice real time: the scripted partials come between frames
+    async def caller() -> None:
         for i in range(0, len(audio) - FRAME_SAMPLES + 1, FRAME_SAMPLES):
+            call.stream.playing = prompt_s[0] <= i / RATE < prompt_s[1]
             session.inbox.put_nowait(audio[i : i + FRAME_SAMPLES])
             await asyncio.sleep(0.01)
 
@@ -188,9 +185,32 @@ async def test_the_rest_of_an_answer_closed_early_does_not_answer_the_next_quest
         await asyncio.wait_for(session._listen(second), 20)
     finally:
         feeding.cancel()
+    return session, engine
+
+
+async def test_the_rest_of_an_answer_closed_early_does_not_answer_the_next_question(tmp_path):
+    """ "four two seven one, thank you": the account turn closes early at the comma (its answer is
+    complete); the thanks go on into the next turn, where it neither answers the yes/no question
+    nor barges in on it; the caller's "yes" after it does."""
+    answer, rest = await speech("four two seven one"), await speech("thank you very much for that")
+    yes = await speech("yes")
+    audio = np.concatenate([silence(500), answer, silence(300), rest, silence(1500), yes, silence(1500)])
+    session, engine = await two_turns(tmp_path, audio, len(answer) / RATE)
     assert session.conversation.slots["agree"] is True
     # the yes/no turn heard "yes" (from just before it to the silence after it), not the thanks
     assert engine.finished[1] < 0.3 + len(yes) / RATE + 0.9 < len(rest) / RATE + 0.7, engine.finished
+
+
+async def test_an_answer_right_after_the_next_prompt_is_not_taken_for_the_rest_of_the_last(tmp_path):
+    """After a turn closed early, the next prompt plays for 2 s and the caller says "yes" 300 ms after
+    it ends: that is the answer (the endpointer's clock restarts while a prompt plays, so the start of
+    speech is counted from the start of the turn)."""
+    answer, yes = await speech("four two seven one"), await speech("yes")
+    end = 0.5 + len(answer) / RATE
+    audio = np.concatenate([silence(500), answer, silence(2600), yes, silence(1500)])
+    session, _ = await two_turns(tmp_path, audio, len(answer) / RATE, prompt_s=(end + 0.3, end + 2.3))
+    assert [t.result for t in session.conversation.record.turns] == ["accepted", "accepted"]
+    assert session.conversation.slots["agree"] is True
 
 
 YES_NO = agent_yaml("yes-test", [ask("agree", "yes_no", "Does that work for you?")])

@@ -104,9 +104,9 @@ PAUSE_CHECKS_MAX = 3  # per turn: each refused check re-decodes the turn's audio
 # engines' "yes" (every "yes" of a 30-call load test). 200 ms keeps the word whole (about 120 ms of
 # silence after the VAD's last speech frame).
 EARLY_CLOSE_MS = 200
-# Speech already going on this soon into a turn that follows one closed early (at the first short
-# pause of a complete answer) is the rest of that answer: "yes" closed the read-back of "yes, that's
-# right", and "that's right" must not answer the next question nor barge in on it.
+# A turn that follows one closed early (at the first short pause of a complete answer) takes speech
+# that comes before this much pause for the rest of that answer: "yes" closed the read-back of "yes,
+# that's right", and "that's right" must not answer the next question nor barge in on it.
 CARRY_OVER_MS = 400
 PAUSE_CHECK_DEADLINE_S = 0.5  # a check waits this long for finals (frames queue meanwhile); else refused
 
@@ -418,10 +418,14 @@ class _CallSession:
                 if playing:
                     endpointer.hold_no_input()
                 event = endpointer.feed(item)
-                if carrying or (carry and isinstance(event, SpeechStarted) and event.at_ms <= CARRY_OVER_MS):
+                if carry and endpointer.silence * FRAME_MS >= CARRY_OVER_MS:
+                    carry = False  # a pause: what the caller says next is a new answer
+                if carry and isinstance(event, SpeechStarted):
+                    carrying, carry = True, False
+                if carrying:
                     # the rest of the last answer, which closed early ("yes" of "yes, that's right"):
                     # no answer to this question, and no barge-in on its prompt
-                    carry, carrying = False, not isinstance(event, SpeechEnded)
+                    carrying = not isinstance(event, SpeechEnded)
                     if not carrying:
                         endpointer.reset()
                         before_onset.clear()

@@ -175,6 +175,8 @@ class PromptRecogniser:
     def __init__(self, phrases: list[str]) -> None:
         context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_start, initargs=(phrases,))
+        # start the process and build the LM now, not at the first call's first prompt (seconds)
+        self._pool.submit(_transcribe, np.zeros(1600, dtype=np.int16))
 
     async def transcribe(self, pcm: np.ndarray) -> str:
         if len(pcm) == 0:
