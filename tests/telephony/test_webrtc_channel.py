@@ -1,14 +1,18 @@
 """The browser channel with a real WebRTC peer (aiortc, in this process): a browser call is a Call whose
 app hears the browser's audio and keys, whose audio and events reach the browser, and which ends on
-either side's hang-up with the reason said; admission counts it against --max-calls beside SIP."""
+either side's hang-up with the reason said; admission counts it against --max-calls beside SIP; a
+node's router passes an offer on past a worker that is gone."""
 
 import asyncio
 
 import numpy as np
 import pytest
+from aiortc import RTCSessionDescription
 
+from integration.harness import free_port
 from parley.telephony.call import Call, DtmfDigit
 from parley.telephony.manager import CallManager
+from parley.telephony.webpage import OfferRouter, serve_page
 from parley.telephony.webrtc import OfferError, WebRtcChannel
 
 from .webrtc_peer import BrowserPeer
@@ -27,8 +31,6 @@ async def offer_of(peer: BrowserPeer) -> dict:
 
 
 async def connect(channel: WebRtcChannel, peer: BrowserPeer) -> str:
-    from aiortc import RTCSessionDescription
-
     answer = await channel.answer(await offer_of(peer))
     await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
     await asyncio.wait_for(peer.connected.wait(), 15)
@@ -113,3 +115,34 @@ async def test_browser_calls_count_against_max_calls(managers) -> None:
             await peer.close()
         await channel.close()
     assert not manager.ua.over_limit()
+
+
+async def test_a_routed_offer_skips_a_worker_that_is_gone_and_a_bad_one_is_answered_at_once(managers) -> None:
+    """The node's router (OfferRouter): a worker's signalling port that refuses connections passes the
+    offer to the next; a bad offer gets its 400 from the first worker, not tried on the others; no
+    ready worker at all is a 503 the page can show."""
+    manager = await managers(None)
+    channel = WebRtcChannel(manager)
+    live, gone = free_port(), free_port()
+    stop_page = await serve_page(channel.answer, "127.0.0.1", live)
+    targets = [f"http://127.0.0.1:{gone}/offer", f"http://127.0.0.1:{live}/offer"]
+    router = OfferRouter(lambda: targets)
+    peer = BrowserPeer()
+    try:
+        answer = await router.answer(await offer_of(peer))
+        await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await asyncio.wait_for(peer.connected.wait(), 15)
+        assert router.routed == {targets[1]: 1}
+        targets.reverse()  # the live worker first: its 400 is the answer
+        with pytest.raises(OfferError) as bad:
+            await router.answer({"type": "offer", "sdp": "hello"})
+        assert bad.value.status == 400 and "v=0" in str(bad.value)
+        targets.clear()
+        with pytest.raises(OfferError) as none:
+            await router.answer(await offer_of(BrowserPeer()))
+        assert none.value.status == 503 and "try again" in str(none.value)
+    finally:
+        await peer.close()
+        await router.close()
+        await stop_page()
+        await channel.close()
