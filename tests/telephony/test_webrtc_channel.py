@@ -146,3 +146,24 @@ async def test_a_routed_offer_skips_a_worker_that_is_gone_and_a_bad_one_is_answe
         await router.close()
         await stop_page()
         await channel.close()
+
+
+async def test_an_offer_without_opus_gets_a_clear_400(managers) -> None:
+    """The server sends Opus it encodes itself: an offer of other codecs only (G.711 here) is refused,
+    not answered with a codec the server would then not send."""
+    manager = await managers(None)
+    channel = WebRtcChannel(manager)
+    peer = BrowserPeer()
+    try:
+        lines = (await offer_of(peer))["sdp"].split("\r\n")
+        opus = next(line.split()[0].split(":")[1] for line in lines if "opus/48000" in line)
+        lines = [line for line in lines if not line.startswith((f"a=rtpmap:{opus} ", f"a=fmtp:{opus} "))]
+        m = next(i for i, line in enumerate(lines) if line.startswith("m=audio "))
+        lines[m] = " ".join(f for f in lines[m].split(" ") if f != opus)
+        with pytest.raises(OfferError) as refused:
+            await channel.answer({"type": "offer", "sdp": "\r\n".join(lines)})
+        assert refused.value.status == 400 and "Opus first" in str(refused.value)
+        assert not manager.calls and channel.refused == 1
+    finally:
+        await peer.close()
+        await channel.close()

@@ -442,7 +442,8 @@ class WebRtcChannel:
                 raise OfferError(400, "the offer has no audio stream (m=audio)", "sdp")
             codecs = audio[0]._codecs  # negotiated: the offer's that aiortc (and telephone-event) know
             if not codecs or codecs[0].mimeType.lower() != "audio/opus":
-                raise OfferError(400, "the offer must put Opus first among its audio codecs", "sdp")
+                needs = "the server sends Opus: the offer must have Opus first among its audio codecs"
+                raise OfferError(400, needs, "sdp")
             audio[0].sender.replaceTrack(out)
             audio[0].direction = "sendrecv"
             await pc.setLocalDescription(await pc.createAnswer())
