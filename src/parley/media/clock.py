@@ -226,7 +226,7 @@ class _GarbagePacer:
     many as are live (so that its cost, which grows with the live calls, is spread over as many
     ended ones), have ended since the last, and at least every ``FULL_EVERY_S`` seconds. It walks
     only what calls made: ``parley serve`` freezes its start-up heap (:func:`gc.freeze`, in
-    :func:`parley.telephony.server.run_server`), so it takes a few milliseconds.
+    :func:`parley.telephony.server.run_server`). One that takes longer than a tick is logged.
     """
 
     def __init__(self) -> None:
