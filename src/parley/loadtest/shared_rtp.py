@@ -47,7 +47,6 @@ class SharedEndpoint:
         self.port = ports.port
         self._ports = ports
         self._remote: Address | None = None
-        self._handler: Handler | None = None
         self._senders = (SharedSender(ports.rtp), SharedSender(ports.rtcp))
         self.send: Callable[[bytes, Address], None] = self._senders[0].sendto
         self.send_rtcp: Callable[[bytes, Address], None] = self._senders[1].sendto
@@ -63,7 +62,7 @@ class SharedEndpoint:
         if remote is None:
             raise TypeError(f"cannot tell which far end {handler!r} receives from")
         self._unroute()
-        self._remote, self._handler = (remote[0], remote[1]), handler
+        self._remote = (remote[0], remote[1])
         self._ports.rtp.route(self._remote, handler)
         previous = self._ports.owners.get(self._remote)
         if previous is not None and previous is not self:
