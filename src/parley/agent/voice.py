@@ -465,8 +465,9 @@ class _CallSession:
                         continue
                     ended_at = time.monotonic() - (event.at_ms - event.last_speech_ms) / 1000  # last speech
                     self.carry_over = event.reason in ("early-close", "pause")
+                    acknowledgement: list[Playback] = []
                     if record is None:
-                        acknowledging = self._acknowledge_unless_decided(ended_at)
+                        acknowledging = self._acknowledge_unless_decided(ended_at, acknowledgement)
                         try:
                             record = await turn.finish()
                         finally:
@@ -487,6 +488,8 @@ class _CallSession:
                         timing=timing,
                     )
                     self._decided(ended_at)
+                    for playback in acknowledgement:  # noted after on_final, which sets the turn's timing
+                        self._note_acknowledgement(playback, ended_at)
                     latency = time.monotonic() - ended_at
                     metrics.TURN_LATENCY_SECONDS.observe(latency)
                     self._publish_turn(latency)
@@ -529,24 +532,33 @@ class _CallSession:
         self._publish_turn()
         return decided
 
-    def _acknowledge_unless_decided(self, stopped: float) -> asyncio.TimerHandle | None:
+    def _acknowledge_unless_decided(
+        self, stopped: float, said: list[Playback]
+    ) -> asyncio.TimerHandle | None:
         """Have the agent's acknowledgement ("Okay.") said ``acknowledge_after_ms`` after the end of
-        speech unless the answer is decided by then (the caller of this cancels the timer); its first
-        frame's time goes in the turn's timing as ``acknowledgement_ms``. None: the agent has none."""
+        speech unless the answer is decided by then (the caller of this cancels the timer); its
+        playback is appended to ``said``. None: the agent has no acknowledgement."""
         settings = self.app.agent.settings
         pcm = self.app.acknowledgement
         if pcm is None:
             return None
-        turn = self.listened
-
-        def say() -> None:
-            playback = self.call.play(pcm)
-            if turn is not None:
-                noted = lambda _stopped: _note_first_frame(turn, "acknowledgement_ms", playback, stopped)  # noqa: E731
-                playback.callbacks.append(noted)
-
         delay = max(0.0, stopped + settings.acknowledge_after_ms / 1000 - time.monotonic())
-        return asyncio.get_running_loop().call_later(delay, say)
+        return asyncio.get_running_loop().call_later(delay, lambda: said.append(self.call.play(pcm)))
+
+    def _note_acknowledgement(self, playback: Playback, stopped: float) -> None:
+        """The acknowledgement's first frame out (``acknowledgement_ms`` in the turn's timing), now
+        or when it has left."""
+        turn = self.listened
+        if turn is None:
+            return
+        if playback.first_sent is not None or playback.finished:
+            _note_first_frame(turn, "acknowledgement_ms", playback, stopped)
+            return
+
+        def noted(_stopped: bool) -> None:
+            _note_first_frame(turn, "acknowledgement_ms", playback, stopped)
+
+        playback.callbacks.append(noted)
 
     def _decided(self, stopped: float) -> None:
         """Note in the closed turn's record when the dialogue decided, counted from ``stopped`` (when
