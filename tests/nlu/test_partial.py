@@ -131,7 +131,6 @@ def test_yes_no_treats_no_as_an_answer_not_a_correction():
     [
         ("phone", {}, "oh seven seven double oh nine oh oh nine eight three", "07700900983", 11),
         ("email", {}, "john dot smith at example dot com", "john.smith@example.com", 7),
-        ("spelled", {}, "S M I T H", "SMITH", 5),
         ("address", {}, "ten downing street london s w one a two a a", None, 11),
         # the value settles before the caller finishes: "the afternoon" -> "the afternoon please"
         ("choice", {"options": ("morning", "afternoon")}, "the afternoon please", "afternoon", 2),
@@ -145,6 +144,14 @@ def test_other_slot_types_close_early(slot, kw, text, expected, closes_at):
     assert first == closes_at
     if expected is not None:
         assert understanding.closed_on.value == expected
+
+
+def test_a_spelling_never_closes_early_on_a_stable_partial():
+    """A caller pausing between letters gives the same partial twice: "C L A" is no whole name."""
+    understanding = PartialUnderstanding("spelled")
+    first, results = closes(understanding, ["C", "C L", "C L A", "C L A", "C L A", "C L A R K", "C L A R K"])
+    assert first is None and results[-1].extraction.value == "CLARK"
+    assert understanding.final("C L A R K").extraction.value == "CLARK"
 
 
 def test_amount_closes_once_the_currency_settles():

@@ -14,7 +14,10 @@ early-close hook (``Endpointer.request_early_close``) — only when all of these
 
 Corrections ("four two... no, four three") therefore never close on the corrected value: the
 extractors read what follows the last cue, and the value must settle again before the turn closes.
-Free speech closes early only on a stable, confident intent.
+Free speech closes early only on a stable, confident intent. A spelling never closes early: its
+length is unknown, and a caller pausing between letters ("C L A ... R K") gives the same stable
+partial as a caller who has finished (load tests heard CLARK as "CLA" and BROWN as "WN"), so it ends
+with the end of speech.
 
 At a short pause the speech layer may also ask :meth:`PartialUnderstanding.settled` whether the
 recognisers' *final* of the answer so far closes the turn (semantic endpointing). A grammar that
@@ -108,6 +111,8 @@ class PartialUnderstanding:
         open_ended = self._open_ended(partial_text)
         if self.slot_type == "free":
             close = self._intent_streak >= self.stable_partials and not open_ended
+        elif self.slot_type == "spelled":
+            close = False  # no known length: see the module docstring
         else:
             close = (
                 extraction is not None
