@@ -35,6 +35,16 @@ Address = tuple[str, int]
 Handler = Callable[[bytes, Address, float], None]
 BATCH = 16  # datagrams read from one socket per poll before moving on (the rest wait a tick)
 _TIMESPEC = struct.Struct("@qq")
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]], clock_offset: float) -> float:
+    """A datagram's arrival on the monotonic clock: the kernel's SO_TIMESTAMPNS stamp when the
+    ancillary data holds one (``clock_offset``: wall clock minus monotonic), else now."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+            return seconds + nanoseconds * 1e-9 - clock_offset
+    return time.monotonic()
 _CONTROL_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
@@ -94,11 +104,7 @@ class DatagramSocket:
             count += 1
             if flags & socket.MSG_TRUNC:
                 continue
-            arrival = time.monotonic()
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
-                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-                    arrival = seconds + nanoseconds * 1e-9 - clock_offset
+            arrival = _arrival(ancillary, clock_offset)
             self.received += 1
             handler = self.handler
             if handler is not None:
@@ -201,11 +207,7 @@ class SharedSocket:
             if entry is None:
                 self.unrouted += 1
                 continue
-            arrival = time.monotonic()
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
-                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-                    arrival = seconds + nanoseconds * 1e-9 - clock_offset
+            arrival = _arrival(ancillary, clock_offset)
             entry[0](data, entry[1], arrival)
         return count
 
