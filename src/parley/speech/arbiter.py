@@ -164,14 +164,7 @@ def _score(
     agreeing: int,
 ) -> tuple[float, str]:
     prior = priors.get(hypothesis.engine, question.slot_type.value)
-    if reading is None:
-        validity, verdict = 0.0, "invalid"
-    elif not reading.complete:
-        validity, verdict = INCOMPLETE_CREDIT, "incomplete"
-    elif not in_range(question, reading.value):
-        validity, verdict = INCOMPLETE_CREDIT, "out-of-range"
-    else:
-        validity, verdict = 1.0, "valid"
+    validity, verdict = _validity(question, reading)
     confidence = priors.confidence(hypothesis.engine, hypothesis.confidence)
     total = PRIOR_WEIGHT * prior + VALID_WEIGHT * validity + priors.confidence_weight * confidence
     why = f"prior {prior:.2f}, {verdict} {question.slot_type.value}, confidence {confidence:.2f}"
@@ -181,15 +174,24 @@ def _score(
     return total, why
 
 
+def _validity(question: Question, reading: SlotReading | None) -> tuple[float, str]:
+    """How much a reading counts as an answer to ``question`` (1.0: complete and in range), and why."""
+    if reading is None:
+        return 0.0, "invalid"
+    if not reading.complete:
+        return INCOMPLETE_CREDIT, "incomplete"
+    if not in_range(question, reading.value):
+        return INCOMPLETE_CREDIT, "out-of-range"
+    return 1.0, "valid"
+
+
 def ranked(
     hypotheses: Sequence[Hypothesis], question: Question, priors: EnginePriors
 ) -> list[tuple[float, Hypothesis, str]]:
     """Every hypothesis with its score and why, best first: :func:`score` with the agreement of the
     other engines whose hypotheses read as the same valid, in-range value."""
     readings = [read_slot(question, h.text) if h.text.strip() else None for h in hypotheses]
-    valid = [
-        r if r is not None and r.complete and in_range(question, r.value) else None for r in readings
-    ]
+    valid = [r if _validity(question, r)[0] == 1.0 else None for r in readings]
     out = []
     for i, hypothesis in enumerate(hypotheses):
         if not hypothesis.text.strip():
