@@ -202,6 +202,13 @@ def _read_users(path: Path) -> dict[str, str]:
     help="Also take browser calls (WebRTC): serve the call page and its signalling on HOST:PORT "
     "(with several workers, worker i answers the offers the page routes to it on PORT+1+i).",
 )
+@click.option(
+    "--webrtc-host",
+    metavar="ADDRESS",
+    help="Serve the call page on this address instead of --host (e.g. 127.0.0.1 behind a reverse "
+    "proxy; the call's media still goes to --host's interfaces). A node's workers always answer the "
+    "offers its page routes to them on 127.0.0.1.",
+)
 @click.option("--webrtc-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Serve the call page over HTTPS with this certificate (PEM): browsers allow the "
               "microphone only on HTTPS pages, or on localhost.")  # fmt: skip
@@ -260,6 +267,7 @@ def serve(
     token: str | None,
     key_file: Path | None,
     webrtc_port: int | None,
+    webrtc_host: str | None,
     webrtc_cert: Path | None,
     webrtc_key: Path | None,
     webrtc_ice_servers: tuple[str, ...],
@@ -313,9 +321,15 @@ def serve(
     if webrtc_port is not None:
         if (webrtc_cert is None) != (webrtc_key is None):
             raise click.BadParameter("--webrtc-cert and --webrtc-key go together", param_hint="--webrtc-cert")
-        # the page's port, and with several workers each one's signalling port after it (see webpage.py)
-        for page_port in range(webrtc_port, webrtc_port + (workers + 1 if workers > 1 else 1)):
-            busy = _port_in_use(host, page_port, ("TCP",))
+        # the page's port, and with several workers each one's signalling port after it, on loopback
+        # (see webpage.py)
+        from parley.telephony.webpage import WORKER_PAGE_HOST, worker_page_port
+
+        pages = [(webrtc_host or host, webrtc_port)]
+        if workers > 1:
+            pages += [(WORKER_PAGE_HOST, worker_page_port(webrtc_port, i)) for i in range(workers)]
+        for page_host, page_port in pages:
+            busy = _port_in_use(page_host, page_port, ("TCP",))
             if busy:
                 click.echo(f"parley serve: error: {busy}", err=True)
                 raise SystemExit(2)
@@ -382,7 +396,7 @@ def serve(
 
         tls_files = (webrtc_cert, webrtc_key) if webrtc_cert and webrtc_key else None
         options["webrtc"] = WebRtcOptions(
-            webrtc_port, tls_files, webrtc_ice_servers, webrtc_rate, webrtc_consent_timeout
+            webrtc_port, tls_files, webrtc_ice_servers, webrtc_rate, webrtc_consent_timeout, webrtc_host
         )
     if admin_port is not None:  # one process: its own metrics (a node's supervisor serves more)
         from prometheus_client import start_http_server

@@ -196,9 +196,10 @@ def worker_command(
             if options.get("tls_verify_client"):
                 cmd += ["--tls-verify-client"]
         if options.get("webrtc_port") is not None:  # answers the offers the node's page routes to it
-            from parley.telephony.webpage import worker_page_port
+            from parley.telephony.webpage import WORKER_PAGE_HOST, worker_page_port
 
             cmd += ["--webrtc-port", str(worker_page_port(options["webrtc_port"], plan.index))]
+            cmd += ["--webrtc-host", WORKER_PAGE_HOST]  # only the supervisor reaches it, not browsers
             cmd += [
                 "--webrtc-rate",
                 "1e9",
@@ -249,7 +250,8 @@ def serve_node(
 
         cert, key = options.get("webrtc_cert"), options.get("webrtc_key")
         tls = (cert, key) if cert and key else None
-        page = partial(serve_node_page, host=options["host"], port=options["webrtc_port"], tls=tls,
+        page_host = options.get("webrtc_host") or options["host"]
+        page = partial(serve_node_page, host=page_host, port=options["webrtc_port"], tls=tls,
                        rate_per_minute=options["webrtc_rate"])  # fmt: skip
     with NodeMetrics() as metrics:
         env = metrics.worker_env()

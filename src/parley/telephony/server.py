@@ -22,6 +22,7 @@ class WebRtcOptions:
     ice_servers: tuple[str, ...] = ()
     rate_per_minute: float = 10.0  # offers per client address
     consent_timeout: float = 30.0  # a browser that stops answering ICE consent checks this long is gone
+    host: str | None = None  # the page's address (default: the SIP host)
 
 
 async def run_server(
@@ -38,8 +39,9 @@ async def run_server(
         channel = WebRtcChannel(
             manager, ice_servers=webrtc.ice_servers, consent_timeout=webrtc.consent_timeout
         )
+        page_host = webrtc.host or manager.host
         stop_page = await serve_page(
-            channel.answer, manager.host, webrtc.port, tls=webrtc.tls, rate_per_minute=webrtc.rate_per_minute
+            channel.answer, page_host, webrtc.port, tls=webrtc.tls, rate_per_minute=webrtc.rate_per_minute
         )
     # What start-up loaded lives as long as the process: keep it out of the garbage collector's
     # scans, so a full collection during calls (measured: 11 ms before, 0.003 ms after freezing
@@ -52,9 +54,7 @@ async def run_server(
     transports = "+".join(manager.transports)
     if webrtc is not None:
         scheme = "https" if webrtc.tls else "http"
-        print(
-            f"parley: browser calls on {scheme}://{manager.host}:{webrtc.port}/", file=sys.stderr, flush=True
-        )
+        print(f"parley: browser calls on {scheme}://{page_host}:{webrtc.port}/", file=sys.stderr, flush=True)
     print(
         f"parley: answering calls on sip:{manager.host}:{manager.port} ({transports})",
         file=sys.stderr,

@@ -10,7 +10,8 @@ FastAPI and uvicorn (already the studio's) serve it inside ``parley serve``'s ev
 
 With several workers (``parley serve --workers N --webrtc-port P``) the node's supervisor serves the
 page on ``P`` and routes each offer (:class:`OfferRouter`) to a ready worker's own signalling port
-(``P + 1 + i``, plain HTTP on the node's address): the worker answers with its own ICE candidates, so
+(``P + 1 + i``, plain HTTP on loopback, :data:`WORKER_PAGE_HOST`: a browser cannot reach it, so it cannot
+get past the node's rate limit or admission): the worker answers with its own ICE candidates, so
 the call's media goes from the browser straight to that worker, as a SIP call's RTP does. Only the
 one HTTP request of a call's set-up passes the supervisor. Routing rather than a shared port
 (SO_REUSEPORT) for the reasons SIP has one port per worker (:mod:`parley.cluster.supervisor`): a
@@ -40,6 +41,7 @@ STATIC = Path(__file__).parent / "static"
 OFFER_RATE_PER_MINUTE = 10.0  # offers one address may make (bursts of this many, refilled per minute)
 MAX_OFFER_BYTES = 128 * 1024
 ROUTE_TIMEOUT_S = 15.0  # a worker's answer to a routed offer (ICE gathering included)
+WORKER_PAGE_HOST = "127.0.0.1"  # where a node's workers answer the offers its supervisor routes to them
 Answerer = Callable[[Any], Awaitable[dict[str, str]]]
 
 
@@ -255,10 +257,12 @@ async def serve_node_page(
     rate_per_minute: float = OFFER_RATE_PER_MINUTE,
 ) -> Callable[[], Awaitable[None]]:
     """A node's page on ``host:port``, its offers routed to the workers ``ready_workers()`` names (by
-    index); returns a stop."""
-    router = OfferRouter(
-        lambda: [f"http://{host}:{worker_page_port(port, index)}/offer" for index in ready_workers()]
-    )
+    index), on loopback; returns a stop."""
+
+    def targets() -> list[str]:
+        return [f"http://{WORKER_PAGE_HOST}:{worker_page_port(port, i)}/offer" for i in ready_workers()]
+
+    router = OfferRouter(targets)
     stop_page = await serve_page(router.answer, host, port, tls=tls, rate_per_minute=rate_per_minute)
 
     async def stop() -> None:
