@@ -41,6 +41,7 @@ class _Microphone(MediaStreamTrack):
         self.queue: list[np.ndarray] = []
         self.start: float | None = None
         self.sent = 0
+        self.first_speech_sent: float | None = None  # when the first frame of the last say() left
         self.last_speech_sent: float | None = None
         self.time_base = fractions.Fraction(1, RATE)
         self.encoder = av.CodecContext.create("libopus", "w")
@@ -59,6 +60,8 @@ class _Microphone(MediaStreamTrack):
         else:
             await asyncio.sleep(max(0.0, self.start + self.sent * FRAME / RATE - now))
         if self.queue:
+            if self.last_speech_sent is not None or self.first_speech_sent is None:
+                self.first_speech_sent, self.last_speech_sent = time.monotonic(), None
             pcm = self.queue.pop(0)
             if not self.queue:
                 self.last_speech_sent = time.monotonic()
@@ -134,9 +137,8 @@ class BrowserPeer:
 
     async def said(self) -> float:
         """Wait until the queued audio has been sent; the time its last frame left."""
-        while self.microphone.queue:
+        while self.microphone.queue or self.microphone.last_speech_sent is None:
             await asyncio.sleep(0.01)
-        assert self.microphone.last_speech_sent is not None
         return self.microphone.last_speech_sent
 
     def first_loud_after(self, moment: float) -> float | None:
