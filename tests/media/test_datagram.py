@@ -160,6 +160,24 @@ async def test_port_allocator_skips_ports_in_use_and_registers_the_pair():
         poller.close()
 
 
+async def test_port_allocator_cycles_through_its_range_and_wraps_around():
+    poller = datagram_c.DatagramPoller()
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    first = probe.getsockname()[1] & ~1
+    probe.close()
+    try:
+        ports = PortAllocator("127.0.0.1", first, first + 6, poller=poller)
+        handed = []
+        for _ in range(5):
+            endpoint = await ports.open()
+            handed.append(endpoint.port - first)
+            endpoint.close()
+        assert handed == [0, 2, 4, 0, 2]
+    finally:
+        poller.close()
+
+
 def test_the_media_clock_reads_sockets_with_the_c_implementation():
     from parley.media.clock import MediaClock
 
