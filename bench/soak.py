@@ -192,13 +192,25 @@ def ended_calls(stat_csv: Path) -> tuple[int, int]:
 
 def slope(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of y over x."""
+    return fitted_slope(points)[0]
+
+
+def fitted_slope(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope of y over x and its standard error (0 with fewer than three points).
+
+    The samples' noise is not independent (RSS moves in steps and saw-teeth), so the error is a
+    lower bound on the uncertainty; read it beside the samples."""
     n = len(points)
     mean_x = sum(x for x, _ in points) / n
     mean_y = sum(y for _, y in points) / n
     var = sum((x - mean_x) ** 2 for x, _ in points)
     if var == 0:
-        return 0.0
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / var
+        return 0.0, 0.0
+    fitted = sum((x - mean_x) * (y - mean_y) for x, y in points) / var
+    if n < 3:
+        return fitted, 0.0
+    residual = sum((y - mean_y - fitted * (x - mean_x)) ** 2 for x, y in points)
+    return fitted, (residual / (n - 2) / var) ** 0.5
 
 
 def agent_records(path: Path) -> dict[str, object]:
@@ -222,6 +234,19 @@ def agent_records(path: Path) -> dict[str, object]:
     }
 
 
+def start_sipp(
+    port: int, concurrent: int, call_seconds: float, total: int, stat_csv: Path
+) -> subprocess.Popen:
+    """SIPp on core 0 placing ``total`` calls of ``call_seconds``, ``concurrent`` at a time, to ``port``."""
+    rate = concurrent / call_seconds
+    cmd = ["taskset", "-c", "0", "sipp", "-sf", str(SCENARIO), "-i", "127.0.0.1"]
+    cmd += ["-p", str(free_port()), "-mp", str(free_port()), "-r", f"{rate:.2f}"]
+    cmd += ["-l", str(concurrent), "-m", str(total), "-d", str(int(call_seconds * 1000))]
+    cmd += ["-rtp_threadtasks", "100", "-nostdin", "-trace_stat", "-stf", str(stat_csv), "-fd", "1"]
+    cmd += ["-max_socket", str(concurrent * 2 + 100), f"127.0.0.1:{port}"]
+    return subprocess.Popen(cmd, cwd=SCENARIO.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def snapshot_of(
     server: subprocess.Popen, workdir: Path, number: int, full: bool, timeout: float = 120.0
 ) -> dict | None:
@@ -242,6 +267,7 @@ def snapshot_of(
             "pre": stem.with_suffix(".pre"),
             "snap": stem.with_suffix(".snap"),
             "traced_mb": round(noted["traced_before"] / 1e6, 2),
+            "traced_after_bytes": noted["traced_after"],
             "garbage_mb": round((noted["traced_before"] - noted["traced_after"]) / 1e6, 3),
             "unreachable": noted["unreachable"],
             "garbage_kinds": noted["garbage_kinds"],
@@ -307,15 +333,8 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     try:
         time.sleep(2.0)
         idle = tree_rss_mb(server.pid)
-        sipp_cmd = ["taskset", "-c", "0", "sipp", "-sf", str(SCENARIO), "-i", "127.0.0.1"]
-        sipp_cmd += ["-p", str(free_port()), "-mp", str(free_port()), "-r", f"{rate:.2f}"]
-        sipp_cmd += ["-l", str(args.concurrent), "-m", str(total), "-d", str(int(args.call_seconds * 1000))]
-        sipp_cmd += ["-rtp_threadtasks", "100", "-nostdin", "-trace_stat", "-stf", str(stat_csv), "-fd", "1"]
-        sipp_cmd += ["-max_socket", str(args.concurrent * 2 + 100), f"127.0.0.1:{port}"]
         started = time.monotonic()
-        sipp = subprocess.Popen(
-            sipp_cmd, cwd=SCENARIO.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        sipp = start_sipp(port, args.concurrent, args.call_seconds, total, stat_csv)
         samples: list[dict[str, float]] = []
         while sipp.poll() is None:
             time.sleep(args.sample)
@@ -362,15 +381,86 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     if len(dumps) >= 2:
         result |= tracemalloc_report(dumps)
     if len(warm) >= 2:
-        per_call = slope([(s["calls_ended"], s["rss_mb"]) for s in warm])
+        per_call, error = fitted_slope([(s["calls_ended"], s["rss_mb"]) for s in warm])
         mean = sum(s["rss_mb"] for s in warm) / len(warm)
         result["slope_mb_per_10k_calls"] = round(per_call * 10_000, 3)
+        result["slope_stderr_mb_per_10k_calls"] = round(error * 10_000, 3)
         own = [(s["calls_ended"], s["rss_by_pid"][str(server.pid)]) for s in warm]
-        result["event_loop_slope_mb_per_10k_calls"] = round(slope(own) * 10_000, 3)  # decoders aside
+        own_slope, own_error = fitted_slope(own)
+        result["event_loop_slope_mb_per_10k_calls"] = round(own_slope * 10_000, 3)  # decoders aside
+        result["event_loop_slope_stderr_mb_per_10k_calls"] = round(own_error * 10_000, 3)
         result["event_loop_rss_mb"] = [own[0][1], own[-1][1]]
         result["rss_mean_after_warmup_mb"] = round(mean, 2)
         result["mb_per_concurrent_call"] = round((mean - idle) / args.concurrent, 4)
         result["calls_after_warmup"] = warm[-1]["calls_ended"] - warm[0]["calls_ended"]
+    return result
+
+
+def retained(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """The heap each ended call leaves behind, exactly: idle to idle, after full collections.
+
+    The traced server takes a warm-up batch of ``--retained-warmup`` calls (caches, pools and
+    bounded histories fill), then ``--retained-batches`` batches of ``--retained-calls``. After each
+    batch, once its sessions' linger and transaction timers ran out (``--settle``), the server runs
+    a full collection and notes its traced heap: no call is up, so the difference from one idle point
+    to the next over the calls in between is the memory each call kept, to the byte. The report adds
+    the allocation tracebacks that grew from the first idle point to the last, per call."""
+    port = free_port()
+    server = start_server(args.agent, port, workdir, args.tracemalloc)
+    dumps: list[dict] = []
+    batches: list[dict[str, object]] = []
+    sizes = [args.retained_warmup] + [args.retained_calls] * args.retained_batches
+    ended = 0
+    try:
+        for number, calls in enumerate(sizes):
+            stat_csv = workdir / f"sipp-{number}.csv"
+            started = time.monotonic()
+            sipp = start_sipp(port, args.concurrent, args.call_seconds, calls, stat_csv)
+            deadline = started + 3 * calls * args.call_seconds / args.concurrent + 120
+            while sipp.poll() is None and time.monotonic() < deadline:
+                time.sleep(1.0)
+            if sipp.poll() is None:
+                sipp.kill()
+                sipp.wait()
+            ok, failed = ended_calls(stat_csv)
+            ended += ok + failed
+            time.sleep(args.settle)
+            traced(server, workdir, dumps, ended, full=True)
+            batches.append({
+                "calls_ok": ok,
+                "calls_failed": failed,
+                "seconds": round(time.monotonic() - started, 1),
+                "rss_by_pid": {pid: round(mb, 1) for pid, mb in process_rss_mb(server.pid).items()},
+            })
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    for before, after, batch in zip(dumps, dumps[1:], batches[1:], strict=False):
+        calls = after["calls_ended"] - before["calls_ended"]
+        kept = after["traced_after_bytes"] - before["traced_after_bytes"]
+        batch["retained_bytes"] = kept
+        batch["retained_bytes_per_call"] = round(kept / max(calls, 1), 1)
+        batch["retained_mb_per_10k_calls"] = round(kept / max(calls, 1) * 10_000 / 1e6, 3)
+    result: dict[str, object] = {
+        "agent": args.agent,
+        "concurrent": args.concurrent,
+        "call_seconds": args.call_seconds,
+        "tracemalloc_frames": args.tracemalloc,
+        "idle_traced_after_full_bytes": [[d["calls_ended"], d["traced_after_bytes"]] for d in dumps],
+        "batches": batches,
+    }
+    if len(dumps) >= 2:
+        calls = dumps[-1]["calls_ended"] - dumps[0]["calls_ended"]
+        kept = dumps[-1]["traced_after_bytes"] - dumps[0]["traced_after_bytes"]
+        result["measured_calls"] = calls
+        result["retained_bytes_per_call"] = round(kept / max(calls, 1), 1)
+        result["retained_mb_per_10k_calls"] = round(kept / max(calls, 1) * 10_000 / 1e6, 3)
+        result["top_growth"] = compared(dumps[0]["snap"], dumps[-1]["snap"], calls)
+    if args.agent != "echo":
+        result |= agent_records(workdir / "records.jsonl")
     return result
 
 
@@ -394,10 +484,22 @@ def main() -> None:
         metavar="FRAMES",
         help="trace the server's allocations (FRAMES deep) and report the tracebacks that grew most",
     )
+    parser.add_argument(
+        "--retained-calls",
+        type=int,
+        default=0,
+        metavar="CALLS",
+        help="instead of the timed soak: the heap kept per call, idle to idle over batches of CALLS "
+        "(needs --tracemalloc)",
+    )
+    parser.add_argument("--retained-batches", type=int, default=2)
+    parser.add_argument("--retained-warmup", type=int, default=50, help="calls before the first idle point")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "soak.json")
     args = parser.parse_args()
+    if args.retained_calls and not args.tracemalloc:
+        parser.error("--retained-calls needs --tracemalloc FRAMES")
     with tempfile.TemporaryDirectory() as tmp:
-        result = soak(args, Path(tmp))
+        result = (retained if args.retained_calls else soak)(args, Path(tmp))
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
