@@ -100,6 +100,30 @@ async def test_the_browser_hangs_up_and_the_call_ends(managers) -> None:
     assert reasons == ["remote-hangup"]
 
 
+async def test_a_browser_that_closes_its_connection_hung_up_and_did_not_vanish(managers) -> None:
+    """No hang-up on the data channel, but a DTLS close while its audio was coming: the caller hung up
+    (a browser whose ICE consent expired had sent nothing for the consent timeout: ``ice-failed``)."""
+    reasons: list[str] = []
+
+    async def app(call: Call) -> None:
+        reasons.append(await call.wait_ended())
+
+    manager = await managers(app)
+    channel = WebRtcChannel(manager)
+    peer = BrowserPeer()
+    try:
+        await connect(channel, peer)
+        await asyncio.sleep(0.5)  # the microphone's packets are coming
+        await peer.close()
+        for _ in range(100):
+            if reasons:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await channel.close()
+    assert reasons == ["remote-hangup"]
+
+
 async def test_browser_calls_count_against_max_calls(managers) -> None:
     manager = await managers(None, max_calls=1)
     channel = WebRtcChannel(manager)

@@ -25,6 +25,10 @@ channel, which also carries to the page what the agent heard and did (:meth:`Cal
 either side's hang-up. A browser that vanishes without hanging up ends the call when ICE fails (the
 consent checks of RFC 7675 stop being answered): the call ends with ``ice-failed`` and its record
 says so.
+
+Taking the RTP from aiortc, adding telephone-event and setting the consent timeout use parts of aiortc
+and aioice that are not public API: :func:`check_aiortc` lists them and refuses a version without them,
+and ``pyproject.toml`` pins both to the minor versions that have them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import inspect
 import json
 import logging
 import secrets
@@ -44,16 +49,22 @@ from typing import TYPE_CHECKING, Any
 import aioice.ice
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCSessionDescription,
+)
 from aiortc.codecs import CODECS
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from parley.media.dtmf import DtmfReceiver
 from parley.media.g711 import FRAME_SAMPLES
 from parley.media.jitter import JitterBuffer, conceal
 from parley.media.rtp import RtpPacket
 from parley.media.stream import Playback
+from parley.sip.sdp import Codec, SdpError, parse_sdp
 from parley.telephony import logs, metrics
 from parley.telephony.call import Call
 
@@ -70,9 +81,11 @@ OPUS_FRAME = OPUS_CLOCK * FRAME_SAMPLES // PIPELINE_RATE  # 960: a 20 ms packet,
 OPUS_BITRATE = 32000  # narrowband speech (the pipeline's 8 kHz): CELT at this rate is transparent
 OPUS_APPLICATION = "lowdelay"  # CELT only: 2.5 ms of look-ahead where "voip" (SILK) has 6.5
 TELEPHONE_EVENT = "audio/telephone-event"
+TELEPHONE_EVENT_NAME = "telephone-event"
 MAX_OUT_PACKETS = 5  # packets queued for aiortc beyond which the oldest go (100 ms): it stopped pulling
 MAX_HEARD_FRAMES = 3  # decoded 8 kHz frames held beyond a tick's (packets longer than 20 ms)
 SETUP_TIMEOUT_S = 20.0  # offer answered, but ICE/DTLS never came up: give up
+QUIET_BEFORE_CLOSE_S = 2.0  # nothing from the browser this long before its connection closed: it had gone
 CLOSE_DELAY_S = 0.5  # after a hang-up, time for the data channel's last message before closing
 INACTIVITY_CHECK_TICKS = 50
 SDP_MAX_BYTES = 64 * 1024
@@ -385,6 +398,7 @@ class WebRtcChannel:
     def __init__(
         self, manager: CallManager, *, ice_servers: tuple[str, ...] = (), consent_timeout: float = 30.0
     ) -> None:
+        check_aiortc()
         self.manager = manager
         self.ice_servers = ice_servers
         # RFC 7675: a browser that stops answering consent checks for this long is gone. aioice checks
@@ -440,13 +454,14 @@ class WebRtcChannel:
             audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
             if not audio:
                 raise OfferError(400, "the offer has no audio stream (m=audio)", "sdp")
-            codecs = audio[0]._codecs  # negotiated: the offer's that aiortc (and telephone-event) know
-            if not codecs or codecs[0].mimeType.lower() != "audio/opus":
-                needs = "the server sends Opus: the offer must have Opus first among its audio codecs"
-                raise OfferError(400, needs, "sdp")
             audio[0].sender.replaceTrack(out)
             audio[0].direction = "sendrecv"
-            await pc.setLocalDescription(await pc.createAnswer())
+            answer = await pc.createAnswer()
+            codecs = _answered_codecs(answer.sdp)  # the offer's that aiortc (and telephone-event) know
+            if not codecs or codecs[0].name.lower() != "opus":
+                needs = "the server sends Opus: the offer must have Opus first among its audio codecs"
+                raise OfferError(400, needs, "sdp")
+            await pc.setLocalDescription(answer)
             self._take_rtp(browser, audio[0].receiver, codecs)
         except OfferError:
             await pc.close()
@@ -482,7 +497,7 @@ class WebRtcChannel:
             state = pc.connectionState
             if state == "connected" and browser.call is None and not browser.ended:
                 self._connected(browser)
-            elif state == "failed" or (state == "closed" and _consent_expired(pc)):
+            elif state == "failed" or (state == "closed" and _went_quiet(browser.stream)):
                 self._end(browser, "ice-failed")
             elif state == "closed":  # the browser closed its side (DTLS close_notify) without our page
                 self._end(browser, "remote-hangup")
@@ -510,17 +525,18 @@ class WebRtcChannel:
         manager.start_app(call, browser.app)
         logs.call_id.reset(token)
 
-    def _take_rtp(
-        self, browser: _Browser, receiver: RTCRtpReceiver, codecs: list[RTCRtpCodecParameters]
-    ) -> None:
+    def _take_rtp(self, browser: _Browser, receiver: RTCRtpReceiver, codecs: list[Codec]) -> None:
         """Have the RTP that ``receiver`` gets (decrypted, parsed) go to the call's stream instead:
         Opus into its jitter buffer, telephone-events to its DTMF receivers. aiortc's receive path
-        (jitter buffer, decoder thread) is left idle; its RTCP statistics with it."""
+        (jitter buffer, decoder thread) is left idle; its RTCP statistics with it.
+
+        aiortc has no public hook for a receiver's RTP: this replaces the private method its DTLS
+        transport calls per packet (see :func:`check_aiortc`)."""
         stream = browser.stream
-        opus = codecs[0].payloadType
+        opus = codecs[0].payload_type
         for codec in codecs:
-            if codec.mimeType.lower() == TELEPHONE_EVENT:
-                stream.dtmf[codec.payloadType] = DtmfReceiver(codec.clockRate)
+            if codec.name.lower() == TELEPHONE_EVENT_NAME:
+                stream.dtmf[codec.payload_type] = DtmfReceiver(codec.clock_rate)
 
         async def handle_rtp_packet(packet: Any, arrival_time_ms: int) -> None:
             if browser.call is None:
@@ -672,14 +688,57 @@ def _offered_sdp(offer: Any) -> str:
     return sdp if sdp.endswith("\n") else sdp + "\r\n"
 
 
-def _consent_expired(pc: RTCPeerConnection) -> bool:
-    """Whether ICE ended because the peer stopped answering (consent expired, RFC 7675) rather than by a
-    close: aiortc then closes the DTLS transport too, and may report the whole connection "closed"
-    before its ICE transport says "failed". aioice drops its consent task only when consent expires
-    (a close cancels it), which is the one trace of the difference it leaves."""
-    dtls = [t.sender.transport for t in pc.getTransceivers()] + ([pc.sctp.transport] if pc.sctp else [])
-    for transport in dtls:
-        connection = getattr(getattr(transport.transport, "iceGatherer", None), "_connection", None)
-        if connection is not None and getattr(connection, "_query_consent_task", True) is None:
-            return True
-    return False
+def _answered_codecs(sdp: str) -> list[Codec]:
+    """The audio codecs of an answer, in its order (the first is the one sent)."""
+    try:
+        return parse_sdp(sdp.encode()).codecs
+    except SdpError:
+        return []
+
+
+def _went_quiet(stream: BrowserStream) -> bool:
+    """Whether the browser had stopped sending before the connection closed by itself: ICE consent
+    expired (RFC 7675; aiortc then closes the DTLS transport too, and may report the connection
+    "closed" before its ICE transport says "failed"), rather than the browser closing it on purpose,
+    which it does with its microphone's packets still coming (at most 400 ms apart with Opus DTX)."""
+    return time.monotonic() - stream.last_rx >= QUIET_BEFORE_CLOSE_S
+
+
+def check_aiortc() -> None:
+    """Fail clearly, naming the version, if aiortc or aioice lack what this channel relies on beyond
+    their public API (both are pinned in ``pyproject.toml``; ``tests/telephony/test_webrtc_aiortc.py``
+    checks the same and more for each upgrade):
+
+    - ``RTCRtpReceiver._handle_rtp_packet(packet, arrival_time_ms)``, the coroutine method aiortc's DTLS
+      transport calls for each decrypted RTP packet of a receiver: replaced per call
+      (:meth:`WebRtcChannel._take_rtp`), since aiortc has no public hook for raw RTP;
+    - ``aiortc.codecs.CODECS["audio"]``, the table of the codecs aiortc answers with: telephone-event
+      is added to it (:func:`_accept_telephone_events`), since aiortc has no API to add a codec;
+    - ``aioice.ice.CONSENT_INTERVAL`` and ``CONSENT_FAILURES``, which aioice reads on each consent
+      check (RFC 7675): set from ``--webrtc-consent-timeout``, since aiortc passes no such option on.
+
+    Its one public but little-known behaviour: a track's ``recv()`` may return an encoded ``av.Packet``
+    (:class:`_OutgoingAudio`), which aiortc sends as it is, without its own encoder.
+    """
+    import aiortc
+    from aiortc import RTCRtpReceiver
+
+    problems = []
+    handler = getattr(RTCRtpReceiver, "_handle_rtp_packet", None)
+    if not inspect.iscoroutinefunction(handler) or list(inspect.signature(handler).parameters) != [
+        "self",
+        "packet",
+        "arrival_time_ms",
+    ]:
+        problems.append("RTCRtpReceiver._handle_rtp_packet(self, packet, arrival_time_ms) is gone or changed")
+    audio = CODECS.get("audio") if isinstance(CODECS, dict) else None
+    if not isinstance(audio, list) or not all(isinstance(c, RTCRtpCodecParameters) for c in audio):
+        problems.append("aiortc.codecs.CODECS['audio'] is no longer a list of RTCRtpCodecParameters")
+    for name in ("CONSENT_INTERVAL", "CONSENT_FAILURES"):
+        if not isinstance(getattr(aioice.ice, name, None), int):
+            problems.append(f"aioice.ice.{name} is gone")
+    if problems:
+        raise RuntimeError(
+            f"browser calls need what aiortc 1.16 / aioice 0.13 have; aiortc {aiortc.__version__}, aioice "
+            f"{getattr(aioice, '__version__', '?')} differ: " + "; ".join(problems)
+        )
