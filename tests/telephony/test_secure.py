@@ -93,6 +93,21 @@ async def test_a_call_over_tls_echoes_audio(managers: ManagerFactory, certificat
 
 
 @needs_openssl
+@pytest.mark.parametrize(("offered", "policy"), [("off", "required"), ("required", "off")])
+async def test_the_srtp_policy_refuses_an_offer_it_does_not_allow_with_488(
+    managers: ManagerFactory, certificates, offered: str, policy: str
+) -> None:
+    """``--srtp required`` refuses a plain RTP offer, ``--srtp off`` an SRTP one: 488, no call."""
+    callee = await managers(echo, tls=tls(certificates), srtp=policy)
+    caller = await managers(None, tls=tls(certificates, "client"), srtp=offered)
+    target = f"sip:agent@{HOST}:{callee.ua.tls_port};transport=tls"
+    with pytest.raises(DialError) as error:
+        await within(caller.dial(target, timeout=5), 6, "the refused dial")
+    assert error.value.status == 488
+    assert not callee.calls and callee.stats.rejected == 1
+
+
+@needs_openssl
 async def test_a_reinvite_changes_the_srtp_keys_and_the_audio_goes_on(
     managers: ManagerFactory, certificates
 ) -> None:
