@@ -324,7 +324,7 @@ async def main() -> None:
     parser.add_argument(
         "--train-per-type", type=int, default=24, help="prior-learning utterances per slot type"
     )
-    parser.add_argument("--latency-sample", type=int, default=27)
+    parser.add_argument("--latency-sample", type=int, default=27, help="real-time turns timed (0: none)")
     parser.add_argument("--workers", type=int, default=2, help="decoding processes")
     parser.add_argument("--workdir", type=Path, default=RESULTS / "asr")
     parser.add_argument(
@@ -380,17 +380,19 @@ async def main() -> None:
     cpu_closed = cpu_per_answer(rows, columns[:-1], closed_only=True)
     cpu_all = cpu_per_answer(rows, columns[:-1], closed_only=False)
     wer = free_speech_wer(rows, columns[:-1])
-    sample = [
-        r for i, r in enumerate(test_records) if i % max(1, len(test_records) // args.latency_sample) == 0
-    ]
-    delays = await latency_sample(engines, test_dir, sample[: args.latency_sample], priors)
+    delays: list[float] = []
+    if args.latency_sample > 0:  # 0: accuracy only
+        step = max(1, len(test_records) // args.latency_sample)
+        sample = [r for i, r in enumerate(test_records) if i % step == 0]
+        delays = await latency_sample(engines, test_dir, sample[: args.latency_sample], priors)
 
     closed = {c: accuracy["closed (mean)"][c] or 0.0 for c in columns}
     best_single = max(names, key=lambda n: closed[n])
     arbiter = "arbiter-lean"  # what the voice agent runs
     closed_answers = sum(1 for r in rows if r["record"]["slot_type"] != SlotType.FREE.value)
     print(f"\nslot accuracy ({len(rows)} utterances, {closed_answers} closed;", end=" ")
-    print(f"priors learned on {len(train_rows)})")
+    print(f"priors learned on {len(train_rows)}; weights: confidence {priors.confidence_weight},", end=" ")
+    print(f"agreement {priors.agreement_weight})")
     print(f"{'slot type':<15}" + "".join(f"{c:>17}" for c in columns))
     for slot_type, values in accuracy.items():
         cells = "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>17}" for v in values.values())
@@ -405,8 +407,8 @@ async def main() -> None:
     worst = min(
         (t for t in CLOSED if accuracy[t][arbiter] is not None), key=lambda t: accuracy[t][arbiter] or 0
     )
-    p50 = statistics.median(delays)
-    p95 = float(np.percentile(delays, 95))
+    p50 = statistics.median(delays) if delays else float("nan")
+    p95 = float(np.percentile(delays, 95)) if delays else float("nan")
     print(f"\n{arbiter}: {100 * closed[arbiter]:.1f}% of closed answers (goal >= 90%); worst type {worst}"
           f" {100 * (accuracy[worst][arbiter] or 0):.1f}% (goal >= 80%)")  # fmt: skip
     print(f"best single engine: {best_single} {100 * closed[best_single]:.1f}%; {arbiter} beats it by"
@@ -421,6 +423,7 @@ async def main() -> None:
         "free_speech_wer": wer, "best_single": best_single, "latency_p50_s": p50, "latency_p95_s": p95,
         "utterances": len(rows), "closed_answers": closed_answers, "priors": priors.table,
         "calibration": priors.calibration, "confidence_weight": priors.confidence_weight,
+        "agreement_weight": priors.agreement_weight,
     }  # fmt: skip
     (args.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley.nlu.extractors import Money
+from parley.nlu.extractors import COMMON_SURNAME_RANK, Money, nearest_surname
+from parley.nlu.namelists import common_last_names
 from parley.nlu.question import Question, SlotType
 from parley.nlu.reader import in_range, read_slot, same_value
 from parley.speech.corpus import number_words, ordinal_words, speak_digits, year_words
@@ -198,7 +199,7 @@ def test_times_read_back_spoken_and_written(hour, minute):
     [
         ("It's Jones, or spell J-O-N-S.", "JONES"),  # the word said first, a letter short in the spelling
         ("Allen, A-L-E-N.", "ALLEN"),  # a doubled letter heard once
-        ("J-C-K-S-O-N.", "JCKSON"),  # no word said: the letters as heard
+        ("K-W-L-C-Z-Y-K.", "KWLCZYK"),  # no word said, no surname near: the letters as heard
         ("Smith, S-M-Y-T-H.", "SMYTH"),  # a different letter is a different name
         ("Brown, B-R-O-W-N.", "BROWN"),
     ],
@@ -207,11 +208,50 @@ def test_a_spelling_a_letter_short_of_the_word_said_before_it(text, letters):
     assert value(SlotType.SPELLED, text) == letters
 
 
+def _spellings_of(letters: str) -> tuple[str, ...]:
+    return " ".join(letters), "-".join(letters) + ".", f"it's {' '.join(letters)}"
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.text("ABCDEFGHIJKLMNOPRSTUVWY", min_size=3, max_size=9))
 def test_spelling_read_back_spoken_and_written(letters):
-    for text in (" ".join(letters), "-".join(letters) + ".", f"it's {' '.join(letters)}"):
-        assert value(SlotType.SPELLED, text) == letters, text
+    near = nearest_surname(letters)  # letters a letter from a common surname read as it (below)
+    for text in _spellings_of(letters):
+        assert value(SlotType.SPELLED, text) == (near or letters), text
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(common_last_names(2000))), st.data())
+def test_a_common_surname_misheard_in_one_letter_reads_as_it(surname, data):
+    """One letter dropped, added or changed; kept when the letters spell another common surname, or lie
+    a letter from several as common (then nothing says which one the caller meant)."""
+    i = data.draw(st.integers(0, len(surname) - 1))
+    letter = data.draw(st.sampled_from("abcdefghijklmnoprstuvwy"))
+    heard = data.draw(
+        st.sampled_from([surname[:i] + surname[i + 1 :], surname[:i] + letter + surname[i:],
+                         surname[:i] + letter + surname[i + 1 :]])
+    )  # fmt: skip
+    for text in _spellings_of(heard.upper()):
+        read = value(SlotType.SPELLED, text)
+        assert read in (surname.upper(), heard.upper(), nearest_surname(heard.upper())), text
+        if len(heard) >= 4 and heard not in common_last_names(COMMON_SURNAME_RANK):
+            assert read == (nearest_surname(heard.upper()) or heard.upper()), text
+
+
+@pytest.mark.parametrize(
+    ("text", "read"),
+    [
+        ("T-A-Y-T. No, sorry. That's T-A-Y-L-L-R.", "TAYLOR"),  # whisper on a noisy line
+        ("J-O-N-Y-S", "JONES"),  # JONAS is as near, but JONES far more common
+        ("B R L W N", "BROWN"),
+        ("S M Y T H", "SMYTH"),  # a surname of its own: kept
+        ("It's Lewis.", "LEWIS"),  # named, not spelled: the name
+        ("It's never.", None),  # a word that is no surname
+        ("Please do not know my head.", None),  # a sentence is not a name
+    ],
+)
+def test_spelled_names_read_as_the_common_surname_they_are_near(text, read):
+    assert value(SlotType.SPELLED, text) == read
 
 
 def test_word_error_rate_and_free_speech_scoring():
@@ -248,7 +288,7 @@ def test_dates_after_hesitations_and_restarts(text, day):
 
 @pytest.mark.parametrize(
     ("text", "digits"),
-    [("6 W 6 4 W 4", "666444"), ("8 5 1 8 W 2", "851822"), ("W 6", "6")],
+    [("6 W 6 4 W 4", "666444"), ("8 5 1 8 W 2", "851822"), ("W 6", "66"), ("It's W6279W46.", "66279446")],
 )
 def test_whisper_writes_double_as_w(text, digits):
     assert value(SlotType.DIGITS, text) == digits

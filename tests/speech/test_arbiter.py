@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from parley.media import g711
-from parley.nlu.reader import read_slot
+from parley.nlu.reader import agreement, read_slot
 from parley.speech.arbiter import Arbiter, EnginePriors, ranked, score
 from parley.speech.endpoint import Endpointer, SpeechEnded
 from parley.speech.engines import load_engines
@@ -328,8 +328,9 @@ def test_engines_that_read_the_same_value_outvote_a_likelier_one():
         Hypothesis("sphinx-agent-lm", "four three oh seven double seven", 0.9, True),
     ]
     (best, winner, why), *_ = ranked(heard, six, priors)
-    assert winner.engine == "sphinx-grammar" and "1 other engine agree" in why
-    assert best == score(heard[1], six, priors, agreeing=1)[0]
+    support = 1 + agreement("digits", "430777", "430707")  # the agent LM's, and whisper's in part
+    assert winner.engine == "sphinx-grammar" and f"agreement {support:.2f}" in why
+    assert best == score(heard[1], six, priors, agreeing=support)[0]
     priors.agreement_weight = 0.0  # without agreement the likelier engine wins
     assert ranked(heard, six, priors)[0][1].engine == "whisper"
 
@@ -340,10 +341,13 @@ def test_engines_that_read_the_same_value_outvote_a_likelier_one():
         (("846 pounds", "eight hundred and forty six"), True),  # a currency said by one only
         (("846 pounds", "846 dollars"), False),
         (("Smith", "smith"), True),
-        (("four two", "four two seven"), False),  # an incomplete reading agrees with nothing
+        (("four two", "four two seven"), True),  # an incomplete string of digits agrees in part
+        (("nine eight", "four two seven"), False),  # ... with what it shares
     ],
 )
 def test_what_counts_as_the_same_value(texts, agree):
+    """For symbol strings (digits, phone numbers, spellings) a reading that shares most symbols
+    agrees in part; other values agree only when they are the same."""
     kind = SlotType.AMOUNT if "846" in texts[0] else SlotType.NAME if "mith" in texts[0] else SlotType.DIGITS
     question = Question(kind, options=("smith",), digit_count=3 if kind is SlotType.DIGITS else None)
     priors = EnginePriors(agreement_weight=0.1)
@@ -365,3 +369,22 @@ def test_priors_round_trip_through_their_file(tmp_path):
     priors = EnginePriors({"e": {"digits": 0.7}}, 0.4, {"e": (3.0, -1.5)}, 0.3, 0.15)
     priors.save(tmp_path / "priors.json")
     assert EnginePriors.load(tmp_path / "priors.json") == priors
+
+
+def test_two_engines_reading_the_same_digits_outweigh_two_near_readings():
+    """Partial agreement is at most half an exact one: 811309828 heard by two engines beats
+    811309888, which each of them nearly read too."""
+    question = Question(SlotType.DIGITS, digit_count=9)
+    priors = EnginePriors(agreement_weight=0.2)
+    heard = [
+        Hypothesis("grammar", "eight double one three zero nine eight two eight", 0.9, True),
+        Hypothesis("whisper", "811309828", 0.5, True),
+        Hypothesis("tiny", "eight double one three zero nine eight eight eight", 0.5, True),
+        Hypothesis("lm", "8 1 1 3 0 9 8 8 2", 0.5, True),
+    ]
+    scores = {h.engine: (value, why) for value, h, why in ranked(heard, question, priors)}
+    assert ranked(heard, question, priors)[0][1].engine in ("grammar", "whisper")
+    assert scores["grammar"][0] > scores["tiny"][0]
+    assert agreement("digits", "811309828", "811309888") == pytest.approx(0.5 * (2 * 8 / 9 - 1))
+    assert agreement("digits", "811309828", "427193555") == 0.0
+    assert agreement("date", "2026-01-09", "2026-01-19") == 0.0  # only symbol strings agree in part

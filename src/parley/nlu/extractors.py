@@ -36,6 +36,7 @@ from functools import lru_cache
 import dateparser.date
 import usaddress
 from rapidfuzz import fuzz, process
+from rapidfuzz.distance import Levenshtein
 
 from parley.nlu import namelists
 from parley.nlu.spoken import (
@@ -148,14 +149,31 @@ LEADING_ZERO_WORDS = {"a", "o", "oh", "so", "go", "over", "all", "the"}
 
 def _homophones(toks: list[Token]) -> list[Token]:
     """'to'/'too'/'for' between two digits written as numerals, or after "double"/"triple" ("four
-    double zero double to one"), read as the digit they sound like."""
+    double zero double to one"), read as the digit they sound like. Whisper writes a spoken "double"
+    as the letter it sounds like, W ("double-u"): in a digits answer a W right before a numeral is
+    that "double" ("6 W 6" and "W6279W46" for "six double six", "double six two seven nine...")."""
     out = list(toks)
-    for i in range(1, len(toks)):
+    for i in range(len(toks)):
+        following = i + 1 < len(toks) and toks[i + 1].text.isdigit()
+        if toks[i].text == "w" and following:
+            out[i] = Token("double", toks[i].start, toks[i].end)
+            continue
         digit = HOMOPHONE_DIGITS.get(toks[i].text)
-        between = i + 1 < len(toks) and toks[i - 1].text.isdigit() and toks[i + 1].text.isdigit()
-        if digit and (between or toks[i - 1].text in ("double", "triple")):
+        if not digit or i == 0:
+            continue
+        if (toks[i - 1].text.isdigit() and following) or toks[i - 1].text in ("double", "triple"):
             out[i] = Token(digit, toks[i].start, toks[i].end)
     return out
+
+
+def _without_restart(value: str, digits: int) -> str | None:
+    """``value`` with a restarted beginning taken out, when that makes it ``digits`` long: "0703207032
+    549356" (the caller said "oh seven oh three two" twice) is "07032549356". A group of three digits
+    or more: a digit said twice is more often a double in the number than a restart."""
+    extra = len(value) - digits
+    if 3 <= extra <= digits and value[:extra] == value[extra : 2 * extra]:
+        return value[extra:]
+    return None
 
 
 def _read_digits(toks: list[Token], digits: int | None) -> Extraction | None:
@@ -181,6 +199,8 @@ def _read_digits(toks: list[Token], digits: int | None) -> Extraction | None:
         joined = "".join(r.digits for r in runs)  # "four two seven and then one"
         if len(joined) == digits:
             value, span, confidence = joined, _span(toks[runs[0].start : runs[-1].end]), 0.7
+    if digits is not None and (restarted := _without_restart(value, digits)) is not None:
+        value, confidence = restarted, 0.7
     complete = not run.pending and (digits is None or len(value) == digits)
     if digits is not None and len(value) > digits:
         confidence *= 0.5
@@ -355,6 +375,37 @@ def _said_before(toks: list[Token], run: _Spelling) -> str | None:
     return None
 
 
+# Spelled names the letters are snapped to when they spell no known name: surnames this common
+# (1990 US Census rank; the first 10,000 cover about 80 % of people).
+COMMON_SURNAME_RANK = 10_000
+
+
+def nearest_surname(letters: str) -> str | None:
+    """The common surname a letter away from ``letters`` ("TAYLLR" -> TAYLOR), when ``letters``
+    themselves spell no common one; of several that near, the most common when it is ten times as
+    common as the next (JONES, not JONAS, for "JONYS"); else None."""
+    common = namelists.common_last_names(COMMON_SURNAME_RANK)
+    if len(letters) < 4 or letters.lower() in common:
+        return None
+    heard = letters.lower()
+    near = sorted(
+        (rank, name) for name, rank in common.items()
+        if abs(len(name) - len(heard)) <= 1 and Levenshtein.distance(heard, name, score_cutoff=1) <= 1
+    )  # fmt: skip
+    if len(near) == 1 or (len(near) > 1 and near[0][0] * 10 < near[1][0]):
+        return near[0][1].upper()
+    return None
+
+
+def _named_without_spelling(toks: list[Token]) -> Extraction | None:
+    """An answer that names a common surname without spelling it ("It's Lewis."): the name, less
+    sure."""
+    rest = strip_carrier([t.text for t in toks])
+    if len(rest) == 1 and rest[0] in namelists.common_last_names(COMMON_SURNAME_RANK):
+        return Extraction(rest[0].upper(), True, 0.6, _span(toks[-1:]))
+    return None
+
+
 def _read_spelled(toks: list[Token]) -> Extraction | None:
     runs = _spellings(toks)
     if not runs:
@@ -364,13 +415,18 @@ def _read_spelled(toks: list[Token]) -> Extraction | None:
     span = _span(toks[run.start : run.end])
     if complete and (word := _said_before(toks, run)) is not None:
         return Extraction(word, True, 0.8, span)
+    if complete and not run.confirmed and (name := nearest_surname(run.letters)) is not None:
+        return Extraction(name, True, 0.6, span)
     return Extraction(run.letters, complete, 0.95 if run.confirmed else 0.85, span)
 
 
 def _spelled(
     text: str, options: tuple[str, ...], digits: int | None, reference: datetime | None
 ) -> Extraction | None:
-    return _corrected(_read_spelled, text, CORRECTION_CUES)
+    def read(toks: list[Token]) -> Extraction | None:
+        return _read_spelled(toks) or _named_without_spelling(toks)
+
+    return _corrected(read, text, CORRECTION_CUES)
 
 
 def extract_spelled(

@@ -46,6 +46,12 @@ def last_names() -> dict[str, int]:
     return _read("dist.all.last")
 
 
+@cache
+def common_last_names(rank: int) -> dict[str, int]:
+    """The surnames of :func:`last_names` ranked ``rank`` or better (and not common words)."""
+    return {name: r for name, r in last_names().items() if r <= rank and name not in NOT_NAMES}
+
+
 def is_name(word: str) -> bool:
     """Whether ``word`` is a known first name or surname (and not a common English word)."""
     word = word.lower()

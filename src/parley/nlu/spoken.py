@@ -17,9 +17,6 @@ DIGIT_WORDS = {
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
 }  # fmt: skip
 MULTIPLIERS = {"double": 2, "triple": 3}
-# Whisper writes a spoken "double" as the letter W ("double-u"): "six double six" -> "6 W 6". Read so
-# only right before a digit written as a numeral (a W anywhere else is a letter).
-WRITTEN_DOUBLE = "w"
 NUMBER_WORDS = {
     **{w: int(d) for w, d in DIGIT_WORDS.items() if w not in ("oh", "o", "nought")},
     "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
@@ -230,12 +227,6 @@ def number_runs(toks: list[Token], *, allow_fillers: bool = True) -> list[Number
         pending = False
         while i < len(texts):
             word = texts[i]
-            following = texts[i + 1] if i + 1 < len(texts) else ""
-            if word == WRITTEN_DOUBLE and chunks and len(following) == 1 and following.isdigit():
-                chunks.append(following * 2)
-                values.append(int(chunks[-1]))
-                i += 2
-                continue
             if word in MULTIPLIERS:
                 if i + 1 < len(texts) and _is_number_word(texts, i + 1) and texts[i + 1] in DIGIT_WORDS:
                     chunks.append(DIGIT_WORDS[texts[i + 1]] * MULTIPLIERS[word])

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parley.nlu.reader import SlotReading, in_range, read_slot, same_reading
+from parley.nlu.reader import SYMBOL_STRING_KINDS, SlotReading, agreement, in_range, read_slot
 from parley.speech import metrics
 from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, SlotType, TurnRecord
 
@@ -147,10 +147,11 @@ class EnginePriors:
 
 
 def score(
-    hypothesis: Hypothesis, question: Question, priors: EnginePriors, agreeing: int = 0
+    hypothesis: Hypothesis, question: Question, priors: EnginePriors, agreeing: float = 0.0
 ) -> tuple[float, str]:
-    """The arbiter's score for one hypothesis and a short explanation; ``agreeing``: how many other
-    engines read the same valid value (see :func:`ranked`)."""
+    """The arbiter's score for one hypothesis and a short explanation; ``agreeing``: how much the
+    other engines' readings support it (one per engine reading the same valid value; see
+    :func:`ranked`)."""
     if not hypothesis.text.strip():
         return 0.0, "empty"
     return _score(hypothesis, question, priors, read_slot(question, hypothesis.text), agreeing)
@@ -161,7 +162,7 @@ def _score(
     question: Question,
     priors: EnginePriors,
     reading: SlotReading | None,
-    agreeing: int,
+    agreeing: float,
 ) -> tuple[float, str]:
     prior = priors.get(hypothesis.engine, question.slot_type.value)
     validity, verdict = _validity(question, reading)
@@ -170,7 +171,7 @@ def _score(
     why = f"prior {prior:.2f}, {verdict} {question.slot_type.value}, confidence {confidence:.2f}"
     if agreeing and validity == 1.0:
         total += priors.agreement_weight * agreeing
-        why += f", {agreeing} other engine{'s' if agreeing > 1 else ''} agree"
+        why += f", agreement {agreeing:.2f} from other engines"
     return total, why
 
 
@@ -189,23 +190,27 @@ def ranked(
     hypotheses: Sequence[Hypothesis], question: Question, priors: EnginePriors
 ) -> list[tuple[float, Hypothesis, str]]:
     """Every hypothesis with its score and why, best first: :func:`score` with the agreement of the
-    other engines whose hypotheses read as the same valid, in-range value."""
+    other engines. A valid reading is supported by each other engine's valid reading of the same
+    value; for symbol strings (digits, phone numbers, spellings) also, in part, by a reading that
+    differs in a few symbols or is incomplete (:func:`parley.nlu.reader.agreement`): two engines that
+    each mishear one digit, in different places, still vote for the digits they share."""
     readings = [read_slot(question, h.text) if h.text.strip() else None for h in hypotheses]
     valid = [r if _validity(question, r)[0] == 1.0 else None for r in readings]
+    kind = question.reading_kind
+    supporters = readings if kind in SYMBOL_STRING_KINDS else valid
     out = []
     for i, hypothesis in enumerate(hypotheses):
         if not hypothesis.text.strip():
             out.append((0.0, hypothesis, "empty"))
             continue
         mine = valid[i]
-        agreeing = 0
+        agreeing = 0.0
         if mine is not None and question.slot_type is not SlotType.FREE:
             agreeing = sum(
-                1
-                for j, other in enumerate(valid)
+                agreement(kind, mine.value, other.value)
+                for j, other in enumerate(supporters)
                 if j != i and other is not None and hypotheses[j].engine != hypothesis.engine
-                and same_reading(mine.value, other.value)
-            )  # fmt: skip
+            )
         value, why = _score(hypothesis, question, priors, readings[i], agreeing)
         out.append((value, hypothesis, why))
     out.sort(key=lambda item: item[0], reverse=True)
