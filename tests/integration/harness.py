@@ -218,12 +218,14 @@ class Kamailio:
         self.log = log
 
     @classmethod
-    def start(cls, port: int, cfg_file: Path, workdir: Path) -> Kamailio:
+    def start(cls, port: int, cfg_file: Path, workdir: Path, prefix: list[str] = ()) -> Kamailio:
+        """``prefix`` runs the command (e.g. ``ip netns exec NAME``, which execs Kamailio in place)."""
         assert KAMAILIO is not None
         runtime = workdir / "kamailio-run"
         runtime.mkdir(exist_ok=True)
         log = workdir / "kamailio.log"
-        cmd = [KAMAILIO, "-DD", "-E", "-f", str(cfg_file), "-Y", str(runtime), "-w", str(workdir), "-m", "64"]
+        cmd = [*prefix, KAMAILIO, "-DD", "-E", "-f", str(cfg_file), "-Y", str(runtime), "-w", str(workdir)]
+        cmd += ["-m", "64"]
         with log.open("w") as log_file:
             proc = subprocess.Popen(
                 cmd, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True

@@ -44,10 +44,12 @@ class _Answer(asyncio.DatagramProtocol):
                 self.status.set_result(message.status)
 
 
-async def probe(host: str, port: int, timeout: float = 1.0) -> int | None:
-    """Send one OPTIONS over UDP to ``host:port``; the final status, or None without one in ``timeout``."""
+async def probe(host: str, port: int, timeout: float = 1.0, source: str | None = None) -> int | None:
+    """Send one OPTIONS over UDP to ``host:port`` from ``source`` (by default ``host``: a worker of this
+    machine); the final status, or None without one in ``timeout``."""
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(lambda: _Answer(""), local_addr=(host, 0))
+    local = (source or host, 0)
+    transport, protocol = await loop.create_datagram_endpoint(lambda: _Answer(""), local_addr=local)
     try:
         request = options_request(host, port, transport.get_extra_info("sockname")[:2])
         protocol.call_id = request.call_id
@@ -60,12 +62,15 @@ async def probe(host: str, port: int, timeout: float = 1.0) -> int | None:
         transport.close()
 
 
-async def wait_until_ready(host: str, port: int, timeout: float, interval: float = 0.25) -> bool:
-    """Probe until ``host:port`` answers 200; False when ``timeout`` passes first."""
+async def wait_until_ready(
+    host: str, port: int, timeout: float, interval: float = 0.25, source: str | None = None
+) -> bool:
+    """Probe (from ``source``) until ``host:port`` answers 200; False when ``timeout`` passes first."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        if await probe(host, port, timeout=min(1.0, max(0.05, deadline - loop.time()))) == 200:
+        wait = min(1.0, max(0.05, deadline - loop.time()))
+        if await probe(host, port, timeout=wait, source=source) == 200:
             return True
         await asyncio.sleep(interval)
     return False

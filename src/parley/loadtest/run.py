@@ -274,6 +274,7 @@ async def _run(options: RunOptions, scenario: Scenario, out: Path, console: Cons
         "targets": list(options.targets),
         "seed": options.seed,
         "workers": options.workers,
+        "started_at": t0,  # Unix time; each record's ``started`` counts seconds from it
         "duration_s": round(duration, 3),
         "stopped_by": stopped_by[0].name if stopped_by else None,
         "thresholds": thresholds,
