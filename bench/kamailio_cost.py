@@ -36,6 +36,7 @@ HOLD_MS = 2000
 def start_node(port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "parley", "serve", "echo", "--workers", "2", "--host", NODE_HOST]
     cmd += ["--port", str(port), "--transport", "udp", "--max-load", "0", "--rtp-ports", "20000-40000"]
+    cmd += ["--rate-per-ip", "0"]  # every request comes from Kamailio's address: see docs/cluster.md
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:

@@ -82,3 +82,5 @@ def test_the_node_unit_passes_only_options_serve_knows():
     assert result.exit_code == 0
     for option in (a for a in args[3:] if a.startswith("--")):
         assert option in result.output, f"parley serve has no {option}"
+    # Behind Kamailio every request comes from its address: the per-source limit would throttle it.
+    assert args[args.index("--rate-per-ip") + 1] == "0"

@@ -132,7 +132,7 @@ class Cluster:
         """Both nodes, then Kamailio in front of them, ready once it and every worker answer probes."""
         for host in self.hosts.nodes:
             node = Node(self.tmp_path, host.address, workers=2, port=host.sip_port, prefix=host.prefix,
-                        extra=["--drain", "30"])  # fmt: skip
+                        extra=["--drain", "30", "--rate-per-ip", "0"])  # fmt: skip
             self.nodes.append(node)
         destinations = self.tmp_path / "dispatcher.list"
         destinations.write_text(dispatcher_list([NodeSpec(n.host, n.port, n.workers) for n in self.nodes]))
