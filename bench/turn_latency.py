@@ -40,6 +40,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,7 +194,11 @@ async def run_step(
     answers: AnswerBook,
     sink: WebhookSink,
     records: Path,
+    call: Callable[..., Awaitable[tuple[list[TurnSample], str, dict[str, Any]]]] | None = None,
 ) -> StepResult:
+    """``concurrency`` callers, ``rounds`` calls each; ``call`` places one (default :func:`one_call`,
+    over SIP; ``bench/webrtc.py`` passes a browser's)."""
+    one = call or one_call
     result = StepResult(concurrency, rounds)
     call_ids: list[str] = []
     expected: dict[str, dict[str, Any]] = {}
@@ -205,7 +210,7 @@ async def run_step(
         await asyncio.sleep(index * CALL_SPREAD_S / concurrency)
         for _ in range(rounds):
             try:
-                samples, call_id, slots = await one_call(manager, server, answers, rng, concurrency)
+                samples, call_id, slots = await one(manager, server, answers, rng, concurrency)
             except Exception as exc:  # count it and go on
                 result.failed += 1
                 result.errors.append(f"{type(exc).__name__}: {exc}"[:200])

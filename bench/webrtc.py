@@ -66,14 +66,17 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -88,12 +91,15 @@ from parley.telephony.manager import CallManager  # noqa: E402
 from turn_latency import (  # noqa: E402
     AGENT,
     DIGITS,
+    GOAL_P95_MS,
     PROMPT_SILENCE_MS,
     SINK_PLACEHOLDER,
+    TurnSample,
     digits_text,
     free_port,
     free_range,
     percentile,
+    run_step,
     tree_cpu_seconds,
 )
 from turn_latency import one_call as sip_call  # noqa: E402
@@ -138,15 +144,18 @@ class PacketTap:
         return next((t for t, size in self.sends if t > moment and size > OPUS_SPEECH_BYTES), None)
 
 
-async def browser_call(url: str, answers: AnswerBook, rng: random.Random) -> tuple[list[float], str]:
-    """The same script as turn_latency's SIP caller, from a browser peer; (latencies ms, call id)."""
+async def browser_call(
+    url: str, answers: AnswerBook, rng: random.Random
+) -> tuple[list[float | None], str, dict[str, Any]]:
+    """The same script as turn_latency's SIP caller, from a browser peer; (each turn's latency in ms at
+    the caller, None where no reply was heard; the call id; the slots it gave)."""
     account = "".join(rng.choice(DIGITS) for _ in range(4))
     pin = "".join(rng.choice(DIGITS) for _ in range(6))
     script = [digits_text(account), digits_text(pin), "yes"]
     pcms = [await answers.get(text) for text in script]
     peer = BrowserPeer()
     tap = PacketTap(peer)
-    latencies: list[float] = []
+    latencies: list[float | None] = []
     try:
         response = await peer.call(url)
         response.raise_for_status()
@@ -160,14 +169,36 @@ async def browser_call(url: str, answers: AnswerBook, rng: random.Random) -> tup
             else:
                 await asyncio.wait_for(peer.hung_up.wait(), 30)
             reply = tap.first_speech_after(end)
-            if reply is not None:
-                latencies.append((reply - end) * 1000)
+            latencies.append(None if reply is None else (reply - end) * 1000)
     finally:
         await peer.close()
-    return latencies, peer.call_id or ""
+    return latencies, peer.call_id or "", {"account": account, "pin": pin, "agree": True}
+
+
+def browser_step_call(url: str) -> Callable[..., Awaitable[tuple[list[TurnSample], str, dict[str, Any]]]]:
+    """:func:`browser_call` as turn_latency's ``run_step`` places a call."""
+
+    async def call(
+        manager: CallManager, server: Any, answers: AnswerBook, rng: random.Random, concurrency: int
+    ) -> tuple[list[TurnSample], str, dict[str, Any]]:
+        latencies, call_id, slots = await browser_call(url, answers, rng)
+        steps = ("account", "pin", "agree")
+        samples = [TurnSample(s, ms, concurrency) for s, ms in zip(steps, latencies, strict=False)]
+        return samples, call_id, slots
+
+    return call
+
+
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """CPU time of the server process itself and of the rest of its tree (its speech decoders, TTS)."""
+    times = psutil.Process(root).cpu_times()
+    own = times.user + times.system
+    return own, tree_cpu_seconds(root) - own
 
 
 async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], workdir: Path) -> dict[str, Any]:
+    """Agent calls alternating between SIP and a browser, each round's pair saying the same answers, in
+    turn order SIP-WebRTC, WebRTC-SIP, ... (so a drift of the machine's load falls on both alike)."""
     records = workdir / "calls.jsonl"
     webrtc_port = free_port()
     with WebhookSink({"reference": "R42"}) as sink:
@@ -189,36 +220,54 @@ async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], work
         await manager.start()
         answers = AnswerBook(load_tts("flite"), "slt")
         out: dict[str, dict[str, list[float]]] = {
-            c: {"latency_ms": [], "cpu_s": [], "wall_s": []} for c in ("sip", "webrtc")
+            c: {"latency_ms": [], "cpu_s": [], "server_cpu_s": [], "decoders_cpu_s": [], "wall_s": []}
+            for c in ("sip", "webrtc")
         }
+        rounds: list[dict[str, Any]] = []  # per round and channel: the call id and the caller's latencies
         errors: list[str] = []
+        profiler = None
+        if args.profile:  # the server's own process, sampled through the whole run (py-spy)
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(server.proc.pid), "--rate", "200", "--format", "raw",
+                 "--output", str(args.profile), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         try:
             for round_ in range(args.rounds):
-                for channel in ("sip", "webrtc"):
+                pair: dict[str, Any] = {}
+                for channel in ("sip", "webrtc") if round_ % 2 == 0 else ("webrtc", "sip"):
                     rng = random.Random(round_)  # the same answers on both channels
-                    cpu0, t0 = tree_cpu_seconds(server.proc.pid), time.monotonic()
+                    (own0, rest0), t0 = cpu_seconds(server.proc.pid), time.monotonic()
                     try:
                         if channel == "sip":
-                            samples, _, _ = await sip_call(manager, server, answers, rng, 1)
-                            latencies = [s.latency_ms for s in samples if s.latency_ms is not None]
+                            samples, call_id, _ = await sip_call(manager, server, answers, rng, 1)
+                            latencies = [s.latency_ms for s in samples]
                         else:
-                            latencies, _ = await browser_call(
+                            latencies, call_id, _ = await browser_call(
                                 f"http://127.0.0.1:{webrtc_port}/offer", answers, rng
                             )
                     except Exception as exc:
                         errors.append(f"{channel}: {type(exc).__name__}: {exc}"[:200])
                         continue
                     await asyncio.sleep(0.5)
-                    out[channel]["cpu_s"].append(tree_cpu_seconds(server.proc.pid) - cpu0)
+                    own1, rest1 = cpu_seconds(server.proc.pid)
+                    out[channel]["server_cpu_s"].append(own1 - own0)
+                    out[channel]["decoders_cpu_s"].append(rest1 - rest0)
+                    out[channel]["cpu_s"].append(own1 - own0 + rest1 - rest0)
                     out[channel]["wall_s"].append(time.monotonic() - t0)
-                    out[channel]["latency_ms"] += latencies
+                    out[channel]["latency_ms"] += [x for x in latencies if x is not None]
+                    pair[channel] = {"call_id": call_id, "caller_ms": latencies}
+                rounds.append(pair)
                 print(f"  round {round_ + 1}/{args.rounds} done", flush=True)
         finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(timeout=60)
             await asyncio.wait_for(manager.stop(), 10)
             stop_agent_server(server)
     # the server's own figures, from its call records: counted from the end of speech its VAD heard
     server = server_timings(records)
-    summary: dict[str, Any] = {"errors": errors}
+    summary: dict[str, Any] = {"errors": errors, "paired": paired_differences(rounds, records)}
     for channel, data in out.items():
         lat, cpu = data["latency_ms"], data["cpu_s"]
         summary[channel] = {
@@ -231,6 +280,10 @@ async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], work
                 for q in ("p50", "p95")
             },
             "cpu_s_per_call": _r(sum(cpu) / len(cpu), 3) if cpu else None,
+            # the server's process itself (media, SIP or WebRTC, the dialogue) and its decoders apart
+            "server_process_cpu_s_per_call": _r(sum(data["server_cpu_s"]) / len(cpu), 3) if cpu else None,
+            "decoders_cpu_s_per_call": _r(sum(data["decoders_cpu_s"]) / len(cpu), 3) if cpu else None,
+            "call_s": _r(sum(data["wall_s"]) / len(cpu), 2) if cpu else None,
             # calls of this length whose CPU fills one core to the admission threshold
             "agent_calls_per_core_at_85pct": _r(ADMISSION * sum(data["wall_s"]) / sum(cpu)) if cpu else None,
             "latencies_ms": [round(x, 1) for x in lat],
@@ -242,6 +295,87 @@ async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], work
 # from the server's records; "reply" is first_audio - decision: the decision to the reply's first packet
 # leaving, the part of a turn's latency after the speech pipeline (which the same audio feeds alike)
 SERVER_TIMINGS = ("first_audio", "decision", "reply", "close_after_speech", "asr_finish")
+# paired per turn, WebRTC minus SIP:
+# - caller: the caller's end of speech to the first packet with sound at the caller (the whole turn, the
+#   receiving path included; the first sound is mostly the acknowledgement, "Thanks.");
+# - agent_audio: the server's whole turn, the goal's figure: its VAD's end of speech to the first agent
+#   audio leaving (the acknowledgement's first packet, or the reply's when there was none);
+# - agent_audio_same_close: the same, of the turns whose endpointing closed alike on both channels (the
+#   recognisers, hearing Opus's audio or G.711's, sometimes complete an answer at different moments,
+#   and a turn not closed at the first pause waits for the full silence: 500 ms more on one side);
+# - reply: the reply's first packet (the understood words; first_audio); reply_less_asr: the same less
+#   the recognisers' time (first_audio - asr_finish); asr_finish: the recognisers' time alone.
+PAIRED = ("caller", "agent_audio", "agent_audio_same_close", "reply", "reply_less_asr", "asr_finish")
+
+
+def turns_by_call(records: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each call's speech turns (step, kind, timing), in order, from the server's call records."""
+    calls: dict[str, list[dict[str, Any]]] = {}
+    for line in records.read_text().splitlines() if records.exists() else []:
+        record = json.loads(line)
+        calls[record["call_id"]] = [
+            {"step": t.get("step"), "kind": t.get("kind"), **(t.get("timing") or {})}
+            for t in record["turns"]
+            if "first_audio_ms" in (t.get("timing") or {})
+        ]
+    return calls
+
+
+def _agent_audio_ms(timing: dict[str, Any]) -> float:
+    """The end of speech to the first agent audio leaving: the acknowledgement's, else the reply's."""
+    return min(timing.get("acknowledgement_ms", np.inf), timing["first_audio_ms"])
+
+
+def paired_differences(rounds: list[dict[str, Any]], records: Path) -> dict[str, Any]:
+    """WebRTC minus SIP, turn by turn of the calls that said the same answers: p50/p95 of the
+    differences, and of each channel's paired turns. A turn pairs with the same step's turn (by its
+    occurrence) of the other call; one that the recognisers took differently on the two channels
+    (another turn follows) pairs with nothing."""
+    turns = turns_by_call(records)
+    diffs: dict[str, list[float]] = {name: [] for name in PAIRED}
+    sides: dict[str, dict[str, list[float]]] = {name: {"sip": [], "webrtc": []} for name in PAIRED}
+    for pair in rounds:
+        if set(pair) != {"sip", "webrtc"}:
+            continue
+        sip, webrtc = pair["sip"], pair["webrtc"]
+        for a, b in zip(sip["caller_ms"], webrtc["caller_ms"], strict=False):
+            if a is not None and b is not None:
+                diffs["caller"].append(b - a)
+                sides["caller"]["sip"].append(a)
+                sides["caller"]["webrtc"].append(b)
+        sip_turns, webrtc_turns = turns.get(sip["call_id"], []), turns.get(webrtc["call_id"], [])
+        if [(t["step"], t["kind"]) for t in sip_turns] != [(t["step"], t["kind"]) for t in webrtc_turns]:
+            continue  # the conversations went differently: their turns are not the same audio
+        for a, b in zip(sip_turns, webrtc_turns, strict=True):
+            audio = (_agent_audio_ms(a), _agent_audio_ms(b))
+            same_close = a.get("close_after_speech_ms") == b.get("close_after_speech_ms")
+            values = {
+                "agent_audio": audio,
+                "agent_audio_same_close": audio if same_close else (np.nan, np.nan),
+                "reply": (a["first_audio_ms"], b["first_audio_ms"]),
+                "reply_less_asr": (a["first_audio_ms"] - a.get("asr_finish_ms", np.nan),
+                                   b["first_audio_ms"] - b.get("asr_finish_ms", np.nan)),
+                "asr_finish": (a.get("asr_finish_ms", np.nan), b.get("asr_finish_ms", np.nan)),
+            }  # fmt: skip
+            for name, (x, y) in values.items():
+                if not (np.isnan(x) or np.isnan(y)):
+                    diffs[name].append(y - x)
+                    sides[name]["sip"].append(x)
+                    sides[name]["webrtc"].append(y)
+    return {
+        name: {
+            "pairs": len(diffs[name]),
+            "difference_p50_ms": _r(percentile(diffs[name], 50)),
+            "difference_p95_ms": _r(percentile(diffs[name], 95)),
+            **{
+                f"{channel}_{q}_ms": _r(percentile(sides[name][channel], int(q[1:])))
+                for channel in ("sip", "webrtc")
+                for q in ("p50", "p95")
+            },
+            "differences_ms": [round(x, 1) for x in diffs[name]],
+        }
+        for name in PAIRED
+    }
 
 
 def server_timings(records: Path) -> dict[str, dict[str, list]]:
@@ -264,6 +398,69 @@ def server_timings(records: Path) -> dict[str, dict[str, list]]:
                 if f"{name}_ms" in timing:
                     channel.setdefault(name, []).append(timing[f"{name}_ms"])
     return found
+
+
+# -- 1c. agent calls a core: a step-up, SIP and WebRTC side by side -----------------------------
+async def agent_step_up(args: argparse.Namespace, prefix: list[str], workdir: Path) -> dict[str, Any]:
+    """One agent server on one core; at each of ``--agent-steps`` concurrencies, that many callers
+    (``--agent-calls`` calls each, started spread over a call's length) over SIP, then as many browsers
+    (or the other way round, every other step). Per step and channel: the caller's turn latency
+    p50/p95, the calls completed, the server's CPU; the most calls that held p95 <= the bound."""
+    records = workdir / "step-calls.jsonl"
+    webrtc_port = free_port()
+    steps: list[dict[str, Any]] = []
+    with WebhookSink({"reference": "R42"}) as sink:
+        agent_file = workdir / "step-agent.yaml"
+        agent_file.write_text(AGENT.read_text().replace(SINK_PLACEHOLDER, f"http://127.0.0.1:{sink.port}"))
+        server = start_agent_server(
+            agent_file,
+            port=free_port(),
+            rtp_ports=free_range(8 * max(args.agent_steps) + 200),
+            records=records,
+            extra=["--workers", "1", "--max-load", "0", "--media-timeout", "60",
+                   "--webrtc-port", str(webrtc_port), "--webrtc-rate", "100000"],
+            startup_timeout=180,
+            prefix=prefix,
+            cache_dir=workdir / "cache",
+        )  # fmt: skip
+        manager = CallManager(
+            None, host="127.0.0.1", port=free_port(), rtp_ports=free_range(8 * max(args.agent_steps) + 200),
+            max_load=None,
+        )  # fmt: skip
+        await manager.start()
+        answers = AnswerBook(load_tts("flite"), "slt")
+        browser = browser_step_call(f"http://127.0.0.1:{webrtc_port}/offer")
+        try:
+            for index, calls in enumerate(args.agent_steps):
+                row: dict[str, Any] = {"calls": calls}
+                for channel in ("sip", "webrtc") if index % 2 == 0 else ("webrtc", "sip"):
+                    result = await run_step(calls, args.agent_calls, manager, server, answers, sink, records,
+                                            call=None if channel == "sip" else browser)  # fmt: skip
+                    p95 = result.percentile(95)
+                    row[channel] = {
+                        "p50_ms": _r(result.percentile(50)),
+                        "p95_ms": _r(p95),
+                        "completed": result.completed,
+                        "failed": result.failed,
+                        "misheard": result.misheard,
+                        "server_first_audio_p95_ms": _r(
+                            percentile(result.timing.get("first_audio_ms", []), 95)
+                        ),
+                        "core_share": _r(result.cpu_s / result.wall_s, 3) if result.wall_s else None,
+                        "held": bool(p95 is not None and p95 <= GOAL_P95_MS and not result.failed),
+                        "errors": result.errors[:3],
+                    }
+                    print(f"  {calls} agent calls over {channel}: {row[channel]}", flush=True)
+                    await asyncio.sleep(1.0)
+                steps.append(row)
+        finally:
+            await asyncio.wait_for(manager.stop(), 10)
+            stop_agent_server(server)
+    held = {
+        channel: max((row["calls"] for row in steps if row[channel]["held"]), default=0)
+        for channel in ("sip", "webrtc")
+    }
+    return {"bound_p95_ms": GOAL_P95_MS, "most_calls_held": held, "steps": steps}
 
 
 # -- 1b. the channel's own latency: an echo's round trip ------------------------------------
@@ -467,6 +664,51 @@ async def echo_capacity(args: argparse.Namespace, prefix: list[str], caller_pref
     return {"idle_core_share": round(idle, 3), "steps": steps}
 
 
+# -- 3b. a browser call's set-up and tear-down ------------------------------------------------------
+async def setup_cost(args: argparse.Namespace, prefix: list[str]) -> dict[str, Any]:
+    """The echo server's CPU for ``--setups`` browser calls that connect and hang up at once (the offer
+    over HTTP, ICE, DTLS, the data channel, the close), against as many SIP calls (INVITE to BYE): what
+    a call costs beside its media, which runs a rate of so much a second (the echo steps)."""
+    server, sip_port, webrtc_port = start_echo_server(prefix, 4 * args.setups + 20, "--webrtc-rate", "100000")
+    url = f"http://127.0.0.1:{webrtc_port}/offer"
+    manager = CallManager(
+        None, host="127.0.0.1", port=free_port(), rtp_ports=free_range(4 * args.setups + 20), max_load=None
+    )
+    await manager.start()
+    out: dict[str, Any] = {}
+    try:
+        await asyncio.sleep(2.0)
+        out["idle_core_share_before"] = _r(await asyncio.to_thread(cpu_share, server.pid, 2.0), 4)
+        for channel in ("webrtc", "sip"):
+            before, t0 = tree_cpu_seconds(server.pid), time.monotonic()
+            for _ in range(args.setups):
+                if channel == "webrtc":
+                    peer = BrowserPeer()
+                    (await peer.call(url)).raise_for_status()
+                    await asyncio.wait_for(peer.connected.wait(), 15)
+                    while peer.channel.readyState != "open":
+                        await asyncio.sleep(0.01)
+                    peer.hang_up()
+                    await asyncio.sleep(0.1)
+                    await asyncio.wait_for(peer.close(), 5)
+                else:
+                    call = await manager.dial(f"sip:echo@127.0.0.1:{sip_port}", timeout=10)
+                    await asyncio.sleep(0.1)
+                    call.hangup()
+                    await asyncio.wait_for(call.wait_ended(), 5)
+            await asyncio.sleep(1.0)  # the last closes
+            cpu, wall = tree_cpu_seconds(server.pid) - before, time.monotonic() - t0
+            idle = await asyncio.to_thread(cpu_share, server.pid, 2.0)
+            per_call = 1000 * max(0.0, cpu - idle * wall) / args.setups  # less the idle server's own
+            out[channel] = {"calls": args.setups, "cpu_ms_per_call": _r(per_call), "wall_s": _r(wall, 2),
+                            "idle_core_share": _r(idle, 4)}  # fmt: skip
+    finally:
+        await asyncio.wait_for(manager.stop(), 10)
+        server.terminate()
+        server.wait(timeout=20)
+    return out
+
+
 # -- 3. per-frame costs ------------------------------------------------------------------------
 def per_frame_costs(frames: int = 3000) -> dict[str, float]:
     """Microseconds of CPU per 20 ms frame for each piece of a browser call's media path, and G.711:
@@ -575,8 +817,32 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 f" {row['agent_calls_per_core_at_85pct']} calls a core",
                 flush=True,
             )
+        for channel in ("sip", "webrtc"):
+            row = latency[channel]
+            print(
+                f"  {channel:<7} CPU per call: server process {row['server_process_cpu_s_per_call']} s,"
+                f" decoders {row['decoders_cpu_s_per_call']} s, call {row['call_s']} s",
+                flush=True,
+            )
+        print("  paired per turn (same answers), WebRTC - SIP, ms:", flush=True)
+        for name, row in latency["paired"].items():
+            print(
+                f"    {name:<21} pairs {row['pairs']:>3}  difference p50/p95 {row['difference_p50_ms']}/"
+                f"{row['difference_p95_ms']}  (SIP {row['sip_p50_ms']}/{row['sip_p95_ms']},"
+                f" WebRTC {row['webrtc_p50_ms']}/{row['webrtc_p95_ms']})",
+                flush=True,
+            )
         for error in latency["errors"][:5]:
             print(f"  ! {error}", flush=True)
+    if args.agent_steps:
+        print(f"agent calls a core, SIP and WebRTC side by side (p95 <= {GOAL_P95_MS:g} ms):", flush=True)
+        report["agent_steps"] = step_up = await agent_step_up(args, prefix, workdir)
+        print(f"  most concurrent calls that held: {step_up['most_calls_held']}", flush=True)
+    if args.setups:
+        print(f"set-up and tear-down, {args.setups} calls each (the echo server's CPU):", flush=True)
+        report["setup"] = setup = await setup_cost(args, prefix)
+        for channel, row in setup.items():
+            print(f"  {channel:<22} {row}", flush=True)
     if args.echo_steps:
         print("echo capacity (server on one core):", flush=True)
         report["echo"] = await echo_capacity(args, prefix, caller_prefix)
@@ -588,15 +854,22 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=20, help="Echo round trips per channel (0: skip).")
     parser.add_argument("--rounds", type=int, default=6, help="Agent calls per channel (0: skip).")
     parser.add_argument("--echo-steps", default="5,10", help="Concurrent echo calls per step ('' skips).")
+    parser.add_argument("--agent-steps", default="", help="Concurrent agent calls per step ('' skips).")
+    parser.add_argument("--agent-calls", type=int, default=2, help="Calls each caller places per step.")
+    parser.add_argument("--setups", type=int, default=0, help="Calls set up and torn down per channel.")
     parser.add_argument("--hold", type=float, default=10.0, help="Seconds the CPU is measured per step.")
     parser.add_argument("--generate", nargs=3, metavar=("URL", "CALLS", "HOLD"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="Sample the agent server with py-spy into this (raw) file."
+    )
     args = parser.parse_args()
     if args.generate:
         url, calls, hold = args.generate
         asyncio.run(generate(url, int(calls), float(hold)))
         return
     args.echo_steps = [int(x) for x in args.echo_steps.split(",") if x]
+    args.agent_steps = [int(x) for x in args.agent_steps.split(",") if x]
     report = asyncio.run(bench(args))
     out = args.out or HERE / "results" / f"webrtc-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
