@@ -81,6 +81,8 @@ def start_server(
             str(stats_file),
             "--rtp-ports",
             "20000-40000",
+            "--rate-per-ip",  # one caller address places every call: a load, not a flood
+            "0",
             *(["--max-load", str(max_load)] if max_load is not None else []),
             *extra,
         ]

@@ -18,7 +18,9 @@ other engineers' processes run on the node's cores and alone push it past 5 ms a
 at the load tester's sink), one decode process per worker beside each worker's Whisper process,
 pinned and placed as above. For each step C, ``parley loadtest examples/loadtest/card_block.yaml`` places
 ``--agent-calls-per-step`` × C calls, at most C at once, spread round-robin over the workers' ports
-(``--target`` per worker), one node for all the steps of a configuration. A step holds when every
+(``--target`` per worker), one node for all the steps of a configuration. Both nodes are up
+together and their steps alternate (1 worker's first, 2 workers' first, 1 worker's second, ...),
+so that the two configurations share whatever else the machine is doing at the time. A step holds when every
 call was answered, no prompt timed out, RTP loss (the load tester's side) is below 0.1 %, the turn
 latency p95 (the caller's end of speech to the agent's first reply audio) is within
 ``--agent-p95-ms``, and Whisper's result came in time on at least ``--whisper-in-time-pct`` of the
@@ -114,6 +116,7 @@ def start_node(
     """``parley serve APP --workers N`` on ``port`` … ``port+N-1``, returned once every worker answers."""
     cmd = [sys.executable, "-m", "parley", "serve", app, "--workers", str(workers), "--port", str(port)]
     cmd += ["--host", "127.0.0.1", "--transport", "udp", "--rtp-ports", "20000-40000", "--max-load", "0"]
+    cmd += ["--rate-per-ip", "0"]  # one caller address places every call: a load, not a flood
     cmd += ["--stats-file", str(stats_file), *extra]
     ready = "answering calls" if workers == 1 else READY  # one worker runs as one process
     proc = subprocess.Popen(
@@ -292,26 +295,35 @@ def start_agent_node(
 
 
 def agent_capacity(
-    agent: Path, scenario: Path, workers: int, steps: list[int], args: argparse.Namespace, workdir: Path
+    agent: Path, scenario: Path, steps: dict[int, list[int]], args: argparse.Namespace, workdir: Path
 ) -> list[dict]:
-    """One agent node for every step of a configuration: the steps until the first that fails."""
-    port = free_block(workers)
+    """Both configurations' nodes up at once, their steps taken in turn (1 worker's first, 2 workers'
+    first, 1 worker's second, ...), each configuration until its first step that fails: the two
+    share whatever else the machine is doing at the time."""
     sink_port = free_port()
-    node_pin, caller_pin = ("1", "0") if workers == 1 else (None, None)
-    node = start_agent_node(agent, workers, port, sink_port, node_pin, workdir)
-    results = []
+    nodes: dict[int, tuple[subprocess.Popen, int]] = {}
+    results: list[dict] = []
     try:
-        root = psutil.Process(node.pid)
-        for concurrency in steps:
-            result = agent_step(
-                agent, scenario, workers, concurrency, port, sink_port, root, caller_pin, args, workdir
-            )
-            results.append(result)
-            print(json.dumps(result), flush=True)
-            if not result["pass"]:
-                break
+        for workers in steps:
+            port = free_block(workers)
+            node_pin = "1" if workers == 1 else None
+            nodes[workers] = (start_agent_node(agent, workers, port, sink_port, node_pin, workdir), port)
+        failed: set[int] = set()
+        for i in range(max(len(s) for s in steps.values())):
+            for workers, mine in steps.items():
+                if workers in failed or i >= len(mine):
+                    continue
+                node, port = nodes[workers]
+                caller_pin = "0" if workers == 1 else None
+                result = agent_step(agent, scenario, workers, mine[i], port, sink_port,
+                                    psutil.Process(node.pid), caller_pin, args, workdir)  # fmt: skip
+                results.append(result)
+                print(json.dumps(result), flush=True)
+                if not result["pass"]:
+                    failed.add(workers)
     finally:
-        stop_node(node)
+        for node, _ in nodes.values():
+            stop_node(node)
     return results
 
 
@@ -401,12 +413,9 @@ def main() -> None:
     if "agent" in parts:
         report["whisper"] = cost = whisper_cost()
         print(f"whisper {cost['model']}: {cost['cpu_s_per_answer']} CPU-s per answer", flush=True)
-        results = []
-        capacity = {}
-        for workers, steps in ((1, args.agent_steps_1), (2, args.agent_steps_2)):
-            mine = agent_capacity(args.agent, args.agent_scenario, workers, steps_of(steps), args, workdir)
-            capacity[workers] = highest_pass(mine, "concurrency")
-            results += mine
+        steps = {1: steps_of(args.agent_steps_1), 2: steps_of(args.agent_steps_2)}
+        results = agent_capacity(args.agent, args.agent_scenario, steps, args, workdir)
+        capacity = {w: highest_pass([r for r in results if r["workers"] == w], "concurrency") for w in steps}
         ratio = capacity[2] / capacity[1] if capacity[1] else None
         report["agent"] = {"steps": results, "capacity": capacity, "ratio": ratio}
         held_if = {"p95_ms": args.agent_p95_ms, "whisper_in_time_pct": args.whisper_in_time_pct}

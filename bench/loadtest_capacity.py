@@ -253,6 +253,7 @@ def main() -> None:
     cmd = [*prefix, sys.executable, "-m", "parley", "serve", "echo", "--host", "127.0.0.1"]
     cmd += ["--workers", str(args.server_workers), "--port", str(port)]
     cmd += ["--transport", "udp", "--rtp-ports", f"20000-{20000 + 4 * max(steps) + 100}", "--max-load", "0"]
+    cmd += ["--rate-per-ip", "0"]  # one caller address places every call: a load, not a flood
     lines: list[str] = []
     ready = READY_LINE if args.server_workers == 1 else NODE_READY_LINE
     proc = spawn_until_ready(cmd, lines, cwd=ROOT, startup_timeout=60, ready_line=ready)
