@@ -692,8 +692,21 @@ def cluster() -> None:
     help="Seconds between OPTIONS probes of each worker.",
 )
 @click.option("--children", type=click.IntRange(1), default=4, show_default=True, help="Kamailio processes.")
+@click.option(
+    "--rate-per-ip",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Requests a second from one source before Kamailio drops its requests (pike; 0: no limit).",
+)
 def kamailio_config(
-    nodes: tuple[str, ...], listen: str, out: Path, max_calls: int, probe_interval: int, children: int
+    nodes: tuple[str, ...],
+    listen: str,
+    out: Path,
+    max_calls: int,
+    probe_interval: int,
+    children: int,
+    rate_per_ip: int,
 ) -> None:
     """Write kamailio.cfg and dispatcher.list (Kamailio 5.6) balancing calls over NODES.
 
@@ -713,7 +726,7 @@ def kamailio_config(
     list_file.write_text(dispatcher_list(parsed, max_load=max_calls))
     config = kamailio_cfg(
         listen=listen, dispatcher_file=str(list_file), probe_interval=probe_interval, children=children,
-        modules=module_path(),
+        modules=module_path(), rate_per_ip=rate_per_ip,
     )  # fmt: skip
     (out / "kamailio.cfg").write_text(config)
     workers = sum(node.workers for node in parsed)

@@ -88,3 +88,62 @@ def test_status_of_an_unreachable_node_exits_1():
     result = CliRunner().invoke(main, ["cluster", "status", f"http://127.0.0.1:{port}"])
     assert result.exit_code == 1
     assert "unreachable" in result.output
+
+
+def options_answered(host: str, port: int, source: str, count: int) -> int:
+    """Send ``count`` OPTIONS to Kamailio at once from ``source``; how many it answered 200 within 2 s."""
+    import socket
+    import time
+
+    from parley.cluster.probe import options_request
+    from parley.sip.message import SipResponse, parse_message
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        requests = [options_request(host, port, sock.getsockname()) for _ in range(count)]
+        for request in requests:
+            sock.sendto(request.serialize(), (host, port))
+        sent = {request.call_id for request in requests}
+        answered: set[str] = set()
+        deadline = time.monotonic() + 2.0
+        while (left := deadline - time.monotonic()) > 0 and len(answered) < count:
+            sock.settimeout(left)
+            try:
+                message = parse_message(sock.recv(65535))
+            except TimeoutError:
+                break
+            if isinstance(message, SipResponse) and message.status == 200 and message.call_id in sent:
+                answered.add(message.call_id)
+    return len(answered)
+
+
+@needs_kamailio
+@pytest.mark.kamailio
+@pytest.mark.parametrize("rate", [0, 10])
+def test_the_rate_per_source_drops_a_flooding_source_and_no_other(tmp_path, rate):
+    import asyncio
+
+    from integration.harness import Kamailio
+    from parley.cluster.probe import wait_until_ready
+
+    port = free_port()
+    made = CliRunner().invoke(
+        main,
+        ["cluster", "kamailio-config", "127.0.0.2:5060/2", "--listen", f"127.0.0.1:{port}", "--out",
+         str(tmp_path), "--children", "2", "--rate-per-ip", str(rate)],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    proxy = Kamailio.start(port, tmp_path / "kamailio.cfg", tmp_path)
+    try:
+        up = wait_until_ready("127.0.0.1", port, timeout=15, source="127.0.0.5")
+        assert asyncio.run(up), proxy.log_text()
+        flood = options_answered("127.0.0.1", port, "127.0.0.1", 60)
+        other = options_answered("127.0.0.1", port, "127.0.0.6", 3)
+    finally:
+        proxy.stop()
+    print(f"rate {rate}: {flood} of 60 answered")
+    if rate:  # pike lets 2 s worth through (2 × rate), then drops the source's requests
+        assert 2 * rate <= flood <= 2 * rate + 10, flood
+    else:
+        assert flood == 60
+    assert other == 3

@@ -17,6 +17,10 @@ address is in the SDP (behind NAT, rtpengine would sit beside Kamailio: see docs
   only when none is left.
 - **Record-Route** on INVITEs, so ACK, BYE and re-INVITE follow the dialog through the proxy
   (Parley copies Record-Route into its 2xx); BYE and CANCEL release the call's load.
+- **Per-source rate** (``rate_per_ip``, off by default): the ``pike`` module drops the requests
+  of a source sending more than that many a second (the workers themselves exempt). Behind
+  Kamailio a worker sees every request come from Kamailio's address, so this is where callers'
+  rates are limited; leave it off when the calls come through a carrier's SBC, one address for all.
 """
 
 from __future__ import annotations
@@ -78,13 +82,21 @@ def kamailio_cfg(
     children: int = 4,
     modules: str | None = None,
     timeout_ms: int = 2000,
+    rate_per_ip: int = 0,
 ) -> str:
-    """``kamailio.cfg`` for Kamailio 5.6, listening on ``listen`` (``IP:PORT``, UDP)."""
+    """``kamailio.cfg`` for Kamailio 5.6, listening on ``listen`` (``IP:PORT``, UDP); ``rate_per_ip``
+    requests a second from one source at most (0: no limit)."""
     if probe_interval < 1:
         raise ValueError("the probe interval is whole seconds, at least 1")
+    if rate_per_ip < 0:
+        raise ValueError("the rate per source is a number of requests a second, 0 for no limit")
     mpath = f'mpath="{modules}"\n' if modules else ""
+    pike = _PIKE.replace("@DENSITY@", str(rate_per_ip * _PIKE_UNIT_S)) if rate_per_ip else ""
+    pike_check = _PIKE_CHECK if rate_per_ip else ""
     return (
         _TEMPLATE.replace("@LISTEN@", listen)
+        .replace("@PIKE@", pike)
+        .replace("@PIKE_CHECK@", pike_check)
         .replace("@MPATH@", mpath)
         .replace("@CHILDREN@", str(children))
         .replace("@DISPATCHER_LIST@", dispatcher_file)
@@ -92,6 +104,16 @@ def kamailio_cfg(
         .replace("@TIMEOUT_MS@", str(timeout_ms))
     )
 
+
+_PIKE_UNIT_S = 2
+_PIKE = f"""loadmodule "pike.so"
+# A source sending more than @DENSITY@ requests in {_PIKE_UNIT_S} s is blocked until it slows down.
+modparam("pike", "sampling_time_unit", {_PIKE_UNIT_S})
+modparam("pike", "reqs_density_per_unit", @DENSITY@)
+modparam("pike", "remove_latency", 4)
+"""
+_PIKE_CHECK = """    if (!ds_is_from_list("1") && !pike_check_req()) { exit; }  # a flooding source: drop
+"""
 
 _TEMPLATE = """#!KAMAILIO
 # Written by `parley cluster kamailio-config`: a stateful SIP load balancer in front of Parley
@@ -118,7 +140,7 @@ loadmodule "textops.so"
 loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "dispatcher.so"
-
+@PIKE@
 # No provisional answer within this long: the worker is taken for dead (408, failover). Parley
 # answers 100 Trying at once; it is also how long an OPTIONS probe waits.
 modparam("tm", "fr_timer", @TIMEOUT_MS@)
@@ -138,7 +160,7 @@ modparam("dispatcher", "ds_hash_expire", 14400)  # a call's load is dropped afte
 modparam("dispatcher", "ds_hash_initexpire", 60)  # ... or 60 s without a 2xx
 
 request_route {
-    if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+@PIKE_CHECK@    if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
     if (has_totag()) {
         if (loose_route()) {
             if (is_method("BYE")) { ds_load_update(); }  # the call ends: release its worker's load
