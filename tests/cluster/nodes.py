@@ -59,7 +59,10 @@ class Node:
         return f"{self.host}:{self.port}/{self.workers}"
 
     def log(self) -> str:
-        return "".join(self.lines[-80:])
+        """The log's last 80 lines, after the errors logged before them (a worker's exit is explained
+        by a line that a busy node's call lines push out of the tail)."""
+        earlier = [line for line in self.lines[:-80] if "error" in line.lower() or "exit" in line.lower()]
+        return "".join([*earlier[-20:], *(["...\n"] if earlier else []), *self.lines[-80:]])
 
     def get(self, path: str) -> str:
         with urllib.request.urlopen(f"{self.admin}{path}", timeout=10) as response:
