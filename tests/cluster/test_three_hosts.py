@@ -187,11 +187,19 @@ def failed(records: list[dict]) -> list[dict]:
     return [r for r in records if r["outcome"] != "hung_up_early" or r in timed_out]
 
 
+def peer_host(record: dict) -> str | None:
+    """The address of the worker that took the call (its RTP address, from the SDP answer)."""
+    return record["media_peer"].rsplit(":", 1)[0] if record["media_peer"] else None
+
+
+def peer_port(record: dict) -> int:
+    return int(record["media_peer"].rsplit(":", 1)[1])
+
+
 def brief(records: list[dict]) -> list[tuple]:
     """What an assertion message needs of each record."""
-    return [
-        (r["index"], round(r["started"], 2), r["outcome"], r["error"], r.get("setup_ms")) for r in records
-    ]
+    fields = ("outcome", "error", "setup_ms", "media_peer")
+    return [(r["index"], round(r["started"], 2), *(r[f] for f in fields)) for r in records]
 
 
 class ActiveCalls:
@@ -258,7 +266,9 @@ def test_a_roll_of_both_nodes_fails_no_call_and_the_metrics_agree_with_the_load_
     answered = sum(1 for r in records if r["sip_status"] == 200)
     assert answered == calls
     assert cluster.metric("parley_calls_admitted_total") == answered
-    assert all(node.metric("parley_calls_admitted_total") > 0 for node in cluster.nodes), "a node had no call"
+    for node in cluster.nodes:  # and node by node: the calls whose RTP came from its address
+        theirs = sum(1 for r in records if peer_host(r) == node.host)
+        assert node.metric("parley_calls_admitted_total") == theirs > 0, node.host
     assert cluster.metric("parley_call_setup_seconds_count") == answered
     assert cluster.settled_metric("parley_calls_ended_total", answered) == answered
     assert cluster.metric("parley_calls_ended_total", 'reason="remote-bye"') == answered
@@ -297,13 +307,16 @@ def test_kill_9_of_a_worker_fails_only_its_nodes_calls_and_later_calls_succeed(c
     held = victim.metric("parley_calls_active")  # both of its workers: a bound on the killed one's
     assert held > 0, "the node held no call when its worker was killed"
     killed_at = time.time()
-    os.kill(victim.status()["workers"][0]["pid"], signal.SIGKILL)
+    worker = victim.status()["workers"][0]
+    os.kill(worker["pid"], signal.SIGKILL)
     victim.wait_for(lambda s: s["workers"][0]["restarts"] == 1 and s["workers"][0]["state"] == "ready",
                     "restarted the killed worker")  # fmt: skip
     records = load.records()
     lost = failed(records)
     print(f"kill -9 under parley loadtest: the node held {held:.0f} calls, {len(lost)} of {calls} failed")
     assert len(lost) <= held, brief(lost)
+    first, last = worker["rtp_ports"]  # the lost calls are the killed worker's: its RTP ports
+    assert all(peer_host(r) == victim.host and first <= peer_port(r) < last for r in lost), brief(lost)
     later = [r for r in records if r["invited"] > killed_at + 0.2]
     assert len(later) >= 10 and not failed(later), brief(failed(later))
 
@@ -341,8 +354,11 @@ def test_a_node_whose_link_goes_down_stops_getting_calls_within_the_probe_interv
     while_down = [r for r in records if settled < r["invited"] < up_at]
     assert len(while_down) >= 10
     assert not [r for r in while_down if r in lost or r["setup_ms"] > 1000], brief(while_down)
+    assert all(peer_host(r) == cluster.nodes[0].host for r in while_down), brief(while_down)
     assert last_delayed <= settled - down_at, brief(delayed)
     # Only B's calls failed (a call whose INVITE was on its way to B as the link went down among them).
     assert len(lost) <= held + 2, (held, brief(lost))
+    assert all(peer_host(r) in (b.host, None) for r in lost), brief(lost)
     assert all(r["invited"] < down_at + PROBE_TIMEOUT_S for r in lost), brief(lost)
     assert after > before, "node B took no call once its link was back up"
+    assert any(peer_host(r) == b.host for r in records if r["invited"] > up_at), "nor the load tester"

@@ -221,6 +221,7 @@ class CallRunner:
             "started": 0.0,
             "sip_status": None,
             "setup_ms": None,
+            "media_peer": None,  # HOST:PORT of the answer's RTP: which worker took the call
             "outcome": "failed",
             "error": None,
             "duration_s": None,
@@ -269,6 +270,7 @@ class CallRunner:
             return _done(record, audio)
         answered = time.monotonic()
         record.update(call_id=call.call_id, sip_status=200, setup_ms=round((answered - invited) * 1000, 2))
+        record["media_peer"] = "{}:{}".format(*call.stream.remote[:2])
         caller = ScriptedCaller(self.manager, call)
         self.callers[call.call_id] = caller
         turns: list[_Turn] = []
