@@ -310,6 +310,21 @@ def test_low_confidence_answer_is_confirmed_yes() -> None:
     assert [t.result for t in c.record.turns[-3:-1]] == ["to_confirm", "yes"]
 
 
+def test_prompts_made_from_caller_data_are_not_told_to_the_recognisers() -> None:
+    """A question per caller made the decode process keep a grammar, an agent-LM sentence and a
+    search in every decoder for each call (issue 15's agent soak: ~1.3 MB a call)."""
+    c = conversation()
+    c.start()
+    actions = c.on_final("john", 0.9)
+    assert says(actions) == ["Thanks John. What is your four digit account number?"]
+    assert listen(actions).question.prompt == ""
+    actions = c.on_final("four two seven one", 0.4)
+    assert says(actions) == ["I heard 4 2 7 1, is that right?"]
+    assert listen(actions).question.prompt == ""
+    actions = c.on_final("yes", 0.9)
+    assert listen(actions).question.prompt == "How many pounds would you like to send?"
+
+
 def test_low_confidence_answer_confirmed_no_asks_again() -> None:
     c = conversation()
     to_account(c)

@@ -847,9 +847,12 @@ class Conversation:
         assert self._ask is not None
         step = self._ask.step
         self._ask.questions = list(says)
-        question = ask_question(
-            self.agent, step, says[-1].text if says else "", confirm=confirm, today=self.today()
-        )
+        # A prompt rendered from the caller's data (a read-back, "Thanks {name}") is not told to the
+        # recognisers: they keep what each distinct question needs (a grammar, the agent LM's corpus
+        # and a search in every decoder), so a question per caller grew the decode process ~1.3 MB a
+        # call without bound, and wrote the caller's data into the agent LM's files.
+        prompt = says[-1].text if says and not says[-1].personal else ""
+        question = ask_question(self.agent, step, prompt, confirm=confirm, today=self.today())
         self._waiting = "confirm" if confirm else "answer"
         self._listen = Listen(
             question,
