@@ -85,10 +85,23 @@ READY = "answering calls"
 # snapshot (NNNN.pre), runs a full collection, noting what it freed and its kinds, and dumps another
 # (NNNN.snap: what is kept).
 TRACED = """
-import gc, json, signal, sys, tracemalloc
-frames, out = int(sys.argv[1]), sys.argv[2]
+import functools, gc, json, signal, sys, tracemalloc
+frames, out, clear = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "clear"
 tracemalloc.start(frames)
 dumped = 0
+def caches():  # module-level LRU caches (gc.get_objects() misses what parley serve froze)
+    found, seen = {}, set()
+    for module in list(sys.modules.values()):
+        for thing in list(getattr(module, "__dict__", {}).values()):
+            if not isinstance(thing, functools._lru_cache_wrapper) or id(thing) in seen:
+                continue
+            seen.add(id(thing))
+            info = thing.cache_info()
+            if info.currsize:
+                found[f"{thing.__module__}.{thing.__qualname__}"] = [info.currsize, info.maxsize]
+                if clear and info.maxsize is not None:  # bounded ones only: an unbounded one may grow
+                    thing.cache_clear()
+    return found
 def note(signum, frame):
     global dumped
     dumped += 1
@@ -96,6 +109,7 @@ def note(signum, frame):
     before = tracemalloc.get_traced_memory()[0]
     notes = {"traced_before": before, "traced_after": before, "unreachable": 0, "garbage_kinds": {}}
     if signum == signal.SIGUSR1:
+        notes["lru_caches"] = caches()
         tracemalloc.take_snapshot().dump(name + ".pre")
         notes["traced_before"] = tracemalloc.get_traced_memory()[0]
         gc.set_debug(gc.DEBUG_SAVEALL)
@@ -114,7 +128,7 @@ def note(signum, frame):
         json.dump(notes, f)
 signal.signal(signal.SIGUSR1, note)
 signal.signal(signal.SIGUSR2, note)
-sys.argv = ["parley", *sys.argv[3:]]
+sys.argv = ["parley", *sys.argv[4:]]
 from parley.cli import main
 main()
 """
@@ -143,12 +157,16 @@ def process_rss_mb(pid: int) -> dict[str, float]:
     return sizes
 
 
-def start_server(agent: str, port: int, workdir: Path, trace_frames: int = 0) -> subprocess.Popen:
+def start_server(
+    agent: str, port: int, workdir: Path, trace_frames: int = 0, clear_caches: bool = False
+) -> subprocess.Popen:
     args = [agent, "--transport", "udp", "--port", str(port)]
-    return start_server_cmd(args, workdir, port, trace_frames)
+    return start_server_cmd(args, workdir, port, trace_frames, clear_caches)
 
 
-def start_server_cmd(args: list[str], workdir: Path, port: int, trace_frames: int = 0) -> subprocess.Popen:
+def start_server_cmd(
+    args: list[str], workdir: Path, port: int, trace_frames: int = 0, clear_caches: bool = False
+) -> subprocess.Popen:
     """``parley serve ARGS`` as one worker on core 1 without admission control; returns once it answers.
 
     Its output goes to ``workdir/server.log`` (read there, so a full pipe never blocks it). With
@@ -157,7 +175,8 @@ def start_server_cmd(args: list[str], workdir: Path, port: int, trace_frames: in
     launcher = ["-m", "parley"]
     if trace_frames:
         (workdir / "snapshots").mkdir(exist_ok=True)
-        launcher = ["-c", TRACED, str(trace_frames), str(workdir / "snapshots")]
+        clear = "clear" if clear_caches else "keep"
+        launcher = ["-c", TRACED, str(trace_frames), str(workdir / "snapshots"), clear]
     cmd = [sys.executable, *launcher, "serve", *args, "--host", "127.0.0.1", "--workers", "1"]
     cmd += ["--max-load", "0", "--rtp-ports", "20000-40000"]
     cmd += ["--stats-file", str(workdir / "stats.json"), "--records", str(workdir / "records.jsonl")]
@@ -271,6 +290,7 @@ def snapshot_of(
             "garbage_mb": round((noted["traced_before"] - noted["traced_after"]) / 1e6, 3),
             "unreachable": noted["unreachable"],
             "garbage_kinds": noted["garbage_kinds"],
+            "lru_caches": noted.get("lru_caches", {}),
         }
     return None
 
@@ -406,7 +426,7 @@ def retained(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     to the next over the calls in between is the memory each call kept, to the byte. The report adds
     the allocation tracebacks that grew from the first idle point to the last, per call."""
     port = free_port()
-    server = start_server(args.agent, port, workdir, args.tracemalloc)
+    server = start_server(args.agent, port, workdir, args.tracemalloc, args.clear_caches)
     dumps: list[dict] = []
     batches: list[dict[str, object]] = []
     sizes = [args.retained_warmup] + [args.retained_calls] * args.retained_batches
@@ -427,6 +447,7 @@ def retained(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             time.sleep(args.settle)
             traced(server, workdir, dumps, ended, full=True)
             batches.append({
+                "lru_caches": dumps[-1]["lru_caches"] if dumps else {},
                 "calls_ok": ok,
                 "calls_failed": failed,
                 "seconds": round(time.monotonic() - started, 1),
@@ -493,6 +514,12 @@ def main() -> None:
         "(needs --tracemalloc)",
     )
     parser.add_argument("--retained-batches", type=int, default=2)
+    parser.add_argument(
+        "--clear-caches",
+        action="store_true",
+        help="empty every bounded functools LRU cache before each full dump (bounded by maxsize: "
+        "what is left is what grows without bound); each dump notes the caches' sizes either way",
+    )
     parser.add_argument("--retained-warmup", type=int, default=50, help="calls before the first idle point")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "soak.json")
     args = parser.parse_args()
