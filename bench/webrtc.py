@@ -14,7 +14,21 @@
    WebRTC, when aiortc takes it) and ``decision_ms``, with the speech layer's parts
    (``close_after_speech_ms``, ``asr_finish_ms``); beside them, at the caller, the end of its speech
    (last frame sent) to the first packet of the reply with speech in it (SIP by the G.711 frame's
-   energy, WebRTC by the Opus packet's size). p50/p95 per channel, and the server's CPU per call.
+   energy, WebRTC by the Opus packet's size). p50/p95 per channel, and the server's CPU per call (its
+   own process and its speech decoders apart). **Paired per turn**: each round's SIP call and browser
+   call say the same answers (in the order SIP-WebRTC, then WebRTC-SIP, ...), so each turn has a twin
+   on the other channel; WebRTC minus SIP per pair, p50/p95 of the differences, for the goal's figure
+   (end of speech to the first agent audio leaving the server: the acknowledgement's first packet, or
+   the reply's) and its parts. The recognisers hear G.711's audio on one side and Opus's on the other,
+   and sometimes complete an answer at a different moment, so a turn may close at the first pause on
+   one side and wait for the whole silence on the other: ``agent_audio_same_close`` keeps the pairs
+   that closed alike, the channel's difference without the recognisers' (``--rounds``).
+2b. **Agent calls a core** (``--agent-steps 2,4,6,8``): one agent server on one core; per step, that
+   many concurrent callers over SIP, then as many browsers (every other step the other way round), each
+   placing ``--agent-calls`` calls: the caller's p50/p95, the calls completed, the server's CPU share,
+   and the most calls that held p95 <= 400 ms with none failed.
+2c. **Set-up and tear-down** (``--setups N``): the echo server's CPU for N browser calls that connect
+   (HTTP offer, ICE, DTLS, data channel) and hang up at once, and N SIP calls.
 3. **Echo capacity**: ``parley serve echo --webrtc-port`` pinned to one core, N calls that each send
    a tone for ``--hold`` seconds, from browser peers (a load-generator process of aiortc peers on the
    other core) and from SIP (Parley's UAC, same core). The server's CPU share with all N up gives its
@@ -54,6 +68,37 @@ Measured (session 7, 2 cores with AVX-512 shared with other helpers' benches), w
   95.5/137.6 ms, WebRTC 75.3/102.9 ms. With one pair of calls per run it was 77.6/151.8 against
   76.3/194.5 and 78.1/118.7 against 103.7/163.7 ms: each call's place in the server's 20 ms tick
   and its jitter buffer's growth after the loaded callers' stalls move either channel by 20-40 ms.
+
+Measured (session 8, the same machine, shared with three other sessions' benches):
+
+- The goal, paired (``--bursts 0 --rounds 10 --echo-steps ''``, load average 3.6 to 4.1): end of
+  speech to the first agent audio leaving the server (the acknowledgement, "Thanks.", in every turn),
+  p50/p95: SIP 160.8/172.8, WebRTC 162.7/431.8 ms; WebRTC minus SIP per pair, p50 +1.8, p95 +272 ms,
+  from 2 of 30 pairs where the recognisers completed the six-digit code at the first pause on SIP's
+  audio but not on Opus's (WebRTC's turn then waited 500 ms more of silence). The 28 pairs that closed
+  alike: p50 +1.2, p95 +11.3 ms (SIP 162.3/173.2, WebRTC 162.5/175.6 ms): within 20 ms. A second run
+  (load average 3.8 to 6.4; five SIP calls timed out at the loaded caller, 15 pairs left): all pairs
+  p50 -0.8, p95 +478 ms (two closed differently), the 13 that closed alike p50 -4.0, p95 +5.9 ms
+  (SIP 164.9/170.2, WebRTC 161.4/166.9 ms). At the caller
+  (end of speech sent to the first sound arriving, the receiving path included): p50 +1.2 ms. The
+  reply with the understood words (``reply``) differs by the recognisers' time: ``asr_finish`` p50
+  +44.8 ms, p95 +473 ms; without it (``reply_less_asr``) p50 +3.9 ms.
+- CPU per agent call (23.3 s): the server's own process 0.45 s over SIP against 1.33 s over WebRTC
+  (1.24 s in a second run), its decoders 1.33 against 1.37 s: the extra is the channel's, not the
+  recognisers'. Set-up and tear-down (``--setups 20``): 10.7 ms against 3.0 ms. Four echo browser calls
+  held cost 2.2-2.5 % of a core each at load average 4.6 to 7 (1.1-1.6 % at 1.5 in session 7), that
+  is 0.5-0.6 s of a 23 s call; ended calls leave nothing running (the server's CPU returns to idle).
+  The media path is the rest, and its cost rises with the machine's load. Sampled with py-spy
+  (``--native``) during three browser agent calls, of the server's active samples: the media clock's
+  ticks of the browser streams 52 % (Opus through PyAV 34 %), aiortc's per-packet Python 26 % (DTLS
+  transport 19 %, RTP sender 16 %; aioice 9 %, SRTP 4 %, RTCP 2 %), the data channel's events 0.5 %.
+- Agent calls a core (``--agent-steps 2,4,6,8 --agent-calls 2 --setups 20``, load average 3.7 to
+  4.3), caller p95: SIP 265, 279, 334, 365 ms, all calls completed; WebRTC 332, 343 ms, then at 6 and
+  8 calls 1,211 and 844 ms with 4 and 2 calls failed (a caller timed out waiting for the prompt's
+  end), while the server's core share was 0.30-0.36: most calls held SIP 8 (the highest step tried),
+  WebRTC 4. The browsers' aiortc peers run in the bench's process, beside the SIP caller, on a core
+  that the other sessions' benches shared: which side fell behind first is not told apart here. The
+  step-up needs an idle machine, the peers in processes of their own, and steps beyond 8.
 """
 
 from __future__ import annotations
@@ -226,10 +271,10 @@ async def latency_side_by_side(args: argparse.Namespace, prefix: list[str], work
         rounds: list[dict[str, Any]] = []  # per round and channel: the call id and the caller's latencies
         errors: list[str] = []
         profiler = None
-        if args.profile:  # the server's own process, sampled through the whole run (py-spy)
+        if args.profile:  # the server's own process through the whole run, C frames too (py-spy)
             profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(server.proc.pid), "--rate", "200", "--format", "raw",
-                 "--output", str(args.profile), "--nonblocking"],
+                ["py-spy", "record", "--pid", str(server.proc.pid), "--rate", "100", "--format", "raw",
+                 "--native", "--output", str(args.profile)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         try:
@@ -861,7 +906,11 @@ def main() -> None:
     parser.add_argument("--generate", nargs=3, metavar=("URL", "CALLS", "HOLD"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
-        "--profile", type=Path, default=None, help="Sample the agent server with py-spy into this (raw) file."
+        "--profile",
+        type=Path,
+        default=None,
+        help="Sample the agent server with py-spy into this (raw) file; it pauses the server at each sample, "
+        "so that run's latencies do not count.",
     )
     args = parser.parse_args()
     if args.generate:
