@@ -29,6 +29,8 @@
    and the most calls that held p95 <= 400 ms with none failed.
 2c. **Set-up and tear-down** (``--setups N``): the echo server's CPU for N browser calls that connect
    (HTTP offer, ICE, DTLS, data channel) and hang up at once, and N SIP calls.
+2d. **The recognisers on either channel's audio** (``--asr-answers N``): whisper, in this process, on
+   N flite answers as the server hears them over SIP (G.711) and from a browser (Opus): its time.
 3. **Echo capacity**: ``parley serve echo --webrtc-port`` pinned to one core, N calls that each send
    a tone for ``--hold`` seconds, from browser peers (a load-generator process of aiortc peers on the
    other core) and from SIP (Parley's UAC, same core). The server's CPU share with all N up gives its
@@ -82,7 +84,12 @@ Measured (session 8, the same machine, shared with three other sessions' benches
   (SIP 164.9/170.2, WebRTC 161.4/166.9 ms). At the caller
   (end of speech sent to the first sound arriving, the receiving path included): p50 +1.2 ms. The
   reply with the understood words (``reply``) differs by the recognisers' time: ``asr_finish`` p50
-  +44.8 ms, p95 +473 ms; without it (``reply_less_asr``) p50 +3.9 ms.
+  +44.8 ms, p95 +473 ms (+202/+875 in the second run); without it (``reply_less_asr``) p50 +3.9 ms.
+  Not the browser's audio: whisper on 12 answers as heard over each channel (``--asr-answers 12``,
+  in this process, load average 6.9) took the same CPU, p50 252.9 ms over G.711 against 251.4 ms
+  over Opus (max 302 against 333 ms), 8 texts of 12 alike. Why the server's recognisers finish later
+  in browser calls is not settled: they share the pinned core with the server's process, which
+  spends 2-3 times a SIP call's CPU on a browser call.
 - CPU per agent call (23.3 s): the server's own process 0.45 s over SIP against 1.33 s over WebRTC
   (1.24 s in a second run), its decoders 1.33 against 1.37 s: the extra is the channel's, not the
   recognisers'. Set-up and tear-down (``--setups 20``): 10.7 ms against 3.0 ms. Four echo browser calls
@@ -754,6 +761,72 @@ async def setup_cost(args: argparse.Namespace, prefix: list[str]) -> dict[str, A
     return out
 
 
+# -- 3c. the recognisers on either channel's audio --------------------------------------------
+def browser_audio(pcm8: np.ndarray) -> np.ndarray:
+    """8 kHz audio as the server hears it from a browser: up to 48 kHz, Opus as Chromium sends it
+    (``voip``, 32 kb/s, 20 ms), and the server's :class:`OpusIn` back to 8 kHz."""
+    import av
+    import soxr
+
+    from parley.telephony.webrtc import OpusIn
+
+    pcm48 = soxr.resample(pcm8, 8000, 48000).astype(np.int16)
+    pcm48 = np.concatenate((pcm48, np.zeros(-len(pcm48) % 960, np.int16)))
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = 48000, "mono", "s16"
+    encoder.bit_rate, encoder.options = 32000, {"application": "voip"}
+    encoder.time_base = fractions.Fraction(1, 48000)
+    decoder, heard = OpusIn(), []
+    for start in range(0, len(pcm48), 960):
+        chunk = pcm48[start : start + 960].reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, start, fractions.Fraction(1, 48000)
+        for packet in encoder.encode(frame):
+            decoder.decode(bytes(packet))
+            while (pcm := decoder.next_frame()) is not None:
+                heard.append(pcm)
+    return np.concatenate(heard)
+
+
+async def recognisers_on_both_paths(answers_count: int) -> dict[str, Any]:
+    """Whisper (the slowest recogniser) on the same flite answers as heard over SIP (G.711) and from a
+    browser (Opus), in this process, alternating: its CPU and wall time per answer, and whether the
+    texts agree. Tells whether the browser's audio itself makes the recognisers slower."""
+    from parley.media import g711
+    from parley.speech.engines import load_engines
+    from parley.speech.types import Question, SlotType
+
+    answers = AnswerBook(load_tts("flite"), "slt")
+    (engine,) = load_engines(["whisper"])
+    rng = random.Random(1)
+    times: dict[str, list[float]] = {"sip": [], "webrtc": []}
+    cpu: dict[str, list[float]] = {"sip": [], "webrtc": []}
+    same_text = 0
+    pad = np.zeros(4000, np.int16)
+    for k in range(answers_count):
+        digits = 4 if k % 2 == 0 else 6
+        pcm = await answers.get(digits_text("".join(rng.choice(DIGITS) for _ in range(digits))))
+        heard = {"sip": g711.decode("PCMU", g711.encode("PCMU", pcm)), "webrtc": browser_audio(pcm)}
+        question = Question(SlotType.DIGITS, prompt="What is the number?", digit_count=digits)
+        engine.prepare(question)
+        texts = {}
+        for channel in ("sip", "webrtc") if k % 2 == 0 else ("webrtc", "sip"):
+            audio = np.concatenate((pad, heard[channel], pad))
+            session = engine.start(question)
+            for start in range(0, len(audio) - 159, 160):
+                session.feed(audio[start : start + 160])
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            texts[channel] = session.finish().text
+            times[channel].append(1000 * (time.perf_counter() - wall0))
+            cpu[channel].append(1000 * (time.process_time() - cpu0))
+        same_text += texts["sip"].replace("-", " ") == texts["webrtc"].replace("-", " ")
+    return {
+        channel: {"answers": answers_count, "wall_p50_ms": _r(percentile(times[channel], 50)),
+                  "cpu_p50_ms": _r(percentile(cpu[channel], 50)), "cpu_max_ms": _r(max(cpu[channel]))}
+        for channel in ("sip", "webrtc")
+    } | {"same_text": same_text}  # fmt: skip
+
+
 # -- 3. per-frame costs ------------------------------------------------------------------------
 def per_frame_costs(frames: int = 3000) -> dict[str, float]:
     """Microseconds of CPU per 20 ms frame for each piece of a browser call's media path, and G.711:
@@ -883,6 +956,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         print(f"agent calls a core, SIP and WebRTC side by side (p95 <= {GOAL_P95_MS:g} ms):", flush=True)
         report["agent_steps"] = step_up = await agent_step_up(args, prefix, workdir)
         print(f"  most concurrent calls that held: {step_up['most_calls_held']}", flush=True)
+    if args.asr_answers:
+        print(f"whisper on {args.asr_answers} answers as heard over SIP and from a browser:", flush=True)
+        report["asr_paths"] = paths = await recognisers_on_both_paths(args.asr_answers)
+        print(f"  {paths}", flush=True)
     if args.setups:
         print(f"set-up and tear-down, {args.setups} calls each (the echo server's CPU):", flush=True)
         report["setup"] = setup = await setup_cost(args, prefix)
@@ -901,6 +978,7 @@ def main() -> None:
     parser.add_argument("--echo-steps", default="5,10", help="Concurrent echo calls per step ('' skips).")
     parser.add_argument("--agent-steps", default="", help="Concurrent agent calls per step ('' skips).")
     parser.add_argument("--agent-calls", type=int, default=2, help="Calls each caller places per step.")
+    parser.add_argument("--asr-answers", type=int, default=0, help="Answers whisper decodes on each path.")
     parser.add_argument("--setups", type=int, default=0, help="Calls set up and torn down per channel.")
     parser.add_argument("--hold", type=float, default=10.0, help="Seconds the CPU is measured per step.")
     parser.add_argument("--generate", nargs=3, metavar=("URL", "CALLS", "HOLD"), help=argparse.SUPPRESS)
