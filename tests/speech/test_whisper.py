@@ -91,6 +91,43 @@ def test_the_second_neural_engine_is_tiny_en_in_the_agents_lean_selection(speech
     assert reading is not None and reading.value == "427193", final.text
 
 
+def _on_a_street(pcm: np.ndarray, snr_db: float, lead_s: float = 1.0) -> tuple[np.ndarray, int]:
+    """``pcm`` after ``lead_s`` of silence, with street noise at ``snr_db`` over it all (seeded)."""
+    from parley.speech.noise import make_noise
+
+    lead = int(lead_s * 8000)
+    speech = np.concatenate([np.zeros(lead), pcm.astype(np.float64)])
+    noise = make_noise("street", len(speech), np.random.default_rng(3))
+    power = np.mean(speech[np.abs(speech) > 200] ** 2)
+    noisy = speech + noise * np.sqrt(power / 10 ** (snr_db / 10))
+    return np.clip(np.rint(noisy), -32768, 32767).astype(np.int16), lead
+
+
+def test_the_denoised_engine_hears_a_number_on_a_noisy_street_in_the_noisy_types_selection(speech):
+    """``whisper-denoised`` is base after noise reduction, installed as an engine of its own, decoding
+    in a process of its own, on the slot types whisper hears worst in noise."""
+    from parley.agent.voice import LEAN_SELECTION, WHOLE_ANSWER_ENGINES
+    from parley.speech.engines.whisper import denoised
+
+    (engine,) = load_engines(["whisper-denoised"])
+    assert engine.name == "whisper-denoised" and engine.model_name == "base" and engine.denoise
+    noisy = {SlotType.DIGITS, SlotType.PHONE, SlotType.SPELLED, SlotType.AMOUNT}
+    assert {t for t in SlotType if "whisper-denoised" in LEAN_SELECTION[t]} == noisy
+    assert "whisper-denoised" in WHOLE_ANSWER_ENGINES
+    said = speech("my number is oh two oh seven nine four six one two three eight", "awb")
+    pcm, lead = _on_a_street(said, 12)
+    cleaned = denoised(pcm.astype(np.float32) / 32768)
+    before, after = (np.mean(np.square(x[:lead], dtype=np.float64)) for x in (pcm / 32768, cleaned))
+    assert after < before / 10**0.4, (before, after)  # the street alone, before the caller speaks: -4 dB
+    question = Question(SlotType.PHONE, digit_count=11)
+    session = engine.start(question)
+    session.feed(pcm)
+    final = session.finish()
+    assert final.engine == "whisper-denoised"
+    reading = read_slot(question, final.text)
+    assert reading is not None and reading.value == "02079461238", final.text
+
+
 def test_no_speech_gives_no_words(whisper):
     rng = np.random.default_rng(7)
     hiss = np.rint(rng.normal(0, 40, 8000 * 2)).astype(np.int16)

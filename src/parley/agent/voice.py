@@ -68,19 +68,19 @@ log = logging.getLogger(__name__)
 
 # Closed questions: the per-question grammar and the per-agent LM (cheap, streaming: the partials the
 # dialogue understands while the caller speaks) and whisper's base and tiny.en models (decode once, at
-# the end of the turn, hear best, and make different mistakes); free speech: whisper and the agent LM,
-# whose partials feed early understanding. The general LM, the costliest engine, added nothing beside
-# whisper (see bench/asr_arbiter.py).
+# the end of the turn, hear best, and make different mistakes); on the answers whisper hears worst on
+# noisy lines (digits, phone numbers, spellings, amounts), base again on noise-reduced audio too; free
+# speech: whisper and the agent LM, whose partials feed early understanding. The general LM, the
+# costliest engine, added nothing beside whisper (see bench/asr_arbiter.py).
+_CLOSED_ENGINES = ("sphinx-grammar", "sphinx-agent-lm", "whisper", "whisper-tiny")
+_NOISY_TYPES = (SlotType.DIGITS, SlotType.PHONE, SlotType.SPELLED, SlotType.AMOUNT)
 LEAN_SELECTION: dict[SlotType, tuple[str, ...]] = {
-    **{
-        t: ("sphinx-grammar", "sphinx-agent-lm", "whisper", "whisper-tiny")
-        for t in SlotType
-        if t is not SlotType.FREE
-    },
+    **{t: _CLOSED_ENGINES for t in SlotType if t is not SlotType.FREE},
+    **{t: (*_CLOSED_ENGINES, "whisper-denoised") for t in _NOISY_TYPES},
     SlotType.FREE: ("sphinx-agent-lm", "whisper"),
 }
 # decode once per answer: a decode process of their own each
-WHOLE_ANSWER_ENGINES = ("whisper", "whisper-tiny")
+WHOLE_ANSWER_ENGINES = ("whisper", "whisper-tiny", "whisper-denoised")
 # End of speech -> decision at the latest. Whisper base costs 0.25 CPU-s a decode on one machine of this
 # project's kind and 1.6 on another (CTranslate2's int8 kernels differ by CPU): where it misses the
 # deadline the turn closes on the streaming engines; PARLEY_ASR_DEADLINE_S waits longer for it.
