@@ -7,7 +7,8 @@ and the evaluation one (>= 300 utterances, every slot type). For each evaluation
 engine decodes the audio as a stream of 20 ms frames; the arbiter's pick is scored from the
 same hypotheses with the learned priors (exactly the arbiter's policy, without re-decoding).
 "arbiter" runs every engine on every question; "arbiter-lean" runs what the voice agent runs
-(``LEAN_SELECTION``: the grammar, the per-agent LM and both whisper models on closed questions; whisper
+(``LEAN_SELECTION``: the grammar, the per-agent LM and whisper's base and tiny.en models on closed
+questions, and base on noise-reduced audio too for digits, phone numbers, spellings and amounts; whisper
 and the agent LM on free speech). "oracle" counts an utterance right when any engine got it: no selection
 policy can beat it. Variants of whisper (``--variants``: without the question prompt, with the full
 30 s encoder window, greedy decoding, the beam's top hypothesis only) are reported

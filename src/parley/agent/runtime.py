@@ -359,7 +359,8 @@ def ask_question(
     the range its rules allow is resolved for ``today`` (default: the date now)."""
     phrases = [e for name in step.intents for e in agent.intents.get(name, [])]
     phrases += [e for name in agent.global_intents for e in agent.intents.get(name, [])]
-    lowest, highest = ("", "") if confirm else value_range(step.rules, step.slot_type, today or date.today())
+    day = today or date.today()
+    lowest, highest = ("", "") if confirm else value_range(step.rules, step.slot_type, day)
     return Question(
         slot_type=SlotType.YES_NO if confirm else step.speech_slot_type,
         prompt=prompt,
@@ -370,6 +371,7 @@ def ask_question(
         kind="" if confirm else step.slot_type.value,
         lowest=lowest,
         highest=highest,
+        today=day.isoformat(),
     )
 
 

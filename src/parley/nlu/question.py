@@ -43,6 +43,9 @@ class Question:
     # prefer an in-range reading (a year heard as "2020" when the beam also holds "2027").
     lowest: str = ""
     highest: str = ""
+    # The call's day (ISO 8601) that relative answers are read from ("next Sunday", "March 3rd" of
+    # which year); "" is the day the answer is read.
+    today: str = ""
 
     @property
     def reading_kind(self) -> str:

@@ -32,7 +32,10 @@ class SlotReading:
 
 
 def read_slot(question: Question, text: str, reference: date | datetime | None = None) -> SlotReading | None:
-    """Read ``text`` as an answer to ``question``; None when it holds no value of that kind."""
+    """Read ``text`` as an answer to ``question`` (relative dates from ``reference``, else the question's
+    day); None when it holds no value of that kind."""
+    if reference is None and question.today:
+        reference = date.fromisoformat(question.today)
     extraction = extract(
         question.reading_kind,
         text,
@@ -95,8 +98,12 @@ PARTIAL_AGREEMENT = 0.5
 def agreement(kind: str, value: Any, other: Any) -> float:
     """How far a reading ``other`` supports ``value`` (0..1): 1 when they say the same; for symbol
     strings (:data:`SYMBOL_STRING_KINDS`), partial credit by edit distance, rising from 0 at half the
-    symbols different to :data:`PARTIAL_AGREEMENT` as they near equality."""
+    symbols different to :data:`PARTIAL_AGREEMENT` as they near equality. An amount that names no
+    currency says less than the same sum in pounds: it is supported by that reading only in part, and
+    supports it fully, so of two engines that agree the one that heard the currency wins."""
     if same_reading(value, other):
+        if isinstance(value, Money) and value.currency is None and other.currency is not None:
+            return PARTIAL_AGREEMENT
         return 1.0
     if kind not in SYMBOL_STRING_KINDS or not isinstance(value, str) or not isinstance(other, str):
         return 0.0

@@ -903,6 +903,7 @@ def question_for(record: dict[str, Any]) -> Question:
         options=tuple(question.get("options", ())),
         lowest=question.get("lowest", ""),
         highest=question.get("highest", ""),
+        today=question.get("reference_date", ""),
     )
 
 
