@@ -385,13 +385,11 @@ def nearest_surname(letters: str) -> str | None:
     themselves spell no common one; of several that near, the most common when it is ten times as
     common as the next (JONES, not JONAS, for "JONYS"); else None."""
     common = namelists.common_last_names(COMMON_SURNAME_RANK)
-    if len(letters) < 4 or letters.lower() in common:
-        return None
     heard = letters.lower()
-    near = sorted(
-        (rank, name) for name, rank in common.items()
-        if abs(len(name) - len(heard)) <= 1 and Levenshtein.distance(heard, name, score_cutoff=1) <= 1
-    )  # fmt: skip
+    if len(heard) < 4 or heard in common:
+        return None
+    found = process.extract(heard, common.keys(), scorer=Levenshtein.distance, score_cutoff=1, limit=None)
+    near = sorted((common[name], name) for name, _, _ in found)
     if len(near) == 1 or (len(near) > 1 and near[0][0] * 10 < near[1][0]):
         return near[0][1].upper()
     return None

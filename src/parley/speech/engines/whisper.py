@@ -59,7 +59,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 import tempfile
 import threading
 import time
@@ -72,6 +71,7 @@ import numpy as np
 import soxr
 
 from parley.nlu.reader import in_range, read_slot
+from parley.nlu.spoken import words
 from parley.speech.types import TELEPHONE_RATE, Hypothesis, Question, SlotType
 
 log = logging.getLogger(__name__)
@@ -349,23 +349,19 @@ def denoised(audio: np.ndarray) -> np.ndarray:
     return np.asarray(reduced, dtype=np.float32)
 
 
-def _words(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
-
-
 def heard(question: Question, texts: list[tuple[str, float]], prompt: str | None) -> list[tuple[str, float]]:
     """The n-best without what the caller did not say: an echo of the prompt (whisper repeats its
     prompt over noise: "The caller reads out the number"; four words or more that the prompt holds and
     that are no complete answer, so a "yes" to "Yes or no." stays), and alternatives far less likely
     than the best (a lone "2" at 0.4 % under a 19 % echo)."""
-    said = f" {_words(prompt or '')} "
+    said = f" {' '.join(words(prompt or ''))} "
     best = texts[0][1] if texts else 0.0
     kept = []
     for i, (text, confidence) in enumerate(texts):
-        words = _words(text)
-        if not words or (i > 0 and confidence < best * ALTERNATIVE_SHARE):
+        heard_words = words(text)
+        if not heard_words or (i > 0 and confidence < best * ALTERNATIVE_SHARE):
             continue
-        if len(words.split()) >= ECHO_MIN_WORDS and f" {words} " in said:
+        if len(heard_words) >= ECHO_MIN_WORDS and f" {' '.join(heard_words)} " in said:
             reading = read_slot(question, text)
             if reading is None or not reading.complete:
                 continue
