@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from soak import free_port, start_server_cmd
+from soak import free_port, start_server_cmd, write_result
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "sipp" / "uac_rtpstream.xml"
@@ -213,9 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(args, Path(tmp))
-    print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.out)
     sys.exit(0 if result["calls_ok"] == args.calls else 1)
 
 

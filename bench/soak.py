@@ -197,6 +197,22 @@ def start_server(
     return start_server_cmd(args, workdir, port, trace_frames, clear_caches)
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    """Stop a server as an operator would (SIGTERM: it drains), killed if it is not gone in 30 s."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def write_result(result: dict, out: Path, shown: dict | None = None) -> None:
+    """Print ``shown`` (default: ``result``) as JSON and write ``result`` to ``out``."""
+    print(json.dumps(result if shown is None else shown, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def start_server_cmd(
     args: list[str], workdir: Path, port: int, trace_frames: int = 0, clear_caches: bool = False
 ) -> subprocess.Popen:
@@ -412,11 +428,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         if args.tracemalloc and dumps:
             traced(server, workdir, dumps, ok + failed, full=True)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     warm = [s for s in samples if s["t_s"] >= args.warmup_minutes * 60 and s["t_s"] <= args.minutes * 60]
     result: dict[str, object] = {
         "agent": args.agent,
@@ -487,11 +499,7 @@ def retained(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
                 "rss_by_pid": {pid: round(mb, 1) for pid, mb in process_rss_mb(server.pid).items()},
             })
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     for before, after, batch in zip(dumps, dumps[1:], batches[1:], strict=False):
         calls = after["calls_ended"] - before["calls_ended"]
         kept = after["traced_after_bytes"] - before["traced_after_bytes"]
@@ -560,10 +568,7 @@ def main() -> None:
         parser.error("--retained-calls needs --tracemalloc FRAMES")
     with tempfile.TemporaryDirectory() as tmp:
         result = (retained if args.retained_calls else soak)(args, Path(tmp))
-    summary = {k: v for k, v in result.items() if k != "samples"}
-    print(json.dumps(summary, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.out, shown={k: v for k, v in result.items() if k != "samples"})
 
 
 if __name__ == "__main__":

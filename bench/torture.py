@@ -15,17 +15,14 @@ Usage: ``.venv/bin/python bench/torture.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from soak import free_port, start_server_cmd
+from soak import free_port, start_server_cmd, stop_server, write_result
 
 HERE = Path(__file__).resolve().parent
 RFC4475 = HERE.parents[1] / "shared" / "rfc4475"
@@ -80,11 +77,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         time.sleep(args.linger)  # calls some messages started reach their media timeout
         alive = server.poll() is None
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     log = (workdir / "server.log").read_text(errors="replace")
     counts: dict[str, int] = {}
     for replies in by_message.values():
@@ -117,9 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(args, Path(tmp))
-    print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.out)
     clean = result["server_log_tracebacks"] == 0 and result["server_alive_after"]
     sys.exit(0 if clean else 1)
 
