@@ -4,6 +4,7 @@ either side's hang-up with the reason said; admission counts it against --max-ca
 node's router passes an offer on past a worker that is gone."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
@@ -78,7 +79,8 @@ async def test_a_browser_call_is_a_call_both_ways(managers) -> None:
     assert manager.stats.ended == {"local-hangup": 1} and not manager.calls
 
 
-async def test_the_browser_hangs_up_and_the_call_ends(managers) -> None:
+async def reasons_ended(managers, end: Callable[[BrowserPeer], Awaitable[None]]) -> list[str]:
+    """How a browser call ended (``Call.wait_ended``) when ``end`` ended it from the browser's side."""
     reasons: list[str] = []
 
     async def app(call: Call) -> None:
@@ -89,7 +91,7 @@ async def test_the_browser_hangs_up_and_the_call_ends(managers) -> None:
     peer = BrowserPeer()
     try:
         await connect(channel, peer)
-        peer.hang_up()
+        await end(peer)
         for _ in range(100):
             if reasons:
                 break
@@ -97,31 +99,25 @@ async def test_the_browser_hangs_up_and_the_call_ends(managers) -> None:
     finally:
         await peer.close()
         await channel.close()
-    assert reasons == ["remote-hangup"]
+    return reasons
+
+
+async def test_the_browser_hangs_up_and_the_call_ends(managers) -> None:
+    async def hang_up(peer: BrowserPeer) -> None:
+        peer.hang_up()
+
+    assert await reasons_ended(managers, hang_up) == ["remote-hangup"]
 
 
 async def test_a_browser_that_closes_its_connection_hung_up_and_did_not_vanish(managers) -> None:
     """No hang-up on the data channel, but a DTLS close while its audio was coming: the caller hung up
     (a browser whose ICE consent expired had sent nothing for the consent timeout: ``ice-failed``)."""
-    reasons: list[str] = []
 
-    async def app(call: Call) -> None:
-        reasons.append(await call.wait_ended())
-
-    manager = await managers(app)
-    channel = WebRtcChannel(manager)
-    peer = BrowserPeer()
-    try:
-        await connect(channel, peer)
+    async def close_while_speaking(peer: BrowserPeer) -> None:
         await asyncio.sleep(0.5)  # the microphone's packets are coming
         await peer.close()
-        for _ in range(100):
-            if reasons:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await channel.close()
-    assert reasons == ["remote-hangup"]
+
+    assert await reasons_ended(managers, close_while_speaking) == ["remote-hangup"]
 
 
 async def test_browser_calls_count_against_max_calls(managers) -> None:
