@@ -9,10 +9,12 @@ same hypotheses with the learned priors (exactly the arbiter's policy, without r
 "arbiter" runs every engine on every question; "arbiter-lean" runs what the voice agent runs
 (``LEAN_SELECTION``: the grammar, the per-agent LM and whisper's base and tiny.en models on closed
 questions, and base on noise-reduced audio too for digits, phone numbers, spellings and amounts; whisper
-and the agent LM on free speech). "oracle" counts an utterance right when any engine got it: no selection
-policy can beat it. Variants of whisper (``--variants``: without the question prompt, with the full
-30 s encoder window, greedy decoding, the beam's top hypothesis only) are reported
-beside, for the choices in the engine's docstring; they take no part in the arbiter or the oracle.
+and the agent LM on free speech), asking tiny.en and then base on noise-reduced audio only when the
+engines before them disagree (``SECOND_OPINIONS``), with the CPU of the decodes it asked for.
+"oracle" counts an utterance right when any engine got it: no selection policy can beat it.
+Variants of whisper (``--variants``: without the question prompt, with the full 30 s encoder
+window, greedy decoding, the beam's top hypothesis only) are reported beside, for the choices in
+the engine's docstring; they take no part in the arbiter or the oracle.
 
 The priors are learned on the training corpus, with each engine's confidence calibration and the
 weights of calibrated confidence and of agreement between engines (the ones that score best on the
@@ -38,6 +40,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -45,9 +48,17 @@ from typing import Any
 
 import numpy as np
 
-from parley.agent.voice import LEAN_SELECTION
+from parley.agent.voice import LEAN_SELECTION, SECOND_OPINIONS
 from parley.speech import corpus as corpus_module
-from parley.speech.arbiter import AGREEMENT_WEIGHT, SHIPPED_PRIORS, Arbiter, EnginePriors, ranked
+from parley.speech.arbiter import (
+    AGREEMENT_WEIGHT,
+    SHIPPED_PRIORS,
+    Arbiter,
+    EnginePriors,
+    consulted,
+    opinion_tiers,
+    ranked,
+)
 from parley.speech.corpus import generate_corpus, question_for, read_labels, read_wav
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import DecodePool
@@ -169,9 +180,12 @@ def arbitrate(
     label: str,
     engines: list[str],
     selection: dict[SlotType, tuple[str, ...]] | None = None,
+    second_opinions: Sequence[Sequence[str]] = (),
 ) -> None:
-    """The arbiter's pick among ``engines`` (narrowed to ``selection[slot type]`` when given), scored
-    with its policy: same hypotheses, no re-decoding."""
+    """The arbiter's pick among ``engines`` (narrowed to ``selection[slot type]`` when given, asking
+    ``second_opinions`` only when the engines before them disagree), scored with its policy: same
+    hypotheses, no re-decoding."""
+    tiers = opinion_tiers(second_opinions)
     for row in rows:
         question = question_for(row["record"])
         chosen = selection.get(question.slot_type) if selection else None
@@ -180,9 +194,10 @@ def arbitrate(
             for name, h in row["hypotheses"].items()
             if name in engines and (chosen is None or name in chosen)
         }
-        best = ranked(list(running.values()), question, priors)[0][1]
+        asked = consulted(list(running.values()), question, priors, tiers)
+        best = ranked(asked, question, priors)[0][1]
         row["correct"][label] = row["correct"][best.engine]
-        row["cpu"][label] = sum(row["cpu"][name] for name in running)
+        row["cpu"][label] = sum(row["cpu"][h.engine] for h in asked)
         row["texts"][label] = best.text
 
 
@@ -225,7 +240,7 @@ def best_weight(
     scores = []
     for weight in weights:
         setattr(priors, name, weight)
-        arbitrate(rows, priors, "trial", engines, LEAN_SELECTION)
+        arbitrate(rows, priors, "trial", engines, LEAN_SELECTION, SECOND_OPINIONS)
         scores.append((sum(row["correct"]["trial"] for row in rows), weight))
     default = scores[0]
     best = max(scores, key=lambda score: score[0])  # the first of equals
@@ -238,7 +253,14 @@ async def latency_sample(
     """End of speech -> decision, with the audio streamed in real time, as the voice agent runs it."""
     async with DecodePool([e.name for e in engines]) as pool:  # in production engines decode in processes
         await pool.warm()
-        arbiter = Arbiter(engines, priors=priors, deadline=1.0, pool=pool, selection=LEAN_SELECTION)
+        arbiter = Arbiter(
+            engines,
+            priors=priors,
+            deadline=1.0,
+            pool=pool,
+            selection=LEAN_SELECTION,
+            second_opinions=SECOND_OPINIONS,
+        )
         return await _timed_turns(arbiter, directory, records)
 
 
@@ -370,7 +392,7 @@ async def main() -> None:
     print(f"evaluating on {len(test_records)} utterances", file=sys.stderr)
     rows = run_engines(test_dir, test_records, [*engines, *variants], args.workers)
     arbitrate(rows, priors, "arbiter", names)
-    arbitrate(rows, priors, "arbiter-lean", names, LEAN_SELECTION)
+    arbitrate(rows, priors, "arbiter-lean", names, LEAN_SELECTION, SECOND_OPINIONS)
     for row in rows:
         row["correct"]["oracle"] = any(row["correct"][n] for n in names if n in row["correct"])
     raw = [

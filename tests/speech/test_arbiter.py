@@ -388,3 +388,45 @@ def test_two_engines_reading_the_same_digits_outweigh_two_near_readings():
     assert agreement("digits", "811309828", "811309888") == pytest.approx(0.5 * (2 * 8 / 9 - 1))
     assert agreement("digits", "811309828", "427193555") == 0.0
     assert agreement("date", "2026-01-09", "2026-01-19") == 0.0  # only symbol strings agree in part
+
+
+class ScriptedEngine(ExplodingEngine):
+    """A plugin whose final is ``said``, whatever it hears; it notes whether it was asked to decode."""
+
+    def __init__(self, name: str, said: str) -> None:
+        self.name = name
+        self.said = said
+        self.decoded = False
+
+    def feed(self, pcm: np.ndarray) -> Hypothesis | None:
+        return None
+
+    def finish(self) -> Hypothesis:
+        self.decoded = True
+        return Hypothesis(self.name, self.said, 0.9, is_final=True)
+
+
+async def test_a_second_opinion_is_not_asked_when_the_first_engines_agree(engines):
+    grammar = [e for e in engines if e.name == "sphinx-grammar"]
+    agreeing, second = ScriptedEngine("agreeing", "4271"), ScriptedEngine("second", "9999")
+    arbiter = Arbiter(
+        [*grammar, agreeing, second], priors=EnginePriors(), deadline=30, second_opinions=[["second"]]
+    )
+    record = await arbiter.recognize(DIGITS, await telephone_speech("four two seven one"))
+    assert read_digits(record.winner.text) == "4271"
+    assert not second.decoded and record.not_run == ["second"]
+    assert "second" not in record.scores and "second" not in record.failed_engines
+    assert record.agreed in ("sphinx-grammar and agreeing read the same answer",
+                             "agreeing and sphinx-grammar read the same answer")  # fmt: skip
+    assert "not asked: second" in record.reason
+
+
+async def test_a_second_opinion_decides_when_the_first_engines_disagree(engines):
+    grammar = [e for e in engines if e.name == "sphinx-grammar"]
+    rival, second = ScriptedEngine("rival", "1234"), ScriptedEngine("second", "4271")
+    arbiter = Arbiter(
+        [*grammar, rival, second], priors=EnginePriors(), deadline=30, second_opinions=[["second"]]
+    )
+    record = await arbiter.recognize(DIGITS, await telephone_speech("four two seven one"))
+    assert second.decoded and record.not_run == [] and "second" in record.answer_seconds
+    assert read_digits(record.winner.text) == "4271"  # the grammar, with the second opinion's support

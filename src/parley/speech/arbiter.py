@@ -20,6 +20,12 @@ The turn ends before the deadline as soon as the finals in cannot be beaten by a
 decoding (:func:`best_possible`: its prior with a valid, fully confident answer that every other engine
 agrees with), nor overtaken by a rival final that the engines still decoding might yet agree with.
 Every turn yields a :class:`TurnRecord` with all hypotheses, scores, the winner and why.
+
+Second opinions: engines named in the arbiter's ``second_opinions`` tiers hear the audio but decode
+only when the engines before them do not agree (:func:`agreed`: the leading reading is a valid answer
+that another engine read too). On one core the decodes of a turn run one after another anyway, so
+a turn whose first engines agree closes sooner and spends less CPU, and one where they disagree
+closes no later than if every engine had decoded at once.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parley.nlu.reader import SYMBOL_STRING_KINDS, SlotReading, agreement, in_range, read_slot
+from parley.nlu.reader import SYMBOL_STRING_KINDS, SlotReading, agreement, in_range, read_slot, same_reading
 from parley.speech import metrics
 from parley.speech.types import AsrEngine, AsrSession, Hypothesis, Question, SlotType, TurnRecord
 
@@ -217,6 +223,42 @@ def ranked(
     return out
 
 
+def agreed(finals: Sequence[Hypothesis], question: Question, priors: EnginePriors) -> str | None:
+    """Why the leading final needs no second opinion ("whisper and sphinx-grammar read the same
+    answer"): it reads as a valid answer and another engine's final reads the same value; else None."""
+    if not finals:
+        return None
+    lead = ranked(finals, question, priors)[0][1]
+    mine = read_slot(question, lead.text) if lead.text.strip() else None
+    if _validity(question, mine)[0] != 1.0:
+        return None
+    for other in finals:
+        if other.engine == lead.engine or not other.text.strip():
+            continue
+        theirs = read_slot(question, other.text)
+        if _validity(question, theirs)[0] == 1.0 and same_reading(mine.value, theirs.value):
+            return f"{lead.engine} and {other.engine} read the same answer"
+    return None
+
+
+def opinion_tiers(second_opinions: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Engine -> its tier: n for the n-th tier of second opinions (an engine in none is in tier 0)."""
+    return {name: i + 1 for i, tier in enumerate(second_opinions) for name in tier}
+
+
+def consulted(
+    finals: Sequence[Hypothesis], question: Question, priors: EnginePriors, tiers: dict[str, int]
+) -> list[Hypothesis]:
+    """The finals a turn weighs when every engine would answer in time: tier by tier until they
+    :func:`agreed` (:meth:`ArbiterTurn.finish`, replayed on decoded answers by the benchmark)."""
+    asked: list[Hypothesis] = []
+    for tier in sorted({tiers.get(h.engine, 0) for h in finals}):
+        asked += [h for h in finals if tiers.get(h.engine, 0) == tier]
+        if agreed(asked, question, priors) is not None:
+            break
+    return asked
+
+
 def best_possible(engine: str, question: Question, priors: EnginePriors) -> float:
     """The highest :func:`score` ``engine`` could still reach on ``question``: a valid answer
     with its highest confidence. A final already in that scores more cannot be beaten by it."""
@@ -334,24 +376,32 @@ class ArbiterTurn:
 
     async def finish(self, deadline: float | None = None) -> TurnRecord:
         """End of speech: gather finals until the decision cannot change (or the deadline: the
-        arbiter's, or ``deadline`` seconds) and choose the winner. Engines still decoding when no
-        result of theirs could win any more are not waited for (``TurnRecord.not_awaited``); those
-        still decoding at the deadline time out."""
+        arbiter's, or ``deadline`` seconds) and choose the winner. Second opinions decode only when the
+        engines before them do not agree (:func:`agreed`); those not asked are ``TurnRecord.not_run``.
+        Engines still decoding when no result of theirs could win any more are not waited for
+        (``TurnRecord.not_awaited``); those still decoding at the deadline time out."""
         started = time.perf_counter()
         self.finished = True
         self._flush()
-        for worker in self.workers:
-            worker.queue.put_nowait(None)
-        pending = {worker.task for worker in self.workers}
         deadline = started + (self.arbiter.deadline if deadline is None else deadline)
-        while pending and not self._settled():
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+        tiers = sorted({self.arbiter.tier_of(w.engine.name) for w in self.workers})
+        asked: list[_EngineWorker] = []
+        for tier in tiers:
+            joining = [w for w in self.workers if self.arbiter.tier_of(w.engine.name) == tier]
+            for worker in joining:
+                worker.queue.put_nowait(None)
+            asked += joining
+            await self._gather(asked, deadline)
+            if tier == tiers[-1] or time.perf_counter() >= deadline:
                 break
-            _, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            why = agreed([w.final for w in asked if w.final is not None], self.question, self.arbiter.priors)
+            if why is not None:
+                self.record.not_run = [w.engine.name for w in self.workers if w not in asked]
+                self.record.agreed = why
+                break
         record = self.record
         candidates: list[Hypothesis] = []
-        settled = self._settled()
+        settled = self._settled(asked)
         for worker in self.workers:
             name = worker.engine.name
             if worker.final is not None:
@@ -363,6 +413,8 @@ class ArbiterTurn:
                     cleanup = asyncio.ensure_future(worker.abandon())  # a stuck thread's result is ignored
                     self.arbiter.background.add(cleanup)
                     cleanup.add_done_callback(self.arbiter.background.discard)
+                    if name in record.not_run:
+                        continue
                     if settled:
                         record.not_awaited.append(name)
                     else:
@@ -373,9 +425,20 @@ class ArbiterTurn:
                 if fallback is not None and name not in record.not_awaited:
                     candidates.append(fallback)
         self._choose(candidates)
+        if record.not_run:
+            record.reason += f"; not asked: {', '.join(record.not_run)} ({record.agreed})"
         record.finish_seconds = time.perf_counter() - started
         self._count()
         return record
+
+    async def _gather(self, asked: list[_EngineWorker], deadline: float) -> None:
+        """Wait for the finals of ``asked`` until they are settled or the deadline passes."""
+        pending = {worker.task for worker in asked if not worker.task.done()}
+        while pending and not self._settled(asked):
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
 
     def _count(self) -> None:
         """The turn in the speech metrics: each final's delay after the end of speech, the winner, misses."""
@@ -386,12 +449,12 @@ class ArbiterTurn:
         if self.record.winner is not None:
             metrics.ASR_WINS.labels(self.record.winner.engine, self.question.slot_type.value).inc()
 
-    def _settled(self) -> bool:
-        """Whether the finals already in beat anything the engines still decoding could return."""
-        waiting = [w for w in self.workers if w.final is None and w.error is None and not w.task.done()]
+    def _settled(self, asked: list[_EngineWorker]) -> bool:
+        """Whether the finals already in beat anything the ``asked`` engines still decoding could return."""
+        waiting = [w for w in asked if w.final is None and w.error is None and not w.task.done()]
         if not waiting:
             return True
-        finals = [w.final for w in self.workers if w.final is not None]
+        finals = [w.final for w in asked if w.final is not None]
         if not finals:
             return False
         priors = self.arbiter.priors
@@ -446,8 +509,12 @@ class Arbiter:
         pool: DecodePool | None = None,
         chunk_frames: int = 5,
         selection: dict[SlotType, tuple[str, ...]] | None = None,
+        second_opinions: Sequence[Sequence[str]] = (),
     ) -> None:
         self.engines = list(engines)
+        # tiers of engines asked in order, each only when the engines before it do not agree (module
+        # docstring); an engine in no tier is in the first
+        self.tiers = opinion_tiers(second_opinions)
         self.priors = priors if priors is not None else EnginePriors.shipped()
         self.deadline = deadline
         # pocketsphinx holds the GIL while decoding: production uses a process DecodePool; the
@@ -457,6 +524,10 @@ class Arbiter:
         self.background: set[asyncio.Future] = set()
         self.executor = executor or ThreadPoolExecutor(max_workers=max(2, len(self.engines)))
         self.chunk_frames = chunk_frames
+
+    def tier_of(self, engine: str) -> int:
+        """When ``engine`` decodes: 0 with the first engines, n with the n-th tier of second opinions."""
+        return self.tiers.get(engine, 0)
 
     def engines_for(self, question: Question) -> list[AsrEngine]:
         """The engines that listen to answers of ``question``: those that support it, narrowed

@@ -97,5 +97,7 @@ class TurnRecord:
     reason: str = ""
     failed_engines: dict[str, str] = field(default_factory=dict)  # engine -> error / "timeout"
     not_awaited: list[str] = field(default_factory=list)  # still decoding, but could no longer win
+    not_run: list[str] = field(default_factory=list)  # second opinions not asked: the first engines agreed
+    agreed: str = ""  # which engines agreed, when second opinions were not asked
     finish_seconds: float = 0.0  # end of speech -> decision
     answer_seconds: dict[str, float] = field(default_factory=dict)  # end of speech -> each engine's final
