@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import signal
@@ -433,12 +434,13 @@ async def test_a_busy_decode_process_is_not_taken_for_hung(speech) -> None:
             text = await _decode(pool, question, pcm)
             return text, time.monotonic() - started
 
-        await asyncio.gather(*(timed() for _ in range(16)))  # 16 decoders made: none made below
         single = max([(await timed())[1] for _ in range(3)])
         pool.hang_s = max(0.5, 4 * single)
-        results = [result for _ in range(2) for result in await asyncio.gather(*(timed() for _ in range(16)))]
+        queued = max(16, math.ceil(3 * pool.hang_s / single))  # a queue longer than hang_s on a fast CPU too
+        await asyncio.gather(*(timed() for _ in range(queued)))  # the decoders made: none made below
+        results = [r for _ in range(2) for r in await asyncio.gather(*(timed() for _ in range(queued)))]
         assert max(wait for _, wait in results) > pool.hang_s  # the last ones queued longer than hang_s
-        assert [text for text, _ in results] == ["four two seven one"] * 32
+        assert [text for text, _ in results] == ["four two seven one"] * 2 * queued
         assert pool.replaced == 0
 
 
