@@ -358,21 +358,45 @@ def _spellings(toks: list[Token]) -> list[_Spelling]:
     return runs
 
 
-def _one_letter_short(letters: str, word: str) -> bool:
-    """Whether ``letters`` are ``word`` with one letter left out ("JONS" of "JONES")."""
-    return len(word) == len(letters) + 1 and any(
-        word[:i] + word[i + 1 :] == letters for i in range(len(word))
+# Letters whose names rhyme, which recognisers confuse on a telephone line: the "E-set" (bee, cee, dee,
+# ee, gee, pee, tee, vee, zee), the "A-set" (ay, aitch, jay, kay) and the "EH-set" (ef, el, em, en, ess,
+# ex). Two spellings that differ only within these sets sound alike; I and Y, or A and E, do not (SMITH
+# and SMYTH, GRAY and GREY are different names).
+RHYMING_LETTERS = ("BCDEGPTVZ", "AHJK", "FLMNSX")
+_RHYME = {letter: i for i, group in enumerate(RHYMING_LETTERS) for letter in group}
+
+
+def _sounds_like(letters: str, word: str) -> bool:
+    """Whether ``letters`` are how a recogniser may hear ``word`` spelled: one letter left out ("JONS"
+    of "JONES", most often a doubled one), or letters swapped for ones that rhyme with them ("BLARK" of
+    "CLARK"; two in a word of six letters or more)."""
+    if len(word) == len(letters) + 1:
+        return any(word[:i] + word[i + 1 :] == letters for i in range(len(word)))
+    if len(word) != len(letters) or len(word) < 4:
+        return False
+    swapped = [(a, b) for a, b in zip(letters, word, strict=True) if a != b]
+    return 0 < len(swapped) <= (2 if len(word) >= 6 else 1) and all(
+        a in _RHYME and _RHYME.get(b) == _RHYME[a] for a, b in swapped
     )
 
 
 def _said_before(toks: list[Token], run: _Spelling) -> str | None:
-    """The word the caller said before spelling it, when the spelling is that word short of one letter
-    ("Jones, J-O-N-S"): a recogniser hearing letters quickly said drops one, most often a doubled one."""
+    """The word the caller said before spelling it, when the spelling sounds like that word (a letter
+    short, or with letters that rhyme: :func:`_sounds_like`): "Jones, J-O-N-S", "Clark, B-L-A-R-K"."""
     for tok in reversed(toks[: run.start]):
         word = tok.text.upper()
-        if len(word) >= 3 and word.isalpha() and _one_letter_short(run.letters, word):
+        if len(word) >= 3 and word.isalpha() and _sounds_like(run.letters, word):
             return word
     return None
+
+
+def _without_restart_letters(letters: str) -> str:
+    """``letters`` with a restarted beginning taken out: "ROBROBINSON" (the caller began again after
+    R-O-B) is "ROBINSON". Three letters or more repeated: a doubled letter or pair is part of a name."""
+    for length in range(len(letters) // 2, 2, -1):
+        if letters[:length] == letters[length : 2 * length]:
+            return letters[length:]
+    return letters
 
 
 # Spelled names the letters are snapped to when they spell no known name: surnames this common
@@ -409,6 +433,8 @@ def _read_spelled(toks: list[Token]) -> Extraction | None:
     if not runs:
         return None
     run = max(reversed(runs), key=lambda r: len(r.letters))
+    if run.letters.lower() not in namelists.common_last_names(COMMON_SURNAME_RANK):
+        run = replace(run, letters=_without_restart_letters(run.letters))
     complete = len(run.letters) >= 2 and not run.pending
     span = _span(toks[run.start : run.end])
     if complete and (word := _said_before(toks, run)) is not None:
