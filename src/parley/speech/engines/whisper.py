@@ -83,6 +83,10 @@ DEFAULT_CONTEXT_S = 10.0  # base keeps its accuracy at 10 s; tiny.en does not (m
 CONTEXT_MARGIN_S = 1.0  # room after the answer within the encoder's window
 MAX_TOKENS = 96  # an answer is a sentence or two
 NO_SPEECH_MAX = 0.6  # above this probability of "no speech", a low-confidence text is dropped
+# Above this probability of "no speech", a beam led by an echo of the prompt heard nothing: over line
+# hiss its alternatives are fragments of the prompt ("The number digit is 0." under "The caller reads
+# out the number", no speech 0.40).
+ECHO_NO_SPEECH = 0.3
 # Slot types whose answers the question's prompt helps (bench/asr_arbiter.py, base with against
 # without it, 38 answers each: names 92 vs 68 %, choices 87 vs 58 %, spellings 18 vs 13 %, yes/no 87
 # vs 84 %, dates 84 vs 82 %; with a prompt that shows how the answer is written, digits 66 vs 50 %,
@@ -349,19 +353,23 @@ def denoised(audio: np.ndarray) -> np.ndarray:
     return np.asarray(reduced, dtype=np.float32)
 
 
+def echoes(text: str, prompt: str | None) -> bool:
+    """Whether ``text`` repeats the prompt: :data:`ECHO_MIN_WORDS` words or more found in it word for word."""
+    heard_words, said = " ".join(words(text)), " ".join(words(prompt or ""))
+    return heard_words.count(" ") + 1 >= ECHO_MIN_WORDS and f" {heard_words} " in f" {said} "
+
+
 def heard(question: Question, texts: list[tuple[str, float]], prompt: str | None) -> list[tuple[str, float]]:
     """The n-best without what the caller did not say: an echo of the prompt (whisper repeats its
     prompt over noise: "The caller reads out the number"; four words or more that the prompt holds and
     that are no complete answer, so a "yes" to "Yes or no." stays), and alternatives far less likely
     than the best (a lone "2" at 0.4 % under a 19 % echo)."""
-    said = f" {' '.join(words(prompt or ''))} "
     best = texts[0][1] if texts else 0.0
     kept = []
     for i, (text, confidence) in enumerate(texts):
-        heard_words = words(text)
-        if not heard_words or (i > 0 and confidence < best * ALTERNATIVE_SHARE):
+        if not words(text) or (i > 0 and confidence < best * ALTERNATIVE_SHARE):
             continue
-        if len(heard_words) >= ECHO_MIN_WORDS and f" {' '.join(heard_words)} " in said:
+        if echoes(text, prompt):
             reading = read_slot(question, text)
             if reading is None or not reading.complete:
                 continue
@@ -414,6 +422,8 @@ class WhisperSession:
             texts, no_speech = self.engine.model().transcribe(
                 audio, prompt, self.engine.context_s, self.engine.beam_size, self.engine.n_best
             )
+            if texts and no_speech > ECHO_NO_SPEECH and echoes(texts[0][0], prompt):
+                texts = []  # it fell back on its prompt: the rest of its beam is fragments of it
             text, confidence = best_answer(self.question, heard(self.question, texts, prompt))
             if no_speech > NO_SPEECH_MAX and confidence < 0.5:
                 text, confidence = "", 0.0  # Whisper invents words ("Thank you.") in noise
@@ -439,7 +449,7 @@ class WhisperEngine:
     """
 
     name = "whisper"
-    revision = "6"  # bumped when decoding changes without a settings change (benchmark caches)
+    revision = "7"  # bumped when decoding changes without a settings change (benchmark caches)
 
     def __init__(
         self,
