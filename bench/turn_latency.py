@@ -59,6 +59,8 @@ from agent.voice_caller import (  # noqa: E402
     start_agent_server,
     stop_agent_server,
 )
+from integration.harness import free_port as harness_free_port  # noqa: E402
+from integration.harness import rtp_range, shared_ports  # noqa: E402
 from parley.speech.tts import load_tts  # noqa: E402
 from parley.telephony.manager import CallManager  # noqa: E402
 
@@ -112,6 +114,8 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def free_port() -> int:
+    if shared_ports() is not None:  # PARLEY_TEST_PORTS: this machine's share of the ports
+        return harness_free_port()
     for _ in range(200):
         port = random.randrange(41000, 59990, 2)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -124,6 +128,8 @@ def free_port() -> int:
 
 
 def free_range(size: int) -> tuple[int, int]:
+    if shared_ports() is not None:
+        return rtp_range(size)
     for _ in range(200):
         first = random.randrange(20000, 40000 - size, 2)
         ok = True

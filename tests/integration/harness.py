@@ -64,16 +64,42 @@ def _bindable(port: int, kinds: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOC
     return True
 
 
+def shared_ports() -> tuple[int, int] | None:
+    """``PARLEY_TEST_PORTS=LO-HI``: every port the tests and benches pick (signalling from the lower
+    half, RTP from the upper) comes from this range, for a machine whose port ranges are shared out;
+    None when unset. A malformed value is an error, not ignored."""
+    value = os.environ.get("PARLEY_TEST_PORTS", "").strip()
+    if not value:
+        return None
+    try:
+        low, high = (int(part) for part in value.split("-"))
+    except ValueError:
+        raise ValueError(f"PARLEY_TEST_PORTS={value!r}: expected LO-HI, e.g. 17000-18999") from None
+    if not 1024 <= low < high <= 65535 or high - low < 200:
+        raise ValueError(f"PARLEY_TEST_PORTS={value!r}: needs 1024 <= LO < HI <= 65535, 200 ports or more")
+    return low, high
+
+
+def _port_bases() -> range:
+    shared = shared_ports()
+    if shared is None:
+        return range(41000, 59990, 2)
+    low, high = shared
+    return range(low + low % 2, (low + high) // 2 - 10, 2)
+
+
 def free_port(block: int = 1) -> int:
     """A port (the first of ``block`` consecutive ones, even) free for UDP and TCP on loopback.
 
     Taken from 41000-59999; RTP ranges come from :func:`rtp_range` (61000-64999), away from
     Parley's default 20000-40000 so a benchmark running beside the suite does not collide, and
-    so the sniffer can ignore every port below 41000 (see :data:`_BPF_PORTS_FROM`).
+    so the sniffer can ignore every port below 41000 (see :data:`_BPF_PORTS_FROM`). With
+    ``PARLEY_TEST_PORTS`` set, from the lower half of that range instead (:func:`shared_ports`).
     """
+    bases = _port_bases()
     with _port_lock:
         for _ in range(2000):
-            base = random.randrange(41000, 59990, 2)
+            base = random.choice(bases)
             ports = range(base, base + block)
             if any(p in _used_ports for p in ports):
                 continue
@@ -87,10 +113,18 @@ _rtp_blocks = itertools.count(random.randrange(0, 100))
 
 
 def rtp_range(size: int = 40) -> tuple[int, int]:
-    """A private even RTP port range for one Parley instance (ports 61000-64999)."""
+    """A private even RTP port range for one Parley instance (ports 61000-64999, or the upper half of
+    ``PARLEY_TEST_PORTS``)."""
+    shared = shared_ports()
+    first_port, span = 61000, 4000
+    if shared is not None:
+        first_port = sum(shared) // 2 & ~1
+        span = shared[1] - first_port
+    if size > span:
+        raise ValueError(f"an RTP range of {size} ports does not fit in {span}")
     for _ in range(200):
-        n = next(_rtp_blocks) % (4000 // size)
-        first = 61000 + n * size
+        n = next(_rtp_blocks) % (span // size)
+        first = first_port + n * size
         if all(_bindable(p, (socket.SOCK_DGRAM,)) for p in range(first, first + 4)):
             return first, first + size
     raise RuntimeError("no free RTP port range")
