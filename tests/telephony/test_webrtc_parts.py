@@ -110,14 +110,29 @@ def test_playback_goes_out_a_packet_a_tick_and_barge_in_stops_it() -> None:
     assert len(sent) == 3 and [p.pts for p in sent] == [0, FRAME_SAMPLES, 2 * FRAME_SAMPLES]
     assert starts == [playback, None, None]  # the packet to stamp when aiortc takes it
     assert all(len(bytes(p)) > 20 for p in sent)  # the tone
-    for _ in range(20):  # the codec's memory of the tone dies out over about ten frames
+    for _ in range(30):  # the codec's memory of the tone dies out over about twelve frames
         stream.next_out()
-    assert all(len(bytes(p)) < 12 for p in sent[-5:])  # Opus's silence when nothing plays (no dither)
-
+    # silent frames until the encoder's own silence packet, then nothing while nothing plays
+    assert len(bytes(sent[-1])) <= 3 and all(len(bytes(p)) > 3 for p in sent[:-1])
+    assert len(sent) == stream.frames_out < 33 and stream.frames_skipped == 33 - len(sent)
     interrupted = stream.play(tone(1.0, 8000))
     stream.next_out()
+    assert sent[-1].pts == 33 * FRAME_SAMPLES  # the RTP timestamp leaps over the gap (as with DTX)
+    assert starts[-1] is interrupted
     stream.stop_playback()
     assert interrupted.finished and interrupted.stopped and not stream.playing
+
+
+def test_nothing_is_sent_before_the_first_audio_nor_long_after_each() -> None:
+    sent: list[av.Packet] = []
+    stream = BrowserStream(lambda packet, starts: sent.append(packet))
+    for _ in range(50):  # the call is up, the agent not speaking yet
+        stream.next_out()
+    assert sent == [] and stream.frames_skipped == 50
+    for _ in range(3):  # a live source's frames (echo) go out even when they are silent
+        stream.play_frame(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+        stream.next_out()
+    assert [p.pts for p in sent] == [(50 + i) * FRAME_SAMPLES for i in range(3)]
 
 
 def test_what_the_call_plays_reaches_a_browsers_decoder_as_the_same_tone() -> None:

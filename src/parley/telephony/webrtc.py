@@ -14,7 +14,8 @@ telephone-events go to :class:`~parley.media.dtmf.DtmfReceiver` (Chromium's ``RT
 packets to the same :class:`~parley.media.jitter.JitterBuffer` as an RTP stream's, played out by the
 media clock. Each tick decodes the slot's packet (libopus through PyAV, at 48 kHz) and takes it to
 8 kHz with libswresample (PyAV's), and encodes the call's 8 kHz frame to Opus as it is (libopus takes
-8 kHz input; its RTP clock stays 48 kHz), which aiortc packs, protects and sends. So a browser call
+8 kHz input; its RTP clock stays 48 kHz), which aiortc packs, protects and sends; while the call
+plays nothing, nothing is sent once the encoder has said silence (as a browser's DTX). So a browser call
 hears with the jitter buffer's delay, as a SIP call does. aiortc's own receive path held four packets
 in its jitter buffer before releasing one (80 ms), decoded on a thread, and soxr's stream resampler
 then handed out the 8 kHz audio in bursts of about 40 ms; its sending path encoded 48 kHz stereo on
@@ -84,6 +85,11 @@ TELEPHONE_EVENT = "audio/telephone-event"
 TELEPHONE_EVENT_NAME = "telephone-event"
 MAX_OUT_PACKETS = 5  # packets queued for aiortc beyond which the oldest go (100 ms): it stopped pulling
 MAX_HEARD_FRAMES = 3  # decoded 8 kHz frames held beyond a tick's (packets longer than 20 ms)
+# After the call's audio, silent frames are still sent until the encoder's own silence packet (TOC and
+# CELT's silence flag: 3 bytes), at most this many (its memory of the audio dies out in about twelve);
+# then nothing until the next audio (see BrowserStream.next_out).
+SILENCE_PACKET_BYTES = 3
+SILENCE_TAIL_FRAMES = 25
 SETUP_TIMEOUT_S = 20.0  # offer answered, but ICE/DTLS never came up: give up
 QUIET_BEFORE_CLOSE_S = 2.0  # nothing from the browser this long before its connection closed: it had gone
 CLOSE_DELAY_S = 0.5  # after a hang-up, time for the data channel's last message before closing
@@ -176,6 +182,10 @@ class OpusOut:
         self._encoder.time_base = _PIPELINE_TIME
         self._pts = 0
 
+    def skip(self, samples: int) -> None:
+        """Time passes with nothing sent (the next packet's RTP timestamp leaps: a gap, as with DTX)."""
+        self._pts += samples
+
     def encode(self, pcm: np.ndarray) -> list[av.Packet]:
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = PIPELINE_RATE
@@ -206,7 +216,10 @@ class BrowserStream:
         self.on_dtmf: Callable[[str], None] | None = None
         self.on_inactive: Callable[[], None] | None = None
         self.inactivity_timeout = inactivity_timeout
-        self.frames_in = self.frames_out = 0
+        self.frames_in = self.frames_out = 0  # frames heard; frames sent (not the silent ones skipped)
+        self.frames_skipped = 0  # ticks with nothing to send and nothing sent (see next_out)
+        self._quiet = True  # the browser has heard silence: nothing sent until audio (none before the first)
+        self._quiet_ticks = 0  # silent frames sent since the last audio
         self.dtmf_in = self.dtmf_rfc4733 = 0  # every key; those that came as RFC 4733 events
         self.started = self.last_rx = time.monotonic()
         self.jitter = JitterBuffer(frame_samples=OPUS_FRAME, clock_rate=OPUS_CLOCK)
@@ -292,11 +305,32 @@ class BrowserStream:
 
     # -- the media clock's phases (see parley.media.clock.Ticking) -------------------------------
     def next_out(self) -> None:
-        """Encode this tick's frame and send it to the browser; nothing for the clock to encode."""
-        self.frames_out += 1
+        """Encode this tick's frame and send it to the browser; nothing for the clock to encode.
+
+        While nothing plays, nothing is sent once the encoder has said silence (:data:`SILENCE_PACKET_BYTES`,
+        or after :data:`SILENCE_TAIL_FRAMES`): the RTP timestamps leap over the gap, as a browser's
+        Opus DTX does.
+        An agent is silent most of a call, and libopus's CELT takes 3-4 times longer on digital
+        silence than on speech (its filters' memories decay into denormal floats); aiortc's
+        per-packet sending is saved as well."""
         self._starting = None
-        for packet in self.opus_out.encode(self._next_frame()):
+        frame = self._next_frame()
+        silent = frame is self._silence
+        if silent and self._quiet:
+            self.frames_skipped += 1
+            self.opus_out.skip(FRAME_SAMPLES)
+            return
+        self.frames_out += 1
+        packets = self.opus_out.encode(frame)
+        for packet in packets:
             self.send_packet(packet, self._starting)
+        if silent:
+            self._quiet_ticks += 1
+            self._quiet = self._quiet_ticks >= SILENCE_TAIL_FRAMES or any(
+                packet.size <= SILENCE_PACKET_BYTES for packet in packets
+            )
+        else:
+            self._quiet, self._quiet_ticks = False, 0
 
     def pull(self) -> None:
         """Decode the packet due for this tick's slot; :meth:`deliver` hands the frame on."""
