@@ -515,6 +515,66 @@ async def agent_step_up(args: argparse.Namespace, prefix: list[str], workdir: Pa
     return {"bound_p95_ms": GOAL_P95_MS, "most_calls_held": held, "steps": steps}
 
 
+async def cpu_against_baseline(args: argparse.Namespace, prefix: list[str], workdir: Path) -> dict[str, Any]:
+    """Browser agent calls to two agent servers on the same core, this tree's and ``--baseline-src``'s
+    (a ``src`` directory, e.g. ``git archive main src``, with this tree's compiled modules copied in),
+    alternating call by call with the same answers: each server's own CPU per call (its process, its
+    decoders apart) and the turns' latency from its records, before and after a change in one run."""
+    sides = {"baseline": ["env", f"PYTHONPATH={args.baseline_src.resolve()}"], "this": []}
+    servers: dict[str, Any] = {}
+    urls: dict[str, str] = {}
+    out = {side: {"server_cpu_s": [], "decoders_cpu_s": [], "wall_s": []} for side in sides}
+    errors: list[str] = []
+    with WebhookSink({"reference": "R42"}) as sink:
+        agent_file = workdir / "baseline-agent.yaml"
+        agent_file.write_text(AGENT.read_text().replace(SINK_PLACEHOLDER, f"http://127.0.0.1:{sink.port}"))
+        try:
+            for side, env in sides.items():
+                webrtc_port = free_port()
+                servers[side] = start_agent_server(
+                    agent_file, port=free_port(), rtp_ports=free_range(40),
+                    records=workdir / f"{side}-calls.jsonl",
+                    extra=["--max-load", "0", "--media-timeout", "60", "--webrtc-port", str(webrtc_port)],
+                    startup_timeout=180, prefix=[*env, *prefix], cache_dir=workdir / "cache",
+                )  # fmt: skip
+                urls[side] = f"http://127.0.0.1:{webrtc_port}/offer"
+            answers = AnswerBook(load_tts("flite"), "slt")
+            for round_ in range(args.rounds):
+                for side in sides if round_ % 2 == 0 else reversed(list(sides)):
+                    pid = servers[side].proc.pid
+                    (own0, rest0), t0 = cpu_seconds(pid), time.monotonic()
+                    try:
+                        await browser_call(urls[side], answers, random.Random(round_))
+                    except Exception as exc:
+                        errors.append(f"{side}: {type(exc).__name__}: {exc}"[:200])
+                        continue
+                    await asyncio.sleep(0.5)
+                    own1, rest1 = cpu_seconds(pid)
+                    out[side]["server_cpu_s"].append(own1 - own0)
+                    out[side]["decoders_cpu_s"].append(rest1 - rest0)
+                    out[side]["wall_s"].append(time.monotonic() - t0)
+                print(f"  round {round_ + 1}/{args.rounds} done", flush=True)
+        finally:
+            for server in servers.values():
+                stop_agent_server(server)
+    summary: dict[str, Any] = {"errors": errors, "baseline_src": str(args.baseline_src)}
+    for side, data in out.items():
+        timings = server_timings(workdir / f"{side}-calls.jsonl")["webrtc"]
+        agent_audio = [_agent_audio_ms(turn) for turn in timings.get("turns", [])]
+        calls = len(data["wall_s"])
+        summary[side] = {
+            "calls": calls,
+            **{f"{name}_s_per_call": _r(sum(data[name]) / calls, 3) if calls else None
+               for name in ("server_cpu", "decoders_cpu", "wall")},
+            "server_cpu_s_each": [round(x, 3) for x in data["server_cpu_s"]],
+            # the goal's figure (end of speech to the first agent audio leaving) and the reply's
+            **{f"server_agent_audio_{q}_ms": _r(percentile(agent_audio, int(q[1:]))) for q in ("p50", "p95")},
+            **{f"server_first_audio_{q}_ms": _r(percentile(timings.get("first_audio", []), int(q[1:])))
+               for q in ("p50", "p95")},
+        }  # fmt: skip
+    return summary
+
+
 # -- 1b. the channel's own latency: an echo's round trip ------------------------------------
 def noise_burst(seconds: float = 0.2) -> np.ndarray:
     """Loud white noise: its first packet is loud on either channel (a tone is cheap for Opus)."""
@@ -920,7 +980,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
         print(f"  the server's WebRTC channel: {trips['server_webrtc']}", flush=True)
-    if args.rounds:
+    if args.rounds and not args.baseline_src:
         print(f"turn latency, SIP and WebRTC alternating, {args.rounds} calls each:", flush=True)
         report["latency"] = latency = await latency_side_by_side(args, prefix, workdir)
         for channel in ("sip", "webrtc"):
@@ -951,6 +1011,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
         for error in latency["errors"][:5]:
+            print(f"  ! {error}", flush=True)
+    if args.baseline_src:
+        print(f"browser agent calls, this tree against {args.baseline_src}, {args.rounds} each:", flush=True)
+        report["baseline"] = baseline = await cpu_against_baseline(args, prefix, workdir)
+        for side in ("baseline", "this"):
+            print(f"  {side:<9} {baseline[side]}", flush=True)
+        for error in baseline["errors"][:5]:
             print(f"  ! {error}", flush=True)
     if args.agent_steps:
         print(f"agent calls a core, SIP and WebRTC side by side (p95 <= {GOAL_P95_MS:g} ms):", flush=True)
@@ -983,6 +1050,13 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=10.0, help="Seconds the CPU is measured per step.")
     parser.add_argument("--generate", nargs=3, metavar=("URL", "CALLS", "HOLD"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="Instead of the SIP pairs: --rounds browser calls each to this tree's agent server and to one "
+        "run from this src directory (e.g. `git archive main src`, compiled modules copied in), alternating.",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
