@@ -564,8 +564,8 @@ async def cpu_against_baseline(args: argparse.Namespace, prefix: list[str], work
         calls = len(data["wall_s"])
         summary[side] = {
             "calls": calls,
-            **{f"{name}_s_per_call": _r(sum(data[name]) / calls, 3) if calls else None
-               for name in ("server_cpu", "decoders_cpu", "wall")},
+            **{f"{name}_per_call": _r(sum(data[name]) / calls, 3) if calls else None
+               for name in ("server_cpu_s", "decoders_cpu_s", "wall_s")},
             "server_cpu_s_each": [round(x, 3) for x in data["server_cpu_s"]],
             # the goal's figure (end of speech to the first agent audio leaving) and the reply's
             **{f"server_agent_audio_{q}_ms": _r(percentile(agent_audio, int(q[1:]))) for q in ("p50", "p95")},

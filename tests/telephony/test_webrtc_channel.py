@@ -33,7 +33,7 @@ async def offer_of(peer: BrowserPeer) -> dict:
 
 async def connect(channel: WebRtcChannel, peer: BrowserPeer) -> str:
     answer = await channel.answer(await offer_of(peer))
-    await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    await peer.accept(answer["sdp"])
     await asyncio.wait_for(peer.connected.wait(), 15)
     for _ in range(100):  # the server's side of DTLS completes a moment after the peer's
         if answer["call_id"] in channel.manager.calls:
@@ -77,6 +77,36 @@ async def test_a_browser_call_is_a_call_both_ways(managers) -> None:
     assert {"type": "prompt", "text": "hello"} in peer.events
     assert sum(1 for _, rms in peer.heard if rms > 2000) >= 30  # the call's audio reached the browser
     assert manager.stats.ended == {"local-hangup": 1} and not manager.calls
+
+
+async def test_a_silent_browser_sends_little_with_dtx_and_the_call_still_hears_every_tick(managers) -> None:
+    heard: list[np.ndarray] = []
+
+    async def app(call: Call) -> None:
+        async for item in call.incoming():
+            if isinstance(item, np.ndarray):
+                heard.append(item)
+
+    manager: CallManager = await managers(app)
+    channel = WebRtcChannel(manager)
+    peer = BrowserPeer()
+    try:
+        call_id = await connect(channel, peer)
+        assert peer.microphone.dtx  # the answer asked for DTX (usedtx=1), as a browser reads it
+        stream = channel.browsers[call_id].stream
+        await asyncio.sleep(0.5)  # past the encoder's first silent frames
+        packets, frames = stream.jitter.stats.received, len(heard)
+        await asyncio.sleep(2.0)
+        quiet_packets, quiet_frames = stream.jitter.stats.received - packets, len(heard) - frames
+        peer.say(tone(1.0))
+        await asyncio.sleep(1.5)
+    finally:
+        await peer.close()
+        await channel.close()
+    assert quiet_packets <= 8  # a packet every 400 ms, not 100 in 2 s
+    assert quiet_frames >= 90  # the call heard a frame every tick meanwhile (silence)
+    assert all(np.abs(f).max() < 100 for f in heard[frames + 5 : frames + quiet_frames - 5])  # silence
+    assert sum(1 for f in heard if np.sqrt(np.mean(f.astype(float) ** 2)) > 2000) >= 30  # then the tone
 
 
 async def reasons_ended(managers, end: Callable[[BrowserPeer], Awaitable[None]]) -> list[str]:

@@ -23,10 +23,16 @@ import soxr
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from parley.sip.sdp import parse_sdp
+
 RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz
 LOUD_RMS = 300.0  # int16 RMS of a 20 ms frame that counts as speech
 MAX_BEHIND_S = 0.1  # sending this late, the microphone skips ahead instead of catching up
+# Opus DTX as Chromium runs it when the answer asks (usedtx=1): after this many silent frames, one
+# packet every DTX_INTERVAL_FRAMES (400 ms) until speech comes again
+DTX_AFTER_FRAMES = 10
+DTX_INTERVAL_FRAMES = 20
 
 
 class _Microphone(MediaStreamTrack):
@@ -48,10 +54,34 @@ class _Microphone(MediaStreamTrack):
         self.encoder.sample_rate, self.encoder.layout, self.encoder.format = RATE, "mono", "s16"
         self.encoder.bit_rate, self.encoder.options = 32000, {"application": "voip"}  # as Chromium's
         self.encoder.time_base = self.time_base
+        self.dtx = False  # the answer asked for Opus DTX (usedtx=1): set by BrowserPeer.call
+        self.silent = 0  # silent frames in a row
+        self.skipped = 0  # frames not sent (DTX)
 
     async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            await self._next_tick()
+            if self.queue:
+                if self.last_speech_sent is not None or self.first_speech_sent is None:
+                    self.first_speech_sent, self.last_speech_sent = time.monotonic(), None
+                pcm = self.queue.pop(0)
+                if not self.queue:
+                    self.last_speech_sent = time.monotonic()
+                self.silent = 0
+            else:
+                pcm = np.zeros(FRAME, dtype=np.int16)
+                self.silent += 1
+                quiet = self.silent - DTX_AFTER_FRAMES
+                if self.dtx and quiet > 0 and quiet % DTX_INTERVAL_FRAMES:
+                    self.sent += 1  # not sent: the RTP timestamp leaps over it
+                    self.skipped += 1
+                    continue
+            return self._encode(pcm)
+
+    async def _next_tick(self) -> None:
+        """Wait for this frame's time (20 ms after the last one's)."""
         now = time.monotonic()
         if self.start is None or now - (self.start + self.sent * FRAME / RATE) > MAX_BEHIND_S:
             # first frame, or this process stalled: go on from now, as Parley's media clock does (a
@@ -59,14 +89,8 @@ class _Microphone(MediaStreamTrack):
             self.start = now - self.sent * FRAME / RATE
         else:
             await asyncio.sleep(max(0.0, self.start + self.sent * FRAME / RATE - now))
-        if self.queue:
-            if self.last_speech_sent is not None or self.first_speech_sent is None:
-                self.first_speech_sent, self.last_speech_sent = time.monotonic(), None
-            pcm = self.queue.pop(0)
-            if not self.queue:
-                self.last_speech_sent = time.monotonic()
-        else:
-            pcm = np.zeros(FRAME, dtype=np.int16)
+
+    def _encode(self, pcm: np.ndarray) -> av.Packet:
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
         frame.pts = self.sent * FRAME
@@ -126,8 +150,13 @@ class BrowserPeer:
         if response.status_code == 200:
             answer = response.json()
             self.call_id = answer["call_id"]
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await self.accept(answer["sdp"])
         return response
+
+    async def accept(self, answer_sdp: str) -> None:
+        """Apply the server's answer; send with Opus DTX if it asks (``usedtx=1``), as Chromium does."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        self.microphone.dtx = _opus_dtx(answer_sdp)
 
     def say(self, pcm: np.ndarray, rate: int = 8000) -> None:
         """Queue audio to send (any rate; resampled to 48 kHz)."""
@@ -164,6 +193,14 @@ class BrowserPeer:
         if self._reader is not None:
             self._reader.cancel()
         await self.pc.close()
+
+
+def _opus_dtx(sdp: str) -> bool:
+    """Whether an answer asks for Opus DTX (``usedtx=1`` in its Opus fmtp), as Chromium reads it."""
+    opus = {c.payload_type for c in parse_sdp(sdp.encode()).codecs if c.name.lower() == "opus"}
+    lines = [line.removeprefix("a=fmtp:") for line in sdp.splitlines() if line.startswith("a=fmtp:")]
+    fmtp = (line.split(" ", 1) for line in lines)
+    return any(int(pt) in opus and "usedtx=1" in rest.replace(" ", "").split(";") for pt, rest in fmtp)
 
 
 async def _call_and_wait(url: str) -> None:

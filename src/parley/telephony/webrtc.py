@@ -27,9 +27,12 @@ either side's hang-up. A browser that vanishes without hanging up ends the call 
 consent checks of RFC 7675 stop being answered): the call ends with ``ice-failed`` and its record
 says so.
 
-Taking the RTP from aiortc, adding telephone-event and setting the consent timeout use parts of aiortc
-and aioice that are not public API: :func:`check_aiortc` lists them and refuses a version without them,
-and ``pyproject.toml`` pins both to the minor versions that have them.
+The answer asks the browser for Opus DTX (``usedtx=1``): a silent caller's browser then sends a packet
+every 400 ms, not 50 a second (:func:`_ask_for_dtx`).
+
+Taking the RTP from aiortc, adding telephone-event, asking for DTX and setting the consent timeout use
+parts of aiortc and aioice that are not public API: :func:`check_aiortc` lists them and refuses a
+version without them, and ``pyproject.toml`` pins both to the minor versions that have them.
 """
 
 from __future__ import annotations
@@ -115,6 +118,21 @@ def _accept_telephone_events() -> None:
 
 
 _accept_telephone_events()
+
+
+def _ask_for_dtx() -> None:
+    """Answer Opus with ``usedtx=1`` (RFC 7587: the receiver prefers DTX), which browsers honour: while
+    the caller is silent (most of a call: the agent speaks), Chromium sends a packet every 400 ms
+    instead of 50 a second, and each packet spared is aiortc's per-packet Python (DTLS transport,
+    SRTP, RTP parsing), a jitter-buffer insert and an Opus decode on the server. The gaps are
+    silence to the call: the jitter buffer holds its place and the stream conceals, then plays
+    zeros (:meth:`BrowserStream.deliver`); speech after a gap starts a new talk spurt."""
+    for codec in CODECS["audio"]:
+        if codec.mimeType.lower() == "audio/opus":
+            codec.parameters["usedtx"] = 1
+
+
+_ask_for_dtx()
 
 
 class OfferError(Exception):
@@ -747,7 +765,8 @@ def check_aiortc() -> None:
       transport calls for each decrypted RTP packet of a receiver: replaced per call
       (:meth:`WebRtcChannel._take_rtp`), since aiortc has no public hook for raw RTP;
     - ``aiortc.codecs.CODECS["audio"]``, the table of the codecs aiortc answers with: telephone-event
-      is added to it (:func:`_accept_telephone_events`), since aiortc has no API to add a codec;
+      is added to it (:func:`_accept_telephone_events`) and its Opus asks for DTX (:func:`_ask_for_dtx`),
+      since aiortc has no API to add a codec or set a codec's parameters;
     - ``aioice.ice.CONSENT_INTERVAL`` and ``CONSENT_FAILURES``, which aioice reads on each consent
       check (RFC 7675): set from ``--webrtc-consent-timeout``, since aiortc passes no such option on.
 
