@@ -430,3 +430,14 @@ async def test_a_second_opinion_decides_when_the_first_engines_disagree(engines)
     record = await arbiter.recognize(DIGITS, await telephone_speech("four two seven one"))
     assert second.decoded and record.not_run == [] and "second" in record.answer_seconds
     assert read_digits(record.winner.text) == "4271"  # the grammar, with the second opinion's support
+
+
+def test_a_whole_answer_ranks_above_half_of_one_from_an_engine_with_a_higher_prior():
+    """A half-heard date is a no-match to the dialogue: it must not hide another engine's whole one."""
+    question = Question(SlotType.DATE, today="2026-12-05")
+    priors = EnginePriors({"sure": {"date": 0.9}, "humble": {"date": 0.2}})
+    half = Hypothesis("sure", "December, does January 2027.", 0.9, is_final=True)
+    whole = Hypothesis("humble", "the third of january twenty twenty seven", 0.4, is_final=True)
+    assert not read_slot(question, half.text).complete and read_slot(question, whole.text).complete
+    assert score(half, question, priors)[0] > score(whole, question, priors)[0]  # on score alone
+    assert [h.engine for _, h, _ in ranked([half, whole], question, priors)] == ["humble", "sure"]

@@ -195,11 +195,12 @@ def _validity(question: Question, reading: SlotReading | None) -> tuple[float, s
 def ranked(
     hypotheses: Sequence[Hypothesis], question: Question, priors: EnginePriors
 ) -> list[tuple[float, Hypothesis, str]]:
-    """Every hypothesis with its score and why, best first: :func:`score` with the agreement of the
-    other engines. A valid reading is supported by each other engine's valid reading of the same
-    value; for symbol strings (digits, phone numbers, spellings) also, in part, by a reading that
-    differs in a few symbols or is incomplete (:func:`parley.nlu.reader.agreement`): two engines that
-    each mishear one digit, in different places, still vote for the digits they share."""
+    """Every hypothesis with its score and why, best first (valid answers before the others, each by
+    score): :func:`score` with the agreement of the other engines. A valid reading is supported by each
+    other engine's valid reading of the same value; for symbol strings (digits, phone numbers,
+    spellings) also, in part, by a reading that differs in a few symbols or is incomplete
+    (:func:`parley.nlu.reader.agreement`): two engines that each mishear one digit, in different
+    places, still vote for the digits they share."""
     readings = [read_slot(question, h.text) if h.text.strip() else None for h in hypotheses]
     valid = [r if _validity(question, r)[0] == 1.0 else None for r in readings]
     kind = question.reading_kind
@@ -219,8 +220,12 @@ def ranked(
             )
         value, why = _score(hypothesis, question, priors, readings[i], agreeing)
         out.append((value, hypothesis, why))
-    out.sort(key=lambda item: item[0], reverse=True)
-    return out
+    # a valid answer first, whatever the scores: an incomplete or out-of-range reading is a no-match
+    # to the dialogue (the caller asked again), so an engine with a high prior that heard half the
+    # answer must not hide one that heard all of it ("December, does January 2027." by whisper-tiny
+    # over the grammar's "the third of january twenty twenty seven")
+    order = sorted(range(len(out)), key=lambda i: (valid[i] is not None, out[i][0]), reverse=True)
+    return [out[i] for i in order]
 
 
 def agreed(finals: Sequence[Hypothesis], question: Question, priors: EnginePriors) -> str | None:
