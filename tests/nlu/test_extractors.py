@@ -92,6 +92,10 @@ def test_phone(text, expected, complete):
         ("My", (), None),
         ("My last name", (), None),  # the start of a carrier phrase is not a name
         ("um", (), None),
+        ("James. James.", (), "James"),  # said twice: one name
+        ("Mary Jane", (), "Mary Jane"),
+        ("M. M", (), None),  # two letters that are no name (whisper-tiny, for "Emma")
+        ("E-D.", (), "Ed"),  # two letters that are one
     ],
 )
 def test_names(text, options, expected):

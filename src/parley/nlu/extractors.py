@@ -492,6 +492,8 @@ def _read_name(toks: list[Token], options: tuple[str, ...]) -> Extraction | None
     spelled = _read_spelled(toks)
     if spelled is not None and len(str(spelled.value)) >= 2:
         name = str(spelled.value).title()
+        if len(name) < 3 and not options and not namelists.is_name(name):
+            return None  # "M. M" (whisper, for "Emma"): two letters that are no name say none
         if options:
             match = _match_option(name, options, cutoff=85)
             if match is None:
@@ -516,6 +518,8 @@ def _read_name(toks: list[Token], options: tuple[str, ...]) -> Extraction | None
     candidates = [(i, w) for i, w in body if w not in namelists.NOT_NAMES]
     if not candidates or len(candidates) > 3 or len(candidates) < len(body):
         return None  # other words around them: a sentence ("the weather is nice"), not a name
+    # a name said twice is said once ("James. James."): the repeat is no second name
+    candidates = [c for k, c in enumerate(candidates) if k == 0 or c[1] != candidates[k - 1][1]]
     known = sum(namelists.is_name(w) for _, w in candidates)
     value = " ".join(w.title() if "'" not in w else w.title().replace("'S", "'s") for _, w in candidates)
     confidence = 0.9 if known == len(candidates) else 0.65 if known else 0.45
