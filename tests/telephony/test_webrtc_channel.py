@@ -103,7 +103,7 @@ async def test_a_silent_browser_sends_little_with_dtx_and_the_call_still_hears_e
     finally:
         await peer.close()
         await channel.close()
-    assert quiet_packets <= 8  # a packet every 400 ms, not 100 in 2 s
+    assert quiet_packets <= 15  # about 5 a second, not 100 in 2 s
     assert quiet_frames >= 90  # the call heard a frame every tick meanwhile (silence)
     assert all(np.abs(f).max() < 100 for f in heard[frames + 5 : frames + quiet_frames - 5])  # silence
     assert sum(1 for f in heard if np.sqrt(np.mean(f.astype(float) ** 2)) > 2000) >= 30  # then the tone
