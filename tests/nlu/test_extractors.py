@@ -95,6 +95,7 @@ def test_phone(text, expected, complete):
         ("James. James.", (), "James"),  # said twice: one name
         ("Mary Jane", (), "Mary Jane"),
         ("M. M", (), None),  # two letters that are no name (whisper-tiny, for "Emma")
+        ("M.", (), None),  # nor is one (whisper base, for "Emma")
         ("E-D.", (), "Ed"),  # two letters that are one
     ],
 )

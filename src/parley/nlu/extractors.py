@@ -518,6 +518,8 @@ def _read_name(toks: list[Token], options: tuple[str, ...]) -> Extraction | None
     candidates = [(i, w) for i, w in body if w not in namelists.NOT_NAMES]
     if not candidates or len(candidates) > 3 or len(candidates) < len(body):
         return None  # other words around them: a sentence ("the weather is nice"), not a name
+    if all(len(w) == 1 for _, w in candidates):
+        return None  # initials alone ("M.", whisper for "Emma") name nobody
     # a name said twice is said once ("James. James."): the repeat is no second name
     candidates = [c for k, c in enumerate(candidates) if k == 0 or c[1] != candidates[k - 1][1]]
     known = sum(namelists.is_name(w) for _, w in candidates)
