@@ -106,6 +106,40 @@ Measured (session 8, the same machine, shared with three other sessions' benches
   WebRTC 4. The browsers' aiortc peers run in the bench's process, beside the SIP caller, on a core
   that the other sessions' benches shared: which side fell behind first is not told apart here. The
   step-up needs an idle machine, the peers in processes of their own, and steps beyond 8.
+
+Measured (session 9, the same machine, other sessions' load tests beside):
+
+- Why a few browser turns closed 500 ms later: the same two answers, "two eight one three" and "two
+  eight eight two", in every run. Not the server's audio path: libswresample's 48 -> 8 kHz is
+  transparent (48-55 dB against soxr's round trip), the level is -0.4 dB, the delay a constant 8.2
+  ms, and the live audio equals an offline encode (25-46 dB a speech frame: no gap, no concealed
+  frame). It is Opus itself as Chromium sends it (``voip``, 32 kb/s: SILK, about 10 dB of waveform
+  SNR, 64 kb/s no better, narrowband worse): pocketsphinx's grammar engine then takes the opening
+  "two" for the carrier "it is" in its partials (never a complete one), and the pause check that
+  should close on whisper's complete final does not: once because ``settled`` is given the winner's
+  own last partial and whisper has none (``heard`` empty), once because ``lagging`` counted the chunk
+  flushed on that very frame. With ``heard`` taken from the grammar's partial (a diagnostic patch) the
+  first closed at the pause (close_after_speech 180 ms instead of 620).
+- The goal, paired (``--bursts 0 --echo-steps '' --rounds 10``, load average 0.3 to 1.7): all 30 pairs
+  p50 +0.3, p95 +6.0 ms (SIP 160.0/160.6, WebRTC 160.1/165.2); one pair +480 ms (the second answer
+  above); the 29 that closed alike +0.3/+3.5 ms.
+- The server's own CPU per browser agent call (``--rounds 6 --baseline-src``, 6 calls to each server,
+  alternating): against main before both changes below 1.003 s (0.93-1.06) before, 0.752 s
+  (0.69-0.77) after (load average 1.9 to 0.9); against main with the first change alone 1.003 s
+  (0.90-1.06), 0.837 s (0.77-0.89) with both (load average 2.0 to 0.4); SIP's, in the paired run
+  above, 0.343 s. The changes: nothing sent while the agent is silent (libopus's CELT took 142 µs a
+  frame on digital silence, 38 µs on speech; 350 of a call's 1,146 ticks sent nothing), and the answer
+  asks for Opus DTX (Chromium 156 then sent 14 packets in 3 quiet seconds, against 151; the bench's
+  peer, as Chromium, 372 packets in a call instead of about 1,150). The second is most of the saving;
+  the first's part is within the two runs' spread.
+- Agent calls a core (``--agent-steps 2,4,6,8 --agent-calls 2``, load average 0.7 to 1.7), caller
+  p95: SIP 272, 274, 279, 293 ms; WebRTC 468 (one late-closing turn of 12), 280, 287, 287 ms; all calls
+  completed; the server's core share at 8 calls 0.255 over SIP, 0.312 over WebRTC. Beyond
+  (``--agent-steps 12,16``, load average 1.0 to 4.9): SIP held 12 and 16 (p95 308, 322 ms; core share
+  0.36, 0.49); WebRTC held 12 (378 ms, 0.44) and not 16 (769 ms, 7 of 32 calls timed out at the
+  caller), with the server's core share no higher than SIP's (0.49): the bench's own process, which
+  runs the 16 aiortc peers and the SIP caller, fell behind (its media clock stalled 111 ms), so
+  where WebRTC stops is still not told apart from where the peers do.
 """
 
 from __future__ import annotations
