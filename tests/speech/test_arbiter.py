@@ -16,7 +16,7 @@ from parley.speech.endpoint import Endpointer, SpeechEnded
 from parley.speech.engines import load_engines
 from parley.speech.engines.pool import DecodePool
 from parley.speech.tts import load_tts, render
-from parley.speech.types import FRAME_SAMPLES, Hypothesis, Question, SlotType
+from parley.speech.types import FRAME_SAMPLES, Hypothesis, Question, SlotType, TurnRecord
 from parley.speech.vad import make_vad
 
 
@@ -406,28 +406,34 @@ class ScriptedEngine(ExplodingEngine):
         return Hypothesis(self.name, self.said, 0.9, is_final=True)
 
 
-async def test_a_second_opinion_is_not_asked_when_the_first_engines_agree(engines):
+async def _heard_with_second_opinion(
+    engines: list, beside: str, second_says: str
+) -> tuple[TurnRecord, ScriptedEngine]:
+    """The grammar hears "four two seven one" beside an engine that says ``beside``; a second opinion
+    that would say ``second_says`` is asked only if they disagree."""
     grammar = [e for e in engines if e.name == "sphinx-grammar"]
-    agreeing, second = ScriptedEngine("agreeing", "4271"), ScriptedEngine("second", "9999")
+    second = ScriptedEngine("second", second_says)
     arbiter = Arbiter(
-        [*grammar, agreeing, second], priors=EnginePriors(), deadline=30, second_opinions=[["second"]]
+        [*grammar, ScriptedEngine("beside", beside), second],
+        priors=EnginePriors(),
+        deadline=30,
+        second_opinions=[["second"]],
     )
-    record = await arbiter.recognize(DIGITS, await telephone_speech("four two seven one"))
+    return await arbiter.recognize(DIGITS, await telephone_speech("four two seven one")), second
+
+
+async def test_a_second_opinion_is_not_asked_when_the_first_engines_agree(engines):
+    record, second = await _heard_with_second_opinion(engines, beside="4271", second_says="9999")
     assert read_digits(record.winner.text) == "4271"
     assert not second.decoded and record.not_run == ["second"]
     assert "second" not in record.scores and "second" not in record.failed_engines
-    assert record.agreed in ("sphinx-grammar and agreeing read the same answer",
-                             "agreeing and sphinx-grammar read the same answer")  # fmt: skip
+    assert record.agreed in ("sphinx-grammar and beside read the same answer",
+                             "beside and sphinx-grammar read the same answer")  # fmt: skip
     assert "not asked: second" in record.reason
 
 
 async def test_a_second_opinion_decides_when_the_first_engines_disagree(engines):
-    grammar = [e for e in engines if e.name == "sphinx-grammar"]
-    rival, second = ScriptedEngine("rival", "1234"), ScriptedEngine("second", "4271")
-    arbiter = Arbiter(
-        [*grammar, rival, second], priors=EnginePriors(), deadline=30, second_opinions=[["second"]]
-    )
-    record = await arbiter.recognize(DIGITS, await telephone_speech("four two seven one"))
+    record, second = await _heard_with_second_opinion(engines, beside="1234", second_says="4271")
     assert second.decoded and record.not_run == [] and "second" in record.answer_seconds
     assert read_digits(record.winner.text) == "4271"  # the grammar, with the second opinion's support
 
