@@ -100,7 +100,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "whisper-noprompt": {"biased": False},
     "whisper-ctx30": {"context_s": 30.0},
     "whisper-ctx5": {"context_s": 5.0},
-    "whisper-ctx5-beam2": {"context_s": 5.0, "beam_size": 2},
     "whisper-beam1": {"beam_size": 1},
     "whisper-top1": {"n_best": 1},
 }
