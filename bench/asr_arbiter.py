@@ -12,7 +12,7 @@ questions, and base on noise-reduced audio too for digits, phone numbers, spelli
 and the agent LM on free speech), asking tiny.en and then base on noise-reduced audio only when the
 engines before them disagree (``SECOND_OPINIONS``), with the CPU of the decodes it asked for.
 "oracle" counts an utterance right when any engine got it: no selection policy can beat it.
-Variants of whisper (``--variants``: without the question prompt, with the full 30 s encoder
+Variants of whisper (``--variants``: without the question prompt, with a 30 s or a 5 s encoder
 window, greedy decoding, the beam's top hypothesis only) are reported beside, for the choices in
 the engine's docstring; they take no part in the arbiter or the oracle.
 
