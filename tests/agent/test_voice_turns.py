@@ -90,10 +90,13 @@ def stub_call() -> SimpleNamespace:
     )
 
 
-async def listen(tmp_path, engine: ScriptedEngine, audio: np.ndarray) -> _CallSession:
+async def listen(
+    tmp_path, engine: ScriptedEngine | list[ScriptedEngine], audio: np.ndarray
+) -> _CallSession:
     """Run the first turn of AGENT over ``audio`` (20 ms frames, paced a little like RTP)."""
+    engines = engine if isinstance(engine, list) else [engine]
     app = VoiceAgent(
-        load_agent_text(AGENT), engines=[engine], tts=CachedTts(FliteTts(), PromptCache(tmp_path))
+        load_agent_text(AGENT), engines=engines, tts=CachedTts(FliteTts(), PromptCache(tmp_path))
     )
     session = _CallSession(app, stub_call())  # type: ignore[arg-type]
     listen_action = next(a for a in session.conversation.start() if isinstance(a, Listen))
@@ -123,6 +126,30 @@ async def test_a_complete_final_at_a_pause_ends_the_turn_there(tmp_path):
     assert turn.close == "pause" and turn.t_early_close is not None
     assert abs(turn.timing["close_after_speech_ms"] - PAUSE_CHECK_MS) <= 100  # not the 700 ms timeout
     assert len(engine.finished) == 1
+
+
+class WholeAnswerEngine(ScriptedEngine):
+    """Decodes the whole answer at once, like whisper: a final, no partials."""
+
+    name = "whisper"
+
+
+async def test_a_whole_answer_final_at_a_pause_is_confirmed_by_a_streaming_engines_partial(tmp_path):
+    """Whisper's complete final has no partial of its own: the streaming engine's last one, which says
+    the same digits, confirms it, and the turn ends at the pause (it waited for the silence timeout)."""
+    answer = await speech("two seven three nine")
+    end_s = 0.5 + len(answer) / RATE
+    streaming = ScriptedEngine(
+        partials=[(0.3, "it is"), (0.9, "it is seven three"), (end_s - 0.2, "it is seven three nine")],
+        finals=[(0.0, "it is seven three nine")],
+    )
+    whole = WholeAnswerEngine(partials=[], finals=[(0.0, "2 7 3 9")])
+    audio = np.concatenate([silence(500), answer, silence(1500)])
+    session = await listen(tmp_path, [streaming, whole], audio)
+    assert session.conversation.slots["account"] == "2739"
+    turn = session.conversation.record.turns[0]
+    assert turn.close == "pause" and turn.hypotheses and "whisper" in str(turn.arbiter_reason)
+    assert abs(turn.timing["close_after_speech_ms"] - PAUSE_CHECK_MS) <= 100  # not the 700 ms timeout
 
 
 async def test_a_final_that_invents_the_last_digit_at_a_pause_is_refused_and_listening_goes_on(tmp_path):

@@ -218,6 +218,14 @@ async def test_a_turn_tells_when_an_engine_lags_behind_the_audio():
     await turn.finish()
 
 
+async def test_the_chunk_just_sent_is_no_lag():
+    turn = Arbiter([SlowEngine()], deadline=10).start_turn(DIGITS)
+    for _ in range(5):  # one chunk, flushed by the fifth frame
+        turn.feed(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+    assert not turn.lagging
+    await turn.finish()
+
+
 async def test_learned_priors_break_ties_between_equally_valid_answers(engines):
     question = Question(SlotType.YES_NO)
     priors = EnginePriors.learn(

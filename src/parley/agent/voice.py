@@ -607,10 +607,29 @@ class _CallSession:
         winner = record.winner
         if winner is None or not winner.is_final:
             return False
-        partials = [h.text for h in record.hypotheses if h.engine == winner.engine and not h.is_final]
-        heard = partials[-1] if partials else ""
-        actions = self.conversation.on_pause(winner.text, winner.confidence, heard=heard)
-        return any(isinstance(a, EarlyClose) for a in actions)
+        for heard in pause_witnesses(record):
+            actions = self.conversation.on_pause(winner.text, winner.confidence, heard=heard)
+            if any(isinstance(a, EarlyClose) for a in actions):
+                return True
+        return False
+
+
+def pause_witnesses(record: TurnRecord) -> list[str]:
+    """The partials that may confirm the winning final at a pause (``Conversation.on_pause``'s
+    ``heard``): the winning engine's last one; for an engine without partials (whisper decodes the
+    whole answer), each streaming engine's last one. Whisper's complete "2 8 1 3" had no partial of its
+    own to agree with, so the turn waited out the silence timeout while the grammar's "it is eight one
+    three" (its "two" heard as "it is", on a browser's Opus audio) said the same."""
+    winner = record.winner
+    if winner is None:
+        return []
+    last: dict[str, str] = {}
+    for hypothesis in record.hypotheses:
+        if not hypothesis.is_final:
+            last[hypothesis.engine] = hypothesis.text
+    if winner.engine in last:
+        return [last[winner.engine]]
+    return list(last.values()) or [""]
 
 
 class CallGone(Exception):

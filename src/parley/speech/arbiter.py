@@ -361,8 +361,9 @@ class ArbiterTurn:
 
     @property
     def lagging(self) -> bool:
-        """Whether an engine still decoding has audio queued: it is a chunk or more behind the caller."""
-        return any(not w.queue.empty() for w in self.workers if w.error is None and not w.task.done())
+        """Whether an engine still decoding has more audio queued than the chunk just sent: it is a chunk
+        or more behind the caller (a chunk flushed by this very frame is no lag)."""
+        return any(w.queue.qsize() > 1 for w in self.workers if w.error is None and not w.task.done())
 
     def feed(self, frame: np.ndarray) -> None:
         """Add one frame; engines get audio in chunks of ``chunk_frames`` to keep overhead low."""
