@@ -59,8 +59,7 @@ from agent.voice_caller import (  # noqa: E402
     start_agent_server,
     stop_agent_server,
 )
-from integration.harness import free_port as harness_free_port  # noqa: E402
-from integration.harness import rtp_range, shared_ports  # noqa: E402
+from integration.harness import free_port, rtp_range, shared_ports  # noqa: E402
 from parley.speech.tts import load_tts  # noqa: E402
 from parley.telephony.manager import CallManager  # noqa: E402
 
@@ -111,20 +110,6 @@ def percentile(values: list[float], q: float) -> float | None:
     k = (len(ordered) - 1) * q / 100
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def free_port() -> int:
-    if shared_ports() is not None:  # PARLEY_TEST_PORTS: this machine's share of the ports
-        return harness_free_port()
-    for _ in range(200):
-        port = random.randrange(41000, 59990, 2)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
 
 
 def free_range(size: int) -> tuple[int, int]:
