@@ -55,6 +55,7 @@ from parley.speech.arbiter import (
     SHIPPED_PRIORS,
     Arbiter,
     EnginePriors,
+    agreement_confidence,
     consulted,
     opinion_tiers,
     ranked,
@@ -199,6 +200,7 @@ def arbitrate(
         best = ranked(asked, question, priors)[0][1]
         row["correct"][label] = row["correct"][best.engine]
         row["cpu"][label] = sum(row["cpu"][h.engine] for h in asked)
+        row.setdefault("tier", {})[label] = max(tiers.get(h.engine, 0) for h in asked)
         row["texts"][label] = best.text
 
 
@@ -218,12 +220,14 @@ def learn_priors(rows: list[dict], engines: list[str]) -> EnginePriors:
             if name in row["hypotheses"]
         ]
     )
+    priors.sure_confidence = 1.0  # whisper always asked while the weights are learned; then learned itself
     confidence = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6)
     priors.confidence_weight = best_weight(rows, priors, engines, "confidence_weight", confidence)
     # Agreement: the default unless another weight scores better (on a small training corpus where the
     # arbiter is already near its oracle, agreement often changes nothing there).
     agreement = (AGREEMENT_WEIGHT, 0.05, 0.2, 0.0, 0.3)
     priors.agreement_weight = best_weight(rows, priors, engines, "agreement_weight", agreement)
+    priors.sure_confidence = lowest_sure_confidence(rows, priors, engines)
     for row in rows:
         for key in ("correct", "cpu", "texts"):
             row[key].pop("trial", None)
@@ -246,6 +250,29 @@ def best_weight(
     default = scores[0]
     best = max(scores, key=lambda score: score[0])  # the first of equals
     return best[1] if best[0] >= default[0] + max(1, round(WEIGHT_MARGIN * len(rows))) else default[1]
+
+
+def lowest_sure_confidence(rows: list[dict], priors: EnginePriors, engines: list[str]) -> float:
+    """The lowest calibrated confidence from which the first engines' agreement may close a turn alone
+    (:attr:`EnginePriors.sure_confidence`) and the lean arbiter still gets as many of ``rows`` right as
+    when it always asks whisper too; 1.0 (never) when no such confidence."""
+
+    def right(sure: float) -> int:
+        priors.sure_confidence = sure
+        arbitrate(rows, priors, "trial", engines, LEAN_SELECTION, SECOND_OPINIONS)
+        return sum(row["correct"]["trial"] for row in rows)
+
+    tiers = opinion_tiers(SECOND_OPINIONS)
+    candidates = set()
+    for row in rows:
+        question = question_for(row["record"])
+        chosen = LEAN_SELECTION.get(question.slot_type, ())
+        first = [h for name, h in row["hypotheses"].items() if name in chosen and tiers.get(name, 0) == 0]
+        found = agreement_confidence(first, question, priors)
+        if found is not None:
+            candidates.add(found[0])
+    reference = right(1.0)
+    return next((sure for sure in sorted(candidates) if right(sure) >= reference), 1.0)
 
 
 async def latency_sample(
@@ -419,7 +446,7 @@ async def main() -> None:
     closed_answers = sum(1 for r in rows if r["record"]["slot_type"] != SlotType.FREE.value)
     print(f"\nslot accuracy ({len(rows)} utterances, {closed_answers} closed;", end=" ")
     print(f"priors learned on {len(train_rows)}; weights: confidence {priors.confidence_weight},", end=" ")
-    print(f"agreement {priors.agreement_weight})")
+    print(f"agreement {priors.agreement_weight}; sure from {priors.sure_confidence:.3f})")
     print(f"{'slot type':<15}" + "".join(f"{c:>17}" for c in columns))
     for slot_type, values in accuracy.items():
         cells = "".join(f"{'-' if v is None else f'{100 * v:.1f}%':>17}" for v in values.values())
@@ -443,6 +470,12 @@ async def main() -> None:
     share = closed[arbiter] / max(closed["oracle"], 1e-9)
     print(f"oracle {100 * closed['oracle']:.1f}%: {arbiter} reaches {100 * share:.1f}% of it (goal >= 97%)")
     print(f"CPU per call of 4 answers ({arbiter}): {4 * cpu_closed[arbiter]:.2f} s")
+    closed_tiers = [r["tier"][arbiter] for r in rows if r["record"]["slot_type"] != SlotType.FREE.value]
+    asked = ", ".join(
+        f"{100 * closed_tiers.count(tier) / len(closed_tiers):.0f}% after {' + '.join(engines)}"
+        for tier, engines in enumerate([("the streaming engines",), *SECOND_OPINIONS])
+    )
+    print(f"closed answers decided ({arbiter}): {asked}")
     print(f"end of speech -> arbiter decision over {len(delays)} real-time turns:", end=" ")
     print(f"p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms")
     summary = {
@@ -450,7 +483,7 @@ async def main() -> None:
         "free_speech_wer": wer, "best_single": best_single, "latency_p50_s": p50, "latency_p95_s": p95,
         "utterances": len(rows), "closed_answers": closed_answers, "priors": priors.table,
         "calibration": priors.calibration, "confidence_weight": priors.confidence_weight,
-        "agreement_weight": priors.agreement_weight,
+        "agreement_weight": priors.agreement_weight, "sure_confidence": priors.sure_confidence,
     }  # fmt: skip
     (args.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import time
 
@@ -415,15 +416,15 @@ class ScriptedEngine(ExplodingEngine):
 
 
 async def _heard_with_second_opinion(
-    engines: list, beside: str, second_says: str
+    engines: list, beside: str, second_says: str, priors: EnginePriors | None = None
 ) -> tuple[TurnRecord, ScriptedEngine]:
     """The grammar hears "four two seven one" beside an engine that says ``beside``; a second opinion
-    that would say ``second_says`` is asked only if they disagree."""
+    that would say ``second_says`` is asked only if they disagree (or agree without being sure)."""
     grammar = [e for e in engines if e.name == "sphinx-grammar"]
     second = ScriptedEngine("second", second_says)
     arbiter = Arbiter(
         [*grammar, ScriptedEngine("beside", beside), second],
-        priors=EnginePriors(),
+        priors=priors or EnginePriors(),
         deadline=30,
         second_opinions=[["second"]],
     )
@@ -444,6 +445,25 @@ async def test_a_second_opinion_decides_when_the_first_engines_disagree(engines)
     record, second = await _heard_with_second_opinion(engines, beside="1234", second_says="4271")
     assert second.decoded and record.not_run == [] and "second" in record.answer_seconds
     assert read_digits(record.winner.text) == "4271"  # the grammar, with the second opinion's support
+
+
+async def test_the_first_engines_close_a_turn_alone_only_when_one_of_them_is_sure(engines):
+    """The first engines' agreement needs one of them at least ``sure_confidence`` confident
+    (calibrated): here the grammar means P(right) 0.2 whatever it says, the other engine 0.3."""
+    calibration = {"sphinx-grammar": (0.0, math.log(0.2 / 0.8)), "beside": (0.0, math.log(0.3 / 0.7))}
+    for sure, asked in ((0.5, True), (0.25, False)):
+        priors = EnginePriors(calibration=calibration, agreement_weight=0.1, sure_confidence=sure)
+        record, second = await _heard_with_second_opinion(engines, "4271", "4271", priors)
+        assert second.decoded is asked and record.not_run == ([] if asked else ["second"])
+        assert read_digits(record.winner.text) == "4271"
+        if not asked:
+            assert record.agreed.endswith("read the same answer, confidence 0.30")
+
+
+def test_sure_confidence_is_saved_with_the_priors(tmp_path):
+    priors = EnginePriors({"whisper": {"digits": 0.8}}, sure_confidence=0.36)
+    priors.save(tmp_path / "priors.json")
+    assert EnginePriors.load(tmp_path / "priors.json").sure_confidence == 0.36
 
 
 def test_a_whole_answer_ranks_above_half_of_one_from_an_engine_with_a_higher_prior():

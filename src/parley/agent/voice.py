@@ -79,12 +79,13 @@ LEAN_SELECTION: dict[SlotType, tuple[str, ...]] = {
     **{t: (*_CLOSED_ENGINES, "whisper-denoised") for t in _NOISY_TYPES},
     SlotType.FREE: ("sphinx-agent-lm", "whisper"),
 }
-# Asked in turn, each only when the engines before it do not agree (the arbiter's second opinions): on
-# the ASR benchmark's corpora (bench/asr_arbiter.py) the same answers right as with every engine at once
-# (80.7 % of 342 evaluation answers, 77.3 % of 216 training answers, before the reader's spelling fixes
-# that brought the evaluation to 81.6 %), the turn closing on the streaming engines and whisper base in
-# 42 %, with tiny.en in 39 %; 18 % less CPU per answer.
-SECOND_OPINIONS = (("whisper-tiny",), ("whisper-denoised",))
+# Asked in turn, each only when the engines before it do not agree (the arbiter's second opinions); the
+# streaming decoders close a turn alone only when their agreement is sure (EnginePriors.sure_confidence),
+# at once after the end of speech, before whisper could have decoded. On the ASR benchmark's corpora
+# (bench/asr_arbiter.py) the same answers right as with every engine at once; 12 % of the evaluation
+# answers close on the streaming decoders, 30 % more with whisper base, 39 % with tiny.en; 18 % less
+# CPU per answer than every engine at once.
+SECOND_OPINIONS = (("whisper",), ("whisper-tiny",), ("whisper-denoised",))
 # decode once per answer: a decode process of their own each
 WHOLE_ANSWER_ENGINES = ("whisper", "whisper-tiny", "whisper-denoised")
 # End of speech -> decision at the latest. Whisper base costs 0.25 CPU-s a decode on one machine of this

@@ -25,7 +25,12 @@ Second opinions: engines named in the arbiter's ``second_opinions`` tiers hear t
 only when the engines before them do not agree (:func:`agreed`: the leading reading is a valid answer
 that another engine read too). On one core the decodes of a turn run one after another anyway, so
 a turn whose first engines agree closes sooner and spends less CPU, and one where they disagree
-closes no later than if every engine had decoded at once.
+closes no later than if every engine had decoded at once. The first engines (those in no tier: the
+streaming decoders, whose finals are in a few milliseconds after the end of speech) close a turn alone
+only when their agreement is also sure: one of the engines that agree is at least
+``EnginePriors.sure_confidence`` confident (calibrated), a threshold learned on the training corpus so
+that closing there costs none of its answers. Those turns are decided before a neural engine could have
+decoded at all.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class EnginePriors:
     calibration: dict[str, tuple[float, float]] = field(default_factory=dict)  # engine -> (slope, offset)
     confidence_weight: float = CONFIDENCE_WEIGHT
     agreement_weight: float = 0.0
+    # the first engines' agreement closes a turn alone from this calibrated confidence (module docstring)
+    sure_confidence: float = 0.0
 
     def get(self, engine: str, slot_type: str) -> float:
         return self.table.get(engine, {}).get(slot_type, self.default)
@@ -132,6 +139,7 @@ class EnginePriors:
             "calibration": {e: list(fit) for e, fit in self.calibration.items()},
             "confidence_weight": self.confidence_weight,
             "agreement_weight": self.agreement_weight,
+            "sure_confidence": self.sure_confidence,
         }
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -144,6 +152,7 @@ class EnginePriors:
             {e: (float(a), float(b)) for e, (a, b) in data.get("calibration", {}).items()},
             float(data.get("confidence_weight", CONFIDENCE_WEIGHT)),
             float(data.get("agreement_weight", 0.0)),
+            float(data.get("sure_confidence", 0.0)),
         )
 
     @classmethod
@@ -228,22 +237,44 @@ def ranked(
     return [out[i] for i in order]
 
 
-def agreed(finals: Sequence[Hypothesis], question: Question, priors: EnginePriors) -> str | None:
-    """Why the leading final needs no second opinion ("whisper and sphinx-grammar read the same
-    answer"): it reads as a valid answer and another engine's final reads the same value; else None."""
+def agreement_confidence(
+    finals: Sequence[Hypothesis], question: Question, priors: EnginePriors
+) -> tuple[float, str] | None:
+    """When the leading final reads as a valid answer and another engine's final reads the same value:
+    the highest calibrated confidence among the engines that read it, and which engines they are
+    ("whisper and sphinx-grammar"); else None."""
     if not finals:
         return None
     lead = ranked(finals, question, priors)[0][1]
     mine = read_slot(question, lead.text) if lead.text.strip() else None
     if _validity(question, mine)[0] != 1.0:
         return None
-    for other in finals:
-        if other.engine == lead.engine or not other.text.strip():
-            continue
-        theirs = read_slot(question, other.text)
-        if _validity(question, theirs)[0] == 1.0 and same_reading(mine.value, theirs.value):
-            return f"{lead.engine} and {other.engine} read the same answer"
-    return None
+    agreeing = [
+        other
+        for other in finals
+        if other.engine != lead.engine
+        and other.text.strip()
+        and _validity(question, theirs := read_slot(question, other.text))[0] == 1.0
+        and same_reading(mine.value, theirs.value)
+    ]
+    if not agreeing:
+        return None
+    confidence = max(priors.confidence(h.engine, h.confidence) for h in (lead, *agreeing))
+    return confidence, f"{lead.engine} and {agreeing[0].engine}"
+
+
+def agreed(
+    finals: Sequence[Hypothesis], question: Question, priors: EnginePriors, sure: float = 0.0
+) -> str | None:
+    """Why the leading final needs no second opinion ("whisper and sphinx-grammar read the same
+    answer"): it reads as a valid answer, another engine's final reads the same value, and one of them
+    is at least ``sure`` confident (calibrated); else None."""
+    found = agreement_confidence(finals, question, priors)
+    if found is None or found[0] < sure:
+        return None
+    confidence, engines = found
+    why = f"{engines} read the same answer"
+    return f"{why}, confidence {confidence:.2f}" if sure > 0 else why
 
 
 def opinion_tiers(second_opinions: Sequence[Sequence[str]]) -> dict[str, int]:
@@ -255,13 +286,20 @@ def consulted(
     finals: Sequence[Hypothesis], question: Question, priors: EnginePriors, tiers: dict[str, int]
 ) -> list[Hypothesis]:
     """The finals a turn weighs when every engine would answer in time: tier by tier until they
-    :func:`agreed` (:meth:`ArbiterTurn.finish`, replayed on decoded answers by the benchmark)."""
+    :func:`agreed` (surely, after the first engines alone: :func:`sure_for`) (:meth:`ArbiterTurn.finish`,
+    replayed on decoded answers by the benchmark)."""
     asked: list[Hypothesis] = []
     for tier in sorted({tiers.get(h.engine, 0) for h in finals}):
         asked += [h for h in finals if tiers.get(h.engine, 0) == tier]
-        if agreed(asked, question, priors) is not None:
+        if agreed(asked, question, priors, sure_for(tier, priors)) is not None:
             break
     return asked
+
+
+def sure_for(tier: int, priors: EnginePriors) -> float:
+    """The confidence an agreement needs to close a turn after ``tier``: the first engines alone need
+    :attr:`EnginePriors.sure_confidence`; once a second opinion is in, agreement is enough."""
+    return priors.sure_confidence if tier == 0 else 0.0
 
 
 def best_possible(engine: str, question: Question, priors: EnginePriors) -> float:
@@ -400,7 +438,8 @@ class ArbiterTurn:
             await self._gather(asked, deadline)
             if tier == tiers[-1] or time.perf_counter() >= deadline:
                 break
-            why = agreed([w.final for w in asked if w.final is not None], self.question, self.arbiter.priors)
+            finals = [w.final for w in asked if w.final is not None]
+            why = agreed(finals, self.question, self.arbiter.priors, sure_for(tier, self.arbiter.priors))
             if why is not None:
                 self.record.not_run = [w.engine.name for w in self.workers if w not in asked]
                 self.record.agreed = why
