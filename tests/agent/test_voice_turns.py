@@ -16,6 +16,7 @@ from parley.agent.runtime import Listen
 from parley.agent.voice import PAUSE_CHECK_MS, VoiceAgent, _CallSession
 from parley.loadtest.audio import AnswerBook
 from parley.media import g711
+from parley.speech.arbiter import EnginePriors
 from parley.speech.tts import CachedTts, FliteTts, PromptCache, load_tts, render, trim_silence
 from parley.speech.types import FRAME_SAMPLES, Hypothesis, Question
 
@@ -246,8 +247,12 @@ YES_NO = agent_yaml("yes-test", [ask("agree", "yes_no", "Does that work for you?
 async def test_a_yes_closed_early_reaches_every_engine_whole(tmp_path):
     """The real engines (the streaming decoders and whisper, in their decode processes): the partials
     say "yes" and close the turn early, and whisper still gets the whole word. Closed at the VAD's first
-    silent frame, it got "ye" and wrote "No.", and the arbiter took that over the two "yes"."""
-    app = VoiceAgent(load_agent_text(YES_NO), tts=CachedTts(FliteTts(), PromptCache(tmp_path)))
+    silent frame, it got "ye" and wrote "No.", and the arbiter took that over the two "yes". (Whisper is
+    asked here even when the streaming decoders are sure of their "yes".)"""
+    priors = EnginePriors.shipped()
+    priors.sure_confidence = 1.0  # never sure: whisper decodes every answer
+    tts = CachedTts(FliteTts(), PromptCache(tmp_path))
+    app = VoiceAgent(load_agent_text(YES_NO), tts=tts, priors=priors)
     await app.start()
     try:
         yes = await AnswerBook(load_tts("flite"), "slt").get("yes")  # as the load tester says it
