@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import statistics
 import sys
 import time
@@ -59,6 +60,7 @@ from parley.speech.arbiter import (
     consulted,
     opinion_tiers,
     ranked,
+    sure_for,
 )
 from parley.speech.corpus import generate_corpus, question_for, read_labels, read_wav
 from parley.speech.engines import load_engines
@@ -269,7 +271,7 @@ def lowest_sure_confidence(rows: list[dict], priors: EnginePriors, engines: list
         chosen = LEAN_SELECTION.get(question.slot_type, ())
         first = [h for name, h in row["hypotheses"].items() if name in chosen and tiers.get(name, 0) == 0]
         found = agreement_confidence(first, question, priors)
-        if found is not None:
+        if found is not None and sure_for(0, question, priors) != math.inf:  # may close a turn alone
             candidates.add(found[0])
     reference = right(1.0)
     return next((sure for sure in sorted(candidates) if right(sure) >= reference), 1.0)

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 DIGITS = Question(SlotType.DIGITS, prompt="What is your account number?", digit_count=4)
+YES_NO = Question(SlotType.YES_NO, prompt="Shall I go ahead?")
 
 
 async def telephone_speech(text: str, voice: str = "slt") -> np.ndarray:
@@ -416,22 +417,28 @@ class ScriptedEngine(ExplodingEngine):
 
 
 async def _heard_with_second_opinion(
-    engines: list, beside: str, second_says: str, priors: EnginePriors | None = None
+    engines: list,
+    beside: str,
+    second_says: str,
+    priors: EnginePriors | None = None,
+    question: Question = DIGITS,
+    spoken: str = "four two seven one",
+    tiers: tuple[tuple[str, ...], ...] = (("beside",), ("second",)),
 ) -> tuple[TurnRecord, ScriptedEngine]:
-    """The grammar hears "four two seven one" beside an engine that says ``beside``; a second opinion
-    that would say ``second_says`` is asked only if they disagree (or agree without being sure)."""
+    """The grammar hears ``spoken`` beside an engine that says ``beside`` (by default the first second
+    opinion); a second opinion after it that would say ``second_says`` is asked only if they disagree."""
     grammar = [e for e in engines if e.name == "sphinx-grammar"]
     second = ScriptedEngine("second", second_says)
     arbiter = Arbiter(
         [*grammar, ScriptedEngine("beside", beside), second],
         priors=priors or EnginePriors(),
         deadline=30,
-        second_opinions=[["second"]],
+        second_opinions=tiers,
     )
-    return await arbiter.recognize(DIGITS, await telephone_speech("four two seven one")), second
+    return await arbiter.recognize(question, await telephone_speech(spoken)), second
 
 
-async def test_a_second_opinion_is_not_asked_when_the_first_engines_agree(engines):
+async def test_a_second_opinion_is_not_asked_when_the_engines_before_it_agree(engines):
     record, second = await _heard_with_second_opinion(engines, beside="4271", second_says="9999")
     assert read_digits(record.winner.text) == "4271"
     assert not second.decoded and record.not_run == ["second"]
@@ -441,7 +448,7 @@ async def test_a_second_opinion_is_not_asked_when_the_first_engines_agree(engine
     assert "not asked: second" in record.reason
 
 
-async def test_a_second_opinion_decides_when_the_first_engines_disagree(engines):
+async def test_a_second_opinion_decides_when_the_engines_before_it_disagree(engines):
     record, second = await _heard_with_second_opinion(engines, beside="1234", second_says="4271")
     assert second.decoded and record.not_run == [] and "second" in record.answer_seconds
     assert read_digits(record.winner.text) == "4271"  # the grammar, with the second opinion's support
@@ -453,11 +460,22 @@ async def test_the_first_engines_close_a_turn_alone_only_when_one_of_them_is_sur
     calibration = {"sphinx-grammar": (0.0, math.log(0.2 / 0.8)), "beside": (0.0, math.log(0.3 / 0.7))}
     for sure, asked in ((0.5, True), (0.25, False)):
         priors = EnginePriors(calibration=calibration, agreement_weight=0.1, sure_confidence=sure)
-        record, second = await _heard_with_second_opinion(engines, "4271", "4271", priors)
+        record, second = await _heard_with_second_opinion(
+            engines, "yes", "yes", priors, question=YES_NO, spoken="yes", tiers=(("second",),)
+        )
         assert second.decoded is asked and record.not_run == ([] if asked else ["second"])
-        assert read_digits(record.winner.text) == "4271"
+        assert record.winner.text.strip(".").lower() == "yes"
         if not asked:
             assert record.agreed.endswith("read the same answer, confidence 0.30")
+
+
+async def test_the_first_engines_never_close_a_string_of_digits_alone(engines):
+    """Both pocketsphinx decoders heard "nine nine nine one eight nine" as "...nine nine eight nine" at
+    0.94: on digits, phone numbers and spellings their agreement always gets a second opinion."""
+    priors = EnginePriors(agreement_weight=0.1, sure_confidence=0.0)
+    record, second = await _heard_with_second_opinion(engines, "4271", "4271", priors, tiers=(("second",),))
+    assert second.decoded and record.not_run == []
+    assert read_digits(record.winner.text) == "4271"
 
 
 def test_sure_confidence_is_saved_with_the_priors(tmp_path):

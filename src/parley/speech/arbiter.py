@@ -29,8 +29,8 @@ closes no later than if every engine had decoded at once. The first engines (tho
 streaming decoders, whose finals are in a few milliseconds after the end of speech) close a turn alone
 only when their agreement is also sure: one of the engines that agree is at least
 ``EnginePriors.sure_confidence`` confident (calibrated), a threshold learned on the training corpus so
-that closing there costs none of its answers. Those turns are decided before a neural engine could have
-decoded at all.
+that closing there costs none of its answers, and the answer is not a string of digits or letters
+(:func:`sure_for`). Those turns are decided before a neural engine could have decoded at all.
 """
 
 from __future__ import annotations
@@ -291,15 +291,20 @@ def consulted(
     asked: list[Hypothesis] = []
     for tier in sorted({tiers.get(h.engine, 0) for h in finals}):
         asked += [h for h in finals if tiers.get(h.engine, 0) == tier]
-        if agreed(asked, question, priors, sure_for(tier, priors)) is not None:
+        if agreed(asked, question, priors, sure_for(tier, question, priors)) is not None:
             break
     return asked
 
 
-def sure_for(tier: int, priors: EnginePriors) -> float:
+def sure_for(tier: int, question: Question, priors: EnginePriors) -> float:
     """The confidence an agreement needs to close a turn after ``tier``: the first engines alone need
-    :attr:`EnginePriors.sure_confidence`; once a second opinion is in, agreement is enough."""
-    return priors.sure_confidence if tier == 0 else 0.0
+    :attr:`EnginePriors.sure_confidence`, and never suffice for a string of digits or letters (the two
+    pocketsphinx decoders share their acoustic confusions: both heard "nine nine nine one eight nine" as
+    "...nine nine eight nine" at confidence 0.94, and one symbol changes the value); once a second
+    opinion is in, agreement is enough."""
+    if tier != 0:
+        return 0.0
+    return math.inf if question.reading_kind in SYMBOL_STRING_KINDS else priors.sure_confidence
 
 
 def best_possible(engine: str, question: Question, priors: EnginePriors) -> float:
@@ -439,7 +444,8 @@ class ArbiterTurn:
             if tier == tiers[-1] or time.perf_counter() >= deadline:
                 break
             finals = [w.final for w in asked if w.final is not None]
-            why = agreed(finals, self.question, self.arbiter.priors, sure_for(tier, self.arbiter.priors))
+            priors = self.arbiter.priors
+            why = agreed(finals, self.question, priors, sure_for(tier, self.question, priors))
             if why is not None:
                 self.record.not_run = [w.engine.name for w in self.workers if w not in asked]
                 self.record.agreed = why
