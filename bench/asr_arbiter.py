@@ -9,8 +9,9 @@ same hypotheses with the learned priors (exactly the arbiter's policy, without r
 "arbiter" runs every engine on every question; "arbiter-lean" runs what the voice agent runs
 (``LEAN_SELECTION``: the grammar, the per-agent LM and whisper's base and tiny.en models on closed
 questions, and base on noise-reduced audio too for digits, phone numbers, spellings and amounts; whisper
-and the agent LM on free speech), asking tiny.en and then base on noise-reduced audio only when the
-engines before them disagree (``SECOND_OPINIONS``), with the CPU of the decodes it asked for.
+and the agent LM on free speech), asking base, then tiny.en and then base on noise-reduced audio only when
+the engines before them disagree (``SECOND_OPINIONS``; the streaming decoders' agreement must also be
+sure: ``sure_confidence``, learned here too), with the CPU of the decodes it asked for.
 "oracle" counts an utterance right when any engine got it: no selection policy can beat it.
 Variants of whisper (``--variants``: without the question prompt, with a 30 s or a 5 s encoder
 window, greedy decoding, the beam's top hypothesis only) are reported beside, for the choices in
