@@ -5,7 +5,9 @@ answers are flite renderings trimmed of silence) to the first RTP packet of the 
 speech energy (time-stamped on arrival at the caller's socket, before its jitter buffer). The agent
 says "Thanks." when its decision takes longer than 150 ms (``acknowledgement``), so that figure is the
 first agent audio; the first words that depend on what was understood are the server's
-``first_audio_ms`` (its reply's first frame out, printed with the other server-side parts). Also:
+``first_audio_ms`` (its reply's first frame out, printed with the other server-side parts, and per
+question: an answer the streaming decoders decide alone is answered sooner than digits, which always
+wait for whisper). Also:
 
 - the share of complete answers closed early (``t_early_close`` in the server's call records: on a
   complete partial, or on the recognisers' final at a short pause — ``close_reasons`` tells them apart),
@@ -98,6 +100,9 @@ class StepResult:
     complete_answers: int = 0
     close_reasons: dict[str, int] = field(default_factory=dict)
     timing: dict[str, list[float]] = field(default_factory=dict)  # server-side parts of the reply time
+    # the first dependent words (server first_audio_ms) per question: a digits answer waits for whisper,
+    # a yes/no the streaming decoders are sure of does not
+    dependent_by_turn: dict[str, list[float]] = field(default_factory=dict)
 
     def percentile(self, q: float) -> float | None:
         return percentile(self.latencies_ms, q)
@@ -250,6 +255,8 @@ async def run_step(
                 result.close_reasons[reason] = result.close_reasons.get(reason, 0) + 1
             for part, ms in turn.get("timing", {}).items():
                 result.timing.setdefault(part, []).append(ms)
+            if "first_audio_ms" in turn.get("timing", {}):
+                result.dependent_by_turn.setdefault(turn["step"], []).append(turn["timing"]["first_audio_ms"])
     return result
 
 
@@ -327,13 +334,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "max_calls_per_core_p95_ok": max(holds) if holds else 0,
         "steps": [
             {
-                **{k: v for k, v in asdict(s).items() if k not in ("latencies_ms", "by_turn")},
+                **{k: v for k, v in asdict(s).items() if k not in LISTED_APART},
                 "p50_ms": _r(s.percentile(50)),
                 "p95_ms": _r(s.percentile(95)),
                 "max_ms": _r(max(s.latencies_ms) if s.latencies_ms else None),
                 "by_turn_p50_ms": {k: _r(percentile(v, 50)) for k, v in s.by_turn.items()},
                 "server_timing_p50_ms": {k: _r(percentile(v, 50)) for k, v in s.timing.items()},
                 "server_timing_p95_ms": {k: _r(percentile(v, 95)) for k, v in s.timing.items()},
+                "dependent_by_turn_ms": {
+                    k: {"p50": _r(percentile(v, 50)), "p95": _r(percentile(v, 95))}
+                    for k, v in s.dependent_by_turn.items()
+                },
                 "cpu_s_per_call": round(s.cpu_s / max(1, s.completed + s.failed), 3),
                 "cpu_share_of_core": round(s.cpu_s / s.wall_s, 3) if s.wall_s else None,
                 "latencies_ms": [round(x, 1) for x in s.latencies_ms],
@@ -341,6 +352,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for s in results
         ],
     }
+
+
+LISTED_APART = ("latencies_ms", "by_turn", "dependent_by_turn")  # a step's raw lists, summarised
 
 
 def _r(x: float | None) -> float | None:
@@ -366,11 +380,11 @@ def print_row(s: StepResult) -> None:
     )
     for error in s.errors[:3]:
         print(f"      ! {error}", flush=True)
-    parts = ", ".join(
-        f"{part} p50 {percentile(v, 50):.0f} p95 {percentile(v, 95):.0f}" for part, v in s.timing.items()
-    )
-    if parts:
-        print(f"      server side: {parts}", flush=True)
+    spreads = (("server side", s.timing), ("first dependent words by question", s.dependent_by_turn))
+    for label, spread in spreads:
+        parts = [f"{k} p50 {percentile(v, 50):.0f} p95 {percentile(v, 95):.0f}" for k, v in spread.items()]
+        if parts:
+            print(f"      {label}: {', '.join(parts)}", flush=True)
 
 
 def main() -> None:
