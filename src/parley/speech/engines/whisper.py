@@ -357,8 +357,10 @@ def denoised(audio: np.ndarray) -> np.ndarray:
 
 def echoes(text: str, prompt: str | None) -> bool:
     """Whether ``text`` repeats the prompt: :data:`ECHO_MIN_WORDS` words or more found in it word for word."""
-    heard_words, said = " ".join(words(text)), " ".join(words(prompt or ""))
-    return heard_words.count(" ") + 1 >= ECHO_MIN_WORDS and f" {heard_words} " in f" {said} "
+    heard_words = words(text)
+    if len(heard_words) < ECHO_MIN_WORDS:
+        return False
+    return f" {' '.join(heard_words)} " in f" {' '.join(words(prompt or ''))} "
 
 
 def heard(question: Question, texts: list[tuple[str, float]], prompt: str | None) -> list[tuple[str, float]]:
